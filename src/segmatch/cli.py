@@ -1,0 +1,256 @@
+"""The command line: parse arguments, show progress and summaries. No logic lives here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from segmatch import api
+from segmatch._version import __version__
+from segmatch.errors import SegmatchError
+from segmatch.pipeline import RunResult
+from segmatch.progress import ProgressTask, install_sink
+
+app = typer.Typer(
+    help="Customer segmentation and profile matching: timed, tracked, versioned.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+EXIT_USER_ERROR = 2
+
+
+class _TerminalProgress:
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    @contextmanager
+    def task(self, description: str, total: int | None) -> Iterator[ProgressTask]:
+        with Progress(
+            TextColumn("  {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        ) as bar:
+            task_id = bar.add_task(description, total=total)
+
+            class _Task:
+                def advance(self, steps: int = 1) -> None:
+                    bar.advance(task_id, steps)
+
+            yield _Task()
+
+
+def _set_up_output(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("segmatch")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.propagate = False
+    interactive = sys.stderr.isatty() and not os.environ.get("CI")
+    install_sink(_TerminalProgress(err) if interactive and not quiet else None)
+
+
+def _fail(error: SegmatchError) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+    return typer.Exit(code=EXIT_USER_ERROR)
+
+
+def _parse_sets(values: list[str]) -> dict[str, object]:
+    parsed = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--set expects KEY=VALUE, got {item!r}")
+        parsed[key.strip()] = yaml.safe_load(raw)
+    return parsed
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"segmatch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Customer segmentation and profile matching: timed, tracked, versioned."""
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="YAML file describing the job.")],
+    engine: Annotated[str | None, typer.Option(help="Engine to run on (local or spark).")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (overrides output.path).")
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config key, e.g. --set cluster.k=6 (repeatable)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
+) -> None:
+    """Run the pipeline on your own data, as described by CONFIG."""
+    _set_up_output(quiet)
+    overrides = _parse_sets(sets or [])
+    if engine:
+        overrides["engine"] = engine
+    if out_dir:
+        overrides["output.path"] = str(out_dir.resolve())
+    try:
+        result = api.run_pipeline(config, overrides=overrides)
+    except SegmatchError as error:
+        raise _fail(error) from None
+    show_summary(result)
+
+
+@app.command()
+def demo(
+    rows: Annotated[int, typer.Option(min=10, help="Customers to generate.")] = 100_000,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for data and outputs.")] = Path(
+        "segmatch-demo"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed for the data and for k-means.")] = 42,
+    engine: Annotated[str, typer.Option(help="Engine to run on (local or spark).")] = "local",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
+) -> None:
+    """Generate a synthetic customer base and run the whole pipeline on it."""
+    _set_up_output(quiet)
+    out_dir = out_dir.resolve()
+    data = out_dir / "data" / f"customers_{rows}_{seed}.parquet"
+    try:
+        if not data.exists():
+            err.print(f"generating {rows:,} synthetic customers → {data}")
+            api.generate_customers(data, rows=rows, seed=seed)
+        result = api.run_pipeline(
+            api.demo_config(data, out_dir / "output", seed=seed, engine=engine)
+        )
+    except SegmatchError as error:
+        raise _fail(error) from None
+    show_summary(result)
+
+
+@app.command()
+def generate(
+    rows: Annotated[int, typer.Option(min=1, help="Customers to generate.")] = 100_000,
+    out_path: Annotated[
+        Path, typer.Option("--out", help="File to write (.parquet or .csv).")
+    ] = Path("customers.parquet"),
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same file).")] = 7,
+    dirty_share: Annotated[
+        float, typer.Option(min=0.0, max=0.5, help="Share of rows carrying a fault.")
+    ] = 0.004,
+) -> None:
+    """Write the synthetic customer data set (seeded, deterministic)."""
+    path = api.generate_customers(out_path, rows=rows, seed=seed, dirty_share=dirty_share)
+    out.print(f"wrote {rows:,} customers (plus re-sent duplicates) to {path}")
+
+
+def show_summary(result: RunResult) -> None:
+    """Print segments, the k sweep, stage times, data quality and where outputs are."""
+    out.print()
+    out.print(
+        f"[bold]segmatch run {result.run_id}[/] — {result.customers:,} customers in "
+        f"[bold]{result.k}[/] segments, silhouette [bold]{result.silhouette:.3f}[/] "
+        f"(exact, squared Euclidean), {result.total_seconds:.2f} s"
+    )
+    out.print(_segments_table(result))
+    if result.candidates:
+        out.print(_sweep_table(result))
+    out.print(_stages_table(result))
+    out.print(_quality_table(result))
+    outputs = Table(title="Outputs", show_header=False, title_justify="left")
+    for name, path in result.outputs.items():
+        outputs.add_row(name, str(path))
+    out.print(outputs)
+
+
+def _segments_table(result: RunResult) -> Table:
+    profiles = result.profiles.to_pylist()
+    features = result.model.numeric_columns
+    table = Table(title="Segments (median of each feature)", title_justify="left")
+    table.add_column("segment", justify="right")
+    table.add_column("customers", justify="right")
+    table.add_column("share", justify="right")
+    for name in features:
+        table.add_column(name, justify="right")
+    for row in profiles:
+        table.add_row(
+            str(row["segment"]),
+            f"{row['size']:,}",
+            f"{row['share']:.1%}",
+            *(_number(row[f"{name}_median"]) for name in features),
+        )
+    return table
+
+
+def _sweep_table(result: RunResult) -> Table:
+    table = Table(title=f"Choosing k (on {result.sweep_rows:,} customers)", title_justify="left")
+    for column in ("k", "silhouette", "inertia", "smallest segment", ""):
+        table.add_column(column, justify="right" if column else "left")
+    for c in result.candidates:
+        mark = "← chosen" if c.k == result.k else (f"rejected: {c.rejected}" if c.rejected else "")
+        table.add_row(
+            str(c.k), f"{c.silhouette:.4f}", f"{c.inertia:,.0f}", f"{c.smallest_share:.1%}", mark
+        )
+    return table
+
+
+def _stages_table(result: RunResult) -> Table:
+    table = Table(title="Time per stage", title_justify="left")
+    for column in ("stage", "seconds", "rows in", "rows out", "peak MiB"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for r in result.stages:
+        table.add_row(
+            r.stage,
+            f"{r.seconds:.2f}",
+            f"{r.rows_in:,}",
+            f"{r.rows_out:,}",
+            f"{r.peak_memory_mb:,.0f}",
+        )
+    table.add_row("total", f"{result.total_seconds:.2f}", "", "", "", style="bold")
+    return table
+
+
+def _quality_table(result: RunResult) -> Table:
+    table = Table(title="Data quality", show_header=False, title_justify="left")
+    table.add_row("rows read", f"{result.rows_in:,}")
+    table.add_row("quarantined", f"{result.quarantined:,}")
+    for rule, n in sorted(result.quarantined_by_rule.items()):
+        table.add_row(f"  {rule}", f"{n:,}")
+    table.add_row("duplicate ids resolved", f"{result.duplicates:,}")
+    for column, n in sorted(result.imputed.items()):
+        table.add_row(f"imputed {column}", f"{n:,}")
+    return table
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+
+
+def main() -> None:
+    """Entry point of the ``segmatch`` command."""
+    app()

@@ -1,0 +1,263 @@
+"""Typed configuration, loaded from YAML, with errors that name the key at fault.
+
+Example:
+    >>> cfg = Config.model_validate({"input": {"path": "customers.csv"}})
+    >>> cfg.cluster.k_max
+    10
+"""
+
+from __future__ import annotations
+
+import typing
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from segmatch.errors import ConfigError, did_you_mean
+
+ColumnType = Literal["float", "int", "str", "date", "datetime", "bool"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TransactionsConfig(_Strict):
+    """How a transactions table (one row per purchase line) maps to customer behaviour."""
+
+    timestamp: str
+    amount: str | None = None
+    quantity: str | None = None
+    unit_price: str | None = None
+    invoice: str | None = None
+    category: str | None = None
+    cancellation_prefix: str | None = None
+    returns: Literal["net", "drop"] = "net"
+    as_of: datetime | None = None
+
+    @model_validator(mode="after")
+    def _amount_is_defined(self) -> TransactionsConfig:
+        if self.amount is None and (self.quantity is None or self.unit_price is None):
+            raise ValueError(
+                "give either 'amount' (a column holding each line's amount) "
+                "or both 'quantity' and 'unit_price'"
+            )
+        if self.amount is not None and (self.quantity or self.unit_price):
+            raise ValueError("give 'amount' or 'quantity' + 'unit_price', not both")
+        return self
+
+
+class InputConfig(_Strict):
+    """Where the data is and how to read it."""
+
+    path: Path
+    format: Literal["auto", "csv", "parquet", "delta"] = "auto"
+    shape: Literal["customers", "transactions"] = "customers"
+    id_column: str = "idcliente"
+    types: dict[str, ColumnType] = Field(default_factory=dict)
+    csv_separator: str = Field(",", min_length=1, max_length=1)
+    transactions: TransactionsConfig | None = None
+
+    @model_validator(mode="after")
+    def _transactions_need_mapping(self) -> InputConfig:
+        if self.shape == "transactions" and self.transactions is None:
+            raise ValueError("shape 'transactions' needs a 'transactions' section (timestamp, …)")
+        if self.shape == "customers" and self.transactions is not None:
+            raise ValueError("a 'transactions' section needs shape: transactions")
+        return self
+
+
+class DuplicatesConfig(_Strict):
+    """Which row wins when an id appears more than once."""
+
+    keep: Literal["first", "latest"] = "first"
+    order_by: str | None = None
+
+    @model_validator(mode="after")
+    def _latest_needs_order(self) -> DuplicatesConfig:
+        if self.keep == "latest" and self.order_by is None:
+            raise ValueError("keep: latest needs 'order_by', the timestamp column to compare")
+        return self
+
+
+class CleanConfig(_Strict):
+    """Validation rules, duplicate handling and imputation."""
+
+    duplicates: DuplicatesConfig = DuplicatesConfig()
+    impute: Literal["median", "mean"] = "median"
+    ranges: dict[str, tuple[float | None, float | None]] = Field(default_factory=dict)
+    max_bad_share: float = Field(0.05, ge=0.0, le=1.0)
+
+
+class FeaturesConfig(_Strict):
+    """Which columns become features, and how."""
+
+    numeric: list[str] | None = None
+    log: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    max_levels: int = Field(20, ge=1)
+    min_level_share: float = Field(0.01, ge=0.0, lt=1.0)
+
+
+class ScaleConfig(_Strict):
+    """Feature scaling."""
+
+    method: Literal["standard", "robust"] = "standard"
+
+
+class ReduceConfig(_Strict):
+    """PCA: a fixed number of components, or the fewest that explain a share of variance."""
+
+    components: int | None = Field(None, ge=1)
+    variance: float | None = Field(None, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ReduceConfig:
+        if self.components is not None and self.variance is not None:
+            raise ValueError("give 'components' or 'variance', not both")
+        return self
+
+    @property
+    def variance_target(self) -> float:
+        return self.variance if self.variance is not None else 0.9
+
+
+class ClusterConfig(_Strict):
+    """k-means: k fixed, or chosen over [k_min, k_max] by silhouette."""
+
+    k: int | None = Field(None, ge=2)
+    k_min: int = Field(2, ge=2)
+    k_max: int = Field(10, ge=2)
+    min_cluster_share: float = Field(0.02, ge=0.0, lt=0.5)
+    seed: int = 42
+    max_iter: int = Field(300, ge=1)
+    n_init: int = Field(3, ge=1)
+    sweep_sample_size: int | None = Field(200_000, ge=1000)
+
+    @model_validator(mode="after")
+    def _range_is_ordered(self) -> ClusterConfig:
+        if self.k_min > self.k_max:
+            raise ValueError(f"k_min={self.k_min} should be <= k_max={self.k_max}")
+        return self
+
+    @property
+    def candidates(self) -> list[int]:
+        return [self.k] if self.k is not None else list(range(self.k_min, self.k_max + 1))
+
+
+class MatchConfig(_Strict):
+    """Lookalikes: each customer's most similar customers within its segment."""
+
+    enabled: bool = True
+    top_k: int = Field(10, ge=1)
+
+
+class OutputConfig(_Strict):
+    """Where results go."""
+
+    path: Path = Path("segmatch-out")
+
+
+class Config(_Strict):
+    """The whole job, as described by one YAML file."""
+
+    engine: Literal["local", "spark"] = "local"
+    input: InputConfig
+    clean: CleanConfig = CleanConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    scale: ScaleConfig = ScaleConfig()
+    reduce: ReduceConfig = ReduceConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    match: MatchConfig = MatchConfig()
+    output: OutputConfig = OutputConfig()
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a YAML config; relative paths in it are taken from the config file's folder.
+
+    Example:
+        >>> cfg = load_config("examples/cc_general.yaml")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} should hold a mapping of sections")
+    apply_overrides(raw, overrides or {})
+    return build_config(raw, source=str(path), base_dir=path.parent)
+
+
+def build_config(raw: dict[str, Any], *, source: str, base_dir: Path | None = None) -> Config:
+    """Validate a mapping into a Config, resolving relative paths against base_dir."""
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    if base_dir is None:
+        return config
+    return config.model_copy(
+        update={
+            "input": config.input.model_copy(
+                update={"path": _resolve(config.input.path, base_dir)}
+            ),
+            "output": config.output.model_copy(
+                update={"path": _resolve(config.output.path, base_dir)}
+            ),
+        }
+    )
+
+
+def _resolve(path: Path, base_dir: Path) -> Path:
+    return path if path.is_absolute() else (base_dir / path).resolve()
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (``cluster.k``) in a raw config mapping; returns the mapping."""
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = raw
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return raw
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid config in {source}:"]
+    for err in exc.errors():
+        loc = [str(part) for part in err["loc"]]
+        key = ".".join(loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            hint = did_you_mean(loc[-1], _fields_at(loc[:-1]))
+            lines.append(f"  - unknown key {key!r}.{hint}")
+        elif err["type"] == "missing":
+            lines.append(f"  - missing key {key!r}")
+        else:
+            value = err.get("input")
+            shown = f" (got {value!r})" if not isinstance(value, dict) else ""
+            lines.append(f"  - {key}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _fields_at(loc: list[str]) -> list[str]:
+    model: Any = Config
+    for part in loc:
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        model = _model_in(field.annotation)
+    return list(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def _model_in(annotation: Any) -> Any:
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None

@@ -1,0 +1,74 @@
+"""One exception tree for everything segmatch reports to a user.
+
+Every message names the file, column or key at fault and the offending value, so that a user can
+act on it without reading a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class SegmatchError(Exception):
+    """Base of every error segmatch raises on purpose."""
+
+
+class ConfigError(SegmatchError):
+    """The configuration is invalid: unknown key, wrong type, impossible combination."""
+
+
+class InputError(SegmatchError):
+    """The input data cannot be used: missing, unreadable, empty or of the wrong shape."""
+
+
+class ColumnNotFoundError(InputError):
+    """A column named in the config does not exist in the input."""
+
+    def __init__(self, column: str, available: Iterable[str], *, source: str, role: str) -> None:
+        available = list(available)
+        hint = did_you_mean(column, available)
+        listed = ", ".join(repr(c) for c in available[:30])
+        more = f" (and {len(available) - 30} more)" if len(available) > 30 else ""
+        super().__init__(
+            f"{role} column {column!r} not found in {source}.{hint} Columns present: {listed}{more}"
+        )
+        self.column = column
+
+
+class ColumnTypeError(InputError):
+    """A column has a type the config does not allow (e.g. text in a numeric feature)."""
+
+
+class DataQualityError(SegmatchError):
+    """Too many rows broke the validation rules; the run stops before writing any output."""
+
+
+class ClusteringError(SegmatchError):
+    """Clustering cannot produce a valid segmentation (too few customers, every k rejected)."""
+
+
+class ModelError(SegmatchError):
+    """A fitted model is missing, unfitted, or does not fit the data it is applied to."""
+
+
+class EngineUnavailableError(SegmatchError):
+    """The engine asked for needs an optional dependency that is not installed."""
+
+
+class StageError(SegmatchError):
+    """An unexpected failure inside a stage, wrapped with the stage's name."""
+
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        super().__init__(f"stage {stage!r} failed: {type(cause).__name__}: {cause}")
+        self.stage = stage
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """Return ' Did you mean 'x'?' for the closest candidate, or '' when none is close."""
+    matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    if not matches:
+        lowered = {c.lower(): c for c in candidates}
+        if name.lower() in lowered:
+            matches = [lowered[name.lower()]]
+    return f" Did you mean {matches[0]!r}?" if matches else ""

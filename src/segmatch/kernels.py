@@ -1,0 +1,199 @@
+"""Engine-neutral NumPy kernels: the math every engine shares.
+
+Engines run these over blocks (local) or partitions (Spark) and sum the small results, so both
+engines compute the same figures with the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+#: Above this many dimensions a kd-tree loses to blocked brute force.
+KD_TREE_MAX_DIMENSIONS = 12
+
+
+def signed_log1p(values: np.ndarray) -> np.ndarray:
+    """``sign(x) · log(1 + |x|)``: a log transform that accepts zero and negative values."""
+    return np.sign(values) * np.log1p(np.abs(values))
+
+
+@dataclass(frozen=True)
+class ClusterSums:
+    """Per-cluster count, Σx and Σ‖x‖²: enough for centroids, inertia and silhouette."""
+
+    counts: np.ndarray
+    sums: np.ndarray
+    squared_norms: np.ndarray
+
+    @classmethod
+    def from_flat(cls, flat: np.ndarray, k: int, d: int) -> ClusterSums:
+        return cls(flat[:k], flat[k : k + k * d].reshape(k, d), flat[k + k * d :])
+
+    @property
+    def shares(self) -> np.ndarray:
+        return self.counts / self.counts.sum()
+
+    def inertia(self) -> float:
+        """Σ‖x − μ_c‖² over all points, from the sums alone."""
+        safe = np.maximum(self.counts, 1)
+        return float(np.sum(self.squared_norms - np.sum(self.sums**2, axis=1) / safe))
+
+
+def cluster_sums_kernel(k: int):
+    """Kernel giving the flattened :class:`ClusterSums` of one block."""
+
+    def kernel(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        d = values.shape[1]
+        counts = np.bincount(labels, minlength=k).astype(np.float64)
+        sums = np.zeros((k, d))
+        np.add.at(sums, labels, values)
+        squared = np.bincount(labels, weights=np.einsum("ij,ij->i", values, values), minlength=k)
+        return np.concatenate([counts, sums.ravel(), squared])
+
+    return kernel
+
+
+def silhouette_kernel(stats: ClusterSums):
+    """Kernel giving the sum of exact squared-Euclidean silhouettes over one block.
+
+    For a point x and cluster c, the mean squared distance to c's members is
+    ``‖x‖² − 2·x·Σ_c/n_c + S_c/n_c``. A point's own cluster excludes the point itself
+    (scale by n/(n−1)); singleton clusters score 0. This is what Spark's ClusteringEvaluator
+    computes, in O(N·k·d).
+    """
+    counts = stats.counts
+    safe = np.maximum(counts, 1.0)
+    means = stats.sums / safe[:, None]
+    mean_squared = stats.squared_norms / safe
+    present = counts > 0
+
+    def kernel(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        norms = np.einsum("ij,ij->i", values, values)
+        dissimilarity = norms[:, None] - 2.0 * values @ means.T + mean_squared[None, :]
+        dissimilarity[:, ~present] = np.inf
+        rows = np.arange(len(labels))
+        own_count = counts[labels]
+        own = dissimilarity[rows, labels] * own_count / np.maximum(own_count - 1.0, 1.0)
+        dissimilarity[rows, labels] = np.inf
+        nearest_other = dissimilarity.min(axis=1)
+        scores = np.where(
+            own < nearest_other,
+            1.0 - own / np.where(nearest_other == 0, 1.0, nearest_other),
+            np.where(own > nearest_other, nearest_other / np.where(own == 0, 1, own) - 1.0, 0.0),
+        )
+        scores[own_count <= 1] = 0.0
+        return np.array([scores.sum()])
+
+    return kernel
+
+
+def column_sums_kernel(values: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+    """Row count and column sums of one block (for means)."""
+    return np.concatenate([[values.shape[0]], values.sum(axis=0)])
+
+
+def centered_products_kernel(mean: np.ndarray):
+    """Kernel giving Σ(x−μ)(x−μ)ᵀ of one block, flattened (for a stable covariance)."""
+
+    def kernel(values: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        centered = values - mean
+        return (centered.T @ centered).ravel()
+
+    return kernel
+
+
+@dataclass(frozen=True)
+class Components:
+    """Principal axes (rows of ``axes``) and the variance each explains."""
+
+    axes: np.ndarray
+    explained_variance: np.ndarray
+    explained_ratio: np.ndarray
+
+
+def principal_components(
+    covariance: np.ndarray, *, components: int | None, variance: float
+) -> Components:
+    """Eigendecomposition of a covariance matrix, keeping a count or a share of variance.
+
+    Axes are signed so their largest-magnitude coordinate is positive, which makes the result
+    identical whichever engine or library produced the covariance.
+    """
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    order = np.argsort(eigenvalues)[::-1]
+    eigenvalues = np.clip(eigenvalues[order], 0.0, None)
+    axes = eigenvectors[:, order].T
+    flip = np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])
+    axes = axes * np.where(flip == 0, 1.0, flip)[:, None]
+    total = eigenvalues.sum()
+    ratio = eigenvalues / total if total > 0 else np.zeros_like(eigenvalues)
+    if components is None:
+        components = int(np.searchsorted(np.cumsum(ratio), variance - 1e-12) + 1)
+    components = min(components, len(eigenvalues))
+    return Components(axes[:components], eigenvalues[:components], ratio[:components])
+
+
+def top_k_neighbours(
+    points: np.ndarray, k: int, *, workers: int = -1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours of every point among the others (self excluded).
+
+    Returns (indices, distances), each n × min(k, n−1), nearest first.
+    A kd-tree in few dimensions, blocked brute force with BLAS in many.
+    """
+    n = len(points)
+    k = min(k, n - 1)
+    if k <= 0:
+        return np.empty((n, 0), dtype=np.int64), np.empty((n, 0))
+    if points.shape[1] <= KD_TREE_MAX_DIMENSIONS:
+        distances, indices = cKDTree(points).query(points, k=k + 1, workers=workers)
+        return _drop_self(indices, distances, k)
+    return _brute_force_top_k(points, k)
+
+
+def _drop_self(indices: np.ndarray, distances: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    own = np.arange(len(indices))[:, None]
+    keep = indices != own
+    keep[keep.sum(axis=1) > k, -1] = False
+    return indices[keep].reshape(-1, k), distances[keep].reshape(-1, k)
+
+
+def _brute_force_top_k(
+    points: np.ndarray, k: int, block_rows: int = 2048
+) -> tuple[np.ndarray, np.ndarray]:
+    n = len(points)
+    norms = np.einsum("ij,ij->i", points, points)
+    indices = np.empty((n, k), dtype=np.int64)
+    distances = np.empty((n, k))
+    for start in range(0, n, block_rows):
+        block = points[start : start + block_rows]
+        squared = norms[start : start + len(block), None] - 2.0 * block @ points.T + norms[None, :]
+        squared[np.arange(len(block)), np.arange(start, start + len(block))] = np.inf
+        nearest = np.argpartition(squared, k - 1, axis=1)[:, :k]
+        nearest_squared = np.take_along_axis(squared, nearest, axis=1)
+        order = np.lexsort((nearest, nearest_squared), axis=1)
+        indices[start : start + len(block)] = np.take_along_axis(nearest, order, axis=1)
+        distances[start : start + len(block)] = np.sqrt(
+            np.maximum(np.take_along_axis(nearest_squared, order, axis=1), 0.0)
+        )
+    return indices, distances
+
+
+def similarity(distances: np.ndarray) -> np.ndarray:
+    """Similarity in (0, 1]: 1 for identical profiles, falling with PCA-space distance."""
+    return 1.0 / (1.0 + distances)
+
+
+def nearest_centroids(values: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's nearest centroid (label) and its Euclidean distance."""
+    squared = (
+        np.einsum("ij,ij->i", values, values)[:, None]
+        - 2.0 * values @ centroids.T
+        + np.einsum("ij,ij->i", centroids, centroids)[None, :]
+    )
+    labels = squared.argmin(axis=1)
+    nearest = np.take_along_axis(squared, labels[:, None], axis=1)[:, 0]
+    return labels.astype(np.int32), np.sqrt(np.maximum(nearest, 0.0))

@@ -1,0 +1,296 @@
+"""Runs the stages in order; timing, logging and tracking are hooks around them.
+
+Example:
+    >>> from segmatch.engines import make_engine
+    >>> result = Pipeline(config, make_engine("local")).run()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+import pyarrow as pa
+
+from segmatch._version import __version__
+from segmatch.config import Config
+from segmatch.engines.base import Engine
+from segmatch.errors import DataQualityError, SegmatchError, StageError
+from segmatch.model import SegmentModel
+from segmatch.stages import clean, cluster, export, features, ingest, match, reduce, scale
+from segmatch.storage import StagedOutputs, append_json_line, write_arrow, write_json
+
+logger = logging.getLogger("segmatch")
+
+STAGES = ("ingest", "clean", "features", "scale", "reduce", "cluster", "match", "export")
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """What one stage did: the structured record behind each stage line."""
+
+    run_id: str
+    stage: str
+    started_at: str
+    seconds: float
+    rows_in: int
+    rows_out: int
+    partitions: int
+    peak_memory_mb: float
+
+    def line(self) -> str:
+        return (
+            f"⏱️ stage '{self.stage}' finished in {self.seconds:.2f} s "
+            f"({self.rows_in:,} rows in, {self.rows_out:,} out)"
+        )
+
+
+class StageHook(Protocol):
+    """Called around the run and each stage; hooks never change what a stage computes."""
+
+    def before_run(self, *, run_id: str, config: Config) -> None: ...
+
+    def after_stage(self, *, record: StageRecord) -> None: ...
+
+    def after_run(self, *, run_id: str, error: BaseException | None) -> None: ...
+
+
+class StageLog:
+    """Logs each stage's line and appends its JSON record to ``stage_log.jsonl``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: list[StageRecord] = []
+
+    def before_run(self, *, run_id: str, config: Config) -> None:
+        logger.info("run %s started (engine %s)", run_id, config.engine)
+
+    def after_stage(self, *, record: StageRecord) -> None:
+        self.records.append(record)
+        logger.info(record.line())
+        append_json_line(self.path, asdict(record))
+
+    def after_run(self, *, run_id: str, error: BaseException | None) -> None:
+        if error is not None:
+            logger.info("run %s failed: %s", run_id, error)
+
+    def as_arrow(self) -> pa.Table:
+        return pa.Table.from_pylist([asdict(r) for r in self.records])
+
+
+@dataclass
+class RunResult:
+    """Everything a finished run produced, for the summary and for callers."""
+
+    run_id: str
+    config: Config
+    k: int
+    silhouette: float
+    inertia: float
+    sizes: list[int]
+    candidates: tuple[cluster.Candidate, ...]
+    sweep_rows: int
+    explained_variance: list[float]
+    profiles: pa.Table
+    stages: list[StageRecord]
+    outputs: dict[str, Path]
+    rows_in: int
+    customers: int
+    quarantined: int
+    quarantined_by_rule: dict[str, int]
+    duplicates: int
+    imputed: dict[str, int]
+    model: SegmentModel
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(r.seconds for r in self.stages)
+
+
+Result = TypeVar("Result")
+
+
+class Pipeline:
+    """One run of the whole job on one engine."""
+
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        *,
+        hooks: Sequence[StageHook] = (),
+        run_id: str | None = None,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.run_id = run_id or uuid.uuid4().hex
+        self.out = Path(config.output.path)
+        self.stage_log = StageLog(self.out / "stage_log.jsonl")
+        self.hooks: list[StageHook] = [self.stage_log, *hooks]
+
+    def run(self) -> RunResult:
+        """Run every stage; on failure nothing but the quarantine reaches the output folder."""
+        for hook in self.hooks:
+            hook.before_run(run_id=self.run_id, config=self.config)
+        outputs = StagedOutputs(self.out, self.run_id)
+        try:
+            result = self._run_stages(outputs)
+        except BaseException as error:
+            outputs.discard()
+            for hook in self.hooks:
+                hook.after_run(run_id=self.run_id, error=error)
+            raise
+        for hook in self.hooks:
+            hook.after_run(run_id=self.run_id, error=None)
+        return result
+
+    def _run_stages(self, outputs: StagedOutputs) -> RunResult:
+        cfg, engine = self.config, self.engine
+        raw = self._stage(
+            "ingest",
+            lambda: ingest.read_input(engine, cfg.input, features=cfg.features, clean=cfg.clean),
+        )
+        cleaned = self._stage("clean", lambda: clean.clean_rows(engine, raw, cfg.clean))
+        self._check_quality(cleaned, raw, outputs)
+        built = self._stage(
+            "features", lambda: features.build_features(engine, cleaned, raw.plan, cfg.features)
+        )
+        scaled = self._stage("scale", lambda: scale.scale_features(engine, built, cfg.scale))
+        reduced = self._stage(
+            "reduce", lambda: reduce.reduce_dimensions(engine, scaled, cfg.reduce)
+        )
+        clustering = self._stage(
+            "cluster", lambda: cluster.cluster_customers(engine, reduced, cfg.cluster)
+        )
+        matches = (
+            self._stage(
+                "match",
+                lambda: match.match_lookalikes(
+                    engine, clustering, id_column=raw.plan.id_column, config=cfg.match
+                ),
+            )
+            if cfg.match.enabled
+            else None
+        )
+        exported = self._stage(
+            "export",
+            lambda: export.export_results(
+                engine,
+                outputs,
+                cleaned=cleaned,
+                features=built,
+                clustering=clustering,
+                matches=matches,
+                id_column=raw.plan.id_column,
+            ),
+        )
+        model = _fitted_model(
+            plan=raw.plan,
+            cleaned=cleaned,
+            built=built,
+            scaled=scaled,
+            reduced=reduced,
+            clustering=clustering,
+        )
+        write_arrow(self.stage_log.as_arrow(), outputs.path_for("stage_log"))
+        placed = outputs.commit()
+        model_path = self.out / "model.json"
+        write_json({"run_id": self.run_id, "version": __version__, **model.to_dict()}, model_path)
+        return RunResult(
+            run_id=self.run_id,
+            config=cfg,
+            k=clustering.k,
+            silhouette=clustering.silhouette,
+            inertia=clustering.inertia,
+            sizes=clustering.sizes.tolist(),
+            candidates=clustering.candidates,
+            sweep_rows=clustering.sweep_rows,
+            explained_variance=reduced.components.explained_ratio.tolist(),
+            profiles=exported.profiles,
+            stages=list(self.stage_log.records),
+            outputs={**placed, "model": model_path, "stage_log_jsonl": self.stage_log.path},
+            rows_in=raw.rows,
+            customers=built.rows_out,
+            quarantined=cleaned.quarantined,
+            quarantined_by_rule=cleaned.quarantined_by_rule,
+            duplicates=cleaned.duplicates,
+            imputed=cleaned.imputed,
+            model=model,
+        )
+
+    def _check_quality(
+        self, cleaned: clean.CleanedRows, raw: ingest.RawInput, outputs: StagedOutputs
+    ) -> None:
+        try:
+            clean.check_quality(cleaned, self.config.clean, source=raw.source)
+        except DataQualityError as error:
+            export.write_quarantine(self.engine, cleaned, outputs)
+            placed = outputs.commit()
+            raise DataQualityError(
+                f"{error} The quarantined rows, each with the rule it broke, are in "
+                f"{str(placed['quarantine'])!r}."
+            ) from None
+
+    def _stage(self, name: str, compute: Callable[[], Result]) -> Result:
+        started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+        start = time.perf_counter()
+        try:
+            result = compute()
+        except SegmatchError:
+            raise
+        except Exception as error:
+            raise StageError(name, error) from error
+        record = StageRecord(
+            run_id=self.run_id,
+            stage=name,
+            started_at=started_at,
+            seconds=time.perf_counter() - start,
+            rows_in=getattr(result, "rows_in", getattr(result, "rows_out", 0)),
+            rows_out=result.rows_out,
+            partitions=1,
+            peak_memory_mb=peak_memory_mb(),
+        )
+        for hook in self.hooks:
+            hook.after_stage(record=record)
+        return result
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process and its finished children, in MiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024.0
+
+
+def _fitted_model(
+    *,
+    plan: ingest.ColumnPlan,
+    cleaned: clean.CleanedRows,
+    built: features.Features,
+    scaled: scale.Scaled,
+    reduced: reduce.Reduced,
+    clustering: cluster.Clustering,
+) -> SegmentModel:
+    return SegmentModel(
+        id_column=plan.id_column,
+        numeric_columns=list(built.numeric),
+        log_columns=list(built.log),
+        categorical_levels=built.levels,
+        fill_values_=cleaned.fill_values,
+        center_=scaled.center,
+        scale_=scaled.scale,
+        components_=reduced.components.axes,
+        explained_variance_ratio_=reduced.components.explained_ratio,
+        pca_mean_=reduced.mean,
+        centroids_=clustering.centroids,
+        segment_ids_=np.arange(clustering.k),
+    )

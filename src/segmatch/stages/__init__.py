@@ -1,0 +1,1 @@
+"""One module per stage; each stage is an engine-neutral function named after what it makes."""

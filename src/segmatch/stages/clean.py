@@ -1,0 +1,107 @@
+"""validate / clean: quarantine rows that break a rule, resolve duplicates, impute gaps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from segmatch.config import CleanConfig
+from segmatch.engines.base import QUARANTINE_RULE, Engine, Frame, Rule
+from segmatch.errors import DataQualityError
+from segmatch.stages.ingest import RawInput
+
+
+@dataclass(frozen=True)
+class CleanedRows:
+    """Valid rows (deduplicated and imputed), the quarantine, and what happened to each."""
+
+    frame: Frame
+    quarantine: Frame
+    rows_in: int
+    rows_out: int
+    quarantined: int
+    quarantined_by_rule: dict[str, int]
+    duplicates: int
+    imputed: dict[str, int]
+    fill_values: dict[str, float]
+
+    @property
+    def quarantined_share(self) -> float:
+        return self.quarantined / self.rows_in if self.rows_in else 0.0
+
+
+def validation_rules(raw: RawInput) -> list[Rule]:
+    """The rules for this input, in the order a row is checked against them."""
+    plan = raw.plan
+    rules = [Rule("null_id", plan.id_column, "null_id")]
+    rules += [Rule("missing_value", column, "not_null") for column in plan.required]
+    rules += [Rule("not_numeric", column, "numeric") for column in plan.numeric_as_text]
+    rules += [Rule("not_finite", column, "finite") for column in plan.validated_numeric]
+    rules += [
+        Rule("out_of_range", column, "range", low=low, high=high)
+        for column, (low, high) in plan.ranges.items()
+    ]
+    return rules
+
+
+def clean_rows(engine: Engine, raw: RawInput, config: CleanConfig) -> CleanedRows:
+    """Split off bad rows, then deduplicate and impute what is left.
+
+    Missing numeric values (null, blank, NaN) are imputed with the column's median (or mean);
+    missing categories become their own level. Duplicate ids are resolved only for a customer
+    table: in a transactions table an id repeats by nature.
+    """
+    plan = raw.plan
+    valid, quarantine = engine.split_quarantine(raw.frame, rules=validation_rules(raw))
+    quarantined = raw.rows - engine.count(valid)
+    by_rule = (
+        engine.column_stats(
+            quarantine, numeric=[], categorical=[QUARANTINE_RULE], center="median"
+        ).levels[QUARANTINE_RULE]
+        if quarantined
+        else {}
+    )
+    valid = engine.cast_to_float(valid, columns=plan.validated_numeric)
+    duplicates = 0
+    if plan.transactions is None and quarantined < raw.rows:
+        valid, duplicates = engine.deduplicate(
+            valid,
+            id_column=plan.id_column,
+            keep=config.duplicates.keep,
+            order_by=config.duplicates.order_by,
+        )
+    imputed: dict[str, int] = {}
+    fill_values: dict[str, float] = {}
+    if plan.transactions is None:
+        stats = engine.column_stats(
+            valid, numeric=plan.features, categorical=plan.categorical, center=config.impute
+        )
+        imputed = {column: n for column, n in stats.nulls.items() if n}
+        fill_values = stats.centers
+        valid = engine.fill_missing(valid, numeric=fill_values, categorical=plan.categorical)
+    return CleanedRows(
+        frame=valid,
+        quarantine=quarantine,
+        rows_in=raw.rows,
+        rows_out=engine.count(valid),
+        quarantined=quarantined,
+        quarantined_by_rule=by_rule,
+        duplicates=duplicates,
+        imputed=imputed,
+        fill_values=fill_values,
+    )
+
+
+def check_quality(cleaned: CleanedRows, config: CleanConfig, *, source: str) -> None:
+    """Stop the run when too many rows were quarantined."""
+    summary = ", ".join(f"{rule}: {n:,}" for rule, n in sorted(cleaned.quarantined_by_rule.items()))
+    if cleaned.rows_out == 0:
+        raise DataQualityError(
+            f"every row of {source!r} ({cleaned.rows_in:,}) was quarantined ({summary}); "
+            "nothing is left to segment"
+        )
+    if cleaned.quarantined_share > config.max_bad_share:
+        raise DataQualityError(
+            f"{cleaned.quarantined:,} of {cleaned.rows_in:,} rows of {source!r} "
+            f"({cleaned.quarantined_share:.1%}) broke a validation rule ({summary}), more than "
+            f"clean.max_bad_share={config.max_bad_share:.1%}; no segment output was written"
+        )

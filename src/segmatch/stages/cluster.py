@@ -1,0 +1,174 @@
+"""cluster: k-means, with k chosen by the exact silhouette over a range of candidates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from segmatch import kernels
+from segmatch.config import ClusterConfig
+from segmatch.engines.base import Engine, Matrix
+from segmatch.errors import ClusteringError
+from segmatch.progress import progress
+from segmatch.stages.reduce import Reduced
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One k of the sweep and how it scored; ``rejected`` says why it could not be chosen."""
+
+    k: int
+    silhouette: float
+    inertia: float
+    smallest_share: float
+    rejected: str | None = None
+
+
+@dataclass(frozen=True)
+class Clustering:
+    """Every customer's segment, the centroids, and the sweep that chose k.
+
+    Segment ids run from 0 (the largest segment) to k − 1 (the smallest).
+    """
+
+    matrix: Matrix
+    centroids: np.ndarray
+    k: int
+    silhouette: float
+    inertia: float
+    sizes: np.ndarray
+    candidates: tuple[Candidate, ...]
+    sweep_rows: int
+    rows_in: int
+    rows_out: int
+
+    @property
+    def shares(self) -> np.ndarray:
+        return self.sizes / self.sizes.sum()
+
+
+def score_centroids(
+    engine: Engine, matrix: Matrix, centroids: np.ndarray
+) -> tuple[Matrix, kernels.ClusterSums, float]:
+    """Assign rows to centroids; return the assignment, per-cluster sums and mean silhouette.
+
+    Two passes over the data whatever k is: the sums, then the silhouette from the sums.
+    """
+    k, d = centroids.shape
+    assigned = engine.assign(matrix, centroids=centroids)
+    flat = engine.reduce_blocks(assigned, kernel=kernels.cluster_sums_kernel(k))
+    sums = kernels.ClusterSums.from_flat(flat, k, d)
+    total = engine.reduce_blocks(assigned, kernel=kernels.silhouette_kernel(sums))
+    return assigned, sums, float(total[0] / sums.counts.sum())
+
+
+def cluster_customers(engine: Engine, reduced: Reduced, config: ClusterConfig) -> Clustering:
+    """Fit k-means for the fixed k, or sweep the range and keep the best admissible k.
+
+    A sweep runs on a seeded sample of ``sweep_sample_size`` rows (all rows when fewer); the
+    chosen k is then refitted on every row, starting from the sample's centroids, and its
+    silhouette is computed exactly on every row.
+    """
+    n = reduced.rows_out
+    candidates = _feasible_candidates(config, n)
+    matrix = reduced.matrix
+    if len(candidates) == 1:
+        k = candidates[0]
+        centroids = engine.kmeans(
+            matrix,
+            k=k,
+            seed=config.seed,
+            max_iter=config.max_iter,
+            n_init=config.n_init,
+            init=None,
+        )
+        sweep: tuple[Candidate, ...] = ()
+        sweep_rows = 0
+    else:
+        sweep_rows = min(n, config.sweep_sample_size or n)
+        sample = engine.sample(matrix, rows=sweep_rows, seed=config.seed)
+        sweep, fitted = _sweep(engine, sample, candidates, config)
+        chosen = _choose(sweep, config)
+        k = chosen.k
+        centroids = fitted[k]
+        if sweep_rows < n:
+            centroids = engine.kmeans(
+                matrix, k=k, seed=config.seed, max_iter=config.max_iter, n_init=1, init=centroids
+            )
+    centroids = _largest_first(engine, matrix, centroids)
+    assigned, sums, silhouette = score_centroids(engine, matrix, centroids)
+    return Clustering(
+        matrix=assigned,
+        centroids=centroids,
+        k=k,
+        silhouette=silhouette,
+        inertia=sums.inertia(),
+        sizes=sums.counts.astype(np.int64),
+        candidates=sweep,
+        sweep_rows=sweep_rows,
+        rows_in=n,
+        rows_out=engine.matrix_rows(assigned),
+    )
+
+
+def _feasible_candidates(config: ClusterConfig, n: int) -> list[int]:
+    wanted = config.candidates
+    feasible = [k for k in wanted if k < n]
+    if not feasible:
+        raise ClusteringError(
+            f"n_samples={n} should be > n_clusters={min(wanted)}: there are fewer customers "
+            f"than clusters asked for (cluster.k / cluster.k_min)"
+        )
+    return feasible
+
+
+def _sweep(
+    engine: Engine, sample: Matrix, candidates: list[int], config: ClusterConfig
+) -> tuple[tuple[Candidate, ...], dict[int, np.ndarray]]:
+    scored: list[Candidate] = []
+    fitted: dict[int, np.ndarray] = {}
+    with progress("choosing k", total=len(candidates)) as task:
+        for k in candidates:
+            centroids = engine.kmeans(
+                sample,
+                k=k,
+                seed=config.seed,
+                max_iter=config.max_iter,
+                n_init=config.n_init,
+                init=None,
+            )
+            _, sums, silhouette = score_centroids(engine, sample, centroids)
+            smallest = float(sums.shares.min())
+            rejected = (
+                f"smallest segment holds {smallest:.2%} < min_cluster_share "
+                f"{config.min_cluster_share:.2%}"
+                if smallest < config.min_cluster_share
+                else None
+            )
+            scored.append(Candidate(k, silhouette, sums.inertia(), smallest, rejected))
+            fitted[k] = centroids
+            task.advance()
+    return tuple(scored), fitted
+
+
+def _choose(sweep: tuple[Candidate, ...], config: ClusterConfig) -> Candidate:
+    admissible = [c for c in sweep if c.rejected is None]
+    if not admissible:
+        detail = "; ".join(f"k={c.k}: {c.smallest_share:.2%}" for c in sweep)
+        raise ClusteringError(
+            f"every k in [{config.k_min}, {config.k_max}] leaves a segment under "
+            f"cluster.min_cluster_share={config.min_cluster_share:.2%} (smallest share by k: "
+            f"{detail}); lower min_cluster_share or the k range"
+        )
+    return max(admissible, key=lambda c: (c.silhouette, -c.k))
+
+
+def _largest_first(engine: Engine, matrix: Matrix, centroids: np.ndarray) -> np.ndarray:
+    """Centroids reordered by the size of their cluster, so segment 0 is the largest."""
+    k, d = centroids.shape
+    assigned = engine.assign(matrix, centroids=centroids)
+    counts = kernels.ClusterSums.from_flat(
+        engine.reduce_blocks(assigned, kernel=kernels.cluster_sums_kernel(k)), k, d
+    ).counts
+    return centroids[np.lexsort((np.arange(k), -counts))]

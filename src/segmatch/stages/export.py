@@ -1,0 +1,60 @@
+"""export: segments, matches, profiles and quarantine, staged for an all-or-nothing commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from segmatch.engines.base import Engine
+from segmatch.stages.clean import CleanedRows
+from segmatch.stages.cluster import Clustering
+from segmatch.stages.features import Features
+from segmatch.stages.match import Matches
+from segmatch.storage import StagedOutputs, write_arrow
+
+
+@dataclass(frozen=True)
+class Exported:
+    """The segment profiles (also written) and the tables staged."""
+
+    profiles: pa.Table
+    tables: tuple[str, ...]
+    rows_in: int
+    rows_out: int
+
+
+def segment_profiles(engine: Engine, features: Features, clustering: Clustering) -> pa.Table:
+    """Size, share, mean and median of every feature in original units, per segment."""
+    return engine.segment_profiles(
+        features.customers, clustering.matrix, columns=list(features.numeric)
+    )
+
+
+def write_quarantine(engine: Engine, cleaned: CleanedRows, outputs: StagedOutputs) -> None:
+    """Stage the quarantined rows, with the rule each one broke."""
+    engine.write_parquet(cleaned.quarantine, path=outputs.path_for("quarantine"))
+
+
+def export_results(
+    engine: Engine,
+    outputs: StagedOutputs,
+    *,
+    cleaned: CleanedRows,
+    features: Features,
+    clustering: Clustering,
+    matches: Matches | None,
+    id_column: str,
+) -> Exported:
+    """Stage every output table of the run."""
+    segments = engine.segments_frame(clustering.matrix, id_column=id_column)
+    engine.write_parquet(segments, path=outputs.path_for("segments"))
+    rows = engine.count(segments)
+    if matches is not None:
+        engine.write_parquet(matches.frame, path=outputs.path_for("matches"))
+        rows += matches.rows_out
+    profiles = segment_profiles(engine, features, clustering)
+    write_arrow(profiles, outputs.path_for("profiles"))
+    write_quarantine(engine, cleaned, outputs)
+    tables = ("segments", *(("matches",) if matches is not None else ()), "profiles", "quarantine")
+    return Exported(profiles, tables, clustering.rows_out, rows + cleaned.quarantined)

@@ -1,0 +1,75 @@
+"""features: one numeric vector per customer (log where asked, one-hot categories)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from segmatch.config import FeaturesConfig
+from segmatch.engines.base import OTHER_LEVEL, Engine, Frame, Matrix
+from segmatch.stages.clean import CleanedRows
+from segmatch.stages.ingest import ColumnPlan
+
+
+@dataclass(frozen=True)
+class Features:
+    """Customer rows (original units, for profiles) and their feature matrix."""
+
+    customers: Frame
+    matrix: Matrix
+    numeric: tuple[str, ...]
+    log: tuple[str, ...]
+    levels: dict[str, list[str]]
+    rows_in: int
+    rows_out: int
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.numeric, *(f"{c}={level}" for c, ls in self.levels.items() for level in ls)]
+
+
+def choose_levels(counts: dict[str, int], *, max_levels: int, min_share: float) -> list[str]:
+    """The levels that get their own column; the rest fold into ``(other)``.
+
+    Levels are ranked by count (then name, so the choice is deterministic); a level is kept if
+    it is among the ``max_levels`` most frequent and holds at least ``min_share`` of rows.
+    """
+    total = sum(counts.values())
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    kept = [level for level, n in ranked[:max_levels] if n >= min_share * total]
+    return [*kept, OTHER_LEVEL] if len(kept) < len(ranked) else kept
+
+
+def build_features(
+    engine: Engine, cleaned: CleanedRows, plan: ColumnPlan, config: FeaturesConfig
+) -> Features:
+    """Turn clean rows (or transactions) into per-customer feature vectors."""
+    customers = (
+        engine.aggregate_transactions(cleaned.frame, columns=plan.transactions)
+        if plan.transactions is not None
+        else cleaned.frame
+    )
+    levels: dict[str, list[str]] = {}
+    if plan.categorical:
+        stats = engine.column_stats(
+            customers, numeric=[], categorical=plan.categorical, center="median"
+        )
+        levels = {
+            column: choose_levels(
+                stats.levels[column],
+                max_levels=config.max_levels,
+                min_share=config.min_level_share,
+            )
+            for column in plan.categorical
+        }
+    matrix = engine.feature_matrix(
+        customers, id_column=plan.id_column, numeric=plan.features, log=plan.log, levels=levels
+    )
+    return Features(
+        customers=customers,
+        matrix=matrix,
+        numeric=plan.features,
+        log=plan.log,
+        levels=levels,
+        rows_in=cleaned.rows_out,
+        rows_out=engine.matrix_rows(matrix),
+    )

@@ -1,0 +1,248 @@
+"""ingest: read the input and check, before any work, that it holds what the config needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from segmatch.config import CleanConfig, FeaturesConfig, InputConfig
+from segmatch.engines.base import Engine, Frame, TransactionColumns
+from segmatch.errors import ColumnNotFoundError, ColumnTypeError, ConfigError, InputError
+
+#: Customer behaviour computed from a transactions table (see the features stage).
+BEHAVIOUR_FEATURES = (
+    "recency_days",
+    "frequency",
+    "monetary_total",
+    "monetary_avg",
+    "tenure_days",
+    "return_share",
+)
+CATEGORY_FEATURE = "distinct_categories"
+
+#: A text column is a numeric feature with a few bad values only if most values parse.
+MIN_PARSED_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """What each input column is for, checked against the input's schema."""
+
+    id_column: str
+    validated_numeric: tuple[str, ...]
+    numeric_as_text: tuple[str, ...]
+    required: tuple[str, ...]
+    features: tuple[str, ...]
+    log: tuple[str, ...]
+    categorical: tuple[str, ...]
+    ranges: dict[str, tuple[float | None, float | None]]
+    transactions: TransactionColumns | None
+
+
+@dataclass(frozen=True)
+class RawInput:
+    """The rows as read, their count, and the column plan."""
+
+    frame: Frame
+    rows: int
+    source: str
+    plan: ColumnPlan
+
+    @property
+    def rows_out(self) -> int:
+        return self.rows
+
+
+def read_input(
+    engine: Engine, config: InputConfig, *, features: FeaturesConfig, clean: CleanConfig
+) -> RawInput:
+    """Read the configured input and build its column plan; fail fast on a bad schema."""
+    path = Path(config.path)
+    fmt = _detect_format(path, config.format)
+    frame = engine.read(
+        path=path, fmt=fmt, types=dict(config.types), separator=config.csv_separator
+    )
+    rows = engine.count(frame)
+    source = str(path)
+    if rows == 0:
+        raise InputError(f"input {source!r} is empty: it has a header but no rows")
+    plan = plan_columns(engine, frame, config, features=features, clean=clean, source=source)
+    return RawInput(frame=frame, rows=rows, source=source, plan=plan)
+
+
+def plan_columns(
+    engine: Engine,
+    frame: Frame,
+    config: InputConfig,
+    *,
+    features: FeaturesConfig,
+    clean: CleanConfig,
+    source: str,
+) -> ColumnPlan:
+    """Match the config's column names to the input's schema."""
+    schema = engine.schema(frame)
+
+    def require(column: str, role: str) -> None:
+        if column not in schema:
+            raise ColumnNotFoundError(column, schema, source=source, role=role)
+
+    require(config.id_column, "id")
+    for column in clean.ranges:
+        require(column, "range (clean.ranges)")
+    if clean.duplicates.order_by:
+        require(clean.duplicates.order_by, "ordering (clean.duplicates.order_by)")
+
+    if config.transactions is not None:
+        return _plan_transactions(
+            engine,
+            frame,
+            config,
+            features=features,
+            clean=clean,
+            schema=schema,
+            require=require,
+            source=source,
+        )
+
+    excluded = {config.id_column, clean.duplicates.order_by, *features.categorical}
+    numeric = (
+        list(features.numeric)
+        if features.numeric is not None
+        else [c for c, kind in schema.items() if kind == "numeric" and c not in excluded]
+    )
+    if not numeric and not features.categorical:
+        raise ColumnTypeError(
+            f"input {source!r} has no numeric column to use as a feature besides the id "
+            f"{config.id_column!r}; name the features in features.numeric"
+        )
+    for column in numeric:
+        require(column, "numeric feature")
+    for column in features.categorical:
+        require(column, "categorical feature")
+    _check_log_columns(features.log, numeric)
+    as_text = _numeric_stored_as_text(engine, frame, numeric, schema, source)
+    checked = sorted(
+        {*numeric, *(c for c in clean.ranges if c not in numeric)}, key=list(schema).index
+    )
+    return ColumnPlan(
+        id_column=config.id_column,
+        validated_numeric=tuple(checked),
+        numeric_as_text=tuple(as_text),
+        required=(),
+        features=tuple(numeric),
+        log=tuple(features.log),
+        categorical=tuple(features.categorical),
+        ranges=dict(clean.ranges),
+        transactions=None,
+    )
+
+
+def _plan_transactions(
+    engine, frame, config, *, features, clean, schema, require, source
+) -> ColumnPlan:
+    t = config.transactions
+    require(t.timestamp, "timestamp (input.transactions.timestamp)")
+    if schema[t.timestamp] != "temporal":
+        raise ColumnTypeError(
+            f"timestamp column {t.timestamp!r} of {source!r} is not a date or time "
+            f"(it reads as {schema[t.timestamp]}); set input.types.{t.timestamp}: datetime"
+        )
+    money = [c for c in (t.amount, t.quantity, t.unit_price) if c]
+    for column in money:
+        require(column, "amount (input.transactions)")
+    for column in (t.invoice, t.category):
+        if column:
+            require(column, "transactions")
+    if features.categorical:
+        raise ConfigError(
+            "features.categorical is not supported with shape: transactions (the features are "
+            f"the behaviour columns {', '.join(BEHAVIOUR_FEATURES)})"
+        )
+    available = [*BEHAVIOUR_FEATURES, *([CATEGORY_FEATURE] if t.category else [])]
+    chosen = list(features.numeric) if features.numeric is not None else available
+    for column in chosen:
+        if column not in available:
+            raise ColumnNotFoundError(
+                column,
+                available,
+                source="the behaviour built from transactions",
+                role="numeric feature",
+            )
+    _check_log_columns(features.log, chosen)
+    as_text = _numeric_stored_as_text(engine, frame, money, schema, source)
+    return ColumnPlan(
+        id_column=config.id_column,
+        validated_numeric=tuple(dict.fromkeys([*money, *clean.ranges])),
+        numeric_as_text=tuple(as_text),
+        required=(t.timestamp, *money),
+        features=tuple(chosen),
+        log=tuple(features.log),
+        categorical=(),
+        ranges=dict(clean.ranges),
+        transactions=TransactionColumns(
+            id_column=config.id_column,
+            timestamp=t.timestamp,
+            amount=t.amount,
+            quantity=t.quantity,
+            unit_price=t.unit_price,
+            invoice=t.invoice,
+            category=t.category,
+            cancellation_prefix=t.cancellation_prefix,
+            drop_returns=t.returns == "drop",
+            as_of=t.as_of,
+        ),
+    )
+
+
+def _check_log_columns(log: list[str], numeric: list[str]) -> None:
+    for column in log:
+        if column not in numeric:
+            raise ConfigError(
+                f"features.log names {column!r}, which is not a numeric feature "
+                f"(numeric features: {', '.join(numeric)})"
+            )
+
+
+def _numeric_stored_as_text(engine, frame, columns, schema, source) -> list[str]:
+    as_text = []
+    for column in columns:
+        kind = schema[column]
+        if kind == "numeric":
+            continue
+        if kind != "string":
+            raise ColumnTypeError(
+                f"feature column {column!r} of {source!r} is not numeric (it reads as {kind})"
+            )
+        check = engine.check_numeric_text(frame, column=column)
+        if check.non_null == 0 or check.failed > (1 - MIN_PARSED_SHARE) * check.non_null:
+            example = f"; e.g. value {check.example!r}" if check.example is not None else ""
+            raise ColumnTypeError(
+                f"feature column {column!r} of {source!r} is not numeric: {check.failed:,} of "
+                f"{check.non_null:,} values are not numbers{example}"
+            )
+        as_text.append(column)
+    return as_text
+
+
+def _detect_format(path: Path, fmt: str) -> str:
+    if not path.exists():
+        raise InputError(f"input {str(path)!r} does not exist")
+    if fmt != "auto":
+        return fmt
+    if path.is_dir():
+        if (path / "_delta_log").is_dir():
+            return "delta"
+        if any(path.rglob("*.parquet")):
+            return "parquet"
+        raise InputError(
+            f"input folder {str(path)!r} holds neither a Delta table nor Parquet files"
+        )
+    suffix = path.suffix.lower()
+    if suffix in {".csv", ".txt", ".tsv"}:
+        return "csv"
+    if suffix in {".parquet", ".pq"}:
+        return "parquet"
+    raise InputError(
+        f"cannot tell the format of {str(path)!r} from its extension {suffix!r}; "
+        "set input.format to csv, parquet or delta"
+    )
