@@ -68,7 +68,6 @@ def demo_config(data: Path, out: Path, *, seed: int = 42, engine: str = "local")
                     "tenure_days",
                 ],
                 "log": ["income", "recency_days", "frequency", "monetary"],
-                "categorical": ["channel", "region"],
             },
             "reduce": {"variance": 0.9},
             "cluster": {"k_min": 2, "k_max": 10, "seed": seed},

@@ -29,7 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 EXIT_USER_ERROR = 2
 
@@ -187,21 +187,16 @@ def show_summary(result: RunResult) -> None:
 
 
 def _segments_table(result: RunResult) -> Table:
+    """Segments as columns, so a dozen features still fit a terminal."""
     profiles = result.profiles.to_pylist()
-    features = result.model.numeric_columns
     table = Table(title="Segments (median of each feature)", title_justify="left")
-    table.add_column("segment", justify="right")
-    table.add_column("customers", justify="right")
-    table.add_column("share", justify="right")
-    for name in features:
-        table.add_column(name, justify="right")
+    table.add_column("")
     for row in profiles:
-        table.add_row(
-            str(row["segment"]),
-            f"{row['size']:,}",
-            f"{row['share']:.1%}",
-            *(_number(row[f"{name}_median"]) for name in features),
-        )
+        table.add_column(f"segment {row['segment']}", justify="right")
+    table.add_row("customers", *(f"{row['size']:,}" for row in profiles), style="bold")
+    table.add_row("share", *(f"{row['share']:.1%}" for row in profiles), end_section=True)
+    for name in result.model.numeric_columns:
+        table.add_row(name, *(_number(row[f"{name}_median"]) for row in profiles))
     return table
 
 

@@ -1,0 +1,34 @@
+# The two commands a new machine needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_ARGS ?=
+
+.PHONY: demo test lint install install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+
+install-dev: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+
+## demo: install, generate 100,000 synthetic customers, run the whole pipeline, show the summary
+demo: install
+	$(BIN)/segmatch demo $(DEMO_ARGS)
+
+## lint: ruff, formatting, and the import-layer contracts of DESIGN.md
+lint: install-dev
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/lint-imports
+
+## test: install, lint, and run the whole test suite
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf segmatch-demo segmatch-out .pytest_cache .ruff_cache

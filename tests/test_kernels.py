@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+from sklearn.decomposition import PCA
+from sklearn.metrics import silhouette_score
+
+from segmatch import kernels
+
+
+def brute_force_silhouette(x: np.ndarray, labels: np.ndarray) -> float:
+    """Squared-Euclidean silhouette by its definition, every pair of points."""
+    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(axis=2)
+    scores = []
+    for i in range(len(x)):
+        own = labels == labels[i]
+        if own.sum() == 1:
+            scores.append(0.0)
+            continue
+        a = d[i, own].sum() / (own.sum() - 1)
+        b = min(d[i, labels == c].mean() for c in np.unique(labels) if c != labels[i])
+        scores.append((b - a) / max(a, b))
+    return float(np.mean(scores))
+
+
+def silhouette_from_sums(x: np.ndarray, labels: np.ndarray, k: int) -> float:
+    sums = kernels.ClusterSums.from_flat(kernels.cluster_sums_kernel(k)(x, labels), k, x.shape[1])
+    return float(kernels.silhouette_kernel(sums)(x, labels)[0] / len(x))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_silhouette_from_sums_equals_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    x = np.vstack([rng.normal(c, 1.0, size=(40, 3)) for c in (0.0, 3.0, 7.0)])
+    labels = rng.permutation(np.repeat([0, 1, 2], 40)) if seed == 2 else np.repeat([0, 1, 2], 40)
+    exact = silhouette_from_sums(x, labels, 3)
+    assert exact == pytest.approx(brute_force_silhouette(x, labels), abs=1e-10)
+    assert exact == pytest.approx(silhouette_score(x, labels, metric="sqeuclidean"), abs=1e-10)
+
+
+def test_silhouette_gives_singleton_clusters_zero():
+    x = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [9.0, 9.0]])
+    labels = np.array([0, 0, 0, 1])
+    assert silhouette_from_sums(x, labels, 2) == pytest.approx(brute_force_silhouette(x, labels))
+
+
+def test_inertia_from_sums_equals_direct_sum():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(200, 4))
+    labels = rng.integers(0, 3, size=200)
+    sums = kernels.ClusterSums.from_flat(kernels.cluster_sums_kernel(3)(x, labels), 3, 4)
+    direct = sum(((x[labels == c] - x[labels == c].mean(axis=0)) ** 2).sum() for c in range(3))
+    assert sums.inertia() == pytest.approx(direct)
+
+
+def test_principal_components_match_scikit_learn_up_to_sign():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(500, 5)) @ rng.normal(size=(5, 5))
+    ours = kernels.principal_components(np.cov(x, rowvar=False), components=3, variance=0.9)
+    theirs = PCA(n_components=3).fit(x)
+    np.testing.assert_allclose(np.abs(ours.axes), np.abs(theirs.components_), atol=1e-8)
+    np.testing.assert_allclose(ours.explained_ratio, theirs.explained_variance_ratio_, atol=1e-10)
+    assert (ours.axes[np.arange(3), np.abs(ours.axes).argmax(axis=1)] > 0).all()
+
+
+def test_principal_components_by_variance_share_keep_the_fewest_axes_needed():
+    covariance = np.diag([6.0, 3.0, 0.6, 0.4])
+    kept = kernels.principal_components(covariance, components=None, variance=0.9)
+    assert len(kept.axes) == 2
+    assert kept.explained_ratio.sum() == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("dimensions", [3, kernels.KD_TREE_MAX_DIMENSIONS + 4])
+def test_top_k_neighbours_equals_brute_force_and_excludes_self(dimensions):
+    rng = np.random.default_rng(6)
+    points = rng.normal(size=(300, dimensions))
+    indices, distances = kernels.top_k_neighbours(points, 5)
+    full = np.sqrt(((points[:, None] - points[None]) ** 2).sum(axis=2))
+    np.fill_diagonal(full, np.inf)
+    expected = np.sort(full, axis=1)[:, :5]
+    np.testing.assert_allclose(distances, expected, atol=1e-9)
+    assert not (indices == np.arange(300)[:, None]).any()
+    np.testing.assert_allclose(full[np.arange(300)[:, None], indices], distances, atol=1e-9)
+
+
+def test_top_k_neighbours_handles_duplicates_and_tiny_groups():
+    points = np.zeros((4, 2))
+    indices, distances = kernels.top_k_neighbours(points, 10)
+    assert indices.shape == (4, 3)
+    assert not (indices == np.arange(4)[:, None]).any()
+    assert (distances == 0).all()
+    single, _ = kernels.top_k_neighbours(np.zeros((1, 2)), 3)
+    assert single.shape == (1, 0)
+
+
+def test_nearest_centroids_and_signed_log():
+    values = np.array([[0.0, 0.0], [10.0, 10.0]])
+    labels, distances = kernels.nearest_centroids(values, np.array([[9.0, 10.0], [0.0, 1.0]]))
+    assert labels.tolist() == [1, 0]
+    np.testing.assert_allclose(distances, [1.0, 1.0])
+    np.testing.assert_allclose(kernels.signed_log1p(np.array([-np.e + 1, 0.0])), [-1.0, 0.0])
