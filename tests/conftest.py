@@ -28,6 +28,12 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.chdir(home)
 
 
+@pytest.fixture(scope="session")
+def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One SQLite MLflow store for the test session (creating its schema takes seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
 @pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest) -> Engine:
     return make_engine(request.param)
@@ -59,6 +65,7 @@ def make_config(data: Path, out: Path, engine_name: str = "local", **sections: A
         "input": {"path": str(data)},
         "output": {"path": str(out)},
         "cluster": {"k_min": 2, "k_max": 6, "seed": 3},
+        "tracking": {"enabled": False},
     }
     for name, section in sections.items():
         raw[name] = {**raw.get(name, {}), **section} if isinstance(section, dict) else section

@@ -22,7 +22,9 @@ from segmatch.synthetic import SEGMENT_WEIGHTS, customer_table, generate_custome
 
 def test_whole_run_writes_every_output_and_logs_every_stage(engine, customers_path, tmp_path):
     out = tmp_path / "out"
-    result = run_pipeline(demo_config(customers_path, out, seed=5, engine=engine.name))
+    result = run_pipeline(
+        demo_config(customers_path, out, seed=5, engine=engine.name, tracking=False)
+    )
     assert [r.stage for r in result.stages] == list(STAGES)
     segments = pq.read_table(out / "segments.parquet")
     assert segments.num_rows == result.customers
@@ -47,11 +49,10 @@ def test_whole_run_writes_every_output_and_logs_every_stage(engine, customers_pa
 
 def test_the_saved_model_reproduces_the_run_assignments(engine, customers_path, tmp_path):
     out = tmp_path / "out"
-    result = run_pipeline(demo_config(customers_path, out, seed=5, engine=engine.name))
-    saved = json.loads((out / "model.json").read_text())
-    model = SegmentModel.from_dict(
-        {k: v for k, v in saved.items() if k not in {"run_id", "version"}}
+    result = run_pipeline(
+        demo_config(customers_path, out, seed=5, engine=engine.name, tracking=False)
     )
+    model = SegmentModel.load(out / "model.json")
     segments = pq.read_table(out / "segments.parquet")
     coordinates = np.column_stack(
         [segments[f"pc_{j + 1}"].to_numpy() for j in range(model.components_.shape[0])]
@@ -63,8 +64,12 @@ def test_the_saved_model_reproduces_the_run_assignments(engine, customers_path, 
 
 
 def test_same_seed_same_output(engine, customers_path, tmp_path):
-    first = run_pipeline(demo_config(customers_path, tmp_path / "a", seed=9, engine=engine.name))
-    second = run_pipeline(demo_config(customers_path, tmp_path / "b", seed=9, engine=engine.name))
+    first = run_pipeline(
+        demo_config(customers_path, tmp_path / "a", seed=9, engine=engine.name, tracking=False)
+    )
+    second = run_pipeline(
+        demo_config(customers_path, tmp_path / "b", seed=9, engine=engine.name, tracking=False)
+    )
     assert first.k == second.k and first.silhouette == second.silhouette
     for table in ("segments", "matches", "profiles"):
         assert pq.read_table(tmp_path / "a" / f"{table}.parquet").equals(
@@ -74,7 +79,7 @@ def test_same_seed_same_output(engine, customers_path, tmp_path):
 
 def test_segments_recover_the_generators_latent_groups(engine, tmp_path):
     data = generate_customers(tmp_path / "clean.parquet", rows=6000, seed=3, dirty_share=0.0)
-    config = demo_config(data, tmp_path / "out", engine=engine.name)
+    config = demo_config(data, tmp_path / "out", engine=engine.name, tracking=False)
     result = run_pipeline(
         config.model_copy(update={"cluster": config.cluster.model_copy(update={"k": 6})})
     )

@@ -45,10 +45,16 @@ def run_pipeline(
             apply_overrides(config.model_dump(mode="json"), overrides), source="overrides"
         )
     engine = make_engine(config.engine)
+    if config.tracking.enabled:
+        from segmatch.tracking import MlflowTracking  # noqa: PLC0415 -- keeps mlflow optional
+
+        hooks = (*hooks, MlflowTracking(config.tracking))
     return Pipeline(config, engine, hooks=hooks, run_id=run_id).run()
 
 
-def demo_config(data: Path, out: Path, *, seed: int = 42, engine: str = "local") -> Config:
+def demo_config(
+    data: Path, out: Path, *, seed: int = 42, engine: str = "local", tracking: bool = True
+) -> Config:
     """The config the demo runs on the synthetic customer base."""
     return build_config(
         {
@@ -72,6 +78,7 @@ def demo_config(data: Path, out: Path, *, seed: int = 42, engine: str = "local")
             "reduce": {"variance": 0.9},
             "cluster": {"k_min": 2, "k_max": 10, "seed": seed},
             "output": {"path": str(out)},
+            "tracking": {"enabled": tracking},
         },
         source="the demo",
     )

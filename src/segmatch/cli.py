@@ -133,6 +133,9 @@ def demo(
     ),
     seed: Annotated[int, typer.Option(help="Seed for the data and for k-means.")] = 42,
     engine: Annotated[str, typer.Option(help="Engine to run on (local or spark).")] = "local",
+    track: Annotated[
+        bool, typer.Option("--track/--no-track", help="Record the run in MLflow.")
+    ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
 ) -> None:
     """Generate a synthetic customer base and run the whole pipeline on it."""
@@ -144,7 +147,7 @@ def demo(
             err.print(f"generating {rows:,} synthetic customers → {data}")
             api.generate_customers(data, rows=rows, seed=seed)
         result = api.run_pipeline(
-            api.demo_config(data, out_dir / "output", seed=seed, engine=engine)
+            api.demo_config(data, out_dir / "output", seed=seed, engine=engine, tracking=track)
         )
     except SegmatchError as error:
         raise _fail(error) from None

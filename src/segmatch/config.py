@@ -161,6 +161,16 @@ class OutputConfig(_Strict):
     path: Path = Path("segmatch-out")
 
 
+class TrackingConfig(_Strict):
+    """MLflow tracking and the model registry."""
+
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str = "segmatch"
+    model_name: str = "segmatch"
+    max_silhouette_drop: float | None = Field(None, ge=0.0)
+
+
 class Config(_Strict):
     """The whole job, as described by one YAML file."""
 
@@ -173,6 +183,7 @@ class Config(_Strict):
     cluster: ClusterConfig = ClusterConfig()
     match: MatchConfig = MatchConfig()
     output: OutputConfig = OutputConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:

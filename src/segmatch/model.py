@@ -6,13 +6,18 @@ serialises to JSON-compatible data.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from segmatch import kernels
+from segmatch.engines.base import MISSING_LEVEL, OTHER_LEVEL
 from segmatch.errors import ModelError
+from segmatch.storage import write_json
 
 
 @dataclass
@@ -74,12 +79,75 @@ class SegmentModel:
         assert self.segment_ids_ is not None
         return self.segment_ids_[labels]
 
+    def features_from_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """Raw customer columns → feature rows, with the imputation and encoding learned.
+
+        Example:
+            >>> model.features_from_columns({"age": [31], "income": [None]})  # doctest: +SKIP
+        """
+        needed = [*self.numeric_columns, *self.categorical_levels]
+        missing = [c for c in needed if c not in columns]
+        if missing:
+            raise ModelError(
+                f"input lacks feature column(s) {', '.join(map(repr, missing))}; the model "
+                f"needs {', '.join(map(repr, needed))}"
+            )
+        parts = []
+        for name in self.numeric_columns:
+            values = np.array(columns[name], dtype=np.float64)
+            values[np.isnan(values)] = self.fill_values_.get(name, 0.0)
+            parts.append(kernels.signed_log1p(values) if name in self.log_columns else values)
+        for name, levels in self.categorical_levels.items():
+            text = np.array(
+                [MISSING_LEVEL if _is_missing(v) else str(v) for v in columns[name]],
+                dtype=object,
+            )
+            named = [level for level in levels if level != OTHER_LEVEL]
+            for level in levels:
+                hit = ~np.isin(text, named) if level == OTHER_LEVEL else text == level
+                parts.append(hit.astype(np.float64))
+        return np.column_stack(parts)
+
+    def score(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Segment id, distance to its centroid, and confidence for each feature row.
+
+        Confidence is ``1 − d₁/d₂``: 0 when a customer sits midway between its centroid and
+        the next one, 1 when it sits on its centroid.
+        """
+        coordinates = self.transform(features)
+        squared = (
+            np.einsum("ij,ij->i", coordinates, coordinates)[:, None]
+            - 2.0 * coordinates @ self.centroids_.T
+            + np.einsum("ij,ij->i", self.centroids_, self.centroids_)[None, :]
+        )
+        distances = np.sqrt(np.maximum(np.sort(squared, axis=1), 0.0))
+        labels = squared.argmin(axis=1)
+        nearest = distances[:, 0]
+        second = distances[:, 1] if distances.shape[1] > 1 else np.full_like(nearest, np.inf)
+        confidence = np.where(second > 0, 1.0 - nearest / np.where(second > 0, second, 1.0), 0.0)
+        assert self.segment_ids_ is not None
+        return self.segment_ids_[labels], nearest, confidence
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible content (arrays as nested lists)."""
         return {
             key: value.tolist() if isinstance(value, np.ndarray) else value
             for key, value in asdict(self).items()
         }
+
+    def save(self, path: Path, **metadata: Any) -> Path:
+        """Write the model as JSON (with extra metadata such as the run id)."""
+        write_json({"metadata": metadata, "model": self.to_dict()}, path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> SegmentModel:
+        """Read a model written by :meth:`save`."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls.from_dict(data["model"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"cannot read a segmatch model from {str(path)!r}: {exc}") from exc
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SegmentModel:
@@ -92,3 +160,7 @@ class SegmentModel:
     def _check_fitted(self) -> None:
         if self.centroids_ is None or self.components_ is None:
             raise ModelError("this SegmentModel is not fitted yet; run the pipeline first")
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))

@@ -12,10 +12,10 @@ import resource
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -25,32 +25,13 @@ from segmatch.config import Config
 from segmatch.engines.base import Engine
 from segmatch.errors import DataQualityError, SegmatchError, StageError
 from segmatch.model import SegmentModel
+from segmatch.results import RunResult, StageRecord
 from segmatch.stages import clean, cluster, export, features, ingest, match, reduce, scale
-from segmatch.storage import StagedOutputs, append_json_line, write_arrow, write_json
+from segmatch.storage import StagedOutputs, append_json_line, write_arrow
 
 logger = logging.getLogger("segmatch")
 
 STAGES = ("ingest", "clean", "features", "scale", "reduce", "cluster", "match", "export")
-
-
-@dataclass(frozen=True)
-class StageRecord:
-    """What one stage did: the structured record behind each stage line."""
-
-    run_id: str
-    stage: str
-    started_at: str
-    seconds: float
-    rows_in: int
-    rows_out: int
-    partitions: int
-    peak_memory_mb: float
-
-    def line(self) -> str:
-        return (
-            f"⏱️ stage '{self.stage}' finished in {self.seconds:.2f} s "
-            f"({self.rows_in:,} rows in, {self.rows_out:,} out)"
-        )
 
 
 class StageHook(Protocol):
@@ -60,7 +41,9 @@ class StageHook(Protocol):
 
     def after_stage(self, *, record: StageRecord) -> None: ...
 
-    def after_run(self, *, run_id: str, error: BaseException | None) -> None: ...
+    def after_run(
+        self, *, run_id: str, result: RunResult | None, error: BaseException | None
+    ) -> None: ...
 
 
 class StageLog:
@@ -78,42 +61,14 @@ class StageLog:
         logger.info(record.line())
         append_json_line(self.path, asdict(record))
 
-    def after_run(self, *, run_id: str, error: BaseException | None) -> None:
+    def after_run(
+        self, *, run_id: str, result: RunResult | None, error: BaseException | None
+    ) -> None:
         if error is not None:
             logger.info("run %s failed: %s", run_id, error)
 
     def as_arrow(self) -> pa.Table:
         return pa.Table.from_pylist([asdict(r) for r in self.records])
-
-
-@dataclass
-class RunResult:
-    """Everything a finished run produced, for the summary and for callers."""
-
-    run_id: str
-    config: Config
-    k: int
-    silhouette: float
-    inertia: float
-    sizes: list[int]
-    candidates: tuple[cluster.Candidate, ...]
-    sweep_rows: int
-    explained_variance: list[float]
-    profiles: pa.Table
-    stages: list[StageRecord]
-    outputs: dict[str, Path]
-    rows_in: int
-    customers: int
-    quarantined: int
-    quarantined_by_rule: dict[str, int]
-    duplicates: int
-    imputed: dict[str, int]
-    model: SegmentModel
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def total_seconds(self) -> float:
-        return sum(r.seconds for r in self.stages)
 
 
 Result = TypeVar("Result")
@@ -147,10 +102,10 @@ class Pipeline:
         except BaseException as error:
             outputs.discard()
             for hook in self.hooks:
-                hook.after_run(run_id=self.run_id, error=error)
+                hook.after_run(run_id=self.run_id, result=None, error=error)
             raise
         for hook in self.hooks:
-            hook.after_run(run_id=self.run_id, error=None)
+            hook.after_run(run_id=self.run_id, result=result, error=None)
         return result
 
     def _run_stages(self, outputs: StagedOutputs) -> RunResult:
@@ -204,7 +159,7 @@ class Pipeline:
         write_arrow(self.stage_log.as_arrow(), outputs.path_for("stage_log"))
         placed = outputs.commit()
         model_path = self.out / "model.json"
-        write_json({"run_id": self.run_id, "version": __version__, **model.to_dict()}, model_path)
+        model.save(model_path, run_id=self.run_id, segmatch_version=__version__)
         return RunResult(
             run_id=self.run_id,
             config=cfg,

@@ -6,6 +6,7 @@ replaces the previous one, and a failed run leaves the previous outputs as they 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -78,3 +79,14 @@ def append_json_line(path: Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record, default=str) + "\n")
+
+
+def input_digest(path: Path) -> str:
+    """SHA-256 over every byte of the input (a file, or a folder's files in name order)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with file.open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()

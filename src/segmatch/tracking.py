@@ -1,0 +1,315 @@
+"""MLflow tracking as a hook around the run, and the fitted model as a registered pyfunc.
+
+Nothing here runs inside a stage. ``mlflow`` is imported only when a tracked run starts, with
+telemetry switched off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segmatch._version import __version__
+from segmatch.config import Config, TrackingConfig
+from segmatch.errors import ModelError
+from segmatch.model import SegmentModel
+from segmatch.results import RunResult, StageRecord
+from segmatch.storage import input_digest
+
+CHAMPION = "champion"
+MODEL_ARTIFACT = "segment_model"
+PARAM_BATCH = 100
+
+
+def import_mlflow() -> Any:
+    """Import MLflow with its usage telemetry off."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    import mlflow  # noqa: PLC0415 -- heavy (~2.5 s): only when tracking is on
+
+    return mlflow
+
+
+def tracking_uri(config: TrackingConfig) -> str:
+    """The config's URI, else ``MLFLOW_TRACKING_URI``, else SQLite in the working folder."""
+    return (
+        config.uri
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
+    )
+
+
+def _pyfunc_class() -> type:
+    mlflow = import_mlflow()
+
+    class SegmentModelPyfunc(mlflow.pyfunc.PythonModel):
+        """Scores raw customer columns: segment, distance to centroid, confidence."""
+
+        def load_context(self, context: Any) -> None:
+            self.model = SegmentModel.load(Path(context.artifacts[MODEL_ARTIFACT]))
+
+        def predict(self, context, model_input, params=None):
+            import pandas as pd  # noqa: PLC0415 -- pandas comes with mlflow
+
+            frame = pd.DataFrame(model_input)
+            columns = {name: frame[name].to_numpy() for name in frame.columns}
+            segment, distance, confidence = self.model.score(
+                self.model.features_from_columns(columns)
+            )
+            return pd.DataFrame(
+                {"segment": segment, "distance": distance, "confidence": confidence}
+            )
+
+    return SegmentModelPyfunc
+
+
+class MlflowTracking:
+    """Opens one MLflow run per pipeline run and records what the run did."""
+
+    def __init__(self, config: TrackingConfig) -> None:
+        self.config = config
+        self.records: list[StageRecord] = []
+        self.mlflow_run_id: str | None = None
+
+    def before_run(self, *, run_id: str, config: Config) -> None:
+        mlflow = import_mlflow()
+        uri = tracking_uri(self.config)
+        mlflow.set_tracking_uri(uri)
+        client = mlflow.MlflowClient(uri)
+        experiment = client.get_experiment_by_name(self.config.experiment)
+        if experiment is None:
+            location = None
+            if uri.startswith("sqlite:///"):
+                location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+            experiment_id = client.create_experiment(
+                self.config.experiment, artifact_location=location
+            )
+        else:
+            experiment_id = experiment.experiment_id
+        source = Path(config.input.path)
+        digest = input_digest(source) if source.exists() else "missing"
+        run = client.create_run(
+            experiment_id,
+            run_name=run_id,
+            tags={
+                "segmatch.run_id": run_id,
+                "config_hash": config_hash(config),
+                "input_digest": digest,
+                "segmatch_version": __version__,
+                **({"git_commit": commit} if (commit := _git_commit()) else {}),
+            },
+        )
+        self.mlflow_run_id = run.info.run_id
+        self.input_digest = digest
+
+    def after_stage(self, *, record: StageRecord) -> None:
+        self.records.append(record)
+
+    def after_run(
+        self, *, run_id: str, result: RunResult | None, error: BaseException | None
+    ) -> None:
+        if self.mlflow_run_id is None:
+            return
+        mlflow = import_mlflow()
+        client = mlflow.MlflowClient(tracking_uri(self.config))
+        if error is not None or result is None:
+            client.set_tag(self.mlflow_run_id, "error", str(error)[:5000])
+            self._log_stage_metrics(client)
+            client.set_terminated(self.mlflow_run_id, status="FAILED")
+            return
+        try:
+            with mlflow.start_run(run_id=self.mlflow_run_id):
+                self._log_run(mlflow, client, result)
+        except BaseException:
+            client.set_terminated(self.mlflow_run_id, status="FAILED")
+            raise
+        result.mlflow_run_id = self.mlflow_run_id
+
+    # -- what a finished run records -----------------------------------------------------
+    def _log_run(self, mlflow: Any, client: Any, result: RunResult) -> None:
+        config = result.config
+        params = {
+            **flatten(config.model_dump(mode="json")),
+            "engine": config.engine,
+            "input_path": str(config.input.path),
+            "rows_in": result.rows_in,
+            "k_range": f"{config.cluster.k_min}-{config.cluster.k_max}"
+            if config.cluster.k is None
+            else str(config.cluster.k),
+            "seed": config.cluster.seed,
+            "partitions": max((r.partitions for r in result.stages), default=1),
+            "segmatch_version": __version__,
+        }
+        items = [(k, str(v)[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), PARAM_BATCH):
+            mlflow.log_params(dict(items[start : start + PARAM_BATCH]))
+        mlflow.log_metrics(
+            {
+                "silhouette": result.silhouette,
+                "k": result.k,
+                "inertia": result.inertia,
+                "smallest_segment_share": min(result.sizes) / max(sum(result.sizes), 1),
+                "rows_in": result.rows_in,
+                "customers": result.customers,
+                "rows_quarantined": result.quarantined,
+                "duplicates_resolved": result.duplicates,
+                "total_seconds": result.total_seconds,
+            }
+        )
+        self._log_stage_metrics(client)
+        for candidate in result.candidates:
+            mlflow.log_metrics(
+                {
+                    "sweep_silhouette": candidate.silhouette,
+                    "sweep_inertia": candidate.inertia,
+                    "sweep_smallest_share": candidate.smallest_share,
+                },
+                step=candidate.k,
+            )
+        self._log_input(mlflow, config)
+        self._log_artifacts(mlflow, result)
+        result.model_version = self._log_model(mlflow, client, result)
+        if result.model_version is not None:
+            mlflow.log_param("model_version", result.model_version)
+
+    def _log_stage_metrics(self, client: Any) -> None:
+        metrics = {}
+        for record in self.records:
+            metrics[f"stage_{record.stage}_seconds"] = record.seconds
+            metrics[f"stage_{record.stage}_rows_in"] = record.rows_in
+            metrics[f"stage_{record.stage}_rows_out"] = record.rows_out
+        for name, value in metrics.items():
+            client.log_metric(self.mlflow_run_id, name, value)
+
+    def _log_input(self, mlflow: Any, config: Config) -> None:
+        from mlflow.data.dataset_source_registry import resolve_dataset_source  # noqa: PLC0415
+        from mlflow.data.meta_dataset import MetaDataset  # noqa: PLC0415
+
+        path = Path(config.input.path)
+        dataset = MetaDataset(
+            source=resolve_dataset_source(str(path)),
+            name=path.name,
+            digest=self.input_digest[:32],
+        )
+        mlflow.log_input(dataset, context="training")
+
+    def _log_artifacts(self, mlflow: Any, result: RunResult) -> None:
+        mlflow.log_dict(result.config.model_dump(mode="json"), "config.json")
+        mlflow.log_text(
+            "\n".join(json.dumps(r.__dict__) for r in self.records) + "\n", "stage_log.jsonl"
+        )
+        mlflow.log_artifact(str(result.outputs["profiles"]))
+        mlflow.log_dict(
+            {
+                "rows_in": result.rows_in,
+                "quarantined": result.quarantined,
+                "quarantined_by_rule": result.quarantined_by_rule,
+                "duplicates_resolved": result.duplicates,
+                "imputed": result.imputed,
+            },
+            "quarantine_summary.json",
+        )
+
+    def _log_model(self, mlflow: Any, client: Any, result: RunResult) -> str | None:
+        import pandas as pd  # noqa: PLC0415 -- pandas comes with mlflow
+
+        example = pd.DataFrame(example_rows(result))
+        model = result.model
+        segment, distance, confidence = model.score(model.features_from_columns(example))
+        output = pd.DataFrame({"segment": segment, "distance": distance, "confidence": confidence})
+        signature = mlflow.models.infer_signature(example, output)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=_pyfunc_class()(),
+            artifacts={MODEL_ARTIFACT: str(result.outputs["model"])},
+            signature=signature,
+            input_example=example,
+            registered_model_name=self.config.model_name,
+            pip_requirements=[
+                f"numpy>={np.__version__.split('.')[0]}",
+                "scipy",
+                "pandas",
+                f"mlflow>={mlflow.__version__.split('.')[0]}",
+            ],
+        )
+        version = str(info.registered_model_version)
+        if self._should_promote(client, result.silhouette):
+            client.set_registered_model_alias(self.config.model_name, CHAMPION, version)
+        return version
+
+    def _should_promote(self, client: Any, silhouette: float) -> bool:
+        if self.config.max_silhouette_drop is None:
+            return True
+        previous = champion_silhouette(client, self.config.model_name)
+        return previous is None or silhouette >= previous - self.config.max_silhouette_drop
+
+
+def champion_silhouette(client: Any, model_name: str) -> float | None:
+    """The silhouette of the run behind the current champion, if there is one."""
+    try:
+        version = client.get_model_version_by_alias(model_name, CHAMPION)
+    except Exception:
+        return None
+    run = client.get_run(version.run_id)
+    return run.data.metrics.get("silhouette")
+
+
+def example_rows(result: RunResult) -> dict[str, list[Any]]:
+    """One realistic input row per segment: its medians, and each category's first level."""
+    profiles = result.profiles.to_pylist()
+    model = result.model
+    columns: dict[str, list[Any]] = {
+        name: [float(row[f"{name}_median"]) for row in profiles] for name in model.numeric_columns
+    }
+    for name, levels in model.categorical_levels.items():
+        columns[name] = [levels[0]] * len(profiles)
+    return columns
+
+
+def load_segment_model(model_uri: str, *, tracking: TrackingConfig) -> SegmentModel:
+    """The SegmentModel behind an MLflow model URI (e.g. ``models:/segmatch@champion``)."""
+    mlflow = import_mlflow()
+    mlflow.set_tracking_uri(tracking_uri(tracking))
+    try:
+        return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+    except Exception as exc:
+        raise ModelError(f"cannot load a segmatch model from {model_uri!r}: {exc}") from exc
+
+
+def config_hash(config: Config) -> str:
+    """A stable hash of the whole config."""
+    blob = json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _git_commit() -> str | None:
+    try:
+        completed = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return completed.stdout.strip() or None if completed.returncode == 0 else None

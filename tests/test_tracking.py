@@ -1,0 +1,117 @@
+"""MLflow tracking against a temporary SQLite store: what a run records, and the model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import make_config
+from segmatch.api import demo_config, run_pipeline
+from segmatch.errors import InputError, ModelError
+from segmatch.model import SegmentModel
+from segmatch.pipeline import STAGES
+from segmatch.tracking import load_segment_model
+
+
+@pytest.fixture
+def tracked(tracking_store, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_store)
+    mlflow.set_tracking_uri(tracking_store)
+    yield mlflow.MlflowClient(tracking_store)
+    assert mlflow.active_run() is None, "a test left an MLflow run open"
+
+
+def tracked_config(data, out, model_name):
+    config = demo_config(data, out, seed=5)
+    return config.model_copy(
+        update={"tracking": config.tracking.model_copy(update={"model_name": model_name})}
+    )
+
+
+def test_a_run_records_params_metrics_tags_inputs_and_artifacts(tracked, customers_path, tmp_path):
+    result = run_pipeline(tracked_config(customers_path, tmp_path / "out", "t-record"))
+    run = tracked.get_run(result.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    assert params["cluster.k_max"] == "10" and params["engine"] == "local"
+    assert params["rows_in"] == str(result.rows_in) and params["partitions"] == "1"
+    assert params["model_version"] == result.model_version
+    assert metrics["silhouette"] == pytest.approx(result.silhouette)
+    assert metrics["k"] == result.k and metrics["rows_quarantined"] == result.quarantined
+    for stage in STAGES:
+        assert f"stage_{stage}_seconds" in metrics and f"stage_{stage}_rows_out" in metrics
+    sweep = tracked.get_metric_history(result.mlflow_run_id, "sweep_silhouette")
+    assert sorted(m.step for m in sweep) == list(range(2, 11))
+    assert {"config_hash", "input_digest", "segmatch.run_id"} <= set(tags)
+    assert tags["segmatch.run_id"] == result.run_id
+    dataset = run.inputs.dataset_inputs[0].dataset
+    assert tags["input_digest"].startswith(dataset.digest)
+    artifacts = {a.path for a in tracked.list_artifacts(result.mlflow_run_id)}
+    assert {
+        "config.json",
+        "stage_log.jsonl",
+        "profiles.parquet",
+        "quarantine_summary.json",
+    } <= artifacts
+
+
+def test_the_registered_model_scores_like_the_run(tracked, customers_path, tmp_path):
+    out = tmp_path / "out"
+    result = run_pipeline(tracked_config(customers_path, out, "t-roundtrip"))
+    version = tracked.get_model_version_by_alias("t-roundtrip", "champion")
+    assert str(version.version) == result.model_version
+    loaded = mlflow.pyfunc.load_model("models:/t-roundtrip@champion")
+    customers = pq.read_table(customers_path).to_pandas()
+    segments = pq.read_table(out / "segments.parquet").to_pandas()
+    rows = customers.drop_duplicates("idcliente", keep="last").merge(
+        segments[["idcliente", "segment"]], on="idcliente"
+    )
+    predicted = loaded.predict(rows[result.model.numeric_columns])
+    np.testing.assert_array_equal(predicted["segment"].to_numpy(), rows["segment"].to_numpy())
+    assert ((predicted["confidence"] >= 0) & (predicted["confidence"] <= 1)).all()
+    assert isinstance(
+        load_segment_model("models:/t-roundtrip@champion", tracking=result.config.tracking),
+        SegmentModel,
+    )
+
+
+def test_a_failed_run_is_marked_failed(tracked, tmp_path):
+    config = make_config(tmp_path / "missing.csv", tmp_path / "out")
+    config = config.model_copy(
+        update={"tracking": config.tracking.model_copy(update={"enabled": True})}
+    )
+    with pytest.raises(InputError):
+        run_pipeline(config)
+    runs = tracked.search_runs(
+        [tracked.get_experiment_by_name("segmatch").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    assert runs[0].info.status == "FAILED" and "does not exist" in runs[0].data.tags["error"]
+
+
+def test_bad_model_uri_and_missing_feature_column_get_clear_errors(
+    tracked, customers_path, tmp_path
+):
+    result = run_pipeline(tracked_config(customers_path, tmp_path / "out", "t-errors"))
+    with pytest.raises(
+        ModelError, match=r"cannot load a segmatch model from 'models:/nope@champion'"
+    ):
+        load_segment_model("models:/nope@champion", tracking=result.config.tracking)
+    with pytest.raises(ModelError, match=r"input lacks feature column\(s\) 'income'"):
+        result.model.features_from_columns({"age": [30.0]})
+
+
+def test_tracking_off_never_imports_mlflow(customers_path, tmp_path):
+    code = (
+        "import sys; from segmatch.api import run_pipeline, demo_config;"
+        f"run_pipeline(demo_config({str(customers_path)!r}, {str(tmp_path)!r}, tracking=False));"
+        "print('mlflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
