@@ -71,7 +71,7 @@ def test_the_registered_model_scores_like_the_run(tracked, customers_path, tmp_p
     rows = customers.drop_duplicates("idcliente", keep="last").merge(
         segments[["idcliente", "segment"]], on="idcliente"
     )
-    predicted = loaded.predict(rows[result.model.numeric_columns])
+    predicted = loaded.predict(rows[result.model.numeric_columns].astype("float64"))
     np.testing.assert_array_equal(predicted["segment"].to_numpy(), rows["segment"].to_numpy())
     assert ((predicted["confidence"] >= 0) & (predicted["confidence"] <= 1)).all()
     assert isinstance(
