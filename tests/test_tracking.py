@@ -9,9 +9,11 @@ import mlflow
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
 from conftest import make_config
 from segmatch.api import demo_config, run_pipeline
+from segmatch.cli import app
 from segmatch.errors import InputError, ModelError
 from segmatch.model import SegmentModel
 from segmatch.pipeline import STAGES
@@ -115,3 +117,10 @@ def test_tracking_off_never_imports_mlflow(customers_path, tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_runs_lists_recent_runs(tracked, customers_path, tmp_path, tracking_store):
+    result = run_pipeline(tracked_config(customers_path, tmp_path / "out", "t-runs"))
+    listed = CliRunner().invoke(app, ["runs", "--uri", tracking_store, "--limit", "5"])
+    assert listed.exit_code == 0, listed.output
+    assert result.mlflow_run_id in listed.output and "FINISHED" in listed.output

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from segmatch.config import Config, apply_overrides, build_config, load_config
+from segmatch.config import Config, TrackingConfig, apply_overrides, build_config, load_config
 from segmatch.engines import make_engine
 from segmatch.pipeline import Pipeline, RunResult, StageHook
 from segmatch.synthetic import generate_customers
@@ -23,6 +23,7 @@ __all__ = [
     "demo_config",
     "generate_customers",
     "load_config",
+    "recent_runs",
     "run_pipeline",
 ]
 
@@ -82,3 +83,10 @@ def demo_config(
         },
         source="the demo",
     )
+
+
+def recent_runs(*, uri: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest tracked runs (newest first), as plain dicts."""
+    from segmatch.tracking import recent_runs as tracked_runs  # noqa: PLC0415 -- mlflow is heavy
+
+    return tracked_runs(TrackingConfig(uri=uri), limit=limit)

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -168,6 +169,45 @@ def generate(
     """Write the synthetic customer data set (seeded, deterministic)."""
     path = api.generate_customers(out_path, rows=rows, seed=seed, dirty_share=dirty_share)
     out.print(f"wrote {rows:,} customers (plus re-sent duplicates) to {path}")
+
+
+@app.command()
+def runs(
+    limit: Annotated[int, typer.Option(min=1, help="How many runs to list.")] = 20,
+    uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI (default: ./mlflow.db).")
+    ] = None,
+) -> None:
+    """List recent runs: id, date, rows, k, silhouette, total seconds, model version."""
+    table = Table(title="Recent runs", title_justify="left")
+    for column in (
+        "run id",
+        "started (UTC)",
+        "status",
+        "rows",
+        "k",
+        "silhouette",
+        "seconds",
+        "model",
+    ):
+        table.add_column(column)
+    for run in api.recent_runs(uri=uri, limit=limit):
+        started = datetime.fromtimestamp(run["started"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(
+            run["run_id"],
+            started,
+            run["status"],
+            run["rows"] or "-",
+            _optional(run["k"], "{:.0f}"),
+            _optional(run["silhouette"], "{:.4f}"),
+            _optional(run["seconds"], "{:.2f}"),
+            run["model_version"] or "-",
+        )
+    out.print(table)
+
+
+def _optional(value: float | None, pattern: str) -> str:
+    return "-" if value is None else pattern.format(value)
 
 
 def show_summary(result: RunResult) -> None:

@@ -282,6 +282,31 @@ def load_segment_model(model_uri: str, *, tracking: TrackingConfig) -> SegmentMo
         raise ModelError(f"cannot load a segmatch model from {model_uri!r}: {exc}") from exc
 
 
+def recent_runs(config: TrackingConfig, *, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest runs of the experiment: id, date, rows, k, silhouette, seconds, model version."""
+    mlflow = import_mlflow()
+    client = mlflow.MlflowClient(tracking_uri(config))
+    experiment = client.get_experiment_by_name(config.experiment)
+    if experiment is None:
+        return []
+    runs = client.search_runs(
+        [experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=limit
+    )
+    return [
+        {
+            "run_id": run.info.run_id,
+            "started": run.info.start_time,
+            "status": run.info.status,
+            "rows": run.data.params.get("rows_in"),
+            "k": run.data.metrics.get("k"),
+            "silhouette": run.data.metrics.get("silhouette"),
+            "seconds": run.data.metrics.get("total_seconds"),
+            "model_version": run.data.params.get("model_version"),
+        }
+        for run in runs
+    ]
+
+
 def config_hash(config: Config) -> str:
     """A stable hash of the whole config."""
     blob = json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()
