@@ -14,7 +14,8 @@ from typing import Any
 
 from segmatch.config import Config, TrackingConfig, apply_overrides, build_config, load_config
 from segmatch.engines import make_engine
-from segmatch.pipeline import Pipeline, RunResult, StageHook
+from segmatch.model import SegmentModel
+from segmatch.pipeline import MODEL_FILE, Pipeline, RunResult, StageHook
 from segmatch.synthetic import generate_customers
 
 __all__ = [
@@ -46,11 +47,23 @@ def run_pipeline(
             apply_overrides(config.model_dump(mode="json"), overrides), source="overrides"
         )
     engine = make_engine(config.engine)
+    previous = previous_model(config)
     if config.tracking.enabled:
         from segmatch.tracking import MlflowTracking  # noqa: PLC0415 -- keeps mlflow optional
 
         hooks = (*hooks, MlflowTracking(config.tracking))
-    return Pipeline(config, engine, hooks=hooks, run_id=run_id).run()
+    return Pipeline(config, engine, hooks=hooks, run_id=run_id, previous=previous).run()
+
+
+def previous_model(config: Config) -> SegmentModel | None:
+    """The model new segment ids are matched to: the registered champion when tracking is on,
+    else the model of the last run in the same output folder."""
+    if config.tracking.enabled:
+        from segmatch.tracking import champion_model  # noqa: PLC0415 -- keeps mlflow optional
+
+        return champion_model(config.tracking)
+    saved = Path(config.output.path) / MODEL_FILE
+    return SegmentModel.load(saved) if saved.exists() else None
 
 
 def demo_config(

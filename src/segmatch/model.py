@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from segmatch import kernels
 from segmatch.engines.base import MISSING_LEVEL, OTHER_LEVEL
@@ -127,6 +128,31 @@ class SegmentModel:
         confidence = np.where(second > 0, 1.0 - nearest / np.where(second > 0, second, 1.0), 0.0)
         assert self.segment_ids_ is not None
         return self.segment_ids_[labels], nearest, confidence
+
+    def centroids_in_feature_space(self) -> np.ndarray:
+        """Centroids mapped back from PCA space to the feature space (before scaling)."""
+        self._check_fitted()
+        return (self.centroids_ @ self.components_ + self.pca_mean_) * self.scale_ + self.center_
+
+    def matched_ids(self, centroids: np.ndarray, feature_names: list[str]) -> np.ndarray | None:
+        """Ids of this (previous) model's segments for new centroids given in feature space.
+
+        New and old centroids are compared in the feature space, each feature divided by this
+        model's scale so no feature dominates by its unit; the Hungarian assignment pairs them.
+        New centroids left without a partner get fresh ids above every id used so far. Returns
+        None when the features differ, since the segments are then not comparable.
+        """
+        if feature_names != self.feature_names:
+            return None
+        old = self.centroids_in_feature_space() / self.scale_
+        new = centroids / self.scale_
+        cost = np.sqrt(((new[:, None, :] - old[None, :, :]) ** 2).sum(axis=2))
+        rows, columns = linear_sum_assignment(cost)
+        ids = np.full(len(new), -1, dtype=np.int64)
+        ids[rows] = self.segment_ids_[columns]
+        unmatched = np.flatnonzero(ids < 0)
+        ids[unmatched] = int(self.segment_ids_.max()) + 1 + np.arange(len(unmatched))
+        return ids
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible content (arrays as nested lists)."""

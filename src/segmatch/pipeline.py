@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-import numpy as np
 import pyarrow as pa
 
 from segmatch._version import __version__
@@ -31,6 +30,7 @@ from segmatch.storage import StagedOutputs, append_json_line, write_arrow
 
 logger = logging.getLogger("segmatch")
 
+MODEL_FILE = "model.json"
 STAGES = ("ingest", "clean", "features", "scale", "reduce", "cluster", "match", "export")
 
 
@@ -84,8 +84,10 @@ class Pipeline:
         *,
         hooks: Sequence[StageHook] = (),
         run_id: str | None = None,
+        previous: SegmentModel | None = None,
     ) -> None:
         self.config = config
+        self.previous = previous
         self.engine = engine
         self.run_id = run_id or uuid.uuid4().hex
         self.out = Path(config.output.path)
@@ -124,7 +126,15 @@ class Pipeline:
             "reduce", lambda: reduce.reduce_dimensions(engine, scaled, cfg.reduce)
         )
         clustering = self._stage(
-            "cluster", lambda: cluster.cluster_customers(engine, reduced, cfg.cluster)
+            "cluster",
+            lambda: cluster.cluster_customers(
+                engine,
+                reduced,
+                cfg.cluster,
+                scaled=scaled,
+                feature_names=built.names,
+                previous=self.previous,
+            ),
         )
         matches = (
             self._stage(
@@ -158,7 +168,7 @@ class Pipeline:
         )
         write_arrow(self.stage_log.as_arrow(), outputs.path_for("stage_log"))
         placed = outputs.commit()
-        model_path = self.out / "model.json"
+        model_path = self.out / MODEL_FILE
         model.save(model_path, run_id=self.run_id, segmatch_version=__version__)
         return RunResult(
             run_id=self.run_id,
@@ -180,6 +190,7 @@ class Pipeline:
             duplicates=cleaned.duplicates,
             imputed=cleaned.imputed,
             model=model,
+            transitions=exported.transitions,
         )
 
     def _check_quality(
@@ -247,5 +258,5 @@ def _fitted_model(
         explained_variance_ratio_=reduced.components.explained_ratio,
         pca_mean_=reduced.mean,
         centroids_=clustering.centroids,
-        segment_ids_=np.arange(clustering.k),
+        segment_ids_=clustering.segment_ids,
     )

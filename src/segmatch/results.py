@@ -56,9 +56,21 @@ class RunResult:
     duplicates: int
     imputed: dict[str, int]
     model: SegmentModel
+    transitions: pa.Table | None = None
     mlflow_run_id: str | None = None
     model_version: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def moved_customers(self) -> int:
+        """Customers of the previous run whose segment changed (0 without a previous run)."""
+        if self.transitions is None:
+            return 0
+        return sum(
+            row["customers"]
+            for row in self.transitions.to_pylist()
+            if row["from_segment"] != row["to_segment"]
+        )
 
     @property
     def total_seconds(self) -> float:

@@ -160,6 +160,7 @@ class MlflowTracking:
                 "rows_quarantined": result.quarantined,
                 "duplicates_resolved": result.duplicates,
                 "total_seconds": result.total_seconds,
+                "customers_moved": result.moved_customers,
             }
         )
         self._log_stage_metrics(client)
@@ -205,6 +206,8 @@ class MlflowTracking:
             "\n".join(json.dumps(r.__dict__) for r in self.records) + "\n", "stage_log.jsonl"
         )
         mlflow.log_artifact(str(result.outputs["profiles"]))
+        if result.transitions is not None:
+            mlflow.log_table(result.transitions.to_pandas(), "segment_transitions.json")
         mlflow.log_dict(
             {
                 "rows_in": result.rows_in,
@@ -258,6 +261,17 @@ def champion_silhouette(client: Any, model_name: str) -> float | None:
         return None
     run = client.get_run(version.run_id)
     return run.data.metrics.get("silhouette")
+
+
+def champion_model(config: TrackingConfig) -> SegmentModel | None:
+    """The current champion's SegmentModel, or None when no version holds the alias."""
+    mlflow = import_mlflow()
+    client = mlflow.MlflowClient(tracking_uri(config))
+    try:
+        client.get_model_version_by_alias(config.model_name, CHAMPION)
+    except Exception:
+        return None
+    return load_segment_model(f"models:/{config.model_name}@{CHAMPION}", tracking=config)
 
 
 def example_rows(result: RunResult) -> dict[str, list[Any]]:

@@ -200,6 +200,14 @@ class Engine(ABC):
         """The matrix with each row's nearest centroid (label) and its distance."""
 
     @abstractmethod
+    def relabel(self, matrix: Matrix, *, ids: np.ndarray) -> Matrix:
+        """The matrix with each label ``i`` replaced by ``ids[i]``."""
+
+    @abstractmethod
+    def segment_transitions(self, previous: Frame, matrix: Matrix, *, id_column: str) -> pa.Table:
+        """(from_segment, to_segment, customers) for ids present in both assignments."""
+
+    @abstractmethod
     def top_k_within_segments(
         self,
         matrix: Matrix,

@@ -329,6 +329,22 @@ class LocalEngine(Engine):
             )
         return replace(matrix, labels=labels, distances=distances)
 
+    def relabel(self, matrix: LocalMatrix, *, ids: np.ndarray) -> LocalMatrix:
+        return replace(matrix, labels=ids[_labels(matrix)])
+
+    def segment_transitions(
+        self, previous: pl.DataFrame, matrix: LocalMatrix, *, id_column: str
+    ) -> pa.Table:
+        current = pl.DataFrame({id_column: matrix.ids, "to_segment": _labels(matrix)})
+        return (
+            previous.select(id_column, pl.col("segment").alias("from_segment"))
+            .join(current, on=id_column, how="inner")
+            .group_by("from_segment", "to_segment")
+            .agg(pl.len().alias("customers"))
+            .sort("from_segment", "to_segment")
+            .to_arrow()
+        )
+
     def top_k_within_segments(
         self,
         matrix: LocalMatrix,

@@ -10,8 +10,10 @@ from segmatch import kernels
 from segmatch.config import ClusterConfig
 from segmatch.engines.base import Engine, Matrix
 from segmatch.errors import ClusteringError
+from segmatch.model import SegmentModel
 from segmatch.progress import progress
 from segmatch.stages.reduce import Reduced
+from segmatch.stages.scale import Scaled
 
 
 @dataclass(frozen=True)
@@ -29,11 +31,14 @@ class Candidate:
 class Clustering:
     """Every customer's segment, the centroids, and the sweep that chose k.
 
-    Segment ids run from 0 (the largest segment) to k − 1 (the smallest).
+    Without a previous model, segment ids run from 0 (the largest segment) to k − 1; with one,
+    each segment takes the id of the previous segment it matches. ``sizes`` and ``centroids``
+    are in the order of ``segment_ids``; the matrix's labels are the ids.
     """
 
     matrix: Matrix
     centroids: np.ndarray
+    segment_ids: np.ndarray
     k: int
     silhouette: float
     inertia: float
@@ -63,12 +68,23 @@ def score_centroids(
     return assigned, sums, float(total[0] / sums.counts.sum())
 
 
-def cluster_customers(engine: Engine, reduced: Reduced, config: ClusterConfig) -> Clustering:
+def cluster_customers(
+    engine: Engine,
+    reduced: Reduced,
+    config: ClusterConfig,
+    *,
+    scaled: Scaled | None = None,
+    feature_names: list[str] | None = None,
+    previous: SegmentModel | None = None,
+) -> Clustering:
     """Fit k-means for the fixed k, or sweep the range and keep the best admissible k.
 
     A sweep runs on a seeded sample of ``sweep_sample_size`` rows (all rows when fewer); the
     chosen k is then refitted on every row, starting from the sample's centroids, and its
     silhouette is computed exactly on every row.
+
+    With a ``previous`` model, segments keep the ids of the previous segments they match
+    (see :meth:`SegmentModel.matched_ids`).
     """
     n = reduced.rows_out
     candidates = _feasible_candidates(config, n)
@@ -98,9 +114,19 @@ def cluster_customers(engine: Engine, reduced: Reduced, config: ClusterConfig) -
             )
     centroids = _largest_first(engine, matrix, centroids)
     assigned, sums, silhouette = score_centroids(engine, matrix, centroids)
+    ids = np.arange(k)
+    if previous is not None and scaled is not None and feature_names is not None:
+        in_features = (centroids @ reduced.components.axes + reduced.mean) * scaled.scale + (
+            scaled.center
+        )
+        matched = previous.matched_ids(in_features, feature_names)
+        if matched is not None:
+            ids = matched
+            assigned = engine.relabel(assigned, ids=ids)
     return Clustering(
         matrix=assigned,
         centroids=centroids,
+        segment_ids=ids,
         k=k,
         silhouette=silhouette,
         inertia=sums.inertia(),

@@ -19,6 +19,7 @@ class Exported:
     """The segment profiles (also written) and the tables staged."""
 
     profiles: pa.Table
+    transitions: pa.Table | None
     tables: tuple[str, ...]
     rows_in: int
     rows_out: int
@@ -46,7 +47,17 @@ def export_results(
     matches: Matches | None,
     id_column: str,
 ) -> Exported:
-    """Stage every output table of the run."""
+    """Stage every output table of the run; compare segments with the previous run's."""
+    previous = outputs.final_path("segments")
+    transitions = (
+        engine.segment_transitions(
+            engine.read(path=previous, fmt="parquet", types={}, separator=","),
+            clustering.matrix,
+            id_column=id_column,
+        )
+        if previous.exists()
+        else None
+    )
     segments = engine.segments_frame(clustering.matrix, id_column=id_column)
     engine.write_parquet(segments, path=outputs.path_for("segments"))
     rows = engine.count(segments)
@@ -57,4 +68,4 @@ def export_results(
     write_arrow(profiles, outputs.path_for("profiles"))
     write_quarantine(engine, cleaned, outputs)
     tables = ("segments", *(("matches",) if matches is not None else ()), "profiles", "quarantine")
-    return Exported(profiles, tables, clustering.rows_out, rows + cleaned.quarantined)
+    return Exported(profiles, transitions, tables, clustering.rows_out, rows + cleaned.quarantined)
