@@ -93,7 +93,11 @@ def test_top_k_neighbours_handles_duplicates_and_tiny_groups():
 
 def test_nearest_centroids_and_signed_log():
     values = np.array([[0.0, 0.0], [10.0, 10.0]])
-    labels, distances = kernels.nearest_centroids(values, np.array([[9.0, 10.0], [0.0, 1.0]]))
+    labels, distances, runner_up = kernels.nearest_centroids(
+        values, np.array([[9.0, 10.0], [0.0, 1.0]])
+    )
     assert labels.tolist() == [1, 0]
     np.testing.assert_allclose(distances, [1.0, 1.0])
+    np.testing.assert_allclose(runner_up, [np.hypot(9, 10), np.hypot(10, 9)])
+    np.testing.assert_allclose(kernels.confidence(distances, runner_up), 1 - 1 / np.hypot(9, 10))
     np.testing.assert_allclose(kernels.signed_log1p(np.array([-np.e + 1, 0.0])), [-1.0, 0.0])

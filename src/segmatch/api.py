@@ -14,8 +14,9 @@ from typing import Any
 
 from segmatch.config import Config, TrackingConfig, apply_overrides, build_config, load_config
 from segmatch.engines import make_engine
+from segmatch.errors import ModelError
 from segmatch.model import SegmentModel
-from segmatch.pipeline import MODEL_FILE, Pipeline, RunResult, StageHook
+from segmatch.pipeline import MODEL_FILE, Pipeline, RunResult, ScoringResult, ScoringRun, StageHook
 from segmatch.synthetic import generate_customers
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "load_config",
     "recent_runs",
     "run_pipeline",
+    "score_customers",
 ]
 
 
@@ -103,3 +105,62 @@ def recent_runs(*, uri: str | None = None, limit: int = 20) -> list[dict[str, An
     from segmatch.tracking import recent_runs as tracked_runs  # noqa: PLC0415 -- mlflow is heavy
 
     return tracked_runs(TrackingConfig(uri=uri), limit=limit)
+
+
+def load_model(reference: str | Path, *, tracking_uri: str | None = None) -> SegmentModel:
+    """A model from an MLflow URI (``models:/segmatch@champion``, ``runs:/…/model``), a
+    ``model.json`` file, or a run's output folder."""
+    text = str(reference)
+    if "://" in text or text.startswith(("models:/", "runs:/")):
+        from segmatch.tracking import load_segment_model  # noqa: PLC0415 -- mlflow is heavy
+
+        return load_segment_model(text, tracking=TrackingConfig(uri=tracking_uri))
+    path = Path(reference)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.exists():
+        raise ModelError(f"no segmatch model at {text!r} (expected an MLflow URI or {MODEL_FILE})")
+    return SegmentModel.load(path)
+
+
+def score_customers(
+    model: str | Path,
+    data: str | Path,
+    out: str | Path,
+    *,
+    segments: str | Path | None = None,
+    engine: str | None = None,
+    tracking_uri: str | None = None,
+) -> ScoringResult:
+    """Assign new customers to the saved segments, with the same ingest/clean/features code.
+
+    ``segments`` is the segments table whose customers are offered as lookalikes; by default
+    the one in the training run's output folder, when it is there.
+    """
+    fitted = load_model(model, tracking_uri=tracking_uri)
+    if not fitted.config_:
+        raise ModelError(f"model {str(model)!r} carries no training config; retrain it")
+    raw = fitted.config_
+    raw = {
+        **raw,
+        "engine": engine or raw["engine"],
+        "input": {**raw["input"], "path": str(data), "format": "auto"},
+        "features": {
+            **raw["features"],
+            "numeric": fitted.numeric_columns,
+            "categorical": list(fitted.categorical_levels),
+        },
+        "output": {"path": str(Path(out).resolve())},
+        "tracking": {**raw["tracking"], "enabled": False},
+    }
+    config = build_config(raw, source=f"the training config of model {str(model)!r}")
+    reference = (
+        Path(segments) if segments else Path(fitted.config_["output"]["path"]) / "segments.parquet"
+    )
+    run = ScoringRun(
+        config,
+        make_engine(config.engine),
+        fitted,
+        segments=reference if reference.exists() else None,
+    )
+    return run.run()

@@ -58,8 +58,20 @@ class _TerminalProgress:
             yield _Task()
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (it may be swapped)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        return None
+
+
 def _set_up_output(quiet: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger("segmatch")
     root.handlers[:] = [handler]
@@ -169,6 +181,40 @@ def generate(
     """Write the synthetic customer data set (seeded, deterministic)."""
     path = api.generate_customers(out_path, rows=rows, seed=seed, dirty_share=dirty_share)
     out.print(f"wrote {rows:,} customers (plus re-sent duplicates) to {path}")
+
+
+@app.command()
+def score(
+    model: Annotated[
+        str,
+        typer.Option(
+            help="models:/NAME@ALIAS, runs:/ID/model, a model.json or a run's output folder."
+        ),
+    ] = "models:/segmatch@champion",
+    input_path: Annotated[
+        Path, typer.Option("--input", help="New customers (CSV, Parquet, Delta).")
+    ] = Path("customers.csv"),
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder for scores and lookalikes.")
+    ] = Path("segmatch-scores"),
+    segments: Annotated[
+        Path | None,
+        typer.Option(help="Segments table offering lookalikes (default: the training run's)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
+) -> None:
+    """Assign new customers to the saved segments and find their existing lookalikes."""
+    _set_up_output(quiet)
+    try:
+        result = api.score_customers(model, input_path, out_dir, segments=segments)
+    except SegmatchError as error:
+        raise _fail(error) from None
+    out.print(
+        f"scored {result.customers:,} customers ({result.quarantined:,} quarantined) in "
+        f"{sum(r.seconds for r in result.stages):.2f} s"
+    )
+    for name, path in result.outputs.items():
+        out.print(f"  {name}: {path}")
 
 
 @app.command()

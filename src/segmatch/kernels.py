@@ -187,13 +187,52 @@ def similarity(distances: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + distances)
 
 
-def nearest_centroids(values: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's nearest centroid (label) and its Euclidean distance."""
+def nearest_centroids(
+    values: np.ndarray, centroids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's nearest centroid (label), its distance, and the distance to the runner-up."""
     squared = (
         np.einsum("ij,ij->i", values, values)[:, None]
         - 2.0 * values @ centroids.T
         + np.einsum("ij,ij->i", centroids, centroids)[None, :]
     )
     labels = squared.argmin(axis=1)
-    nearest = np.take_along_axis(squared, labels[:, None], axis=1)[:, 0]
-    return labels.astype(np.int32), np.sqrt(np.maximum(nearest, 0.0))
+    rows = np.arange(len(values))
+    nearest = squared[rows, labels]
+    squared[rows, labels] = np.inf
+    runner_up = squared.min(axis=1) if centroids.shape[0] > 1 else np.full(len(values), np.inf)
+    return (
+        labels.astype(np.int32),
+        np.sqrt(np.maximum(nearest, 0.0)),
+        np.sqrt(np.maximum(runner_up, 0.0)),
+    )
+
+
+def confidence(nearest: np.ndarray, runner_up: np.ndarray) -> np.ndarray:
+    """``1 − d₁/d₂``: 0 midway between two centroids, 1 on the centroid."""
+    safe = np.where(runner_up > 0, runner_up, 1.0)
+    return np.where(runner_up > 0, 1.0 - nearest / safe, 0.0)
+
+
+def top_k_from(
+    reference: np.ndarray, queries: np.ndarray, k: int, *, workers: int = -1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest reference points of each query point (indices into ``reference``)."""
+    k = min(k, len(reference))
+    if k == 0:
+        return np.empty((len(queries), 0), dtype=np.int64), np.empty((len(queries), 0))
+    if reference.shape[1] <= KD_TREE_MAX_DIMENSIONS:
+        distances, indices = cKDTree(reference).query(queries, k=k, workers=workers)
+        return indices.reshape(len(queries), k), distances.reshape(len(queries), k)
+    squared = (
+        np.einsum("ij,ij->i", queries, queries)[:, None]
+        - 2.0 * queries @ reference.T
+        + np.einsum("ij,ij->i", reference, reference)[None, :]
+    )
+    nearest = np.argpartition(squared, k - 1, axis=1)[:, :k]
+    nearest_squared = np.take_along_axis(squared, nearest, axis=1)
+    order = np.argsort(nearest_squared, axis=1, kind="stable")
+    return (
+        np.take_along_axis(nearest, order, axis=1),
+        np.sqrt(np.maximum(np.take_along_axis(nearest_squared, order, axis=1), 0.0)),
+    )

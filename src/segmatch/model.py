@@ -46,6 +46,7 @@ class SegmentModel:
     pca_mean_: np.ndarray | None = None
     centroids_: np.ndarray | None = None
     segment_ids_: np.ndarray | None = None
+    config_: dict[str, Any] = field(default_factory=dict)
 
     @property
     def feature_names(self) -> list[str]:
@@ -76,9 +77,7 @@ class SegmentModel:
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Feature rows → segment id of the nearest centroid."""
-        labels, _ = kernels.nearest_centroids(self.transform(features), self.centroids_)
-        assert self.segment_ids_ is not None
-        return self.segment_ids_[labels]
+        return self.score(features)[0]
 
     def features_from_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
         """Raw customer columns → feature rows, with the imputation and encoding learned.
@@ -110,24 +109,12 @@ class SegmentModel:
         return np.column_stack(parts)
 
     def score(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Segment id, distance to its centroid, and confidence for each feature row.
-
-        Confidence is ``1 − d₁/d₂``: 0 when a customer sits midway between its centroid and
-        the next one, 1 when it sits on its centroid.
-        """
-        coordinates = self.transform(features)
-        squared = (
-            np.einsum("ij,ij->i", coordinates, coordinates)[:, None]
-            - 2.0 * coordinates @ self.centroids_.T
-            + np.einsum("ij,ij->i", self.centroids_, self.centroids_)[None, :]
+        """Segment id, distance to its centroid, and confidence (see kernels.confidence)."""
+        labels, nearest, runner_up = kernels.nearest_centroids(
+            self.transform(features), self.centroids_
         )
-        distances = np.sqrt(np.maximum(np.sort(squared, axis=1), 0.0))
-        labels = squared.argmin(axis=1)
-        nearest = distances[:, 0]
-        second = distances[:, 1] if distances.shape[1] > 1 else np.full_like(nearest, np.inf)
-        confidence = np.where(second > 0, 1.0 - nearest / np.where(second > 0, second, 1.0), 0.0)
         assert self.segment_ids_ is not None
-        return self.segment_ids_[labels], nearest, confidence
+        return self.segment_ids_[labels], nearest, kernels.confidence(nearest, runner_up)
 
     def centroids_in_feature_space(self) -> np.ndarray:
         """Centroids mapped back from PCA space to the feature space (before scaling)."""

@@ -12,7 +12,7 @@ import resource
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -25,7 +25,7 @@ from segmatch.engines.base import Engine
 from segmatch.errors import DataQualityError, SegmatchError, StageError
 from segmatch.model import SegmentModel
 from segmatch.results import RunResult, StageRecord
-from segmatch.stages import clean, cluster, export, features, ingest, match, reduce, scale
+from segmatch.stages import clean, cluster, export, features, ingest, match, reduce, scale, score
 from segmatch.storage import StagedOutputs, append_json_line, write_arrow
 
 logger = logging.getLogger("segmatch")
@@ -165,6 +165,7 @@ class Pipeline:
             scaled=scaled,
             reduced=reduced,
             clustering=clustering,
+            config=cfg,
         )
         write_arrow(self.stage_log.as_arrow(), outputs.path_for("stage_log"))
         placed = outputs.commit()
@@ -230,6 +231,76 @@ class Pipeline:
         return result
 
 
+class ScoringRun(Pipeline):
+    """New customers through the run's own ingest, clean and features code, then the model."""
+
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        model: SegmentModel,
+        *,
+        segments: Path | None,
+        hooks: Sequence[StageHook] = (),
+        run_id: str | None = None,
+    ) -> None:
+        super().__init__(config, engine, hooks=hooks, run_id=run_id)
+        self.model = model
+        self.segments = segments
+
+    def _run_stages(self, outputs: StagedOutputs) -> ScoringResult:
+        cfg, engine, model = self.config, self.engine, self.model
+        raw = self._stage(
+            "ingest",
+            lambda: ingest.read_input(engine, cfg.input, features=cfg.features, clean=cfg.clean),
+        )
+        cleaned = self._stage(
+            "clean",
+            lambda: clean.clean_rows(engine, raw, cfg.clean, fill_values=model.fill_values_),
+        )
+        self._check_quality(cleaned, raw, outputs)
+        built = self._stage(
+            "features",
+            lambda: features.build_features(
+                engine, cleaned, raw.plan, cfg.features, levels=model.categorical_levels
+            ),
+        )
+        scored = self._stage("score", lambda: score.apply_model(engine, built, model))
+        id_column = raw.plan.id_column
+        engine.write_parquet(
+            engine.scores_frame(scored.matrix, id_column=id_column),
+            path=outputs.path_for("scores"),
+        )
+        if self.segments is not None:
+            reference = engine.read(path=self.segments, fmt="parquet", types={}, separator=",")
+            lookalikes = self._stage(
+                "match",
+                lambda: score.find_lookalikes(
+                    engine, scored, reference, id_column=id_column, top_k=cfg.match.top_k
+                ),
+            )
+            engine.write_parquet(lookalikes.frame, path=outputs.path_for("lookalikes"))
+        export.write_quarantine(engine, cleaned, outputs)
+        return ScoringResult(
+            run_id=self.run_id,
+            customers=scored.rows_out,
+            quarantined=cleaned.quarantined,
+            outputs=outputs.commit(),
+            stages=list(self.stage_log.records),
+        )
+
+
+@dataclass(frozen=True)
+class ScoringResult:
+    """What scoring wrote."""
+
+    run_id: str
+    customers: int
+    quarantined: int
+    outputs: dict[str, Path]
+    stages: list[StageRecord]
+
+
 def peak_memory_mb() -> float:
     """Peak resident memory of this process and its finished children, in MiB."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -245,6 +316,7 @@ def _fitted_model(
     scaled: scale.Scaled,
     reduced: reduce.Reduced,
     clustering: cluster.Clustering,
+    config: Config,
 ) -> SegmentModel:
     return SegmentModel(
         id_column=plan.id_column,
@@ -259,4 +331,5 @@ def _fitted_model(
         pca_mean_=reduced.mean,
         centroids_=clustering.centroids,
         segment_ids_=clustering.segment_ids,
+        config_=config.model_dump(mode="json"),
     )

@@ -224,5 +224,22 @@ class Engine(ABC):
         """Rows (id, segment, distance, pc_1 … pc_d)."""
 
     @abstractmethod
+    def scores_frame(self, matrix: Matrix, *, id_column: str) -> Frame:
+        """Rows (id, segment, distance, confidence) of an assigned matrix."""
+
+    @abstractmethod
+    def top_k_against(
+        self,
+        reference: Frame,
+        matrix: Matrix,
+        *,
+        id_column: str,
+        k: int,
+        kernel: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+    ) -> Frame:
+        """For each row of ``matrix``, its k nearest rows of ``reference`` (a segments table
+        with pc_* coordinates) within the same segment."""
+
+    @abstractmethod
     def segment_profiles(self, frame: Frame, matrix: Matrix, *, columns: Sequence[str]) -> pa.Table:
         """Per segment: size, share, and the mean and median of each column."""

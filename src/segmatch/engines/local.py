@@ -56,6 +56,7 @@ class LocalMatrix:
     values: np.ndarray
     labels: np.ndarray | None = None
     distances: np.ndarray | None = None
+    runner_up: np.ndarray | None = None
 
 
 class LocalEngine(Engine):
@@ -323,11 +324,12 @@ class LocalEngine(Engine):
         n = matrix.values.shape[0]
         labels = np.empty(n, dtype=np.int32)
         distances = np.empty(n, dtype=np.float64)
+        runner_up = np.empty(n, dtype=np.float64)
         for block in self._blocks((n, matrix.values.shape[1] + len(centroids))):
-            labels[block], distances[block] = kernels.nearest_centroids(
+            labels[block], distances[block], runner_up[block] = kernels.nearest_centroids(
                 matrix.values[block], centroids
             )
-        return replace(matrix, labels=labels, distances=distances)
+        return replace(matrix, labels=labels, distances=distances, runner_up=runner_up)
 
     def relabel(self, matrix: LocalMatrix, *, ids: np.ndarray) -> LocalMatrix:
         return replace(matrix, labels=ids[_labels(matrix)])
@@ -391,6 +393,51 @@ class LocalEngine(Engine):
                 **coordinates,
             }
         )
+
+    def scores_frame(self, matrix: LocalMatrix, *, id_column: str) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                id_column: matrix.ids,
+                "segment": _labels(matrix),
+                "distance": matrix.distances,
+                "confidence": kernels.confidence(matrix.distances, matrix.runner_up),
+            }
+        )
+
+    def top_k_against(
+        self,
+        reference: pl.DataFrame,
+        matrix: LocalMatrix,
+        *,
+        id_column: str,
+        k: int,
+        kernel: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+    ) -> pl.DataFrame:
+        coordinates = [f"pc_{j + 1}" for j in range(matrix.values.shape[1])]
+        labels = _labels(matrix)
+        parts = []
+        for segment in np.unique(labels):
+            members = np.flatnonzero(labels == segment)
+            pool = reference.filter(pl.col("segment") == int(segment))
+            if pool.height == 0:
+                continue
+            neighbours, distance = kernel(
+                pool.select(coordinates).to_numpy(), matrix.values[members], k
+            )
+            width = neighbours.shape[1]
+            parts.append(
+                pl.DataFrame(
+                    {
+                        id_column: matrix.ids.gather(np.repeat(members, width)),
+                        "segment": np.full(len(members) * width, segment, dtype=labels.dtype),
+                        "match_id": pool.get_column(id_column).gather(neighbours.ravel()),
+                        "rank": np.tile(np.arange(1, width + 1, dtype=np.int16), len(members)),
+                        "distance": distance.ravel(),
+                        "similarity": kernels.similarity(distance.ravel()),
+                    }
+                )
+            )
+        return pl.concat(parts) if parts else pl.DataFrame()
 
     def segment_profiles(
         self, frame: pl.DataFrame, matrix: LocalMatrix, *, columns: Sequence[str]

@@ -43,12 +43,19 @@ def validation_rules(raw: RawInput) -> list[Rule]:
     return rules
 
 
-def clean_rows(engine: Engine, raw: RawInput, config: CleanConfig) -> CleanedRows:
+def clean_rows(
+    engine: Engine,
+    raw: RawInput,
+    config: CleanConfig,
+    *,
+    fill_values: dict[str, float] | None = None,
+) -> CleanedRows:
     """Split off bad rows, then deduplicate and impute what is left.
 
     Missing numeric values (null, blank, NaN) are imputed with the column's median (or mean);
     missing categories become their own level. Duplicate ids are resolved only for a customer
-    table: in a transactions table an id repeats by nature.
+    table: in a transactions table an id repeats by nature. ``fill_values`` (a fitted model's)
+    replace the values learned from these rows, as when scoring new customers.
     """
     plan = raw.plan
     valid, quarantine = engine.split_quarantine(raw.frame, rules=validation_rules(raw))
@@ -70,13 +77,12 @@ def clean_rows(engine: Engine, raw: RawInput, config: CleanConfig) -> CleanedRow
             order_by=config.duplicates.order_by,
         )
     imputed: dict[str, int] = {}
-    fill_values: dict[str, float] = {}
     if plan.transactions is None:
         stats = engine.column_stats(
             valid, numeric=plan.features, categorical=plan.categorical, center=config.impute
         )
         imputed = {column: n for column, n in stats.nulls.items() if n}
-        fill_values = stats.centers
+        fill_values = stats.centers if fill_values is None else fill_values
         valid = engine.fill_missing(valid, numeric=fill_values, categorical=plan.categorical)
     return CleanedRows(
         frame=valid,
@@ -87,7 +93,7 @@ def clean_rows(engine: Engine, raw: RawInput, config: CleanConfig) -> CleanedRow
         quarantined_by_rule=by_rule,
         duplicates=duplicates,
         imputed=imputed,
-        fill_values=fill_values,
+        fill_values=fill_values or {},
     )
 
 

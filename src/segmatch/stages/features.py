@@ -40,16 +40,23 @@ def choose_levels(counts: dict[str, int], *, max_levels: int, min_share: float) 
 
 
 def build_features(
-    engine: Engine, cleaned: CleanedRows, plan: ColumnPlan, config: FeaturesConfig
+    engine: Engine,
+    cleaned: CleanedRows,
+    plan: ColumnPlan,
+    config: FeaturesConfig,
+    *,
+    levels: dict[str, list[str]] | None = None,
 ) -> Features:
-    """Turn clean rows (or transactions) into per-customer feature vectors."""
+    """Turn clean rows (or transactions) into per-customer feature vectors.
+
+    ``levels`` (a fitted model's) fixes the one-hot columns, as when scoring new customers.
+    """
     customers = (
         engine.aggregate_transactions(cleaned.frame, columns=plan.transactions)
         if plan.transactions is not None
         else cleaned.frame
     )
-    levels: dict[str, list[str]] = {}
-    if plan.categorical:
+    if levels is None and plan.categorical:
         stats = engine.column_stats(
             customers, numeric=[], categorical=plan.categorical, center="median"
         )
@@ -61,6 +68,7 @@ def build_features(
             )
             for column in plan.categorical
         }
+    levels = levels or {}
     matrix = engine.feature_matrix(
         customers, id_column=plan.id_column, numeric=plan.features, log=plan.log, levels=levels
     )

@@ -1,0 +1,55 @@
+"""score: place new customers in the saved segments and find their existing lookalikes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from segmatch import kernels
+from segmatch.engines.base import Engine, Frame, Matrix
+from segmatch.errors import ModelError
+from segmatch.model import SegmentModel
+from segmatch.stages.features import Features
+
+
+@dataclass(frozen=True)
+class Scored:
+    """New customers in PCA space with their segment, distance and confidence."""
+
+    matrix: Matrix
+    rows_in: int
+    rows_out: int
+
+
+@dataclass(frozen=True)
+class Lookalikes:
+    """Each new customer's nearest existing customers in its segment."""
+
+    frame: Frame
+    rows_in: int
+    rows_out: int
+
+
+def apply_model(engine: Engine, features: Features, model: SegmentModel) -> Scored:
+    """The fitted scaling, PCA and centroids applied to new feature rows."""
+    if features.names != model.feature_names:
+        raise ModelError(
+            f"the input's features {features.names} differ from the model's {model.feature_names}"
+        )
+    scaled = engine.affine(features.matrix, shift=model.center_, linear=np.diag(1.0 / model.scale_))
+    coordinates = engine.affine(scaled, shift=model.pca_mean_, linear=model.components_.T)
+    assigned = engine.relabel(
+        engine.assign(coordinates, centroids=model.centroids_), ids=model.segment_ids_
+    )
+    return Scored(assigned, features.rows_out, engine.matrix_rows(assigned))
+
+
+def find_lookalikes(
+    engine: Engine, scored: Scored, segments: Frame, *, id_column: str, top_k: int
+) -> Lookalikes:
+    """Top-k existing customers (from a run's segments table) in each new customer's segment."""
+    frame = engine.top_k_against(
+        segments, scored.matrix, id_column=id_column, k=top_k, kernel=kernels.top_k_from
+    )
+    return Lookalikes(frame, scored.rows_out, engine.count(frame))
