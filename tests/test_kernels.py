@@ -101,3 +101,11 @@ def test_nearest_centroids_and_signed_log():
     np.testing.assert_allclose(runner_up, [np.hypot(9, 10), np.hypot(10, 9)])
     np.testing.assert_allclose(kernels.confidence(distances, runner_up), 1 - 1 / np.hypot(9, 10))
     np.testing.assert_allclose(kernels.signed_log1p(np.array([-np.e + 1, 0.0])), [-1.0, 0.0])
+
+
+def test_euclidean_silhouette_equals_scikit_learn():
+    rng = np.random.default_rng(8)
+    x = np.vstack([rng.normal(c, 1.0, size=(150, 3)) for c in (0.0, 2.5, 6.0)])
+    labels = np.repeat([3, 5, 9], 150)
+    ours = kernels.euclidean_silhouette(x, labels, block_rows=100)
+    assert ours == pytest.approx(silhouette_score(x, labels), abs=1e-10)

@@ -44,6 +44,8 @@ def test_a_run_records_params_metrics_tags_inputs_and_artifacts(tracked, custome
     assert params["rows_in"] == str(result.rows_in) and params["partitions"] == "1"
     assert params["model_version"] == result.model_version
     assert metrics["silhouette"] == pytest.approx(result.silhouette)
+    assert metrics["silhouette_euclidean_sample"] == pytest.approx(result.sample_silhouette)
+    assert result.sample_silhouette < result.silhouette  # Euclidean reads lower than squared
     assert metrics["k"] == result.k and metrics["rows_quarantined"] == result.quarantined
     for stage in STAGES:
         assert f"stage_{stage}_seconds" in metrics and f"stage_{stage}_rows_out" in metrics

@@ -136,6 +136,7 @@ class ClusterConfig(_Strict):
     max_iter: int = Field(300, ge=1)
     n_init: int = Field(3, ge=1)
     sweep_sample_size: int | None = Field(200_000, ge=1000)
+    silhouette_sample_size: int = Field(10_000, ge=100)
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> ClusterConfig:

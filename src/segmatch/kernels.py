@@ -105,6 +105,37 @@ def centered_products_kernel(mean: np.ndarray):
     return kernel
 
 
+def euclidean_silhouette(points: np.ndarray, labels: np.ndarray, block_rows: int = 1024) -> float:
+    """Mean silhouette with plain Euclidean distances (as scikit-learn's), in row blocks.
+
+    Meant for a sample: it costs O(n²·d). Points alone in their cluster score 0.
+    """
+    clusters, inverse = np.unique(labels, return_inverse=True)
+    if len(clusters) < 2:
+        return 0.0
+    counts = np.bincount(inverse).astype(np.float64)
+    norms = np.einsum("ij,ij->i", points, points)
+    scores = np.empty(len(points))
+    for start in range(0, len(points), block_rows):
+        block = points[start : start + block_rows]
+        own = inverse[start : start + len(block)]
+        squared = norms[start : start + len(block), None] - 2.0 * block @ points.T + norms[None, :]
+        distances = np.sqrt(np.maximum(squared, 0.0))
+        per_cluster = np.zeros((len(block), len(clusters)))
+        for c in range(len(clusters)):
+            per_cluster[:, c] = distances[:, inverse == c].sum(axis=1)
+        rows = np.arange(len(block))
+        own_count = counts[own]
+        a = per_cluster[rows, own] / np.maximum(own_count - 1.0, 1.0)
+        means = per_cluster / counts[None, :]
+        means[rows, own] = np.inf
+        b = means.min(axis=1)
+        score = (b - a) / np.maximum(np.maximum(a, b), 1e-300)
+        score[own_count <= 1] = 0.0
+        scores[start : start + len(block)] = score
+    return float(scores.mean())
+
+
 @dataclass(frozen=True)
 class Components:
     """Principal axes (rows of ``axes``) and the variance each explains."""

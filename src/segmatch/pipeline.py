@@ -176,6 +176,7 @@ class Pipeline:
             config=cfg,
             k=clustering.k,
             silhouette=clustering.silhouette,
+            sample_silhouette=clustering.sample_silhouette,
             inertia=clustering.inertia,
             sizes=clustering.sizes.tolist(),
             candidates=clustering.candidates,

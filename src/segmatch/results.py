@@ -41,6 +41,7 @@ class RunResult:
     config: Config
     k: int
     silhouette: float
+    sample_silhouette: float
     inertia: float
     sizes: list[int]
     candidates: tuple[Candidate, ...]

@@ -152,6 +152,7 @@ class MlflowTracking:
         mlflow.log_metrics(
             {
                 "silhouette": result.silhouette,
+                "silhouette_euclidean_sample": result.sample_silhouette,
                 "k": result.k,
                 "inertia": result.inertia,
                 "smallest_segment_share": min(result.sizes) / max(sum(result.sizes), 1),

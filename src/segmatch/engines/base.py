@@ -183,6 +183,12 @@ class Engine(ABC):
     def sample(self, matrix: Matrix, *, rows: int, seed: int) -> Matrix: ...
 
     @abstractmethod
+    def stratified_sample(
+        self, matrix: Matrix, *, rows: int, seed: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """About ``rows`` rows (values, labels), each segment drawn in proportion to its size."""
+
+    @abstractmethod
     def kmeans(
         self,
         matrix: Matrix,

@@ -300,6 +300,22 @@ class LocalEngine(Engine):
         chosen = np.sort(np.random.default_rng(seed).choice(n, size=rows, replace=False))
         return LocalMatrix(ids=matrix.ids.gather(chosen), values=matrix.values[chosen])
 
+    def stratified_sample(
+        self, matrix: LocalMatrix, *, rows: int, seed: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        labels = _labels(matrix)
+        n = len(labels)
+        if rows >= n:
+            return matrix.values, labels
+        rng = np.random.default_rng(seed)
+        chosen = []
+        for segment in np.unique(labels):
+            members = np.flatnonzero(labels == segment)
+            take = min(len(members), max(2, round(rows * len(members) / n)))
+            chosen.append(rng.choice(members, size=take, replace=False))
+        picked = np.sort(np.concatenate(chosen))
+        return matrix.values[picked], labels[picked]
+
     def kmeans(
         self,
         matrix: LocalMatrix,

@@ -41,6 +41,7 @@ class Clustering:
     segment_ids: np.ndarray
     k: int
     silhouette: float
+    sample_silhouette: float
     inertia: float
     sizes: np.ndarray
     candidates: tuple[Candidate, ...]
@@ -129,6 +130,11 @@ def cluster_customers(
         segment_ids=ids,
         k=k,
         silhouette=silhouette,
+        sample_silhouette=kernels.euclidean_silhouette(
+            *engine.stratified_sample(
+                assigned, rows=config.silhouette_sample_size, seed=config.seed
+            )
+        ),
         inertia=sums.inertia(),
         sizes=sums.counts.astype(np.int64),
         candidates=sweep,
