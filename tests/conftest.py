@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,15 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.chdir(home)
+
+
+@pytest.fixture(autouse=True)
+def _no_mlflow_run_left_open():
+    """Every test ends with no active MLflow run, whatever it did."""
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        assert mlflow.active_run() is None, "an MLflow run was left open"
 
 
 @pytest.fixture(scope="session")

@@ -264,6 +264,16 @@ def show_summary(result: RunResult) -> None:
         f"[bold]{result.k}[/] segments, silhouette [bold]{result.silhouette:.3f}[/] "
         f"(exact, squared Euclidean), {result.total_seconds:.2f} s"
     )
+    if result.mlflow_run_id:
+        moved = (
+            f", {result.moved_customers:,} customers changed segment since the last run"
+            if result.transitions is not None
+            else ""
+        )
+        out.print(
+            f"tracked as MLflow run {result.mlflow_run_id}; model version "
+            f"{result.model_version}{moved}"
+        )
     out.print(_segments_table(result))
     if result.candidates:
         out.print(_sweep_table(result))
