@@ -21,13 +21,14 @@ from segmatch.errors import (
     DataQualityError,
     InputError,
 )
+from segmatch.storage import open_table
 
 OUTPUT_TABLES = ("segments", "matches", "profiles", "stage_log")
 
 
 def assert_no_output(out: Path) -> None:
     for table in OUTPUT_TABLES:
-        assert not (out / f"{table}.parquet").exists(), table
+        assert not (out / table).exists(), table
     assert not (out / ".staging").exists()
 
 
@@ -156,14 +157,14 @@ def test_every_row_quarantined(engine, tmp_path):
     ):
         run_pipeline(config)
     assert_no_output(tmp_path / "out")
-    assert (tmp_path / "out" / "quarantine.parquet").exists()
+    assert (tmp_path / "out" / "quarantine").exists()
 
 
 def test_quarantine_limit_stops_the_run_and_keeps_previous_outputs(engine, tmp_path):
     out = tmp_path / "out"
     data = write_table(good_rows(), tmp_path / "in.parquet")
     first = run_pipeline(make_config(data, out, engine.name))
-    before = (out / "segments.parquet").read_bytes()
+    before = open_table(out / "segments").version()
     rows = good_rows()
     rows["spend"][:10] = [math.inf] * 10
     dirty = write_table(rows, tmp_path / "dirty.parquet")
@@ -171,7 +172,8 @@ def test_quarantine_limit_stops_the_run_and_keeps_previous_outputs(engine, tmp_p
         DataQualityError, match=r"10 of 50 rows .*\(20\.0%\) .*not_finite: 10.*5\.0%"
     ):
         run_pipeline(make_config(dirty, out, engine.name))
-    assert (out / "segments.parquet").read_bytes() == before
+    assert open_table(out / "segments").version() == before
+    assert open_table(out / "quarantine").version() == 1  # only the quarantine moved on
     assert first.quarantined == 0
 
 
@@ -181,7 +183,7 @@ def test_cli_reports_bad_input_with_a_non_zero_exit(tmp_path):
     result = CliRunner().invoke(app, ["run", str(config)])
     assert result.exit_code == EXIT_USER_ERROR
     assert "missing.csv" in result.output and "does not exist" in result.output
-    assert not (tmp_path / "out" / "segments.parquet").exists()
+    assert not (tmp_path / "out" / "segments").exists()
     bad_key = CliRunner().invoke(app, ["run", str(config), "--set", "cluster.kk=3"])
     assert bad_key.exit_code == EXIT_USER_ERROR
     assert "unknown key 'cluster.kk'" in bad_key.output

@@ -20,10 +20,11 @@ from conftest import write_table
 from segmatch.api import demo_config, run_pipeline, score_customers
 from segmatch.cli import app
 from segmatch.errors import ColumnNotFoundError, ModelError
+from segmatch.storage import read_delta
 
 
 def segments_by_id(path: Path) -> dict[str, int]:
-    table = pq.read_table(path)
+    table = read_delta(path)
     return dict(zip(table["idcliente"].to_pylist(), table["segment"].to_pylist(), strict=True))
 
 
@@ -38,10 +39,10 @@ def test_scoring_the_training_data_gives_the_runs_segments(trained, customers_pa
     result, out = trained
     scored = score_customers(out, customers_path, tmp_path / "scores")
     assert scored.customers == result.customers
-    assert segments_by_id(scored.outputs["scores"]) == segments_by_id(out / "segments.parquet")
-    scores = pq.read_table(scored.outputs["scores"]).to_pylist()
+    assert segments_by_id(scored.outputs["scores"]) == segments_by_id(out / "segments")
+    scores = read_delta(scored.outputs["scores"]).to_pylist()
     assert all(0.0 <= r["confidence"] <= 1.0 for r in scores)
-    lookalikes = pq.read_table(scored.outputs["lookalikes"]).to_pylist()
+    lookalikes = read_delta(scored.outputs["lookalikes"]).to_pylist()
     assert len(lookalikes) == 10 * result.customers
     first = [r for r in lookalikes if r["idcliente"] == scores[0]["idcliente"]]
     # A customer that was in the training data is its own nearest existing customer.
@@ -79,7 +80,7 @@ def test_scoring_new_customers_through_the_cli(trained, tmp_path):
         ],
     )
     assert outcome.exit_code == 0, outcome.output
-    assert pq.read_table(tmp_path / "s" / "scores.parquet").num_rows == 2
+    assert read_delta(tmp_path / "s" / "scores").num_rows == 2
 
 
 def test_scoring_input_missing_a_feature_column(trained, tmp_path):
@@ -90,7 +91,7 @@ def test_scoring_input_missing_a_feature_column(trained, tmp_path):
         match=r"column 'income' not found .*Columns present: 'idcliente', 'age'",
     ):
         score_customers(out, new, tmp_path / "s")
-    assert not (tmp_path / "s" / "scores.parquet").exists()
+    assert not (tmp_path / "s" / "scores").exists()
 
 
 def test_a_missing_model_gets_a_clear_error(tmp_path):
@@ -115,7 +116,7 @@ def test_mlflow_models_serve_answers_a_scoring_request(
     result = run_pipeline(config)
     from_uri = score_customers("models:/t-serve@champion", customers_path, tmp_path / "s")
     assert segments_by_id(from_uri.outputs["scores"]) == segments_by_id(
-        tmp_path / "run" / "segments.parquet"
+        tmp_path / "run" / "segments"
     )
 
     port = free_port()
@@ -155,11 +156,7 @@ def test_mlflow_models_serve_answers_a_scoring_request(
                     log = server.stdout.read().decode()[-2000:]
                     pytest.fail(f"mlflow models serve did not start: {log}")
                 time.sleep(0.5)
-        customers = (
-            pq.read_table(tmp_path / "run" / "segments.parquet")
-            .slice(0, 5)["idcliente"]
-            .to_pylist()
-        )
+        customers = read_delta(tmp_path / "run" / "segments").slice(0, 5)["idcliente"].to_pylist()
         rows = pq.read_table(customers_path).to_pandas().drop_duplicates("idcliente", keep="last")
         rows = (
             rows.set_index("idcliente")
@@ -177,7 +174,7 @@ def test_mlflow_models_serve_answers_a_scoring_request(
         with urllib.request.urlopen(request, timeout=30) as response:
             answer = json.loads(response.read())
         segments = [p["segment"] for p in answer["predictions"]]
-        expected = segments_by_id(tmp_path / "run" / "segments.parquet")
+        expected = segments_by_id(tmp_path / "run" / "segments")
         assert segments == [expected[c] for c in customers]
     finally:
         server.terminate()

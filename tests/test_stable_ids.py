@@ -9,6 +9,7 @@ import pytest
 from conftest import make_config
 from segmatch.api import demo_config, run_pipeline
 from segmatch.model import SegmentModel
+from segmatch.storage import read_delta
 
 
 def fitted_model(centroids, ids=None) -> SegmentModel:
@@ -43,7 +44,7 @@ def shuffled_copy(path, target, seed):
 
 
 def segment_of(out):
-    table = pq.read_table(out / "segments.parquet")
+    table = read_delta(out / "segments")
     return dict(zip(table["idcliente"].to_pylist(), table["segment"].to_pylist(), strict=True))
 
 

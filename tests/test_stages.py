@@ -6,7 +6,6 @@ import math
 from datetime import datetime
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from conftest import make_config, write_table
@@ -14,6 +13,7 @@ from segmatch.api import run_pipeline
 from segmatch.engines.base import OTHER_LEVEL
 from segmatch.stages import clean, cluster, features, ingest, match, reduce, scale
 from segmatch.stages.features import choose_levels
+from segmatch.storage import read_delta
 
 
 def run_to_features(engine, config):
@@ -245,7 +245,7 @@ def test_match_finds_nearest_customers_within_the_segment_only(engine, tmp_path)
     segment_of = {
         r["idcliente"]: r["segment"]
         for r in engine.to_arrow(
-            engine.segments_frame(clustering.matrix, id_column="idcliente")
+            engine.segments_frame(clustering.matrix, id_column="idcliente", labels={})
         ).to_pylist()
     }
     for r in rows:
@@ -315,7 +315,7 @@ def test_export_stages_tables_that_appear_only_on_commit(engine, customers_path,
     result = run_pipeline(make_config(customers_path, out, clean={"max_bad_share": 0.2}))
     assert set(result.outputs) >= {"segments", "matches", "profiles", "quarantine", "stage_log"}
     assert not (out / ".staging").exists()
-    profiles = pa.parquet.read_table(out / "profiles.parquet").to_pylist()
+    profiles = read_delta(out / "profiles").to_pylist()
     assert sum(p["size"] for p in profiles) == result.customers
     assert sum(p["share"] for p in profiles) == pytest.approx(1.0)
     assert {"age_mean", "age_median", "monetary_median"} <= set(profiles[0])

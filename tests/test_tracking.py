@@ -17,6 +17,7 @@ from segmatch.cli import app
 from segmatch.errors import InputError, ModelError
 from segmatch.model import SegmentModel
 from segmatch.pipeline import STAGES
+from segmatch.storage import read_delta
 from segmatch.tracking import load_segment_model
 
 
@@ -51,15 +52,17 @@ def test_a_run_records_params_metrics_tags_inputs_and_artifacts(tracked, custome
         assert f"stage_{stage}_seconds" in metrics and f"stage_{stage}_rows_out" in metrics
     sweep = tracked.get_metric_history(result.mlflow_run_id, "sweep_silhouette")
     assert sorted(m.step for m in sweep) == list(range(2, 11))
-    assert {"config_hash", "input_digest", "segmatch.run_id"} <= set(tags)
-    assert tags["segmatch.run_id"] == result.run_id
+    assert {"config_hash", "input_digest", "table_version.segments"} <= set(tags)
+    assert result.run_id == result.mlflow_run_id  # one id for the run, its tables and MLflow
+    for table, version in result.table_versions.items():
+        assert params[f"table_version.{table}"] == str(version)
     dataset = run.inputs.dataset_inputs[0].dataset
     assert tags["input_digest"].startswith(dataset.digest)
     artifacts = {a.path for a in tracked.list_artifacts(result.mlflow_run_id)}
     assert {
         "config.json",
         "stage_log.jsonl",
-        "profiles.parquet",
+        "profiles.csv",
         "quarantine_summary.json",
     } <= artifacts
 
@@ -71,7 +74,7 @@ def test_the_registered_model_scores_like_the_run(tracked, customers_path, tmp_p
     assert str(version.version) == result.model_version
     loaded = mlflow.pyfunc.load_model("models:/t-roundtrip@champion")
     customers = pq.read_table(customers_path).to_pandas()
-    segments = pq.read_table(out / "segments.parquet").to_pandas()
+    segments = read_delta(out / "segments").to_pandas()
     rows = customers.drop_duplicates("idcliente", keep="last").merge(
         segments[["idcliente", "segment"]], on="idcliente"
     )

@@ -50,11 +50,19 @@ def run_pipeline(
         )
     engine = make_engine(config.engine)
     previous = previous_model(config)
-    if config.tracking.enabled:
-        from segmatch.tracking import MlflowTracking  # noqa: PLC0415 -- keeps mlflow optional
+    if not config.tracking.enabled:
+        return Pipeline(config, engine, hooks=hooks, run_id=run_id, previous=previous).run()
+    from segmatch.tracking import MlflowTracking  # noqa: PLC0415 -- keeps mlflow optional
 
-        hooks = (*hooks, MlflowTracking(config.tracking))
-    return Pipeline(config, engine, hooks=hooks, run_id=run_id, previous=previous).run()
+    tracker = MlflowTracking(config.tracking)
+    return Pipeline(
+        config,
+        engine,
+        hooks=(*hooks, tracker),
+        run_id=tracker.open_run(config),
+        previous=previous,
+        registry=tracker,
+    ).run()
 
 
 def previous_model(config: Config) -> SegmentModel | None:
@@ -154,9 +162,7 @@ def score_customers(
         "tracking": {**raw["tracking"], "enabled": False},
     }
     config = build_config(raw, source=f"the training config of model {str(model)!r}")
-    reference = (
-        Path(segments) if segments else Path(fitted.config_["output"]["path"]) / "segments.parquet"
-    )
+    reference = Path(segments) if segments else Path(fitted.config_["output"]["path"]) / "segments"
     run = ScoringRun(
         config,
         make_engine(config.engine),

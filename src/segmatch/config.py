@@ -8,6 +8,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import typing
 from datetime import datetime
 from pathlib import Path
@@ -59,10 +61,13 @@ class InputConfig(_Strict):
     id_column: str = "idcliente"
     types: dict[str, ColumnType] = Field(default_factory=dict)
     csv_separator: str = Field(",", min_length=1, max_length=1)
+    version: int | None = Field(None, ge=0)
     transactions: TransactionsConfig | None = None
 
     @model_validator(mode="after")
     def _transactions_need_mapping(self) -> InputConfig:
+        if self.version is not None and self.format not in ("auto", "delta"):
+            raise ValueError("'version' (time travel) needs a Delta input")
         if self.shape == "transactions" and self.transactions is None:
             raise ValueError("shape 'transactions' needs a 'transactions' section (timestamp, …)")
         if self.shape == "customers" and self.transactions is not None:
@@ -156,10 +161,31 @@ class MatchConfig(_Strict):
     top_k: int = Field(10, ge=1)
 
 
+TableName = Literal["segments", "matches", "profiles", "quarantine", "stage_log"]
+WriteMode = Literal["overwrite", "append", "merge"]
+DEFAULT_WRITE_MODES: dict[str, str] = {
+    "segments": "overwrite",
+    "matches": "overwrite",
+    "profiles": "overwrite",
+    "quarantine": "overwrite",
+    "stage_log": "append",
+}
+
+
 class OutputConfig(_Strict):
-    """Where results go."""
+    """Where results go: one Delta table per output, each with its write mode."""
 
     path: Path = Path("segmatch-out")
+    modes: dict[TableName, WriteMode] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _quarantine_has_no_key(self) -> OutputConfig:
+        if self.modes.get("quarantine") == "merge":
+            raise ValueError("the quarantine has no key to merge on; use overwrite or append")
+        return self
+
+    def mode(self, table: str) -> str:
+        return self.modes.get(table, DEFAULT_WRITE_MODES[table])
 
 
 class TrackingConfig(_Strict):
@@ -185,6 +211,12 @@ class Config(_Strict):
     match: MatchConfig = MatchConfig()
     output: OutputConfig = OutputConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+
+def config_digest(config: Config) -> str:
+    """A stable hash of the whole config."""
+    blob = json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:

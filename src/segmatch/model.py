@@ -116,6 +116,20 @@ class SegmentModel:
         assert self.segment_ids_ is not None
         return self.segment_ids_[labels], nearest, kernels.confidence(nearest, runner_up)
 
+    def example_rows(self) -> dict[str, list[Any]]:
+        """One input row per segment: its centroid in original units (the log undone), and
+        each categorical column's first level."""
+        centroids = self.centroids_in_feature_space()
+        columns: dict[str, list[Any]] = {}
+        for j, name in enumerate(self.numeric_columns):
+            values = centroids[:, j]
+            if name in self.log_columns:
+                values = np.sign(values) * np.expm1(np.abs(values))
+            columns[name] = [float(v) for v in values]
+        for name, levels in self.categorical_levels.items():
+            columns[name] = [levels[0]] * len(centroids)
+        return columns
+
     def centroids_in_feature_space(self) -> np.ndarray:
         """Centroids mapped back from PCA space to the feature space (before scaling)."""
         self._check_fitted()

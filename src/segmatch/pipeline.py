@@ -7,7 +7,9 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import resource
 import time
 import uuid
@@ -20,13 +22,19 @@ from typing import Protocol, TypeVar
 import pyarrow as pa
 
 from segmatch._version import __version__
-from segmatch.config import Config
+from segmatch.config import DEFAULT_WRITE_MODES, Config, config_digest
 from segmatch.engines.base import Engine
 from segmatch.errors import DataQualityError, SegmatchError, StageError
 from segmatch.model import SegmentModel
 from segmatch.results import RunResult, StageRecord
 from segmatch.stages import clean, cluster, export, features, ingest, match, reduce, scale, score
-from segmatch.storage import StagedOutputs, append_json_line, write_arrow
+from segmatch.storage import (
+    StagedOutputs,
+    TableCommit,
+    append_json_line,
+    input_digest,
+    write_arrow,
+)
 
 logger = logging.getLogger("segmatch")
 
@@ -71,6 +79,22 @@ class StageLog:
         return pa.Table.from_pylist([asdict(r) for r in self.records])
 
 
+class ModelRegistry(Protocol):
+    """Registers a fitted model before the outputs are written, so they can name its version."""
+
+    def register(self, *, run_id: str, model_path: Path, model: SegmentModel) -> str | None: ...
+
+
+#: The key each output table is merged on (``output.modes: {table: merge}``).
+MERGE_KEYS: dict[str, tuple[str, ...]] = {
+    "segments": ("{id}",),
+    "matches": ("{id}", "rank"),
+    "profiles": ("segment",),
+    "stage_log": ("run_id", "stage"),
+    "scores": ("{id}",),
+    "lookalikes": ("{id}", "rank"),
+}
+
 Result = TypeVar("Result")
 
 
@@ -85,9 +109,11 @@ class Pipeline:
         hooks: Sequence[StageHook] = (),
         run_id: str | None = None,
         previous: SegmentModel | None = None,
+        registry: ModelRegistry | None = None,
     ) -> None:
         self.config = config
         self.previous = previous
+        self.registry = registry
         self.engine = engine
         self.run_id = run_id or uuid.uuid4().hex
         self.out = Path(config.output.path)
@@ -96,16 +122,19 @@ class Pipeline:
 
     def run(self) -> RunResult:
         """Run every stage; on failure nothing but the quarantine reaches the output folder."""
+        source = Path(self.config.input.path)
+        self.input_digest = input_digest(source) if source.exists() else None
         for hook in self.hooks:
             hook.before_run(run_id=self.run_id, config=self.config)
         outputs = StagedOutputs(self.out, self.run_id)
         try:
             result = self._run_stages(outputs)
         except BaseException as error:
-            outputs.discard()
             for hook in self.hooks:
                 hook.after_run(run_id=self.run_id, result=None, error=error)
             raise
+        finally:
+            outputs.discard()
         for hook in self.hooks:
             hook.after_run(run_id=self.run_id, result=result, error=None)
         return result
@@ -136,6 +165,23 @@ class Pipeline:
                 previous=self.previous,
             ),
         )
+        model = _fitted_model(
+            plan=raw.plan,
+            cleaned=cleaned,
+            built=built,
+            scaled=scaled,
+            reduced=reduced,
+            clustering=clustering,
+            config=cfg,
+        )
+        staged_model = model.save(
+            outputs.staging / MODEL_FILE, run_id=self.run_id, segmatch_version=__version__
+        )
+        version = (
+            self.registry.register(run_id=self.run_id, model_path=staged_model, model=model)
+            if self.registry is not None
+            else None
+        )
         matches = (
             self._stage(
                 "match",
@@ -156,21 +202,13 @@ class Pipeline:
                 clustering=clustering,
                 matches=matches,
                 id_column=raw.plan.id_column,
+                model_version=version,
             ),
         )
-        model = _fitted_model(
-            plan=raw.plan,
-            cleaned=cleaned,
-            built=built,
-            scaled=scaled,
-            reduced=reduced,
-            clustering=clustering,
-            config=cfg,
-        )
-        write_arrow(self.stage_log.as_arrow(), outputs.path_for("stage_log"))
-        placed = outputs.commit()
+        write_arrow(self.stage_log.as_arrow(), outputs.path_for("stage_log") / "part-00000.parquet")
+        commits = self._commit(outputs, id_column=raw.plan.id_column, model_version=version)
         model_path = self.out / MODEL_FILE
-        model.save(model_path, run_id=self.run_id, segmatch_version=__version__)
+        os.replace(staged_model, model_path)
         return RunResult(
             run_id=self.run_id,
             config=cfg,
@@ -184,7 +222,14 @@ class Pipeline:
             explained_variance=reduced.components.explained_ratio.tolist(),
             profiles=exported.profiles,
             stages=list(self.stage_log.records),
-            outputs={**placed, "model": model_path, "stage_log_jsonl": self.stage_log.path},
+            outputs={
+                **{name: c.path for name, c in commits.items()},
+                "model": model_path,
+                "stage_log_jsonl": self.stage_log.path,
+            },
+            table_versions={name: c.version for name, c in commits.items()},
+            input_digest=self.input_digest,
+            model_version=version,
             rows_in=raw.rows,
             customers=built.rows_out,
             quarantined=cleaned.quarantined,
@@ -202,11 +247,28 @@ class Pipeline:
             clean.check_quality(cleaned, self.config.clean, source=raw.source)
         except DataQualityError as error:
             export.write_quarantine(self.engine, cleaned, outputs)
-            placed = outputs.commit()
+            placed = self._commit(outputs, id_column=raw.plan.id_column, model_version=None)
             raise DataQualityError(
-                f"{error} The quarantined rows, each with the rule it broke, are in "
-                f"{str(placed['quarantine'])!r}."
+                f"{error} The quarantined rows, each with the rule it broke, are in the Delta "
+                f"table {str(placed['quarantine'].path)!r}."
             ) from None
+
+    def _commit(
+        self, outputs: StagedOutputs, *, id_column: str, model_version: str | None
+    ) -> dict[str, TableCommit]:
+        """Commit the staged tables; the same batch (config + input) is committed only once."""
+        keys = {
+            table: tuple(part.format(id=id_column) for part in parts)
+            for table, parts in MERGE_KEYS.items()
+        }
+        modes = {table: self.config.output.mode(table) for table in DEFAULT_WRITE_MODES}
+        batch = hashlib.sha256(f"{config_digest(self.config)}:{self.input_digest}".encode())
+        return outputs.commit(
+            modes=modes,
+            keys=keys,
+            batch_id=batch.hexdigest()[:24] if self.input_digest else None,
+            metadata={"segmatch.model_version": model_version} if model_version else {},
+        )
 
     def _stage(self, name: str, compute: Callable[[], Result]) -> Result:
         started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -270,23 +332,33 @@ class ScoringRun(Pipeline):
         id_column = raw.plan.id_column
         engine.write_parquet(
             engine.scores_frame(scored.matrix, id_column=id_column),
-            path=outputs.path_for("scores"),
+            folder=outputs.path_for("scores"),
         )
         if self.segments is not None:
-            reference = engine.read(path=self.segments, fmt="parquet", types={}, separator=",")
+            reference = engine.read(
+                path=self.segments,
+                fmt="delta" if (self.segments / "_delta_log").is_dir() else "parquet",
+                types={},
+                separator=",",
+            )
             lookalikes = self._stage(
                 "match",
                 lambda: score.find_lookalikes(
                     engine, scored, reference, id_column=id_column, top_k=cfg.match.top_k
                 ),
             )
-            engine.write_parquet(lookalikes.frame, path=outputs.path_for("lookalikes"))
+            engine.write_parquet(lookalikes.frame, folder=outputs.path_for("lookalikes"))
         export.write_quarantine(engine, cleaned, outputs)
         return ScoringResult(
             run_id=self.run_id,
             customers=scored.rows_out,
             quarantined=cleaned.quarantined,
-            outputs=outputs.commit(),
+            outputs={
+                name: c.path
+                for name, c in self._commit(
+                    outputs, id_column=id_column, model_version=None
+                ).items()
+            },
             stages=list(self.stage_log.records),
         )
 

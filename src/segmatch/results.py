@@ -58,6 +58,8 @@ class RunResult:
     imputed: dict[str, int]
     model: SegmentModel
     transitions: pa.Table | None = None
+    table_versions: dict[str, int] = field(default_factory=dict)
+    input_digest: str | None = None
     mlflow_run_id: str | None = None
     model_version: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -1,7 +1,10 @@
-"""Where outputs land: written to a staging folder first, then moved into place.
+"""Where outputs land: Delta Lake tables written through delta-rs.
 
-A reader never sees a half-written output: each table is complete in staging before it
-replaces the previous one, and a failed run leaves the previous outputs as they were.
+A run stages each table as Parquet files first; only when every stage has succeeded are the
+files committed, one Delta commit per table. A reader sees the previous version or the new
+one, never a half-written table. Commits carry the run id in their metadata, and a batch id
+(config + input digest) as a Delta application transaction, so committing the same batch
+twice changes nothing.
 """
 
 from __future__ import annotations
@@ -10,48 +13,95 @@ import hashlib
 import json
 import os
 import shutil
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable, Schema, Transaction
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.transaction import AddAction, create_table_with_add_actions
+
+from segmatch.errors import InputError
 
 STAGING_FOLDER = ".staging"
+WriteMode = Literal["overwrite", "append", "merge"]
+
+#: Plain tables every Delta reader opens: no deletion vectors, no column mapping.
+TABLE_CONFIGURATION = {"delta.enableDeletionVectors": "false"}
+COMMIT_RETRIES = 8
+
+
+@dataclass(frozen=True)
+class TableCommit:
+    """What committing one table did."""
+
+    table: str
+    path: Path
+    version: int
+    operation: str
+    rows: int
+    skipped: bool = False
 
 
 class StagedOutputs:
-    """Tables of one run, staged under ``<root>/.staging/<run_id>`` until :meth:`commit`.
+    """Tables of one run, staged as Parquet under ``<root>/.staging/<run_id>`` until commit.
 
     Example:
         >>> staged = StagedOutputs(Path("out"), "run-1")  # doctest: +SKIP
-        >>> write_arrow(table, staged.path_for("segments"))  # doctest: +SKIP
-        >>> staged.commit()  # doctest: +SKIP
-        {'segments': PosixPath('out/segments.parquet')}
+        >>> write_arrow(table, staged.path_for("segments") / "part-0.parquet")  # doctest: +SKIP
+        >>> staged.commit(modes={"segments": "overwrite"}, keys={"segments": ["id"]})
     """
 
     def __init__(self, root: Path, run_id: str) -> None:
         self.root = Path(root)
+        self.run_id = run_id
         self.staging = self.root / STAGING_FOLDER / run_id
         self._tables: list[str] = []
 
     def path_for(self, table: str) -> Path:
-        """The staging path to write ``table`` to."""
-        self.staging.mkdir(parents=True, exist_ok=True)
+        """The folder to write ``table``'s Parquet files to."""
+        folder = self.staging / table
+        folder.mkdir(parents=True, exist_ok=True)
         if table not in self._tables:
             self._tables.append(table)
-        return self.staging / f"{table}.parquet"
+        return folder
 
-    def final_path(self, table: str) -> Path:
-        return self.root / f"{table}.parquet"
+    def table_path(self, table: str) -> Path:
+        return self.root / table
 
-    def commit(self) -> dict[str, Path]:
-        """Move every staged table into place; return the final paths."""
-        placed = {}
-        for table in self._tables:
-            os.replace(self.staging / f"{table}.parquet", self.final_path(table))
-            placed[table] = self.final_path(table)
-        self.discard()
-        return placed
+    def commit(
+        self,
+        *,
+        modes: Mapping[str, WriteMode],
+        keys: Mapping[str, Sequence[str]],
+        batch_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> dict[str, TableCommit]:
+        """Commit every staged table to its Delta table; return what each commit did.
+
+        The staging folder stays until :meth:`discard` (other staged files may follow).
+        """
+        properties = {"segmatch.run_id": self.run_id, **(metadata or {})}
+        done = {
+            table: commit_table(
+                self.table_path(table),
+                sorted(self.staging.joinpath(table).glob("*.parquet")),
+                mode=modes.get(table, "overwrite"),
+                keys=keys.get(table, ()),
+                app_id=f"segmatch:{table}:{batch_id}" if batch_id else None,
+                metadata=properties,
+            )
+            for table in self._tables
+        }
+        self._tables.clear()
+        return done
 
     def discard(self) -> None:
         """Remove whatever this run staged (the run failed or committed)."""
@@ -59,6 +109,179 @@ class StagedOutputs:
         parent = self.staging.parent
         if parent.is_dir() and not any(parent.iterdir()):
             parent.rmdir()
+
+
+def commit_table(
+    path: Path,
+    files: Sequence[Path],
+    *,
+    mode: WriteMode,
+    keys: Sequence[str],
+    app_id: str | None,
+    metadata: Mapping[str, str],
+) -> TableCommit:
+    """Commit staged Parquet files to the Delta table at ``path``.
+
+    Overwrite and append adopt the staged files as they are (moved into the table, then
+    committed: no rewrite). Merge upserts on ``keys``: rows whose values changed are updated,
+    new keys inserted, unchanged rows left alone. A concurrent commit that conflicts is retried
+    on the new table version.
+    """
+    attempt = 0
+    while True:
+        try:
+            return _commit_once(path, files, mode=mode, keys=keys, app_id=app_id, metadata=metadata)
+        except CommitFailedError:
+            attempt += 1
+            if attempt == COMMIT_RETRIES:
+                raise
+            time.sleep(0.05 * 2**attempt)
+
+
+def _commit_once(path, files, *, mode, keys, app_id, metadata) -> TableCommit:
+    properties = CommitProperties(
+        custom_metadata=dict(metadata),
+        app_transactions=[Transaction(app_id, 0)] if app_id else None,
+    )
+    existing = open_table(path)
+    if existing is not None and app_id and existing.transaction_version(app_id) is not None:
+        return TableCommit(path.name, path, existing.version(), "skipped", 0, skipped=True)
+    schema = pq.read_schema(files[0]) if files else pa.schema([])
+    if existing is None or mode != "merge":
+        adds, rows = _adopt(path, files)
+        properties.custom_metadata["segmatch.rows_written"] = str(rows)
+        if existing is None:
+            create_table_with_add_actions(
+                str(path),
+                Schema.from_arrow(schema),
+                adds,
+                mode="error",
+                configuration=TABLE_CONFIGURATION,
+                commit_properties=properties,
+            )
+        else:
+            existing.create_write_transaction(
+                adds, mode=mode, schema=schema, commit_properties=properties
+            )
+        version = DeltaTable(str(path)).version()
+        return TableCommit(path.name, path, version, mode, rows)
+    source = _unique_on(_read_files(files), keys)
+    changed = " OR ".join(
+        f'(t."{c}" IS DISTINCT FROM s."{c}")' for c in source.column_names if c not in keys
+    )
+    merger = existing.merge(
+        source,
+        predicate=" AND ".join(f't."{k}" = s."{k}"' for k in keys),
+        source_alias="s",
+        target_alias="t",
+        merge_schema=True,
+        commit_properties=properties,
+    )
+    if changed:
+        merger = merger.when_matched_update_all(predicate=changed)
+    metrics = merger.when_not_matched_insert_all().execute()
+    for file in files:
+        file.unlink(missing_ok=True)
+    rows = metrics["num_target_rows_inserted"] + metrics["num_target_rows_updated"]
+    return TableCommit(path.name, path, DeltaTable(str(path)).version(), "merge", rows)
+
+
+def _adopt(path: Path, files: Sequence[Path]) -> tuple[list[AddAction], int]:
+    """Move staged files into the table folder and describe them as Delta add actions."""
+    path.mkdir(parents=True, exist_ok=True)
+    adds, rows = [], 0
+    for file in files:
+        name = f"part-{uuid.uuid4().hex}.parquet"
+        target = path / name
+        os.replace(file, target)
+        stat = target.stat()
+        records = pq.ParquetFile(target).metadata.num_rows
+        rows += records
+        adds.append(
+            AddAction(
+                name,
+                stat.st_size,
+                {},
+                int(stat.st_mtime * 1000),
+                True,
+                json.dumps({"numRecords": records}),
+            )
+        )
+    return adds, rows
+
+
+def _unique_on(table: pa.Table, keys: Sequence[str]) -> pa.Table:
+    """The last row for each key (a merge source must not repeat a key), in input order."""
+    if not keys or table.num_rows == 0:
+        return table
+    numbered = table.append_column("__row", pa.array(range(table.num_rows), pa.int64()))
+    last = numbered.group_by(list(keys), use_threads=False).aggregate([("__row", "max")])
+    return table.take(pc.sort(last["__row_max"]))
+
+
+def _read_files(files: Sequence[Path]) -> pa.Table:
+    return pa.concat_tables([pq.read_table(f) for f in files]) if files else pa.table({})
+
+
+def open_table(path: Path, *, version: int | None = None) -> DeltaTable | None:
+    """The Delta table at ``path`` (at ``version``), or None when there is none."""
+    try:
+        return DeltaTable(str(path), version=version)
+    except TableNotFoundError:
+        return None
+
+
+def read_delta(path: Path, *, version: int | None = None) -> pa.Table:
+    """A whole Delta table as Arrow, read through Arrow's own local file system.
+
+    (Reading through delta-rs's file-system handler can abort the interpreter at exit.)
+    """
+    table = open_table(path, version=version)
+    if table is None:
+        raise InputError(f"{str(path)!r} is not a Delta table")
+    local = pafs.SubTreeFileSystem(str(path.resolve()), pafs.LocalFileSystem())
+    return table.to_pyarrow_dataset(filesystem=local).to_table()
+
+
+def table_history(path: Path) -> list[dict[str, Any]]:
+    """Versions of a Delta table, newest first: time, operation, rows written, run id."""
+    table = open_table(path)
+    if table is None:
+        raise InputError(f"{str(path)!r} is not a Delta table (no _delta_log)")
+    rows = []
+    for entry in table.history():
+        metrics = entry.get("operationMetrics") or {}
+        rows.append(
+            {
+                "version": entry["version"],
+                "timestamp": entry.get("timestamp"),
+                "operation": entry.get("operation"),
+                "rows_written": int(entry.get("segmatch.rows_written") or 0)
+                or metrics.get("num_target_rows_inserted", 0)
+                + metrics.get("num_target_rows_updated", 0),
+                "run_id": entry.get("segmatch.run_id"),
+            }
+        )
+    return rows
+
+
+def restore_table(path: Path, version: int) -> int:
+    """Roll a Delta table back to ``version`` (as a new version); return the new version."""
+    table = open_table(path)
+    if table is None:
+        raise InputError(f"{str(path)!r} is not a Delta table (no _delta_log)")
+    if not 0 <= version <= table.version():
+        raise InputError(
+            f"version {version} of {str(path)!r} does not exist (versions 0 to {table.version()})"
+        )
+    try:
+        table.restore(
+            version,
+            commit_properties=CommitProperties(custom_metadata={"segmatch.operation": "restore"}),
+        )
+    except DeltaError as exc:
+        raise InputError(f"cannot restore {str(path)!r} to version {version}: {exc}") from exc
+    return DeltaTable(str(path)).version()
 
 
 def write_arrow(table: pa.Table, path: Path) -> None:

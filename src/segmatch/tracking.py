@@ -6,7 +6,6 @@ telemetry switched off.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -16,11 +15,10 @@ from typing import Any
 import numpy as np
 
 from segmatch._version import __version__
-from segmatch.config import Config, TrackingConfig
+from segmatch.config import Config, TrackingConfig, config_digest
 from segmatch.errors import ModelError
 from segmatch.model import SegmentModel
 from segmatch.results import RunResult, StageRecord
-from segmatch.storage import input_digest
 
 CHAMPION = "champion"
 MODEL_ARTIFACT = "segment_model"
@@ -77,7 +75,8 @@ class MlflowTracking:
         self.records: list[StageRecord] = []
         self.mlflow_run_id: str | None = None
 
-    def before_run(self, *, run_id: str, config: Config) -> None:
+    def open_run(self, config: Config) -> str:
+        """Create the MLflow run; its id becomes the pipeline's run id."""
         mlflow = import_mlflow()
         uri = tracking_uri(self.config)
         mlflow.set_tracking_uri(uri)
@@ -92,21 +91,26 @@ class MlflowTracking:
             )
         else:
             experiment_id = experiment.experiment_id
-        source = Path(config.input.path)
-        digest = input_digest(source) if source.exists() else "missing"
         run = client.create_run(
             experiment_id,
-            run_name=run_id,
             tags={
-                "segmatch.run_id": run_id,
-                "config_hash": config_hash(config),
-                "input_digest": digest,
+                "config_hash": config_digest(config),
                 "segmatch_version": __version__,
                 **({"git_commit": commit} if (commit := _git_commit()) else {}),
             },
         )
         self.mlflow_run_id = run.info.run_id
-        self.input_digest = digest
+        return self.mlflow_run_id
+
+    def before_run(self, *, run_id: str, config: Config) -> None:
+        if self.mlflow_run_id is None:
+            self.open_run(config)
+
+    def register(self, *, run_id: str, model_path: Path, model: SegmentModel) -> str | None:
+        """Log the model as a pyfunc of this run and register it; return its version."""
+        mlflow = import_mlflow()
+        with mlflow.start_run(run_id=self.mlflow_run_id):
+            return self._log_model(mlflow, model_path, model)
 
     def after_stage(self, *, record: StageRecord) -> None:
         self.records.append(record)
@@ -174,11 +178,21 @@ class MlflowTracking:
                 },
                 step=candidate.k,
             )
-        self._log_input(mlflow, config)
+        self._log_input(mlflow, config, result.input_digest)
         self._log_artifacts(mlflow, result)
-        result.model_version = self._log_model(mlflow, client, result)
         if result.model_version is not None:
             mlflow.log_param("model_version", result.model_version)
+            if self._should_promote(client, result.silhouette):
+                client.set_registered_model_alias(
+                    self.config.model_name, CHAMPION, result.model_version
+                )
+        mlflow.set_tags(
+            {
+                "input_digest": result.input_digest or "",
+                **{f"table_version.{t}": str(v) for t, v in result.table_versions.items()},
+            }
+        )
+        mlflow.log_params({f"table_version.{t}": v for t, v in result.table_versions.items()})
 
     def _log_stage_metrics(self, client: Any) -> None:
         metrics = {}
@@ -189,7 +203,7 @@ class MlflowTracking:
         for name, value in metrics.items():
             client.log_metric(self.mlflow_run_id, name, value)
 
-    def _log_input(self, mlflow: Any, config: Config) -> None:
+    def _log_input(self, mlflow: Any, config: Config, digest: str | None) -> None:
         from mlflow.data.dataset_source_registry import resolve_dataset_source  # noqa: PLC0415
         from mlflow.data.meta_dataset import MetaDataset  # noqa: PLC0415
 
@@ -197,7 +211,7 @@ class MlflowTracking:
         dataset = MetaDataset(
             source=resolve_dataset_source(str(path)),
             name=path.name,
-            digest=self.input_digest[:32],
+            digest=(digest or "unknown")[:32],
         )
         mlflow.log_input(dataset, context="training")
 
@@ -206,7 +220,7 @@ class MlflowTracking:
         mlflow.log_text(
             "\n".join(json.dumps(r.__dict__) for r in self.records) + "\n", "stage_log.jsonl"
         )
-        mlflow.log_artifact(str(result.outputs["profiles"]))
+        mlflow.log_text(result.profiles.to_pandas().to_csv(index=False), "profiles.csv")
         if result.transitions is not None:
             mlflow.log_table(result.transitions.to_pandas(), "segment_transitions.json")
         mlflow.log_dict(
@@ -220,19 +234,17 @@ class MlflowTracking:
             "quarantine_summary.json",
         )
 
-    def _log_model(self, mlflow: Any, client: Any, result: RunResult) -> str | None:
+    def _log_model(self, mlflow: Any, model_path: Path, model: SegmentModel) -> str:
         import pandas as pd  # noqa: PLC0415 -- pandas comes with mlflow
 
-        example = pd.DataFrame(example_rows(result))
-        model = result.model
+        example = pd.DataFrame(model.example_rows())
         segment, distance, confidence = model.score(model.features_from_columns(example))
         output = pd.DataFrame({"segment": segment, "distance": distance, "confidence": confidence})
-        signature = mlflow.models.infer_signature(example, output)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=_pyfunc_class()(),
-            artifacts={MODEL_ARTIFACT: str(result.outputs["model"])},
-            signature=signature,
+            artifacts={MODEL_ARTIFACT: str(model_path)},
+            signature=mlflow.models.infer_signature(example, output),
             input_example=example,
             registered_model_name=self.config.model_name,
             pip_requirements=[
@@ -242,10 +254,7 @@ class MlflowTracking:
                 f"mlflow>={mlflow.__version__.split('.')[0]}",
             ],
         )
-        version = str(info.registered_model_version)
-        if self._should_promote(client, result.silhouette):
-            client.set_registered_model_alias(self.config.model_name, CHAMPION, version)
-        return version
+        return str(info.registered_model_version)
 
     def _should_promote(self, client: Any, silhouette: float) -> bool:
         if self.config.max_silhouette_drop is None:
@@ -273,18 +282,6 @@ def champion_model(config: TrackingConfig) -> SegmentModel | None:
     except Exception:
         return None
     return load_segment_model(f"models:/{config.model_name}@{CHAMPION}", tracking=config)
-
-
-def example_rows(result: RunResult) -> dict[str, list[Any]]:
-    """One realistic input row per segment: its medians, and each category's first level."""
-    profiles = result.profiles.to_pylist()
-    model = result.model
-    columns: dict[str, list[Any]] = {
-        name: [float(row[f"{name}_median"]) for row in profiles] for name in model.numeric_columns
-    }
-    for name, levels in model.categorical_levels.items():
-        columns[name] = [levels[0]] * len(profiles)
-    return columns
 
 
 def load_segment_model(model_uri: str, *, tracking: TrackingConfig) -> SegmentModel:
@@ -320,12 +317,6 @@ def recent_runs(config: TrackingConfig, *, limit: int = 20) -> list[dict[str, An
         }
         for run in runs
     ]
-
-
-def config_hash(config: Config) -> str:
-    """A stable hash of the whole config."""
-    blob = json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

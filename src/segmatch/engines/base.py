@@ -97,7 +97,9 @@ class Engine(ABC):
         fmt: Literal["csv", "parquet", "delta"],
         types: dict[str, str],
         separator: str,
-    ) -> Frame: ...
+        version: int | None = None,
+    ) -> Frame:
+        """Read a file, a folder of Parquet files, or a Delta table (at ``version``)."""
 
     @abstractmethod
     def schema(self, frame: Frame) -> dict[str, ColumnKind]: ...
@@ -106,7 +108,8 @@ class Engine(ABC):
     def count(self, frame: Frame) -> int: ...
 
     @abstractmethod
-    def write_parquet(self, frame: Frame, *, path: Path) -> None: ...
+    def write_parquet(self, frame: Frame, *, folder: Path) -> None:
+        """Write the frame as Parquet files into ``folder`` (staged for a Delta commit)."""
 
     @abstractmethod
     def to_arrow(self, frame: Frame, *, limit: int | None = None) -> pa.Table:
@@ -226,8 +229,10 @@ class Engine(ABC):
 
     # -- results -------------------------------------------------------------------------
     @abstractmethod
-    def segments_frame(self, matrix: Matrix, *, id_column: str) -> Frame:
-        """Rows (id, segment, distance, pc_1 … pc_d)."""
+    def segments_frame(
+        self, matrix: Matrix, *, id_column: str, labels: dict[str, str | None]
+    ) -> Frame:
+        """Rows (id, segment, distance, pc_1 … pc_d, then each label as a text column)."""
 
     @abstractmethod
     def scores_frame(self, matrix: Matrix, *, id_column: str) -> Frame:

@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from deltalake.exceptions import DeltaError
 from sklearn.cluster import KMeans
 
 from segmatch import kernels
@@ -75,6 +76,7 @@ class LocalEngine(Engine):
         fmt: Literal["csv", "parquet", "delta"],
         types: dict[str, str],
         separator: str,
+        version: int | None = None,
     ) -> pl.DataFrame:
         overrides = {name: _POLARS_TYPES[kind] for name, kind in types.items()}
         try:
@@ -90,8 +92,8 @@ class LocalEngine(Engine):
                 source = str(path / "**" / "*.parquet") if path.is_dir() else path
                 frame = pl.read_parquet(source)
             else:
-                frame = pl.read_delta(str(path))
-        except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+                frame = pl.read_delta(str(path), version=version)
+        except (pl.exceptions.PolarsError, OSError, ValueError, DeltaError) as exc:
             raise InputError(f"cannot read {fmt} input {str(path)!r}: {_first_line(exc)}") from exc
         if fmt != "csv" and overrides:
             frame = _cast_columns(frame, overrides, source=str(path))
@@ -103,8 +105,8 @@ class LocalEngine(Engine):
     def count(self, frame: pl.DataFrame) -> int:
         return frame.height
 
-    def write_parquet(self, frame: pl.DataFrame, *, path: Path) -> None:
-        frame.write_parquet(path)
+    def write_parquet(self, frame: pl.DataFrame, *, folder: Path) -> None:
+        frame.write_parquet(folder / "part-00000.parquet")
 
     def to_arrow(self, frame: pl.DataFrame, *, limit: int | None = None) -> pa.Table:
         return (frame if limit is None else frame.head(limit)).to_arrow()
@@ -399,7 +401,9 @@ class LocalEngine(Engine):
         )
 
     # -- results -------------------------------------------------------------------------
-    def segments_frame(self, matrix: LocalMatrix, *, id_column: str) -> pl.DataFrame:
+    def segments_frame(
+        self, matrix: LocalMatrix, *, id_column: str, labels: dict[str, str | None]
+    ) -> pl.DataFrame:
         coordinates = {f"pc_{j + 1}": matrix.values[:, j] for j in range(matrix.values.shape[1])}
         return pl.DataFrame(
             {
@@ -408,7 +412,7 @@ class LocalEngine(Engine):
                 "distance": matrix.distances,
                 **coordinates,
             }
-        )
+        ).with_columns(pl.lit(value, pl.String).alias(name) for name, value in labels.items())
 
     def scores_frame(self, matrix: LocalMatrix, *, id_column: str) -> pl.DataFrame:
         return pl.DataFrame(

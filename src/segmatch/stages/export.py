@@ -11,7 +11,7 @@ from segmatch.stages.clean import CleanedRows
 from segmatch.stages.cluster import Clustering
 from segmatch.stages.features import Features
 from segmatch.stages.match import Matches
-from segmatch.storage import StagedOutputs, write_arrow
+from segmatch.storage import StagedOutputs, open_table, write_arrow
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def segment_profiles(engine: Engine, features: Features, clustering: Clustering)
 
 def write_quarantine(engine: Engine, cleaned: CleanedRows, outputs: StagedOutputs) -> None:
     """Stage the quarantined rows, with the rule each one broke."""
-    engine.write_parquet(cleaned.quarantine, path=outputs.path_for("quarantine"))
+    engine.write_parquet(cleaned.quarantine, folder=outputs.path_for("quarantine"))
 
 
 def export_results(
@@ -46,26 +46,35 @@ def export_results(
     clustering: Clustering,
     matches: Matches | None,
     id_column: str,
+    model_version: str | None,
 ) -> Exported:
-    """Stage every output table of the run; compare segments with the previous run's."""
-    previous = outputs.final_path("segments")
+    """Stage every output table of the run; compare segments with the previous run's.
+
+    Segment rows carry the run id and the model version, so a row leads to the run and model
+    that placed it.
+    """
+    previous = outputs.table_path("segments")
     transitions = (
         engine.segment_transitions(
-            engine.read(path=previous, fmt="parquet", types={}, separator=","),
+            engine.read(path=previous, fmt="delta", types={}, separator=","),
             clustering.matrix,
             id_column=id_column,
         )
-        if previous.exists()
+        if open_table(previous) is not None
         else None
     )
-    segments = engine.segments_frame(clustering.matrix, id_column=id_column)
-    engine.write_parquet(segments, path=outputs.path_for("segments"))
+    segments = engine.segments_frame(
+        clustering.matrix,
+        id_column=id_column,
+        labels={"run_id": outputs.run_id, "model_version": model_version},
+    )
+    engine.write_parquet(segments, folder=outputs.path_for("segments"))
     rows = engine.count(segments)
     if matches is not None:
-        engine.write_parquet(matches.frame, path=outputs.path_for("matches"))
+        engine.write_parquet(matches.frame, folder=outputs.path_for("matches"))
         rows += matches.rows_out
     profiles = segment_profiles(engine, features, clustering)
-    write_arrow(profiles, outputs.path_for("profiles"))
+    write_arrow(profiles, outputs.path_for("profiles") / "part-00000.parquet")
     write_quarantine(engine, cleaned, outputs)
     tables = ("segments", *(("matches",) if matches is not None else ()), "profiles", "quarantine")
     return Exported(profiles, transitions, tables, clustering.rows_out, rows + cleaned.quarantined)

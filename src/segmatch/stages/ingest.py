@@ -59,8 +59,17 @@ def read_input(
     """Read the configured input and build its column plan; fail fast on a bad schema."""
     path = Path(config.path)
     fmt = _detect_format(path, config.format)
+    if config.version is not None and fmt != "delta":
+        raise InputError(
+            f"input.version={config.version} reads an earlier version of a Delta table, but "
+            f"{str(path)!r} is {fmt}"
+        )
     frame = engine.read(
-        path=path, fmt=fmt, types=dict(config.types), separator=config.csv_separator
+        path=path,
+        fmt=fmt,
+        types=dict(config.types),
+        separator=config.csv_separator,
+        version=config.version,
     )
     rows = engine.count(frame)
     source = str(path)
