@@ -17,6 +17,7 @@ from segmatch.engines import make_engine
 from segmatch.errors import ModelError
 from segmatch.model import SegmentModel
 from segmatch.pipeline import MODEL_FILE, Pipeline, RunResult, ScoringResult, ScoringRun, StageHook
+from segmatch.storage import restore_table, table_history
 from segmatch.synthetic import generate_customers
 
 __all__ = [
@@ -26,8 +27,10 @@ __all__ = [
     "generate_customers",
     "load_config",
     "recent_runs",
+    "restore_table",
     "run_pipeline",
     "score_customers",
+    "table_history",
 ]
 
 

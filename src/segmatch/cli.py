@@ -118,6 +118,10 @@ def run(
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Output folder (overrides output.path).")
     ] = None,
+    as_of: Annotated[
+        int | None,
+        typer.Option("--as-of", min=0, help="Read this version of a Delta input (time travel)."),
+    ] = None,
     sets: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a config key, e.g. --set cluster.k=6 (repeatable)."),
@@ -131,6 +135,8 @@ def run(
         overrides["engine"] = engine
     if out_dir:
         overrides["output.path"] = str(out_dir.resolve())
+    if as_of is not None:
+        overrides["input.version"] = as_of
     try:
         result = api.run_pipeline(config, overrides=overrides)
     except SegmatchError as error:
@@ -218,6 +224,46 @@ def score(
 
 
 @app.command()
+def history(
+    table: Annotated[
+        Path, typer.Argument(help="A Delta table folder, e.g. segmatch-out/segments.")
+    ],
+    limit: Annotated[int, typer.Option(min=1, help="How many versions to list.")] = 20,
+) -> None:
+    """List a Delta table's versions: time, operation, rows written, and the run that wrote it."""
+    try:
+        versions = api.table_history(table)[:limit]
+    except SegmatchError as error:
+        raise _fail(error) from None
+    listing = Table(title=f"History of {table}", title_justify="left")
+    for column in ("version", "time (UTC)", "operation", "rows written", "run id"):
+        listing.add_column(column)
+    for entry in versions:
+        stamp = datetime.fromtimestamp(entry["timestamp"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        listing.add_row(
+            str(entry["version"]),
+            stamp,
+            entry["operation"] or "-",
+            f"{entry['rows_written']:,}" if entry["rows_written"] else "-",
+            entry["run_id"] or "-",
+        )
+    out.print(listing)
+
+
+@app.command()
+def restore(
+    table: Annotated[Path, typer.Argument(help="A Delta table folder.")],
+    version: Annotated[int, typer.Argument(min=0, help="The version to roll back to.")],
+) -> None:
+    """Roll a Delta table back to an earlier version (recorded as a new version)."""
+    try:
+        new_version = api.restore_table(table, version)
+    except SegmatchError as error:
+        raise _fail(error) from None
+    out.print(f"{table} restored to version {version} (now version {new_version})")
+
+
+@app.command()
 def runs(
     limit: Annotated[int, typer.Option(min=1, help="How many runs to list.")] = 20,
     uri: Annotated[
@@ -281,7 +327,8 @@ def show_summary(result: RunResult) -> None:
     out.print(_quality_table(result))
     outputs = Table(title="Outputs", show_header=False, title_justify="left")
     for name, path in result.outputs.items():
-        outputs.add_row(name, str(path))
+        version = result.table_versions.get(name)
+        outputs.add_row(name, str(path), "" if version is None else f"Delta version {version}")
     out.print(outputs)
 
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Schema, Transaction
@@ -216,7 +216,7 @@ def _unique_on(table: pa.Table, keys: Sequence[str]) -> pa.Table:
         return table
     numbered = table.append_column("__row", pa.array(range(table.num_rows), pa.int64()))
     last = numbered.group_by(list(keys), use_threads=False).aggregate([("__row", "max")])
-    return table.take(pc.sort(last["__row_max"]))
+    return table.take(np.sort(last["__row_max"].to_numpy()))
 
 
 def _read_files(files: Sequence[Path]) -> pa.Table:
@@ -274,6 +274,8 @@ def restore_table(path: Path, version: int) -> int:
         raise InputError(
             f"version {version} of {str(path)!r} does not exist (versions 0 to {table.version()})"
         )
+    if version == table.version():
+        raise InputError(f"{str(path)!r} is already at version {version}; nothing to restore")
     try:
         table.restore(
             version,

@@ -95,6 +95,11 @@ class LocalEngine(Engine):
                 frame = pl.read_delta(str(path), version=version)
         except (pl.exceptions.PolarsError, OSError, ValueError, DeltaError) as exc:
             raise InputError(f"cannot read {fmt} input {str(path)!r}: {_first_line(exc)}") from exc
+        except BaseException as exc:
+            # delta-rs reports some corrupt files as a Rust panic, a BaseException subclass.
+            if type(exc).__name__ != "PanicException":
+                raise
+            raise InputError(f"cannot read {fmt} input {str(path)!r}: {_first_line(exc)}") from exc
         if fmt != "csv" and overrides:
             frame = _cast_columns(frame, overrides, source=str(path))
         return frame
