@@ -177,6 +177,8 @@ class OutputConfig(_Strict):
 
     path: Path = Path("segmatch-out")
     modes: dict[TableName, WriteMode] = Field(default_factory=dict)
+    checkpoints: bool = True
+    keep_runs: int = Field(2, ge=0)
 
     @model_validator(mode="after")
     def _quarantine_has_no_key(self) -> OutputConfig:

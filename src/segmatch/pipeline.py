@@ -22,6 +22,7 @@ from typing import Protocol, TypeVar
 import pyarrow as pa
 
 from segmatch._version import __version__
+from segmatch.checkpoints import Checkpoints
 from segmatch.config import DEFAULT_WRITE_MODES, Config, config_digest
 from segmatch.engines.base import Engine
 from segmatch.errors import DataQualityError, SegmatchError, StageError
@@ -29,6 +30,7 @@ from segmatch.model import SegmentModel
 from segmatch.results import RunResult, StageRecord
 from segmatch.stages import clean, cluster, export, features, ingest, match, reduce, scale, score
 from segmatch.storage import (
+    STAGING_FOLDER,
     StagedOutputs,
     TableCommit,
     append_json_line,
@@ -47,6 +49,8 @@ class StageHook(Protocol):
 
     def before_run(self, *, run_id: str, config: Config) -> None: ...
 
+    def before_stage(self, *, run_id: str, stage: str) -> None: ...
+
     def after_stage(self, *, record: StageRecord) -> None: ...
 
     def after_run(
@@ -63,6 +67,9 @@ class StageLog:
 
     def before_run(self, *, run_id: str, config: Config) -> None:
         logger.info("run %s started (engine %s)", run_id, config.engine)
+
+    def before_stage(self, *, run_id: str, stage: str) -> None:
+        return None
 
     def after_stage(self, *, record: StageRecord) -> None:
         self.records.append(record)
@@ -119,6 +126,12 @@ class Pipeline:
         self.out = Path(config.output.path)
         self.stage_log = StageLog(self.out / "stage_log.jsonl")
         self.hooks: list[StageHook] = [self.stage_log, *hooks]
+        self.checkpoints = Checkpoints(
+            self.out / STAGING_FOLDER,
+            engine,
+            enabled=config.output.checkpoints,
+            keep_runs=config.output.keep_runs,
+        )
 
     def run(self) -> RunResult:
         """Run every stage; on failure nothing but the quarantine reaches the output folder."""
@@ -135,25 +148,46 @@ class Pipeline:
             raise
         finally:
             outputs.discard()
+        self.checkpoints.finish(self.run_id)
         for hook in self.hooks:
             hook.after_run(run_id=self.run_id, result=result, error=None)
         return result
 
     def _run_stages(self, outputs: StagedOutputs) -> RunResult:
         cfg, engine = self.config, self.engine
+        section = cfg.model_dump(mode="json")
+        keys: dict[str, str] = {}
+        keys["ingest"] = Checkpoints.key(
+            "ingest", self.input_digest, section["input"], section["features"], section["clean"]
+        )
         raw = self._stage(
             "ingest",
             lambda: ingest.read_input(engine, cfg.input, features=cfg.features, clean=cfg.clean),
+            key=keys["ingest"],
         )
-        cleaned = self._stage("clean", lambda: clean.clean_rows(engine, raw, cfg.clean))
+        keys["clean"] = Checkpoints.key("clean", keys["ingest"], section["clean"])
+        cleaned = self._stage(
+            "clean", lambda: clean.clean_rows(engine, raw, cfg.clean), key=keys["clean"]
+        )
         self._check_quality(cleaned, raw, outputs)
+        keys["features"] = Checkpoints.key("features", keys["clean"], section["features"])
         built = self._stage(
-            "features", lambda: features.build_features(engine, cleaned, raw.plan, cfg.features)
+            "features",
+            lambda: features.build_features(engine, cleaned, raw.plan, cfg.features),
+            key=keys["features"],
         )
-        scaled = self._stage("scale", lambda: scale.scale_features(engine, built, cfg.scale))
+        keys["scale"] = Checkpoints.key("scale", keys["features"], section["scale"])
+        scaled = self._stage(
+            "scale", lambda: scale.scale_features(engine, built, cfg.scale), key=keys["scale"]
+        )
+        keys["reduce"] = Checkpoints.key("reduce", keys["scale"], section["reduce"])
         reduced = self._stage(
-            "reduce", lambda: reduce.reduce_dimensions(engine, scaled, cfg.reduce)
+            "reduce",
+            lambda: reduce.reduce_dimensions(engine, scaled, cfg.reduce),
+            key=keys["reduce"],
         )
+        previous = self.previous.to_dict() if self.previous is not None else None
+        keys["cluster"] = Checkpoints.key("cluster", keys["reduce"], section["cluster"], previous)
         clustering = self._stage(
             "cluster",
             lambda: cluster.cluster_customers(
@@ -164,7 +198,9 @@ class Pipeline:
                 feature_names=built.names,
                 previous=self.previous,
             ),
+            key=keys["cluster"],
         )
+        keys["match"] = Checkpoints.key("match", keys["cluster"], section["match"])
         model = _fitted_model(
             plan=raw.plan,
             cleaned=cleaned,
@@ -188,6 +224,7 @@ class Pipeline:
                 lambda: match.match_lookalikes(
                     engine, clustering, id_column=raw.plan.id_column, config=cfg.match
                 ),
+                key=keys["match"],
             )
             if cfg.match.enabled
             else None
@@ -270,15 +307,23 @@ class Pipeline:
             metadata={"segmatch.model_version": model_version} if model_version else {},
         )
 
-    def _stage(self, name: str, compute: Callable[[], Result]) -> Result:
+    def _stage(self, name: str, compute: Callable[[], Result], *, key: str | None = None) -> Result:
+        """Run one stage (or reuse its checkpoint under ``key``), timed and logged by hooks."""
+        for hook in self.hooks:
+            hook.before_stage(run_id=self.run_id, stage=name)
         started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
         start = time.perf_counter()
-        try:
-            result = compute()
-        except SegmatchError:
-            raise
-        except Exception as error:
-            raise StageError(name, error) from error
+        result = self.checkpoints.load(key) if key else None
+        reused = result is not None
+        if not reused:
+            try:
+                result = compute()
+            except SegmatchError:
+                raise
+            except Exception as error:
+                raise StageError(name, error) from error
+            if key:
+                self.checkpoints.save(key, result)
         record = StageRecord(
             run_id=self.run_id,
             stage=name,
@@ -288,6 +333,7 @@ class Pipeline:
             rows_out=result.rows_out,
             partitions=1,
             peak_memory_mb=peak_memory_mb(),
+            reused=reused,
         )
         for hook in self.hooks:
             hook.after_stage(record=record)

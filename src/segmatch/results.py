@@ -25,10 +25,12 @@ class StageRecord:
     rows_out: int
     partitions: int
     peak_memory_mb: float
+    reused: bool = False
 
     def line(self) -> str:
+        how = "reused from its checkpoint" if self.reused else "finished"
         return (
-            f"⏱️ stage '{self.stage}' finished in {self.seconds:.2f} s "
+            f"⏱️ stage '{self.stage}' {how} in {self.seconds:.2f} s "
             f"({self.rows_in:,} rows in, {self.rows_out:,} out)"
         )
 

@@ -51,7 +51,7 @@ class TableCommit:
 
 
 class StagedOutputs:
-    """Tables of one run, staged as Parquet under ``<root>/.staging/<run_id>`` until commit.
+    """Tables of one run, staged as Parquet under ``<root>/.staging/runs/<run_id>``.
 
     Example:
         >>> staged = StagedOutputs(Path("out"), "run-1")  # doctest: +SKIP
@@ -62,7 +62,7 @@ class StagedOutputs:
     def __init__(self, root: Path, run_id: str) -> None:
         self.root = Path(root)
         self.run_id = run_id
-        self.staging = self.root / STAGING_FOLDER / run_id
+        self.staging = self.root / STAGING_FOLDER / "runs" / run_id
         self._tables: list[str] = []
 
     def path_for(self, table: str) -> Path:
@@ -106,9 +106,6 @@ class StagedOutputs:
     def discard(self) -> None:
         """Remove whatever this run staged (the run failed or committed)."""
         shutil.rmtree(self.staging, ignore_errors=True)
-        parent = self.staging.parent
-        if parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
 
 
 def commit_table(

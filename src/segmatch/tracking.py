@@ -112,6 +112,9 @@ class MlflowTracking:
         with mlflow.start_run(run_id=self.mlflow_run_id):
             return self._log_model(mlflow, model_path, model)
 
+    def before_stage(self, *, run_id: str, stage: str) -> None:
+        return None
+
     def after_stage(self, *, record: StageRecord) -> None:
         self.records.append(record)
 

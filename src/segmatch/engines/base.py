@@ -112,6 +112,22 @@ class Engine(ABC):
         """Write the frame as Parquet files into ``folder`` (staged for a Delta commit)."""
 
     @abstractmethod
+    def stored_kind(self, value: Any) -> Literal["frame", "matrix"] | None:
+        """Whether a value is one of this engine's frames or matrices (for checkpoints)."""
+
+    @abstractmethod
+    def save_frame(self, frame: Frame, *, path: Path) -> None: ...
+
+    @abstractmethod
+    def load_frame(self, *, path: Path) -> Frame: ...
+
+    @abstractmethod
+    def save_matrix(self, matrix: Matrix, *, folder: Path) -> None: ...
+
+    @abstractmethod
+    def load_matrix(self, *, folder: Path) -> Matrix: ...
+
+    @abstractmethod
     def to_arrow(self, frame: Frame, *, limit: int | None = None) -> pa.Table:
         """A small frame (profiles, summaries) or the first ``limit`` rows, as Arrow."""
 

@@ -113,6 +113,33 @@ class LocalEngine(Engine):
     def write_parquet(self, frame: pl.DataFrame, *, folder: Path) -> None:
         frame.write_parquet(folder / "part-00000.parquet")
 
+    def stored_kind(self, value: object) -> Literal["frame", "matrix"] | None:
+        if isinstance(value, pl.DataFrame):
+            return "frame"
+        return "matrix" if isinstance(value, LocalMatrix) else None
+
+    def save_frame(self, frame: pl.DataFrame, *, path: Path) -> None:
+        frame.write_parquet(path, compression="lz4")
+
+    def load_frame(self, *, path: Path) -> pl.DataFrame:
+        return pl.read_parquet(path)
+
+    def save_matrix(self, matrix: LocalMatrix, *, folder: Path) -> None:
+        folder.mkdir(parents=True)
+        matrix.ids.to_frame().write_parquet(folder / "ids.parquet", compression="lz4")
+        for name in ("values", "labels", "distances", "runner_up"):
+            array = getattr(matrix, name)
+            if array is not None:
+                np.save(folder / f"{name}.npy", array)
+
+    def load_matrix(self, *, folder: Path) -> LocalMatrix:
+        ids = pl.read_parquet(folder / "ids.parquet").to_series()
+        arrays = {
+            name: np.load(folder / f"{name}.npy") if (folder / f"{name}.npy").exists() else None
+            for name in ("values", "labels", "distances", "runner_up")
+        }
+        return LocalMatrix(ids=ids, **arrays)
+
     def to_arrow(self, frame: pl.DataFrame, *, limit: int | None = None) -> pa.Table:
         return (frame if limit is None else frame.head(limit)).to_arrow()
 

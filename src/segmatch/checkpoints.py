@@ -1,0 +1,121 @@
+"""Checkpoints: each stage's result saved under a key, so a rerun after a crash resumes.
+
+A key is made of the stage's name, the keys of what it reads (ultimately the input digest),
+its config section and the package version: a stage is reused only when none of them changed.
+Checkpoints live in ``<output>/.staging/checkpoints``; each is written to a temporary folder
+and renamed, so a crash never leaves a half-written checkpoint that a rerun would trust.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from segmatch._version import __version__
+from segmatch.engines.base import Engine
+
+CHECKPOINTS = "checkpoints"
+MANIFESTS = "manifests"
+RUNS = "runs"
+RESULT_FILE = "result.pkl"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Stored:
+    """Placeholder for a field kept in its own file (an engine frame or matrix)."""
+
+    kind: str
+
+
+class Checkpoints:
+    """Save and find stage results by key; keep only the last runs' checkpoints."""
+
+    def __init__(self, staging: Path, engine: Engine, *, enabled: bool, keep_runs: int) -> None:
+        self.root = staging / CHECKPOINTS
+        self.manifests = staging / MANIFESTS
+        self.runs = staging / RUNS
+        self.engine = engine
+        self.enabled = enabled
+        self.keep_runs = keep_runs
+        self.used: list[str] = []
+
+    @staticmethod
+    def key(stage: str, *parts: Any) -> str:
+        """The checkpoint key of a stage given what determines its result."""
+        blob = json.dumps([stage, __version__, *parts], sort_keys=True, default=str)
+        return f"{stage}-{hashlib.sha256(blob.encode()).hexdigest()[:20]}"
+
+    def load(self, key: str) -> Any | None:
+        """The result saved under ``key``, or None."""
+        folder = self.root / key
+        if not self.enabled or not (folder / RESULT_FILE).exists():
+            return None
+        with (folder / RESULT_FILE).open("rb") as handle:
+            result_type, fields = pickle.load(handle)
+        for name, value in fields.items():
+            if isinstance(value, _Stored):
+                fields[name] = (
+                    self.engine.load_frame(path=folder / name)
+                    if value.kind == "frame"
+                    else self.engine.load_matrix(folder=folder / name)
+                )
+        self.used.append(key)
+        return result_type(**fields)
+
+    def save(self, key: str, result: Any) -> None:
+        """Save a stage result under ``key`` (atomically: temporary folder, then rename)."""
+        if not self.enabled:
+            return
+        folder = self.root / key
+        temporary = self.root / f".{key}.{uuid.uuid4().hex}"
+        temporary.mkdir(parents=True)
+        fields = {}
+        for field in dataclasses.fields(result):
+            value = getattr(result, field.name)
+            kind = self.engine.stored_kind(value)
+            if kind == "frame":
+                self.engine.save_frame(value, path=temporary / field.name)
+            elif kind == "matrix":
+                self.engine.save_matrix(value, folder=temporary / field.name)
+            fields[field.name] = _Stored(kind) if kind else value
+        with (temporary / RESULT_FILE).open("wb") as handle:
+            pickle.dump((type(result), fields), handle, protocol=pickle.HIGHEST_PROTOCOL)
+        if folder.exists():
+            shutil.rmtree(temporary)
+        else:
+            os.replace(temporary, folder)
+        self.used.append(key)
+
+    def finish(self, run_id: str) -> None:
+        """Record a successful run's checkpoints, then drop what the last runs do not use.
+
+        Kept: the checkpoints of the last ``keep_runs`` successful runs. Removed: older ones,
+        leftovers of failed runs, and staged tables of runs that are not running any more.
+        """
+        self.manifests.mkdir(parents=True, exist_ok=True)
+        (self.manifests / f"{run_id}.json").write_text(
+            json.dumps({"run_id": run_id, "finished": time.time(), "checkpoints": self.used})
+        )
+        manifests = sorted(
+            self.manifests.glob("*.json"), key=lambda p: json.loads(p.read_text())["finished"]
+        )
+        kept = manifests[-self.keep_runs :] if self.keep_runs else []
+        for stale in manifests[: len(manifests) - len(kept)]:
+            stale.unlink()
+        keep = {key for m in kept for key in json.loads(m.read_text())["checkpoints"]}
+        if self.root.is_dir():
+            for folder in self.root.iterdir():
+                if folder.name not in keep:
+                    shutil.rmtree(folder, ignore_errors=True)
+        if self.runs.is_dir():
+            for folder in self.runs.iterdir():
+                if folder.name != run_id:
+                    shutil.rmtree(folder, ignore_errors=True)
