@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m benchmarks.<name>``; figures are ratios measured back to back."""
