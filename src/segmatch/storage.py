@@ -230,6 +230,10 @@ def _changed_or_new(
         return source
     local = pafs.SubTreeFileSystem(str(path.resolve()), pafs.LocalFileSystem())
     target = existing.to_pyarrow_dataset(filesystem=local).to_table(columns=shared)
+    try:  # the table may store string as large_string and the like: compare as the source
+        target = target.cast(source.select(shared).schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return source
     values = [c for c in shared if c not in keys]
     renamed = target.rename_columns([c if c in keys else f"{c}__old" for c in shared])
     renamed = renamed.append_column("__present", pa.array(np.ones(target.num_rows, dtype=bool)))
