@@ -18,7 +18,7 @@ from segmatch.engines.base import Engine
 from segmatch.synthetic import generate_customers
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-ENGINES = ["local"]
+ENGINES = ["local", "spark"]
 
 
 @pytest.fixture(autouse=True)
@@ -44,8 +44,30 @@ def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
 
 
+@pytest.fixture(scope="session")
+def spark_session():
+    """One SparkSession for the whole test run (it takes ~10 s to start)."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession  # noqa: PLC0415 -- only Spark tests pay for it
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("segmatch-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
 @pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest) -> Engine:
+    if request.param == "spark":
+        return make_engine("spark", session=request.getfixturevalue("spark_session"))
     return make_engine(request.param)
 
 

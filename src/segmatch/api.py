@@ -40,10 +40,13 @@ def run_pipeline(
     overrides: dict[str, Any] | None = None,
     hooks: tuple[StageHook, ...] = (),
     run_id: str | None = None,
+    spark: Any | None = None,
 ) -> RunResult:
     """Run the whole job described by ``config`` (a Config or a YAML path).
 
-    ``overrides`` sets dotted keys on top of a YAML file, e.g. ``{"engine": "local"}``.
+    ``overrides`` sets dotted keys on top of a YAML file, e.g. ``{"engine": "local"}``;
+    ``spark`` is an existing SparkSession (a Databricks notebook's) for ``engine: spark``.
+    ``run_id`` names the run when tracking is off (with tracking, the MLflow run id is used).
     """
     if not isinstance(config, Config):
         config = load_config(config, overrides)
@@ -51,7 +54,7 @@ def run_pipeline(
         config = build_config(
             apply_overrides(config.model_dump(mode="json"), overrides), source="overrides"
         )
-    engine = make_engine(config.engine)
+    engine = make_engine(config.engine, spark=config.spark, session=spark)
     previous = previous_model(config)
     if not config.tracking.enabled:
         return Pipeline(config, engine, hooks=hooks, run_id=run_id, previous=previous).run()
@@ -168,7 +171,7 @@ def score_customers(
     reference = Path(segments) if segments else Path(fitted.config_["output"]["path"]) / "segments"
     run = ScoringRun(
         config,
-        make_engine(config.engine),
+        make_engine(config.engine, spark=config.spark),
         fitted,
         segments=reference if reference.exists() else None,
     )

@@ -139,7 +139,7 @@ class ClusterConfig(_Strict):
     min_cluster_share: float = Field(0.02, ge=0.0, lt=0.5)
     seed: int = 42
     max_iter: int = Field(300, ge=1)
-    n_init: int = Field(3, ge=1)
+    n_init: int = Field(1, ge=1)
     sweep_sample_size: int | None = Field(200_000, ge=1000)
     silhouette_sample_size: int = Field(10_000, ge=100)
 
@@ -200,6 +200,17 @@ class TrackingConfig(_Strict):
     max_silhouette_drop: float | None = Field(None, ge=0.0)
 
 
+class SparkConfig(_Strict):
+    """The Spark session and the partition planner (engine: spark)."""
+
+    master: str = "local[*]"
+    conf: dict[str, str] = Field(default_factory=dict)
+    target_partition_mb: int = Field(64, ge=1)
+    min_partitions: int | None = Field(None, ge=1)
+    max_partitions: int = Field(2000, ge=1)
+    fixed_partitions: int | None = Field(None, ge=1)
+
+
 class Config(_Strict):
     """The whole job, as described by one YAML file."""
 
@@ -213,6 +224,7 @@ class Config(_Strict):
     match: MatchConfig = MatchConfig()
     output: OutputConfig = OutputConfig()
     tracking: TrackingConfig = TrackingConfig()
+    spark: SparkConfig = SparkConfig()
 
 
 def config_digest(config: Config) -> str:

@@ -90,6 +90,19 @@ def silhouette_kernel(stats: ClusterSums):
     return kernel
 
 
+def nearest_then(centroids: np.ndarray, kernel):
+    """A kernel that first labels each row with its nearest centroid, then applies ``kernel``.
+
+    Scoring candidate centroids this way needs no stored assignment: one pass per figure.
+    """
+
+    def labelled(values: np.ndarray, _labels: np.ndarray | None) -> np.ndarray:
+        labels, _, _ = nearest_centroids(values, centroids)
+        return kernel(values, labels)
+
+    return labelled
+
+
 def column_sums_kernel(values: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
     """Row count and column sums of one block (for means)."""
     return np.concatenate([[values.shape[0]], values.sum(axis=0)])

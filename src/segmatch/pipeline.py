@@ -331,7 +331,7 @@ class Pipeline:
             seconds=time.perf_counter() - start,
             rows_in=getattr(result, "rows_in", getattr(result, "rows_out", 0)),
             rows_out=result.rows_out,
-            partitions=1,
+            partitions=self.engine.partitions,
             peak_memory_mb=peak_memory_mb(),
             reused=reused,
         )

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from segmatch.config import SparkConfig
 from segmatch.engines.base import Engine
 from segmatch.errors import EngineUnavailableError
 
 ENGINES = ("local", "spark")
 
 
-def make_engine(name: str) -> Engine:
-    """Make the engine called ``name``.
+def make_engine(
+    name: str, *, spark: SparkConfig | None = None, session: Any | None = None
+) -> Engine:
+    """Make the engine called ``name``; ``session`` is an existing SparkSession to use.
 
     Example:
         >>> make_engine("local").name
@@ -20,7 +25,12 @@ def make_engine(name: str) -> Engine:
 
         return LocalEngine()
     if name == "spark":
-        raise EngineUnavailableError(
-            "engine 'spark' is not available in this version of segmatch yet; use engine: local"
-        )
+        try:
+            from segmatch.engines.spark import SparkEngine  # noqa: PLC0415 -- pyspark is optional
+        except ImportError as exc:
+            raise EngineUnavailableError(
+                f"engine 'spark' needs PySpark ({exc}); "
+                "install it with: pip install 'segmatch[spark]'"
+            ) from exc
+        return SparkEngine(settings=spark or SparkConfig(), session=session)
     raise EngineUnavailableError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")

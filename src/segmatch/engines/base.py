@@ -88,6 +88,19 @@ class Engine(ABC):
 
     name: str
 
+    @property
+    def partitions(self) -> int:
+        """Partitions the data is spread over (1 in one process)."""
+        return 1
+
+    def partition_plan(self) -> dict[str, Any]:
+        """The last partitioning decision and its inputs (empty when nothing was planned)."""
+        return {}
+
+    def distribute(self, frame: Frame, *, key: str, input_bytes: int) -> Frame:
+        """Spread the rows over the engine's workers by ``key`` (nothing to do in one process)."""
+        return frame
+
     # -- reading and writing -------------------------------------------------------------
     @abstractmethod
     def read(

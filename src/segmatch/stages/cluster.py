@@ -56,17 +56,32 @@ class Clustering:
 
 def score_centroids(
     engine: Engine, matrix: Matrix, centroids: np.ndarray
-) -> tuple[Matrix, kernels.ClusterSums, float]:
-    """Assign rows to centroids; return the assignment, per-cluster sums and mean silhouette.
+) -> tuple[kernels.ClusterSums, float]:
+    """Per-cluster sums and mean exact silhouette of the nearest-centroid assignment.
 
     Two passes over the data whatever k is: the sums, then the silhouette from the sums.
     """
+    sums = cluster_sums(engine, matrix, centroids)
+    return sums, silhouette_of(engine, matrix, centroids, sums)
+
+
+def cluster_sums(engine: Engine, matrix: Matrix, centroids: np.ndarray) -> kernels.ClusterSums:
+    """One pass: count, Σx and Σ‖x‖² of each centroid's nearest rows."""
     k, d = centroids.shape
-    assigned = engine.assign(matrix, centroids=centroids)
-    flat = engine.reduce_blocks(assigned, kernel=kernels.cluster_sums_kernel(k))
-    sums = kernels.ClusterSums.from_flat(flat, k, d)
-    total = engine.reduce_blocks(assigned, kernel=kernels.silhouette_kernel(sums))
-    return assigned, sums, float(total[0] / sums.counts.sum())
+    flat = engine.reduce_blocks(
+        matrix, kernel=kernels.nearest_then(centroids, kernels.cluster_sums_kernel(k))
+    )
+    return kernels.ClusterSums.from_flat(flat, k, d)
+
+
+def silhouette_of(
+    engine: Engine, matrix: Matrix, centroids: np.ndarray, sums: kernels.ClusterSums
+) -> float:
+    """One pass: the mean exact squared-Euclidean silhouette, given the per-cluster sums."""
+    total = engine.reduce_blocks(
+        matrix, kernel=kernels.nearest_then(centroids, kernels.silhouette_kernel(sums))
+    )
+    return float(total[0] / sums.counts.sum())
 
 
 def cluster_customers(
@@ -113,8 +128,12 @@ def cluster_customers(
             centroids = engine.kmeans(
                 matrix, k=k, seed=config.seed, max_iter=config.max_iter, n_init=1, init=centroids
             )
-    centroids = _largest_first(engine, matrix, centroids)
-    assigned, sums, silhouette = score_centroids(engine, matrix, centroids)
+    sums = cluster_sums(engine, matrix, centroids)
+    order = np.lexsort((np.arange(k), -sums.counts))  # segment 0 is the largest
+    centroids = centroids[order]
+    sums = kernels.ClusterSums(sums.counts[order], sums.sums[order], sums.squared_norms[order])
+    silhouette = silhouette_of(engine, matrix, centroids, sums)
+    assigned = engine.assign(matrix, centroids=centroids)
     ids = np.arange(k)
     if previous is not None and scaled is not None and feature_names is not None:
         in_features = (centroids @ reduced.components.axes + reduced.mean) * scaled.scale + (
@@ -170,7 +189,7 @@ def _sweep(
                 n_init=config.n_init,
                 init=None,
             )
-            _, sums, silhouette = score_centroids(engine, sample, centroids)
+            sums, silhouette = score_centroids(engine, sample, centroids)
             smallest = float(sums.shares.min())
             rejected = (
                 f"smallest segment holds {smallest:.2%} < min_cluster_share "
@@ -194,13 +213,3 @@ def _choose(sweep: tuple[Candidate, ...], config: ClusterConfig) -> Candidate:
             f"{detail}); lower min_cluster_share or the k range"
         )
     return max(admissible, key=lambda c: (c.silhouette, -c.k))
-
-
-def _largest_first(engine: Engine, matrix: Matrix, centroids: np.ndarray) -> np.ndarray:
-    """Centroids reordered by the size of their cluster, so segment 0 is the largest."""
-    k, d = centroids.shape
-    assigned = engine.assign(matrix, centroids=centroids)
-    counts = kernels.ClusterSums.from_flat(
-        engine.reduce_blocks(assigned, kernel=kernels.cluster_sums_kernel(k)), k, d
-    ).counts
-    return centroids[np.lexsort((np.arange(k), -counts))]

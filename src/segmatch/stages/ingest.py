@@ -76,6 +76,7 @@ def read_input(
     if rows == 0:
         raise InputError(f"input {source!r} is empty: it has a header but no rows")
     plan = plan_columns(engine, frame, config, features=features, clean=clean, source=source)
+    frame = engine.distribute(frame, key=config.id_column, input_bytes=_size_on_disk(path))
     return RawInput(frame=frame, rows=rows, source=source, plan=plan)
 
 
@@ -231,6 +232,12 @@ def _numeric_stored_as_text(engine, frame, columns, schema, source) -> list[str]
             )
         as_text.append(column)
     return as_text
+
+
+def _size_on_disk(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
 
 
 def _detect_format(path: Path, fmt: str) -> str:

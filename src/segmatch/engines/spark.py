@@ -1,0 +1,757 @@
+"""The distributed engine: PySpark DataFrames, MLlib's k-means, NumPy kernels in Arrow UDFs.
+
+Only models, per-cluster sums and summaries travel to the driver. Feature matrices are Spark
+DataFrames with the customer id, one double column per feature (``x0`` …) and, once assigned,
+``label``, ``distance`` and ``runner_up``; passes over them run the engine-neutral kernels of
+:mod:`segmatch.kernels` on Arrow batches, so both engines compute the same figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+from deltalake import DeltaTable
+from pyspark import StorageLevel
+from pyspark.errors import PySparkException
+from pyspark.ml.clustering import KMeans
+from pyspark.ml.feature import VectorAssembler
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
+from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
+
+from segmatch import kernels
+from segmatch.config import SparkConfig
+from segmatch.engines.base import (
+    MISSING_LEVEL,
+    OTHER_LEVEL,
+    QUARANTINE_COLUMN,
+    QUARANTINE_RULE,
+    BlockKernel,
+    ColumnKind,
+    ColumnStats,
+    Engine,
+    ParseCheck,
+    Rule,
+    TransactionColumns,
+)
+from segmatch.errors import InputError
+from segmatch.partitioning import PartitionPlan, plan_partitions
+
+#: The input's row order, kept so "keep first" means the same as on one machine.
+ROW = "__segmatch_row"
+LABEL, DISTANCE, RUNNER_UP = "label", "distance", "runner_up"
+
+_SPARK_TYPES = {
+    "float": "double",
+    "int": "bigint",
+    "str": "string",
+    "date": "date",
+    "datetime": "timestamp",
+    "bool": "boolean",
+}
+
+
+@dataclass(frozen=True)
+class SparkMatrix:
+    """Feature vectors as columns x0 … x{width-1} beside the id; labels once assigned."""
+
+    frame: DataFrame
+    id_column: str
+    width: int
+    labelled: bool = False
+
+    @property
+    def value_columns(self) -> list[str]:
+        return [f"x{j}" for j in range(self.width)]
+
+
+def session_for(settings: SparkConfig) -> SparkSession:
+    """A SparkSession for segmatch: the active one if any, else one built from the config."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = (
+        SparkSession.builder.appName("segmatch")
+        .master(settings.master)
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.adaptive.enabled", "true")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+    )
+    for key, value in settings.conf.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+class SparkEngine(Engine):
+    """PySpark + MLlib; runs on ``local[*]``, a cluster, or an existing (Databricks) session."""
+
+    name = "spark"
+
+    def __init__(self, *, settings: SparkConfig, session: SparkSession | None = None) -> None:
+        self.settings = settings
+        self.spark = session or session_for(settings)
+        self._plan: PartitionPlan | None = None
+
+    # -- partitioning --------------------------------------------------------------------
+    @property
+    def partitions(self) -> int:
+        return self._plan.partitions if self._plan else self.spark.sparkContext.defaultParallelism
+
+    def partition_plan(self) -> dict[str, Any]:
+        return self._plan.as_dict() if self._plan else {}
+
+    def distribute(self, frame: DataFrame, *, key: str, input_bytes: int) -> DataFrame:
+        self._plan = plan_partitions(
+            input_bytes=input_bytes,
+            cores=self.spark.sparkContext.defaultParallelism,
+            target_bytes=self.settings.target_partition_mb * 2**20,
+            floor=self.settings.min_partitions,
+            ceiling=self.settings.max_partitions,
+            fixed=self.settings.fixed_partitions,
+        )
+        return frame.repartition(self._plan.partitions, key)
+
+    # -- reading and writing -------------------------------------------------------------
+    def read(
+        self,
+        *,
+        path: Path,
+        fmt: Literal["csv", "parquet", "delta"],
+        types: dict[str, str],
+        separator: str,
+        version: int | None = None,
+    ) -> DataFrame:
+        try:
+            if fmt == "csv":
+                frame = self.spark.read.csv(
+                    str(path),
+                    header=True,
+                    inferSchema=True,
+                    sep=separator,
+                    samplingRatio=1.0,
+                    mode="FAILFAST",
+                )
+            elif fmt == "parquet":
+                frame = self.spark.read.option("recursiveFileLookup", "true").parquet(str(path))
+            else:
+                frame = self.spark.read.parquet(*_delta_files(path, version))
+            frame = frame.withColumns(
+                {
+                    name: F.col(name).cast(_SPARK_TYPES[kind])
+                    for name, kind in types.items()
+                    if name in frame.columns
+                }
+            ).withColumn(ROW, F.monotonically_increasing_id())
+            frame.schema  # noqa: B018 -- resolves the files now, so errors name the input
+        except (PySparkException, OSError, ValueError) as exc:
+            raise InputError(f"cannot read {fmt} input {str(path)!r}: {_first_line(exc)}") from exc
+        return frame
+
+    def schema(self, frame: DataFrame) -> dict[str, ColumnKind]:
+        return {f.name: _kind(f.dataType) for f in frame.schema.fields if f.name != ROW}
+
+    def count(self, frame: DataFrame) -> int:
+        return frame.count()
+
+    def write_parquet(self, frame: DataFrame, *, folder: Path) -> None:
+        _visible(frame).write.mode("overwrite").parquet(str(folder))
+
+    def to_arrow(self, frame: DataFrame, *, limit: int | None = None) -> pa.Table:
+        visible = _visible(frame)
+        return (visible if limit is None else visible.limit(limit)).toArrow()
+
+    def stored_kind(self, value: object) -> Literal["frame", "matrix"] | None:
+        if isinstance(value, DataFrame):
+            return "frame"
+        return "matrix" if isinstance(value, SparkMatrix) else None
+
+    def save_frame(self, frame: DataFrame, *, path: Path) -> None:
+        frame.write.mode("overwrite").parquet(str(path))
+
+    def load_frame(self, *, path: Path) -> DataFrame:
+        return self.spark.read.parquet(str(path))
+
+    def save_matrix(self, matrix: SparkMatrix, *, folder: Path) -> None:
+        matrix.frame.write.mode("overwrite").parquet(str(folder / "rows"))
+        meta = {"id_column": matrix.id_column, "width": matrix.width, "labelled": matrix.labelled}
+        (folder / "matrix.json").write_text(json.dumps(meta))
+
+    def load_matrix(self, *, folder: Path) -> SparkMatrix:
+        meta = json.loads((folder / "matrix.json").read_text())
+        return SparkMatrix(frame=_persist(self.spark.read.parquet(str(folder / "rows"))), **meta)
+
+    # -- validation and cleaning ---------------------------------------------------------
+    def check_numeric_text(self, frame: DataFrame, *, column: str) -> ParseCheck:
+        text = F.trim(F.col(column).cast("string"))
+        present = frame.select(text.alias("v")).where(F.col("v").isNotNull() & (F.col("v") != ""))
+        failed = present.where(F.col("v").try_cast("double").isNull())
+        example = failed.limit(1).collect()
+        return ParseCheck(present.count(), failed.count(), example[0]["v"] if example else None)
+
+    def split_quarantine(
+        self, frame: DataFrame, *, rules: Sequence[Rule]
+    ) -> tuple[DataFrame, DataFrame]:
+        types = dict(frame.dtypes)
+        first_rule = first_column = F.lit(None).cast("string")
+        for rule in reversed(rules):
+            broken = _broken(rule, types[rule.column])
+            first_rule = F.when(broken, F.lit(rule.name)).otherwise(first_rule)
+            first_column = F.when(broken, F.lit(rule.column)).otherwise(first_column)
+        marked = frame.withColumns({QUARANTINE_RULE: first_rule, QUARANTINE_COLUMN: first_column})
+        bad = F.col(QUARANTINE_RULE).isNotNull()
+        return (
+            marked.where(~bad).drop(QUARANTINE_RULE, QUARANTINE_COLUMN),
+            marked.where(bad),
+        )
+
+    def cast_to_float(self, frame: DataFrame, *, columns: Sequence[str]) -> DataFrame:
+        """Numeric columns as double; blank text and NaN become missing (null)."""
+        types = dict(frame.dtypes)
+        casts = {}
+        for name in columns:
+            value = _as_double(name, types[name])
+            casts[name] = F.when(F.isnan(value), F.lit(None)).otherwise(value)
+        return frame.withColumns(casts)
+
+    def deduplicate(
+        self,
+        frame: DataFrame,
+        *,
+        id_column: str,
+        keep: Literal["first", "latest"],
+        order_by: str | None,
+    ) -> tuple[DataFrame, int]:
+        from pyspark.sql import Window  # noqa: PLC0415 -- only deduplication needs windows
+
+        order = [F.col(ROW).asc()]
+        if keep == "latest":
+            order = [F.col(order_by).desc_nulls_last(), *order]
+        rank = F.row_number().over(Window.partitionBy(id_column).orderBy(*order))
+        kept = _persist(frame.withColumn("__rank", rank).where(F.col("__rank") == 1).drop("__rank"))
+        return kept, frame.count() - kept.count()
+
+    def column_stats(
+        self,
+        frame: DataFrame,
+        *,
+        numeric: Sequence[str],
+        categorical: Sequence[str],
+        center: Literal["median", "mean"],
+    ) -> ColumnStats:
+        columns = [*numeric, *categorical]
+        aggregations = [
+            F.count(F.when(F.col(c).isNull(), 1)).alias(f"n{i}") for i, c in enumerate(columns)
+        ]
+        aggregations += [
+            (F.percentile(F.col(c), 0.5) if center == "median" else F.avg(F.col(c))).alias(f"c{i}")
+            for i, c in enumerate(numeric)
+        ]
+        row = frame.agg(*aggregations).first() if aggregations else None
+        levels = {}
+        for name in categorical:
+            level = F.coalesce(F.col(name).cast("string"), F.lit(MISSING_LEVEL))
+            counts = frame.groupBy(level.alias("level")).count().collect()
+            levels[name] = {r["level"]: r["count"] for r in counts}
+        return ColumnStats(
+            nulls={c: row[f"n{i}"] for i, c in enumerate(columns)} if row else {},
+            centers={
+                c: float(row[f"c{i}"]) if row[f"c{i}"] is not None else 0.0
+                for i, c in enumerate(numeric)
+            }
+            if row
+            else {},
+            levels=levels,
+        )
+
+    def fill_missing(
+        self, frame: DataFrame, *, numeric: dict[str, float], categorical: Sequence[str]
+    ) -> DataFrame:
+        filled = {name: F.coalesce(F.col(name), F.lit(value)) for name, value in numeric.items()}
+        filled |= {
+            name: F.coalesce(F.col(name).cast("string"), F.lit(MISSING_LEVEL))
+            for name in categorical
+        }
+        return _persist(frame.withColumns(filled)) if filled else frame
+
+    # -- features ------------------------------------------------------------------------
+    def aggregate_transactions(self, frame: DataFrame, *, columns: TransactionColumns) -> DataFrame:
+        c = columns
+        amount = (F.col(c.amount) if c.amount else F.col(c.quantity) * F.col(c.unit_price)).cast(
+            "double"
+        )
+        is_return = amount < 0
+        if c.cancellation_prefix and c.invoice:
+            is_return = is_return | F.col(c.invoice).cast("string").startswith(
+                c.cancellation_prefix
+            )
+        lines = frame.withColumns(
+            {"__amount": amount, "__return": F.coalesce(is_return, F.lit(False))}
+        )
+        if c.drop_returns:
+            lines = lines.where(~F.col("__return"))
+        as_of = c.as_of or (lines.agg(F.max(c.timestamp)).first()[0] + timedelta(days=1))
+        seconds_of = F.lit(as_of).cast("timestamp").cast("long")
+        purchase = ~F.col("__return")
+        frequency = (
+            F.countDistinct(F.when(purchase, F.col(c.invoice)))
+            if c.invoice
+            else F.sum(F.when(purchase, 1).otherwise(0))
+        ).cast("double")
+        aggregations = [
+            ((seconds_of - _seconds(F.max(c.timestamp))) / 86400.0).alias("recency_days"),
+            frequency.alias("frequency"),
+            F.sum("__amount").alias("monetary_total"),
+            ((seconds_of - _seconds(F.min(c.timestamp))) / 86400.0).alias("tenure_days"),
+            F.avg(F.col("__return").cast("double")).alias("return_share"),
+        ]
+        if c.category:
+            aggregations.append(
+                F.countDistinct(F.when(purchase, F.col(c.category)))
+                .cast("double")
+                .alias("distinct_categories")
+            )
+        customers = lines.groupBy(c.id_column).agg(F.min(ROW).alias(ROW), *aggregations)
+        return _persist(
+            customers.withColumn(
+                "monetary_avg",
+                F.col("monetary_total") / F.greatest(F.col("frequency"), F.lit(1.0)),
+            )
+        )
+
+    def feature_matrix(
+        self,
+        frame: DataFrame,
+        *,
+        id_column: str,
+        numeric: Sequence[str],
+        log: Sequence[str],
+        levels: dict[str, Sequence[str]],
+    ) -> SparkMatrix:
+        expressions: list[Column] = []
+        for name in numeric:
+            value = F.col(name).cast("double")
+            expressions.append(F.signum(value) * F.log1p(F.abs(value)) if name in log else value)
+        for name, column_levels in levels.items():
+            text = F.col(name).cast("string")
+            named = [level for level in column_levels if level != OTHER_LEVEL]
+            for level in column_levels:
+                hit = ~text.isin(named) if level == OTHER_LEVEL else text == level
+                expressions.append(F.coalesce(hit, F.lit(False)).cast("double"))
+        selected = frame.select(
+            F.col(id_column), *(e.alias(f"x{j}") for j, e in enumerate(expressions))
+        )
+        return SparkMatrix(_persist(selected), id_column, len(expressions))
+
+    # -- passes over the matrix ----------------------------------------------------------
+    def matrix_rows(self, matrix: SparkMatrix) -> int:
+        return matrix.frame.count()
+
+    def reduce_blocks(self, matrix: SparkMatrix, *, kernel: BlockKernel) -> np.ndarray:
+        width, labelled = matrix.width, matrix.labelled
+
+        def partials(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            for batch in batches:
+                if batch.num_rows == 0:
+                    continue
+                labels = batch.column(LABEL).to_numpy() if labelled else None
+                part = np.asarray(kernel(_values(batch, width), labels), dtype=np.float64)
+                yield pa.RecordBatch.from_pydict({"partial": [part.tolist()]})
+
+        columns = [*matrix.value_columns, *([LABEL] if labelled else [])]
+        rows = matrix.frame.select(columns).mapInArrow(partials, "partial array<double>").collect()
+        return np.sum([np.asarray(r["partial"]) for r in rows], axis=0)
+
+    def quantiles(self, matrix: SparkMatrix, *, q: Sequence[float]) -> np.ndarray:
+        row = matrix.frame.agg(
+            *(F.percentile(F.col(c), list(q)).alias(c) for c in matrix.value_columns)
+        ).first()
+        return np.column_stack([np.asarray(row[c], dtype=np.float64) for c in matrix.value_columns])
+
+    def affine(self, matrix: SparkMatrix, *, shift: np.ndarray, linear: np.ndarray) -> SparkMatrix:
+        width, out = matrix.width, linear.shape[1]
+        id_column = matrix.id_column
+
+        def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            for batch in batches:
+                result = (_values(batch, width) - shift) @ linear
+                yield pa.RecordBatch.from_arrays(
+                    [batch.column(id_column), *(pa.array(result[:, j]) for j in range(out))],
+                    names=[id_column, *(f"x{j}" for j in range(out))],
+                )
+
+        schema = T.StructType(
+            [matrix.frame.schema[id_column]]
+            + [T.StructField(f"x{j}", T.DoubleType()) for j in range(out)]
+        )
+        mapped = matrix.frame.select(id_column, *matrix.value_columns).mapInArrow(apply, schema)
+        return SparkMatrix(_persist(mapped), id_column, out)
+
+    def sample(self, matrix: SparkMatrix, *, rows: int, seed: int) -> SparkMatrix:
+        total = matrix.frame.count()
+        if rows >= total:
+            return matrix
+        order = F.xxhash64(F.col(matrix.id_column).cast("string"), F.lit(seed))
+        chosen = matrix.frame.orderBy(order).limit(rows)
+        return replace(matrix, frame=_persist(chosen), labelled=False)
+
+    def stratified_sample(
+        self, matrix: SparkMatrix, *, rows: int, seed: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        counts = {r[LABEL]: r["count"] for r in matrix.frame.groupBy(LABEL).count().collect()}
+        total = sum(counts.values())
+        picked = matrix.frame
+        if rows < total:
+            fractions = {
+                label: min(1.0, max(2, round(rows * n / total)) / n) for label, n in counts.items()
+            }
+            picked = matrix.frame.sampleBy(LABEL, fractions, seed)
+        table = picked.select(*matrix.value_columns, LABEL).toArrow()
+        values = (
+            np.column_stack([table.column(c).to_numpy() for c in matrix.value_columns])
+            if matrix.width
+            else np.empty((table.num_rows, 0))
+        )
+        return values, table.column(LABEL).to_numpy()
+
+    def kmeans(
+        self,
+        matrix: SparkMatrix,
+        *,
+        k: int,
+        seed: int,
+        max_iter: int,
+        n_init: int,
+        init: np.ndarray | None,
+    ) -> np.ndarray:
+        if init is not None:
+            return self._lloyd(matrix, init, max_iter=max_iter)
+        features = VectorAssembler(
+            inputCols=matrix.value_columns, outputCol="__features"
+        ).transform(matrix.frame)
+        best, best_cost = None, np.inf
+        for attempt in range(n_init):
+            model = KMeans(
+                k=k,
+                seed=seed + attempt,
+                maxIter=max_iter,
+                featuresCol="__features",
+                initMode="k-means||",
+                tol=1e-4,
+            ).fit(features)
+            cost = model.summary.trainingCost
+            if cost < best_cost:
+                best, best_cost = np.asarray(model.clusterCenters()), cost
+        assert best is not None
+        return best
+
+    def _lloyd(self, matrix: SparkMatrix, centroids: np.ndarray, *, max_iter: int) -> np.ndarray:
+        """Lloyd's iterations from given centroids, one pass each, with the shared kernels."""
+        k, d = centroids.shape
+        for _ in range(max_iter):
+            current = centroids
+
+            def step(values: np.ndarray, _labels: np.ndarray | None, at: np.ndarray = current):
+                labels, _, _ = kernels.nearest_centroids(values, at)
+                return kernels.cluster_sums_kernel(k)(values, labels)
+
+            sums = kernels.ClusterSums.from_flat(self.reduce_blocks(matrix, kernel=step), k, d)
+            moved = np.where(
+                sums.counts[:, None] > 0,
+                sums.sums / np.maximum(sums.counts, 1)[:, None],
+                current,
+            )
+            centroids = moved
+            if np.max(np.abs(moved - current)) < 1e-9:
+                break
+        return centroids
+
+    def assign(self, matrix: SparkMatrix, *, centroids: np.ndarray) -> SparkMatrix:
+        width, id_column, value_columns = matrix.width, matrix.id_column, matrix.value_columns
+
+        def nearest(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            for batch in batches:
+                labels, distances, runner_up = kernels.nearest_centroids(
+                    _values(batch, width), centroids
+                )
+                yield pa.RecordBatch.from_arrays(
+                    [
+                        *(batch.column(c) for c in [id_column, *value_columns]),
+                        pa.array(labels.astype(np.int32)),
+                        pa.array(distances),
+                        pa.array(runner_up),
+                    ],
+                    names=[id_column, *value_columns, LABEL, DISTANCE, RUNNER_UP],
+                )
+
+        base = matrix.frame.select(id_column, *matrix.value_columns)
+        schema = T.StructType(
+            [
+                *base.schema.fields,
+                T.StructField(LABEL, T.IntegerType()),
+                T.StructField(DISTANCE, T.DoubleType()),
+                T.StructField(RUNNER_UP, T.DoubleType()),
+            ]
+        )
+        return SparkMatrix(_persist(base.mapInArrow(nearest, schema)), id_column, width, True)
+
+    def relabel(self, matrix: SparkMatrix, *, ids: np.ndarray) -> SparkMatrix:
+        mapping = F.create_map(*[F.lit(v) for i, new in enumerate(ids) for v in (i, int(new))])
+        relabelled = matrix.frame.withColumn(LABEL, mapping[F.col(LABEL)].cast("int"))
+        return replace(matrix, frame=_persist(relabelled))
+
+    def segment_transitions(
+        self, previous: DataFrame, matrix: SparkMatrix, *, id_column: str
+    ) -> pa.Table:
+        current = matrix.frame.select(id_column, F.col(LABEL).alias("to_segment"))
+        return (
+            previous.select(id_column, F.col("segment").cast("int").alias("from_segment"))
+            .join(current, on=id_column, how="inner")
+            .groupBy("from_segment", "to_segment")
+            .agg(F.count(F.lit(1)).alias("customers"))
+            .orderBy("from_segment", "to_segment")
+            .toArrow()
+        )
+
+    def top_k_within_segments(
+        self,
+        matrix: SparkMatrix,
+        *,
+        id_column: str,
+        k: int,
+        kernel: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+    ) -> DataFrame:
+        columns, source_id = matrix.value_columns, matrix.id_column
+        id_type = matrix.frame.schema[source_id].dataType
+
+        def per_segment(group: pa.Table) -> pa.Table:
+            values = np.column_stack([group.column(c).to_numpy() for c in columns])
+            neighbours, distance = kernel(values, k)
+            span = neighbours.shape[1]
+            ids = group.column(source_id)
+            source = np.repeat(np.arange(group.num_rows), span)
+            return pa.table(
+                {
+                    id_column: ids.take(source),
+                    "segment": pa.array(
+                        np.repeat(group.column(LABEL).to_numpy(), span).astype(np.int32)
+                    ),
+                    "match_id": ids.take(neighbours.ravel()),
+                    "rank": pa.array(
+                        np.tile(np.arange(1, span + 1, dtype=np.int16), group.num_rows)
+                    ),
+                    "distance": pa.array(distance.ravel()),
+                    "similarity": pa.array(kernels.similarity(distance.ravel())),
+                }
+            )
+
+        schema = T.StructType(
+            [
+                T.StructField(id_column, id_type),
+                T.StructField("segment", T.IntegerType()),
+                T.StructField("match_id", id_type),
+                T.StructField("rank", T.ShortType()),
+                T.StructField("distance", T.DoubleType()),
+                T.StructField("similarity", T.DoubleType()),
+            ]
+        )
+        return (
+            matrix.frame.select(matrix.id_column, *columns, LABEL)
+            .groupBy(LABEL)
+            .applyInArrow(per_segment, schema)
+        )
+
+    # -- results -------------------------------------------------------------------------
+    def segments_frame(
+        self, matrix: SparkMatrix, *, id_column: str, labels: dict[str, str | None]
+    ) -> DataFrame:
+        return matrix.frame.select(
+            F.col(matrix.id_column).alias(id_column),
+            F.col(LABEL).alias("segment"),
+            F.col(DISTANCE),
+            *(F.col(f"x{j}").alias(f"pc_{j + 1}") for j in range(matrix.width)),
+            *(F.lit(value).cast("string").alias(name) for name, value in labels.items()),
+        )
+
+    def scores_frame(self, matrix: SparkMatrix, *, id_column: str) -> DataFrame:
+        confidence = F.when(
+            F.col(RUNNER_UP) > 0, F.lit(1.0) - F.col(DISTANCE) / F.col(RUNNER_UP)
+        ).otherwise(F.lit(0.0))
+        return matrix.frame.select(
+            F.col(matrix.id_column).alias(id_column),
+            F.col(LABEL).alias("segment"),
+            F.col(DISTANCE),
+            confidence.alias("confidence"),
+        )
+
+    def top_k_against(
+        self,
+        reference: DataFrame,
+        matrix: SparkMatrix,
+        *,
+        id_column: str,
+        k: int,
+        kernel: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+    ) -> DataFrame:
+        coordinates = [f"pc_{j + 1}" for j in range(matrix.width)]
+        columns, source_id = matrix.value_columns, matrix.id_column
+        id_type = matrix.frame.schema[source_id].dataType
+
+        def per_segment(new: pa.Table, pool: pa.Table) -> pa.Table:
+            if new.num_rows == 0 or pool.num_rows == 0:
+                return _empty_matches(id_column, (new if new.num_rows else pool).schema)
+            queries = np.column_stack([new.column(c).to_numpy() for c in columns])
+            points = np.column_stack([pool.column(c).to_numpy() for c in coordinates])
+            neighbours, distance = kernel(points, queries, k)
+            span = neighbours.shape[1]
+            return pa.table(
+                {
+                    id_column: new.column(source_id).take(np.repeat(np.arange(new.num_rows), span)),
+                    "segment": pa.array(
+                        np.repeat(new.column(LABEL).to_numpy(), span).astype(np.int32)
+                    ),
+                    "match_id": pool.column(id_column).take(neighbours.ravel()),
+                    "rank": pa.array(np.tile(np.arange(1, span + 1, dtype=np.int16), new.num_rows)),
+                    "distance": pa.array(distance.ravel()),
+                    "similarity": pa.array(kernels.similarity(distance.ravel())),
+                }
+            )
+
+        schema = T.StructType(
+            [
+                T.StructField(id_column, id_type),
+                T.StructField("segment", T.IntegerType()),
+                T.StructField("match_id", id_type),
+                T.StructField("rank", T.ShortType()),
+                T.StructField("distance", T.DoubleType()),
+                T.StructField("similarity", T.DoubleType()),
+            ]
+        )
+        new = matrix.frame.select(matrix.id_column, *columns, LABEL).groupBy(LABEL)
+        pool = reference.select(id_column, F.col("segment").cast("int").alias(LABEL), *coordinates)
+        return new.cogroup(pool.groupBy(LABEL)).applyInArrow(per_segment, schema)
+
+    def segment_profiles(
+        self, frame: DataFrame, matrix: SparkMatrix, *, columns: Sequence[str]
+    ) -> pa.Table:
+        labelled = frame.select(matrix.id_column, *columns).join(
+            matrix.frame.select(matrix.id_column, F.col(LABEL).alias("segment")),
+            on=matrix.id_column,
+        )
+        total = matrix.frame.count()
+        profiles = (
+            labelled.groupBy("segment")
+            .agg(
+                F.count(F.lit(1)).alias("size"),
+                *(F.avg(F.col(c)).alias(f"{c}_mean") for c in columns),
+                *(F.percentile(F.col(c), 0.5).alias(f"{c}_median") for c in columns),
+            )
+            .withColumn("share", F.col("size") / F.lit(total))
+            .orderBy("segment")
+        )
+        names = ["segment", "size", "share"]
+        names += [f"{c}_mean" for c in columns] + [f"{c}_median" for c in columns]
+        table = profiles.select(*names).toArrow()
+        return table.set_column(1, "size", table.column("size").cast(pa.uint32()))
+
+
+def _empty_matches(id_column: str, side: pa.Schema) -> pa.Table:
+    id_type = side.field(0).type
+    return pa.table(
+        {
+            id_column: pa.array([], id_type),
+            "segment": pa.array([], pa.int32()),
+            "match_id": pa.array([], id_type),
+            "rank": pa.array([], pa.int16()),
+            "distance": pa.array([], pa.float64()),
+            "similarity": pa.array([], pa.float64()),
+        }
+    )
+
+
+def _seconds(moment: Column) -> Column:
+    """Whole seconds since the epoch of a timestamp (with or without a time zone: UTC)."""
+    return moment.cast("timestamp").cast("long")
+
+
+def _delta_files(path: Path, version: int | None) -> list[str]:
+    """The Parquet files of a Delta table version, via delta-rs (no Delta jars needed)."""
+    table = DeltaTable(str(path), version=version)
+    files = table.file_uris()
+    if not files:
+        raise ValueError(f"Delta table {str(path)!r} has no data files")
+    return files
+
+
+def _values(batch: pa.RecordBatch, width: int) -> np.ndarray:
+    if width == 0:
+        return np.empty((batch.num_rows, 0))
+    return np.column_stack(
+        [batch.column(f"x{j}").to_numpy(zero_copy_only=False) for j in range(width)]
+    ).astype(np.float64, copy=False)
+
+
+def _persist(frame: DataFrame) -> DataFrame:
+    return frame.persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def _visible(frame: DataFrame) -> DataFrame:
+    return frame.drop(ROW) if ROW in frame.columns else frame
+
+
+def _kind(data_type: T.DataType) -> ColumnKind:
+    if isinstance(data_type, T.NumericType):
+        return "numeric"
+    if isinstance(data_type, (T.TimestampType, T.TimestampNTZType, T.DateType)):
+        return "temporal"
+    if isinstance(data_type, T.BooleanType):
+        return "boolean"
+    if isinstance(data_type, T.StringType):
+        return "string"
+    return "other"
+
+
+def _as_double(name: str, spark_type: str) -> Column:
+    column = F.col(name)
+    if spark_type == "string":
+        return F.trim(column).try_cast("double")
+    return column.cast("double")
+
+
+def _broken(rule: Rule, spark_type: str) -> Column:
+    column = F.col(rule.column)
+    if rule.kind == "null_id":
+        condition = column.isNull()
+        if spark_type == "string":
+            condition = condition | (F.trim(column) == "")
+    elif rule.kind == "not_null":
+        condition = column.isNull()
+    elif rule.kind == "numeric":
+        text = F.trim(column.cast("string"))
+        condition = (text != "") & text.try_cast("double").isNull()
+    elif rule.kind == "finite":
+        value = _as_double(rule.column, spark_type)
+        condition = value.isin(float("inf"), float("-inf"))
+    else:
+        value = _as_double(rule.column, spark_type)
+        condition = F.lit(False)
+        if rule.low is not None:
+            condition = condition | (value < rule.low)
+        if rule.high is not None:
+            condition = condition | (value > rule.high)
+    return F.coalesce(condition, F.lit(False))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,44 @@
+"""The partition planner across volumes (1 thousand to 1 billion rows) and 1 to 1,000 cores."""
+
+from __future__ import annotations
+
+import pytest
+
+from segmatch.partitioning import plan_partitions
+
+ROW_BYTES = 100
+MB = 2**20
+
+
+@pytest.mark.parametrize("rows", [1_000, 100_000, 1_000_000, 100_000_000, 1_000_000_000])
+@pytest.mark.parametrize("cores", [1, 2, 8, 64, 1000])
+def test_partitions_follow_volume_within_floor_and_ceiling(rows, cores):
+    plan = plan_partitions(
+        input_bytes=rows * ROW_BYTES, rows=rows, cores=cores, target_bytes=128 * MB, ceiling=20_000
+    )
+    by_size = -(-rows * ROW_BYTES // (128 * MB))
+    assert plan.partitions == min(max(by_size, 2 * cores), 20_000, rows)
+    assert 1 <= plan.partitions <= rows
+    assert plan.as_dict()["input_bytes"] == rows * ROW_BYTES
+
+
+def test_more_data_never_means_fewer_partitions():
+    sizes = [10**k for k in range(3, 13)]
+    counts = [
+        plan_partitions(input_bytes=s, cores=8, target_bytes=64 * MB).partitions for s in sizes
+    ]
+    assert counts == sorted(counts)
+    assert counts[0] == 16 and counts[-1] == 2000  # the floor, then the ceiling
+
+
+def test_reasons_and_explicit_settings():
+    assert plan_partitions(input_bytes=1, cores=4, target_bytes=MB).reason.startswith("floor")
+    big = plan_partitions(input_bytes=10**15, cores=4, target_bytes=MB, ceiling=500)
+    assert (big.partitions, big.reason) == (500, "ceiling 500")
+    fixed = plan_partitions(input_bytes=10**9, cores=4, target_bytes=MB, fixed=200)
+    assert (fixed.partitions, fixed.reason) == (200, "fixed by config")
+    tiny = plan_partitions(input_bytes=10**6, cores=64, target_bytes=MB, rows=10)
+    assert (tiny.partitions, tiny.reason) == (10, "no more partitions than rows")
+    assert plan_partitions(input_bytes=10**9, cores=4, target_bytes=MB, floor=1).floor == 1
+    with pytest.raises(ValueError, match="cores=0"):
+        plan_partitions(input_bytes=1, cores=0, target_bytes=MB)
