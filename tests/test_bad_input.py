@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -133,14 +134,18 @@ def test_fewer_customers_than_clusters(engine, tmp_path):
 
 
 def test_every_k_rejected_names_the_shares(engine, tmp_path):
-    rows = good_rows(200)
-    rows["spend"][:2] = [1e6, 1e6]
-    data = write_table(rows, tmp_path / "in.parquet")
+    rng = np.random.default_rng(2)
+    centres = np.repeat([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0]], [120, 50, 30], axis=0)
+    points = centres + rng.normal(0, 0.5, size=centres.shape)
+    data = write_table(
+        {"idcliente": [f"c{i}" for i in range(200)], "spend": points[:, 0], "visits": points[:, 1]},
+        tmp_path / "in.parquet",
+    )
     config = make_config(
         data,
         tmp_path / "out",
         engine.name,
-        cluster={"k_min": 2, "k_max": 3, "min_cluster_share": 0.4},
+        cluster={"k_min": 2, "k_max": 3, "min_cluster_share": 0.45},
     )
     with pytest.raises(ClusteringError, match=r"every k in \[2, 3\] .*k=2: "):
         run_pipeline(config)

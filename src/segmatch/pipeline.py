@@ -266,6 +266,7 @@ class Pipeline:
             },
             table_versions={name: c.version for name, c in commits.items()},
             input_digest=self.input_digest,
+            partition_plan=self.engine.partition_plan(),
             model_version=version,
             rows_in=raw.rows,
             customers=built.rows_out,

@@ -62,6 +62,7 @@ class RunResult:
     transitions: pa.Table | None = None
     table_versions: dict[str, int] = field(default_factory=dict)
     input_digest: str | None = None
+    partition_plan: dict[str, Any] = field(default_factory=dict)
     mlflow_run_id: str | None = None
     model_version: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

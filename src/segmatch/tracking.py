@@ -151,6 +151,7 @@ class MlflowTracking:
             else str(config.cluster.k),
             "seed": config.cluster.seed,
             "partitions": max((r.partitions for r in result.stages), default=1),
+            **{f"partition_plan.{k}": v for k, v in result.partition_plan.items()},
             "segmatch_version": __version__,
         }
         items = [(k, str(v)[:6000]) for k, v in params.items()]

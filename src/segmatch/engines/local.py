@@ -500,7 +500,7 @@ class LocalEngine(Engine):
             .with_columns(pl.Series("segment", _labels(matrix)))
             .group_by("segment")
             .agg(
-                pl.len().alias("size"),
+                pl.len().cast(pl.Int64).alias("size"),
                 *(pl.col(c).mean().alias(f"{c}_mean") for c in columns),
                 *(pl.col(c).median().alias(f"{c}_median") for c in columns),
             )

@@ -20,6 +20,8 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
+from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
 from pyspark.errors import PySparkException
 from pyspark.ml.clustering import KMeans
@@ -154,7 +156,7 @@ class SparkEngine(Engine):
                 }
             ).withColumn(ROW, F.monotonically_increasing_id())
             frame.schema  # noqa: B018 -- resolves the files now, so errors name the input
-        except (PySparkException, OSError, ValueError) as exc:
+        except (PySparkException, Py4JJavaError, OSError, ValueError, DeltaError) as exc:
             raise InputError(f"cannot read {fmt} input {str(path)!r}: {_first_line(exc)}") from exc
         return frame
 
@@ -661,8 +663,7 @@ class SparkEngine(Engine):
         )
         names = ["segment", "size", "share"]
         names += [f"{c}_mean" for c in columns] + [f"{c}_median" for c in columns]
-        table = profiles.select(*names).toArrow()
-        return table.set_column(1, "size", table.column("size").cast(pa.uint32()))
+        return profiles.select(*names).toArrow()
 
 
 def _empty_matches(id_column: str, side: pa.Schema) -> pa.Table:
