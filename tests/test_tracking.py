@@ -64,6 +64,7 @@ def test_a_run_records_params_metrics_tags_inputs_and_artifacts(tracked, custome
         "stage_log.jsonl",
         "profiles.csv",
         "quarantine_summary.json",
+        "report.html",
     } <= artifacts
 
 

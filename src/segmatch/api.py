@@ -17,15 +17,18 @@ from segmatch.engines import make_engine
 from segmatch.errors import ModelError
 from segmatch.model import SegmentModel
 from segmatch.pipeline import MODEL_FILE, Pipeline, RunResult, ScoringResult, ScoringRun, StageHook
+from segmatch.report import build_report
 from segmatch.storage import restore_table, table_history
 from segmatch.synthetic import generate_customers
 
 __all__ = [
     "Config",
     "RunResult",
+    "build_report",
     "demo_config",
     "generate_customers",
     "load_config",
+    "rebuild_report",
     "recent_runs",
     "restore_table",
     "run_pipeline",
@@ -57,18 +60,43 @@ def run_pipeline(
     engine = make_engine(config.engine, spark=config.spark, session=spark)
     previous = previous_model(config)
     if not config.tracking.enabled:
-        return Pipeline(config, engine, hooks=hooks, run_id=run_id, previous=previous).run()
-    from segmatch.tracking import MlflowTracking  # noqa: PLC0415 -- keeps mlflow optional
+        result = Pipeline(config, engine, hooks=hooks, run_id=run_id, previous=previous).run()
+    else:
+        from segmatch.tracking import MlflowTracking  # noqa: PLC0415 -- keeps mlflow optional
 
-    tracker = MlflowTracking(config.tracking)
-    return Pipeline(
-        config,
-        engine,
-        hooks=(*hooks, tracker),
-        run_id=tracker.open_run(config),
-        previous=previous,
-        registry=tracker,
-    ).run()
+        tracker = MlflowTracking(config.tracking)
+        result = Pipeline(
+            config,
+            engine,
+            hooks=(*hooks, tracker),
+            run_id=tracker.open_run(config),
+            previous=previous,
+            registry=tracker,
+        ).run()
+    if config.output.report:
+        result.outputs["report"] = report_run(result)
+    return result
+
+
+def rebuild_report(
+    run_id: str, *, output: str | Path | None = None, tracking_uri: str | None = None
+) -> Path:
+    """Rebuild a run's report; without ``output``, MLflow says where the run wrote."""
+    if output is None:
+        from segmatch.tracking import run_output_path  # noqa: PLC0415 -- mlflow is heavy
+
+        output = run_output_path(run_id, TrackingConfig(uri=tracking_uri))
+    return build_report(Path(output), run_id)
+
+
+def report_run(result: RunResult) -> Path:
+    """Build the run's HTML report (and attach it to the MLflow run when tracked)."""
+    path = build_report(Path(result.config.output.path), result.run_id)
+    if result.mlflow_run_id:
+        from segmatch.tracking import log_artifact  # noqa: PLC0415 -- keeps mlflow optional
+
+        log_artifact(result.config.tracking, result.mlflow_run_id, path)
+    return path
 
 
 def previous_model(config: Config) -> SegmentModel | None:

@@ -224,6 +224,22 @@ def score(
 
 
 @app.command()
+def report(
+    run_id: Annotated[str, typer.Argument(help="The run's id (shown in its summary).")],
+    output: Annotated[
+        Path | None,
+        typer.Option(help="The run's output folder (default: asked from MLflow)."),
+    ] = None,
+) -> None:
+    """(Re)build a run's HTML report from its stored outputs."""
+    try:
+        path = api.rebuild_report(run_id, output=output)
+    except SegmatchError as error:
+        raise _fail(error) from None
+    out.print(f"report: {path}")
+
+
+@app.command()
 def history(
     table: Annotated[
         Path, typer.Argument(help="A Delta table folder, e.g. segmatch-out/segments.")

@@ -179,6 +179,7 @@ class OutputConfig(_Strict):
     modes: dict[TableName, WriteMode] = Field(default_factory=dict)
     checkpoints: bool = True
     keep_runs: int = Field(2, ge=0)
+    report: bool = True
 
     @model_validator(mode="after")
     def _quarantine_has_no_key(self) -> OutputConfig:

@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
+import numpy as np
 import pyarrow as pa
 
 from segmatch._version import __version__
@@ -30,12 +31,16 @@ from segmatch.model import SegmentModel
 from segmatch.results import RunResult, StageRecord
 from segmatch.stages import clean, cluster, export, features, ingest, match, reduce, scale, score
 from segmatch.storage import (
+    MATCH_SAMPLE_FILE,
     STAGING_FOLDER,
+    SUMMARY_FILE,
     StagedOutputs,
     TableCommit,
     append_json_line,
     input_digest,
+    run_folder,
     write_arrow,
+    write_json,
 )
 
 logger = logging.getLogger("segmatch")
@@ -246,7 +251,7 @@ class Pipeline:
         commits = self._commit(outputs, id_column=raw.plan.id_column, model_version=version)
         model_path = self.out / MODEL_FILE
         os.replace(staged_model, model_path)
-        return RunResult(
+        result = RunResult(
             run_id=self.run_id,
             config=cfg,
             k=clustering.k,
@@ -277,6 +282,21 @@ class Pipeline:
             model=model,
             transitions=exported.transitions,
         )
+        self._record_run(result, matches=matches, built=built)
+        return result
+
+    def _record_run(
+        self, result: RunResult, *, matches: match.Matches | None, built: features.Features
+    ) -> None:
+        """Keep the run's summary and a lookalike sample beside the tables, for its report."""
+        folder = run_folder(self.out, self.run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        if matches is not None:
+            sample = export.lookalike_sample(
+                self.engine, matches, built, id_column=result.model.id_column
+            )
+            write_arrow(sample, folder / MATCH_SAMPLE_FILE)
+        write_json(run_summary(result, engine=self.engine.name), folder / SUMMARY_FILE)
 
     def _check_quality(
         self, cleaned: clean.CleanedRows, raw: ingest.RawInput, outputs: StagedOutputs
@@ -419,6 +439,38 @@ class ScoringResult:
     quarantined: int
     outputs: dict[str, Path]
     stages: list[StageRecord]
+
+
+def run_summary(result: RunResult, *, engine: str) -> dict[str, Any]:
+    """Everything a report needs about a run, as JSON-compatible data."""
+    return {
+        "run_id": result.run_id,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "engine": engine,
+        "input_path": str(result.config.input.path),
+        "config": result.config.model_dump(mode="json"),
+        "k": result.k,
+        "silhouette": result.silhouette,
+        "sample_silhouette": result.sample_silhouette,
+        "inertia": result.inertia,
+        "sizes": result.sizes,
+        "candidates": [asdict(c) for c in result.candidates],
+        "sweep_rows": result.sweep_rows,
+        "explained_variance": result.explained_variance,
+        "rows_in": result.rows_in,
+        "customers": result.customers,
+        "quarantined": result.quarantined,
+        "quarantined_by_rule": result.quarantined_by_rule,
+        "duplicates": result.duplicates,
+        "imputed": result.imputed,
+        "transitions": result.transitions.to_pylist() if result.transitions is not None else [],
+        "table_versions": result.table_versions,
+        "model_version": result.model_version,
+        "numeric_columns": result.model.numeric_columns,
+        "centroids": np.asarray(result.model.centroids_).tolist(),
+        "stages": [asdict(r) for r in result.stages],
+        "partition_plan": result.partition_plan,
+    }
 
 
 def peak_memory_mb() -> float:

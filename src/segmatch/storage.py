@@ -32,6 +32,9 @@ from deltalake.transaction import AddAction, create_table_with_add_actions
 from segmatch.errors import InputError
 
 STAGING_FOLDER = ".staging"
+RUNS_FOLDER = "runs"
+SUMMARY_FILE = "summary.json"
+MATCH_SAMPLE_FILE = "match_sample.parquet"
 WriteMode = Literal["overwrite", "append", "merge"]
 
 #: Plain tables every Delta reader opens: no deletion vectors, no column mapping.
@@ -315,6 +318,11 @@ def restore_table(path: Path, version: int) -> int:
     except DeltaError as exc:
         raise InputError(f"cannot restore {str(path)!r} to version {version}: {exc}") from exc
     return DeltaTable(str(path)).version()
+
+
+def run_folder(output: Path, run_id: str) -> Path:
+    """Where a run keeps its summary, lookalike sample and report."""
+    return Path(output) / RUNS_FOLDER / run_id
 
 
 def write_arrow(table: pa.Table, path: Path) -> None:

@@ -277,6 +277,22 @@ def champion_silhouette(client: Any, model_name: str) -> float | None:
     return run.data.metrics.get("silhouette")
 
 
+def log_artifact(config: TrackingConfig, run_id: str, path: Path) -> None:
+    """Attach a file (the run's report) to a finished MLflow run."""
+    mlflow = import_mlflow()
+    mlflow.MlflowClient(tracking_uri(config)).log_artifact(run_id, str(path))
+
+
+def run_output_path(run_id: str, config: TrackingConfig) -> Path:
+    """The output folder a tracked run wrote to (its ``output.path`` param)."""
+    mlflow = import_mlflow()
+    try:
+        run = mlflow.MlflowClient(tracking_uri(config)).get_run(run_id)
+    except Exception as exc:
+        raise ModelError(f"no MLflow run {run_id!r} in {tracking_uri(config)}: {exc}") from exc
+    return Path(run.data.params["output.path"])
+
+
 def champion_model(config: TrackingConfig) -> SegmentModel | None:
     """The current champion's SegmentModel, or None when no version holds the alias."""
     mlflow = import_mlflow()

@@ -281,5 +281,11 @@ class Engine(ABC):
         with pc_* coordinates) within the same segment."""
 
     @abstractmethod
+    def rows_for_ids(
+        self, frame: Frame, *, id_column: str, ids: Sequence[Any], columns: Sequence[str]
+    ) -> pa.Table:
+        """The rows of a few ids (a report's sample), as Arrow."""
+
+    @abstractmethod
     def segment_profiles(self, frame: Frame, matrix: Matrix, *, columns: Sequence[str]) -> pa.Table:
         """Per segment: size, share, and the mean and median of each column."""

@@ -491,6 +491,13 @@ class LocalEngine(Engine):
             )
         return pl.concat(parts) if parts else pl.DataFrame()
 
+    def rows_for_ids(
+        self, frame: pl.DataFrame, *, id_column: str, ids: Sequence[object], columns: Sequence[str]
+    ) -> pa.Table:
+        return (
+            frame.filter(pl.col(id_column).is_in(list(ids))).select(id_column, *columns).to_arrow()
+        )
+
     def segment_profiles(
         self, frame: pl.DataFrame, matrix: LocalMatrix, *, columns: Sequence[str]
     ) -> pa.Table:

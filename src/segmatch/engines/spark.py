@@ -86,6 +86,7 @@ def session_for(settings: SparkConfig) -> SparkSession:
         SparkSession.builder.appName("segmatch")
         .master(settings.master)
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
@@ -642,6 +643,11 @@ class SparkEngine(Engine):
         new = matrix.frame.select(matrix.id_column, *columns, LABEL).groupBy(LABEL)
         pool = reference.select(id_column, F.col("segment").cast("int").alias(LABEL), *coordinates)
         return new.cogroup(pool.groupBy(LABEL)).applyInArrow(per_segment, schema)
+
+    def rows_for_ids(
+        self, frame: DataFrame, *, id_column: str, ids: Sequence[Any], columns: Sequence[str]
+    ) -> pa.Table:
+        return frame.where(F.col(id_column).isin(list(ids))).select(id_column, *columns).toArrow()
 
     def segment_profiles(
         self, frame: DataFrame, matrix: SparkMatrix, *, columns: Sequence[str]

@@ -32,6 +32,39 @@ def segment_profiles(engine: Engine, features: Features, clustering: Clustering)
     )
 
 
+def lookalike_sample(
+    engine: Engine, matches: Matches, features: Features, *, id_column: str, customers: int = 3
+) -> pa.Table:
+    """A few customers beside their top lookalikes, in original units (for the report).
+
+    Rows: ``customer``, ``rank`` (0 for the customer itself), ``match_id``, ``similarity``, and
+    every numeric feature.
+    """
+    head = engine.to_arrow(matches.frame, limit=customers * 50).to_pylist()
+    chosen = list(dict.fromkeys(r[id_column] for r in head))[:customers]
+    pairs = [r for r in head if r[id_column] in chosen]
+    ids = {*chosen, *(r["match_id"] for r in pairs)}
+    values = engine.rows_for_ids(
+        features.customers, id_column=id_column, ids=list(ids), columns=list(features.numeric)
+    ).to_pylist()
+    by_id = {row[id_column]: row for row in values}
+    rows = []
+    for customer in chosen:
+        rows.append({"customer": customer, "rank": 0, "match_id": customer, "similarity": 1.0})
+        rows += [
+            {
+                "customer": customer,
+                "rank": r["rank"],
+                "match_id": r["match_id"],
+                "similarity": r["similarity"],
+            }
+            for r in sorted((p for p in pairs if p[id_column] == customer), key=lambda p: p["rank"])
+        ]
+    for row in rows:
+        row.update({f: by_id.get(row["match_id"], {}).get(f) for f in features.numeric})
+    return pa.Table.from_pylist(rows)
+
+
 def write_quarantine(engine: Engine, cleaned: CleanedRows, outputs: StagedOutputs) -> None:
     """Stage the quarantined rows, with the rule each one broke."""
     engine.write_parquet(cleaned.quarantine, folder=outputs.path_for("quarantine"))

@@ -1,0 +1,316 @@
+"""The run report: one self-contained HTML page per run (inline SVG, no network needed).
+
+Built from what a run stored: its summary (``runs/<run_id>/summary.json``), its lookalike
+sample, and the segments and profiles tables at the versions the run wrote.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from segmatch.errors import InputError
+from segmatch.storage import MATCH_SAMPLE_FILE, SUMMARY_FILE, read_delta, run_folder
+
+REPORT_FILE = "report.html"
+SCATTER_POINTS = 4000
+PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3",
+           "#8C8C8C", "#CCB974", "#64B5CD", "#1F77B4", "#FF7F0E"]  # fmt: skip
+
+
+def build_report(output: Path, run_id: str) -> Path:
+    """Write ``report.html`` for a run from its stored outputs and return its path."""
+    folder = run_folder(output, run_id)
+    summary_path = folder / SUMMARY_FILE
+    if not summary_path.exists():
+        raise InputError(
+            f"no run {run_id!r} under {str(output)!r} (expected {str(summary_path)!r}); "
+            "give the output folder of the run"
+        )
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    versions = summary["table_versions"]
+    profiles = read_delta(Path(output) / "profiles", version=versions.get("profiles"))
+    segments = read_delta(Path(output) / "segments", version=versions.get("segments"))
+    sample_path = folder / MATCH_SAMPLE_FILE
+    matches = pq.read_table(sample_path) if sample_path.exists() else None
+    page = _page(summary, profiles, segments, matches)
+    target = folder / REPORT_FILE
+    target.write_text(page, encoding="utf-8")
+    return target
+
+
+# -- the page --------------------------------------------------------------------------------
+def _page(summary: dict, profiles: pa.Table, segments: pa.Table, matches: pa.Table | None) -> str:
+    features = summary["numeric_columns"]
+    rows = profiles.to_pylist()
+    sections = [
+        _section("overview", "Run", _overview(summary)),
+        _section("timeline", "Stage timeline", _timeline(summary["stages"])),
+        _section("sweep", "Choosing k", _sweep(summary)),
+        _section("sizes", "Segment sizes", _sizes(rows)),
+        _section(
+            "heatmap", "Segment profiles", _heatmap(rows, features) + _medians(rows, features)
+        ),
+        _section("scatter", "Customers in PCA space", _scatter(segments, summary)),
+        _section("matches", "Lookalikes (a sample)", _matches(matches, features)),
+        _section("quality", "Data quality", _quality(summary)),
+    ]
+    if summary.get("transitions"):
+        sections.append(
+            _section(
+                "transitions",
+                "Customers that changed segment",
+                _transitions(summary["transitions"]),
+            )
+        )
+    title = f"segmatch run {summary['run_id']}"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>{_STYLE}</style></head>
+<body><header><h1>{html.escape(title)}</h1>
+<p>{summary["customers"]:,} customers · {summary["k"]} segments · silhouette
+{summary["silhouette"]:.3f} · {summary["engine"]} engine · {html.escape(summary["finished_at"])}</p>
+</header><main>{"".join(sections)}</main></body></html>
+"""
+
+
+def _section(anchor: str, title: str, body: str) -> str:
+    return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{body}</section>'
+
+
+def _overview(summary: dict) -> str:
+    items = {
+        "engine": summary["engine"],
+        "input": summary["input_path"],
+        "rows read": f"{summary['rows_in']:,}",
+        "customers": f"{summary['customers']:,}",
+        "k": summary["k"],
+        "silhouette (exact, squared Euclidean)": f"{summary['silhouette']:.4f}",
+        "silhouette (Euclidean, stratified sample)": f"{summary['sample_silhouette']:.4f}",
+        "PCA components": f"{len(summary['explained_variance'])} "
+        f"({sum(summary['explained_variance']):.1%} of variance)",
+        "total seconds": f"{sum(s['seconds'] for s in summary['stages']):.2f}",
+        "model version": summary.get("model_version") or "-",
+        "table versions": ", ".join(f"{t} v{v}" for t, v in summary["table_versions"].items()),
+    }
+    return _table(["", ""], [[k, str(v)] for k, v in items.items()], header=False)
+
+
+def _timeline(stages: list[dict]) -> str:
+    plt = _pyplot()
+    starts = [datetime.fromisoformat(s["started_at"]).timestamp() for s in stages]
+    origin = min(starts)
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(stages) + 1))
+    for i, (stage, start) in enumerate(zip(stages, starts, strict=True)):
+        colour = "#8C8C8C" if stage.get("reused") else PALETTE[0]
+        ax.barh(i, max(stage["seconds"], 1e-3), left=start - origin, color=colour)
+        ax.text(
+            start - origin + stage["seconds"],
+            i,
+            f"  {stage['seconds']:.2f} s · {stage['rows_in']:,} → {stage['rows_out']:,}",
+            va="center",
+            fontsize=8,
+        )
+    ax.set_yticks(range(len(stages)), [s["stage"] for s in stages])
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds since the run started")
+    ax.margins(x=0.35)
+    return _svg(fig)
+
+
+def _sweep(summary: dict) -> str:
+    candidates = summary["candidates"]
+    if not candidates:
+        return f"<p>k was fixed at {summary['k']}.</p>"
+    plt = _pyplot()
+    ks = [c["k"] for c in candidates]
+    fig, left = plt.subplots(figsize=(8, 3.6))
+    left.plot(ks, [c["silhouette"] for c in candidates], "o-", color=PALETTE[0])
+    for c in candidates:
+        if c["rejected"]:
+            left.plot(c["k"], c["silhouette"], "x", color=PALETTE[3], markersize=10)
+    left.axvline(summary["k"], color=PALETTE[2], linestyle="--", label=f"chosen k={summary['k']}")
+    left.set_xlabel("k")
+    left.set_ylabel("silhouette", color=PALETTE[0])
+    right = left.twinx()
+    right.plot(ks, [c["inertia"] for c in candidates], "s--", color=PALETTE[1], alpha=0.7)
+    right.set_ylabel("inertia", color=PALETTE[1])
+    left.legend(loc="lower right")
+    rows = [
+        [
+            c["k"],
+            f"{c['silhouette']:.4f}",
+            f"{c['inertia']:,.0f}",
+            f"{c['smallest_share']:.1%}",
+            "chosen" if c["k"] == summary["k"] else (c["rejected"] or ""),
+        ]
+        for c in candidates
+    ]
+    note = f"<p>Swept on {summary['sweep_rows']:,} customers; ✕ marks a rejected k.</p>"
+    return _svg(fig) + note + _table(["k", "silhouette", "inertia", "smallest", ""], rows)
+
+
+def _sizes(rows: list[dict]) -> str:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3))
+    labels = [str(r["segment"]) for r in rows]
+    bars = ax.bar(labels, [r["size"] for r in rows], color=[_colour(r["segment"]) for r in rows])
+    for bar, row in zip(bars, rows, strict=True):
+        ax.annotate(
+            f"{row['share']:.1%}",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    ax.set_xlabel("segment")
+    ax.set_ylabel("customers")
+    return _svg(fig)
+
+
+def _heatmap(rows: list[dict], features: list[str]) -> str:
+    plt = _pyplot()
+    means = np.array([[r[f"{f}_mean"] for f in features] for r in rows], dtype=float)
+    sizes = np.array([r["size"] for r in rows], dtype=float)
+    overall = (means * sizes[:, None]).sum(axis=0) / sizes.sum()
+    spread = np.sqrt(((means - overall) ** 2 * sizes[:, None]).sum(axis=0) / sizes.sum())
+    z = (means - overall) / np.where(spread > 0, spread, 1.0)
+    fig, ax = plt.subplots(figsize=(1.1 * len(features) + 2, 0.5 * len(rows) + 1.5))
+    image = ax.imshow(z, cmap="RdBu_r", vmin=-2.5, vmax=2.5, aspect="auto")
+    ax.set_xticks(range(len(features)), features, rotation=35, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), [f"segment {r['segment']}" for r in rows], fontsize=8)
+    for (i, j), value in np.ndenumerate(z):
+        ax.text(j, i, f"{value:+.1f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=ax, label="segment mean, standardised")
+    return _svg(fig)
+
+
+def _medians(rows: list[dict], features: list[str]) -> str:
+    body = [[f, *(_number(r[f"{f}_median"]) for r in rows)] for f in features]
+    header = ["median of", *(f"segment {r['segment']}" for r in rows)]
+    return "<h3>Medians in original units</h3>" + _table(header, body)
+
+
+def _scatter(segments: pa.Table, summary: dict) -> str:
+    if "pc_2" not in segments.column_names:
+        return "<p>One PCA component only: nothing to draw in two dimensions.</p>"
+    rng = np.random.default_rng(0)
+    take = np.sort(rng.choice(segments.num_rows, min(SCATTER_POINTS, segments.num_rows), False))
+    sample = segments.take(take)
+    x, y = sample["pc_1"].to_numpy(), sample["pc_2"].to_numpy()
+    labels = sample["segment"].to_numpy()
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for segment in np.unique(labels):
+        mask = labels == segment
+        ax.scatter(
+            x[mask],
+            y[mask],
+            s=4,
+            alpha=0.5,
+            color=_colour(int(segment)),
+            label=f"segment {segment}",
+            rasterized=True,
+        )
+    centroids = np.asarray(summary["centroids"])
+    ax.scatter(centroids[:, 0], centroids[:, 1], marker="X", s=140, c="black", label="centroids")
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.legend(fontsize=7, markerscale=2, loc="best")
+    return _svg(fig) + f"<p>{len(take):,} of {segments.num_rows:,} customers drawn.</p>"
+
+
+def _matches(matches: pa.Table | None, features: list[str]) -> str:
+    if matches is None or matches.num_rows == 0:
+        return "<p>Matching was switched off for this run.</p>"
+    parts = []
+    for customer in dict.fromkeys(matches["customer"].to_pylist()):
+        rows = matches.filter(pa.compute.equal(matches["customer"], customer)).to_pylist()
+        header = ["", *(("customer" if r["rank"] == 0 else f"#{r['rank']}") for r in rows)]
+        body = [
+            ["id", *(str(r["match_id"]) for r in rows)],
+            ["similarity", *("" if r["rank"] == 0 else f"{r['similarity']:.3f}" for r in rows)],
+        ]
+        body += [[f, *(_number(r[f]) for r in rows)] for f in features]
+        parts.append(_table(header, body))
+    return "".join(parts)
+
+
+def _quality(summary: dict) -> str:
+    rows = [
+        ["rows read", f"{summary['rows_in']:,}"],
+        ["quarantined", f"{summary['quarantined']:,}"],
+    ]
+    rows += [
+        [f"  rule {rule}", f"{n:,}"] for rule, n in sorted(summary["quarantined_by_rule"].items())
+    ]
+    rows.append(["duplicate ids resolved", f"{summary['duplicates']:,}"])
+    rows += [[f"imputed {c}", f"{n:,}"] for c, n in sorted(summary["imputed"].items())]
+    return _table(["", ""], rows, header=False)
+
+
+def _transitions(transitions: list[dict]) -> str:
+    rows = [[t["from_segment"], t["to_segment"], f"{t['customers']:,}"] for t in transitions]
+    return _table(["from", "to", "customers"], rows)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _pyplot() -> Any:
+    import matplotlib  # noqa: PLC0415 -- plotting only when a report is built
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False})
+    return plt
+
+
+def _svg(fig: Any) -> str:
+    buffer = io.StringIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="svg", dpi=110)
+    _pyplot().close(fig)
+    text = buffer.getvalue()
+    return f"<figure>{text[text.index('<svg') :]}</figure>"
+
+
+def _table(columns: list[str], rows: list[list[Any]], *, header: bool = True) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table>{f'<tr>{head}</tr>' if header else ''}{body}</table>"
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+
+
+def _colour(segment: int) -> str:
+    return PALETTE[segment % len(PALETTE)]
+
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222;
+background:#fafafa}
+header{background:#1f3b57;color:#fff;padding:16px 32px}header h1{margin:0;font-size:22px}
+header p{margin:6px 0 0;opacity:.85}main{max-width:1100px;margin:0 auto;padding:8px 32px 48px}
+section{background:#fff;border:1px solid #e3e3e3;border-radius:8px;padding:12px 20px;margin:18px 0}
+h2{font-size:17px;margin:6px 0 12px}h3{font-size:14px}figure{margin:0;overflow-x:auto}
+svg{max-width:100%;height:auto}table{border-collapse:collapse;font-size:13px;margin:8px 0}
+td,th{border-bottom:1px solid #eee;padding:4px 10px;text-align:right}
+td:first-child,th:first-child{text-align:left}th{background:#f3f5f7}
+"""

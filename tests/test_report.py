@@ -1,0 +1,99 @@
+"""The run report: self-contained HTML that renders in headless Chromium with every section."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import in_ci
+from segmatch.api import demo_config, run_pipeline
+from segmatch.cli import app
+
+SECTIONS = ("overview", "timeline", "sweep", "sizes", "heatmap", "scatter", "matches", "quality")
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--hide-scrollbars", "--enable-logging=stderr", "--v=0",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reported(customers_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    first = run_pipeline(demo_config(customers_path, out, seed=3, tracking=False))
+    second = run_pipeline(demo_config(customers_path, out, seed=4, tracking=False))
+    return first, second, out
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if in_ci():
+            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
+        pytest.skip("chromium is not installed (Debian package chromium)")
+    return found
+
+
+def test_the_report_is_self_contained_and_has_every_section(reported):
+    _, second, _ = reported
+    page = second.outputs["report"].read_text()
+    for section in (*SECTIONS, "transitions"):
+        assert f'id="{section}"' in page, section
+    assert page.count("<svg") >= 5
+    fetched = re.findall(r'(?:src|href)="(https?:[^"]+)"', page)
+    assert fetched == []  # nothing to download: it opens offline
+    assert "<script" not in page
+    assert second.outputs["report"].stat().st_size < 5 * 2**20
+
+
+def test_the_report_renders_in_headless_chromium(reported, tmp_path):
+    browser = chromium()
+    _, second, _ = reported
+    url = second.outputs["report"].as_uri()
+    profile = ["--user-data-dir=" + str(tmp_path / "profile")]
+    dom = subprocess.run(
+        [browser, *CHROMIUM_FLAGS, *profile, "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    for section in SECTIONS:
+        assert f'id="{section}"' in dom.stdout, section
+    console_errors = [
+        line
+        for line in dom.stderr.splitlines()
+        if "CONSOLE" in line or "Failed to load" in line or "Uncaught" in line
+    ]
+    assert console_errors == []
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            browser,
+            *CHROMIUM_FLAGS,
+            *profile,
+            "--window-size=1280,4800",
+            f"--screenshot={shot}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert shot.stat().st_size > 50_000
+
+
+def test_report_command_rebuilds_a_report_from_stored_outputs(reported):
+    first, _, out = reported
+    report = first.outputs["report"]
+    report.unlink()
+    rebuilt = CliRunner().invoke(app, ["report", first.run_id, "--output", str(out)])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert report.exists() and 'id="sweep"' in report.read_text()
+    missing = CliRunner().invoke(app, ["report", "nope", "--output", str(out)])
+    assert missing.exit_code == 2 and "no run 'nope'" in missing.output
