@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
 
-.PHONY: demo test lint install install-dev clean
+.PHONY: demo test lint bench install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,14 @@ install-dev: $(BIN)/python
 demo: install
 	$(BIN)/segmatch demo $(DEMO_ARGS)
 
+## bench: the benchmark table (100k, 1M, 5M customers; about an hour on 2 cores)
+bench: install-dev
+	$(BIN)/python -m benchmarks
+
 ## lint: ruff, formatting, and the import-layer contracts of DESIGN.md
 lint: install-dev
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/lint-imports
 
 ## test: install, lint, and run the whole test suite

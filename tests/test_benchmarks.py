@@ -1,0 +1,33 @@
+"""The benchmark's small version: it must produce a complete table (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_benchmark_produces_a_complete_table(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads((tmp_path / "quick.json").read_text())
+    pipelines = [r["pipeline"] for r in report["results"]]
+    assert pipelines == ["baseline", "segmatch spark", "segmatch local", "sklearn script"]
+    for entry in report["results"]:
+        assert entry["wall_seconds"] > 0 and entry["peak_mib"] > 0
+        assert -1 <= entry["silhouette"] <= 1 and entry["stages"]
+        assert entry["baseline_over_this"] > 0
+    assert {"cores", "memory_gib", "python"} <= set(report["machine"])
+    assert report["libraries"]["segmatch"] != "not installed"
+    table = (tmp_path / "quick.md").read_text()
+    assert table.count("\n| 20,000 |") == 4
