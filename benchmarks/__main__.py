@@ -79,13 +79,19 @@ def benchmark(rows: int, k: int, root: Path) -> list[dict]:
             "--k",
             str(k),
         ]
-        result, wall, peak = run_measured(command, cwd=Path.cwd())
+        try:
+            result, wall, peak = run_measured(command, cwd=Path.cwd())
+        except RuntimeError as failure:
+            print(f"  {rows:>10,} {name:15s} FAILED: {str(failure)[-300:]}", flush=True)
+            measured.append({"pipeline": name, "rows": rows, "failed": str(failure)[-2000:]})
+            continue
         measured.append({**result, "rows": rows, "wall_seconds": wall, "peak_mib": peak})
         print(f"  {rows:>10,} {name:15s} {wall:7.1f} s  peak {peak:7.0f} MiB  "
               f"silhouette {result['silhouette']:.4f}", flush=True)  # fmt: skip
-    baseline = measured[0]["wall_seconds"]
+    baseline = measured[0].get("wall_seconds")
     for entry in measured:
-        entry["baseline_over_this"] = baseline / entry["wall_seconds"]
+        if baseline and "wall_seconds" in entry:
+            entry["baseline_over_this"] = baseline / entry["wall_seconds"]
     return measured
 
 
@@ -103,10 +109,13 @@ def markdown(report: dict) -> str:
         "|---:|---|---:|---:|---:|---:|---|",
     ]
     for entry in report["results"]:
+        if "wall_seconds" not in entry:
+            lines.append(f"| {entry['rows']:,} | {entry['pipeline']} | failed | | | | |")
+            continue
         stages = ", ".join(f"{k} {v:.1f}" for k, v in entry["stages"].items() if v >= 0.05)
         lines.append(
             f"| {entry['rows']:,} | {entry['pipeline']} | {entry['wall_seconds']:.1f} | "
-            f"{entry['baseline_over_this']:.1f}× | {entry['peak_mib']:.0f} | "
+            f"{entry.get('baseline_over_this', 0):.1f}× | {entry['peak_mib']:.0f} | "
             f"{entry['silhouette']:.4f} | {stages} |"
         )
     return "\n".join(lines) + "\n"

@@ -91,9 +91,17 @@ def session_for(settings: SparkConfig) -> SparkSession:
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
     )
+    if settings.master.startswith("local") and "spark.driver.memory" not in settings.conf:
+        # In local mode the driver holds everything; Spark's 1 GiB default fails at 5M rows.
+        builder = builder.config("spark.driver.memory", f"{_half_of_memory_gib()}g")
     for key, value in settings.conf.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def _half_of_memory_gib() -> int:
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(1, total // 2**31)
 
 
 class SparkEngine(Engine):
@@ -535,44 +543,23 @@ class SparkEngine(Engine):
         kernel: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
     ) -> DataFrame:
         columns, source_id = matrix.value_columns, matrix.id_column
-        id_type = matrix.frame.schema[source_id].dataType
 
         def per_segment(group: pa.Table) -> pa.Table:
             values = np.column_stack([group.column(c).to_numpy() for c in columns])
             neighbours, distance = kernel(values, k)
-            span = neighbours.shape[1]
             ids = group.column(source_id)
-            source = np.repeat(np.arange(group.num_rows), span)
-            return pa.table(
-                {
-                    id_column: ids.take(source),
-                    "segment": pa.array(
-                        np.repeat(group.column(LABEL).to_numpy(), span).astype(np.int32)
-                    ),
-                    "match_id": ids.take(neighbours.ravel()),
-                    "rank": pa.array(
-                        np.tile(np.arange(1, span + 1, dtype=np.int16), group.num_rows)
-                    ),
-                    "distance": pa.array(distance.ravel()),
-                    "similarity": pa.array(kernels.similarity(distance.ravel())),
-                }
+            return _match_rows(
+                id_column,
+                ids=ids,
+                labels=group.column(LABEL),
+                candidates=ids,
+                neighbours=neighbours,
+                distance=distance,
             )
 
-        schema = T.StructType(
-            [
-                T.StructField(id_column, id_type),
-                T.StructField("segment", T.IntegerType()),
-                T.StructField("match_id", id_type),
-                T.StructField("rank", T.ShortType()),
-                T.StructField("distance", T.DoubleType()),
-                T.StructField("similarity", T.DoubleType()),
-            ]
-        )
-        return (
-            matrix.frame.select(matrix.id_column, *columns, LABEL)
-            .groupBy(LABEL)
-            .applyInArrow(per_segment, schema)
-        )
+        schema = _match_schema(id_column, matrix.frame.schema[source_id].dataType)
+        grouped = matrix.frame.select(source_id, *columns, LABEL).groupBy(LABEL)
+        return grouped.applyInArrow(per_segment, schema)
 
     # -- results -------------------------------------------------------------------------
     def segments_frame(
@@ -608,39 +595,24 @@ class SparkEngine(Engine):
     ) -> DataFrame:
         coordinates = [f"pc_{j + 1}" for j in range(matrix.width)]
         columns, source_id = matrix.value_columns, matrix.id_column
-        id_type = matrix.frame.schema[source_id].dataType
+        schema = _match_schema(id_column, matrix.frame.schema[source_id].dataType)
 
         def per_segment(new: pa.Table, pool: pa.Table) -> pa.Table:
             if new.num_rows == 0 or pool.num_rows == 0:
-                return _empty_matches(id_column, (new if new.num_rows else pool).schema)
+                return _no_matches(id_column, new, pool)
             queries = np.column_stack([new.column(c).to_numpy() for c in columns])
             points = np.column_stack([pool.column(c).to_numpy() for c in coordinates])
             neighbours, distance = kernel(points, queries, k)
-            span = neighbours.shape[1]
-            return pa.table(
-                {
-                    id_column: new.column(source_id).take(np.repeat(np.arange(new.num_rows), span)),
-                    "segment": pa.array(
-                        np.repeat(new.column(LABEL).to_numpy(), span).astype(np.int32)
-                    ),
-                    "match_id": pool.column(id_column).take(neighbours.ravel()),
-                    "rank": pa.array(np.tile(np.arange(1, span + 1, dtype=np.int16), new.num_rows)),
-                    "distance": pa.array(distance.ravel()),
-                    "similarity": pa.array(kernels.similarity(distance.ravel())),
-                }
+            return _match_rows(
+                id_column,
+                ids=new.column(source_id),
+                labels=new.column(LABEL),
+                candidates=pool.column(id_column),
+                neighbours=neighbours,
+                distance=distance,
             )
 
-        schema = T.StructType(
-            [
-                T.StructField(id_column, id_type),
-                T.StructField("segment", T.IntegerType()),
-                T.StructField("match_id", id_type),
-                T.StructField("rank", T.ShortType()),
-                T.StructField("distance", T.DoubleType()),
-                T.StructField("similarity", T.DoubleType()),
-            ]
-        )
-        new = matrix.frame.select(matrix.id_column, *columns, LABEL).groupBy(LABEL)
+        new = matrix.frame.select(source_id, *columns, LABEL).groupBy(LABEL)
         pool = reference.select(id_column, F.col("segment").cast("int").alias(LABEL), *coordinates)
         return new.cogroup(pool.groupBy(LABEL)).applyInArrow(per_segment, schema)
 
@@ -672,17 +644,58 @@ class SparkEngine(Engine):
         return profiles.select(*names).toArrow()
 
 
-def _empty_matches(id_column: str, side: pa.Schema) -> pa.Table:
-    id_type = side.field(0).type
+def _match_schema(id_column: str, id_type: T.DataType) -> T.StructType:
+    return T.StructType(
+        [
+            T.StructField(id_column, id_type),
+            T.StructField("segment", T.IntegerType()),
+            T.StructField("match_id", id_type),
+            T.StructField("rank", T.ShortType()),
+            T.StructField("distance", T.DoubleType()),
+            T.StructField("similarity", T.DoubleType()),
+        ]
+    )
+
+
+def _match_rows(
+    id_column: str,
+    *,
+    ids: pa.ChunkedArray,
+    labels: pa.ChunkedArray,
+    candidates: pa.ChunkedArray,
+    neighbours: np.ndarray,
+    distance: np.ndarray,
+) -> pa.Table:
+    """Rows (id, segment, match_id, rank, distance, similarity) from a kernel's answer."""
+    span = neighbours.shape[1]
+    rows = len(ids)
     return pa.table(
         {
-            id_column: pa.array([], id_type),
-            "segment": pa.array([], pa.int32()),
-            "match_id": pa.array([], id_type),
-            "rank": pa.array([], pa.int16()),
-            "distance": pa.array([], pa.float64()),
-            "similarity": pa.array([], pa.float64()),
+            id_column: ids.take(np.repeat(np.arange(rows), span)),
+            "segment": pa.array(np.repeat(labels.to_numpy(), span).astype(np.int32)),
+            "match_id": candidates.take(neighbours.ravel()),
+            "rank": pa.array(np.tile(np.arange(1, span + 1, dtype=np.int16), rows)),
+            "distance": pa.array(distance.ravel()),
+            "similarity": pa.array(kernels.similarity(distance.ravel())),
         }
+    )
+
+
+def _no_matches(id_column: str, new: pa.Table, pool: pa.Table) -> pa.Table:
+    """An empty answer for a segment one side lacks (the id type from the side that has rows)."""
+    id_type = (new if new.num_rows else pool).schema.field(0).type
+    return pa.Table.from_pylist(
+        [],
+        schema=pa.schema(
+            [
+                (id_column, id_type),
+                ("segment", pa.int32()),
+                ("match_id", id_type),
+                ("rank", pa.int16()),
+                ("distance", pa.float64()),
+                ("similarity", pa.float64()),
+            ]
+        ),
     )
 
 
