@@ -64,6 +64,12 @@ class StageError(SegmatchError):
         self.stage = stage
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (libraries often append pages of context)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """Return ' Did you mean 'x'?' for the closest candidate, or '' when none is close."""
     matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)

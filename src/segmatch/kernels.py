@@ -231,6 +231,18 @@ def similarity(distances: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + distances)
 
 
+def to_feature_space(
+    points: np.ndarray,
+    *,
+    axes: np.ndarray,
+    pca_mean: np.ndarray,
+    scale: np.ndarray,
+    center: np.ndarray,
+) -> np.ndarray:
+    """PCA coordinates back to the feature space before scaling (undoes reduce, then scale)."""
+    return (points @ axes + pca_mean) * scale + center
+
+
 def nearest_centroids(
     values: np.ndarray, centroids: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

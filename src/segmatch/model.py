@@ -133,7 +133,13 @@ class SegmentModel:
     def centroids_in_feature_space(self) -> np.ndarray:
         """Centroids mapped back from PCA space to the feature space (before scaling)."""
         self._check_fitted()
-        return (self.centroids_ @ self.components_ + self.pca_mean_) * self.scale_ + self.center_
+        return kernels.to_feature_space(
+            self.centroids_,
+            axes=self.components_,
+            pca_mean=self.pca_mean_,
+            scale=self.scale_,
+            center=self.center_,
+        )
 
     def matched_ids(self, centroids: np.ndarray, feature_names: list[str]) -> np.ndarray | None:
         """Ids of this (previous) model's segments for new centroids given in feature space.

@@ -65,7 +65,6 @@ class RunResult:
     partition_plan: dict[str, Any] = field(default_factory=dict)
     mlflow_run_id: str | None = None
     model_version: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def moved_customers(self) -> int:

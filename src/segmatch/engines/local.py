@@ -6,7 +6,6 @@ matrix's width, so memory stays flat whatever the number of customers.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -33,7 +32,7 @@ from segmatch.engines.base import (
     Rule,
     TransactionColumns,
 )
-from segmatch.errors import InputError
+from segmatch.errors import InputError, first_line
 from segmatch.progress import progress
 
 #: Bytes of float64 scratch space a block may use; blocks of rows are sized from it.
@@ -65,9 +64,6 @@ class LocalEngine(Engine):
 
     name = "local"
 
-    def __init__(self, *, threads: int | None = None) -> None:
-        self.threads = threads or os.cpu_count() or 1
-
     # -- reading and writing -------------------------------------------------------------
     def read(
         self,
@@ -94,12 +90,12 @@ class LocalEngine(Engine):
             else:
                 frame = pl.read_delta(str(path), version=version)
         except (pl.exceptions.PolarsError, OSError, ValueError, DeltaError) as exc:
-            raise InputError(f"cannot read {fmt} input {str(path)!r}: {_first_line(exc)}") from exc
+            raise InputError(f"cannot read {fmt} input {str(path)!r}: {first_line(exc)}") from exc
         except BaseException as exc:
             # delta-rs reports some corrupt files as a Rust panic, a BaseException subclass.
             if type(exc).__name__ != "PanicException":
                 raise
-            raise InputError(f"cannot read {fmt} input {str(path)!r}: {_first_line(exc)}") from exc
+            raise InputError(f"cannot read {fmt} input {str(path)!r}: {first_line(exc)}") from exc
         if fmt != "csv" and overrides:
             frame = _cast_columns(frame, overrides, source=str(path))
         return frame
@@ -581,11 +577,6 @@ def _cast_columns(
             frame = frame.with_columns(pl.col(name).cast(dtype, strict=True))
         except pl.exceptions.PolarsError as exc:
             raise InputError(
-                f"column {name!r} of {source!r} cannot be read as {dtype}: {_first_line(exc)}"
+                f"column {name!r} of {source!r} cannot be read as {dtype}: {first_line(exc)}"
             ) from exc
     return frame
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

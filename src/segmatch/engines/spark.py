@@ -45,7 +45,7 @@ from segmatch.engines.base import (
     Rule,
     TransactionColumns,
 )
-from segmatch.errors import InputError
+from segmatch.errors import InputError, first_line
 from segmatch.partitioning import PartitionPlan, plan_partitions
 
 #: The input's row order, kept so "keep first" means the same as on one machine.
@@ -166,7 +166,7 @@ class SparkEngine(Engine):
             ).withColumn(ROW, F.monotonically_increasing_id())
             frame.schema  # noqa: B018 -- resolves the files now, so errors name the input
         except (PySparkException, Py4JJavaError, OSError, ValueError, DeltaError) as exc:
-            raise InputError(f"cannot read {fmt} input {str(path)!r}: {_first_line(exc)}") from exc
+            raise InputError(f"cannot read {fmt} input {str(path)!r}: {first_line(exc)}") from exc
         return frame
 
     def schema(self, frame: DataFrame) -> dict[str, ColumnKind]:
@@ -770,8 +770,3 @@ def _broken(rule: Rule, spark_type: str) -> Column:
         if rule.high is not None:
             condition = condition | (value > rule.high)
     return F.coalesce(condition, F.lit(False))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -136,8 +136,12 @@ def cluster_customers(
     assigned = engine.assign(matrix, centroids=centroids)
     ids = np.arange(k)
     if previous is not None and scaled is not None and feature_names is not None:
-        in_features = (centroids @ reduced.components.axes + reduced.mean) * scaled.scale + (
-            scaled.center
+        in_features = kernels.to_feature_space(
+            centroids,
+            axes=reduced.components.axes,
+            pca_mean=reduced.mean,
+            scale=scaled.scale,
+            center=scaled.center,
         )
         matched = previous.matched_ids(in_features, feature_names)
         if matched is not None:
