@@ -57,21 +57,22 @@ def run_pipeline(
         config = build_config(
             apply_overrides(config.model_dump(mode="json"), overrides), source="overrides"
         )
-    engine = make_engine(config.engine, spark=config.spark, session=spark)
-    previous = previous_model(config)
     if not config.tracking.enabled:
-        result = Pipeline(config, engine, hooks=hooks, run_id=run_id, previous=previous).run()
+        engine = make_engine(config.engine, spark=config.spark, session=spark)
+        result = Pipeline(config, engine, hooks=hooks, run_id=run_id).run()
     else:
         from segmatch.tracking import MlflowTracking  # noqa: PLC0415 -- keeps mlflow optional
 
         tracker = MlflowTracking(config.tracking)
+        tracker.start(config)
+        try:
+            engine = make_engine(config.engine, spark=config.spark, session=spark)
+            tracked_run_id = tracker.run_id()
+        except BaseException as error:
+            tracker.after_run(run_id="", result=None, error=error)
+            raise
         result = Pipeline(
-            config,
-            engine,
-            hooks=(*hooks, tracker),
-            run_id=tracker.open_run(config),
-            previous=previous,
-            registry=tracker,
+            config, engine, hooks=(*hooks, tracker), run_id=tracked_run_id, registry=tracker
         ).run()
     if config.output.report:
         result.outputs["report"] = report_run(result)
@@ -97,17 +98,6 @@ def report_run(result: RunResult) -> Path:
 
         log_artifact(result.config.tracking, result.mlflow_run_id, path)
     return path
-
-
-def previous_model(config: Config) -> SegmentModel | None:
-    """The model new segment ids are matched to: the registered champion when tracking is on,
-    else the model of the last run in the same output folder."""
-    if config.tracking.enabled:
-        from segmatch.tracking import champion_model  # noqa: PLC0415 -- keeps mlflow optional
-
-        return champion_model(config.tracking)
-    saved = Path(config.output.path) / MODEL_FILE
-    return SegmentModel.load(saved) if saved.exists() else None
 
 
 def demo_config(

@@ -139,7 +139,12 @@ class ClusterConfig(_Strict):
     min_cluster_share: float = Field(0.02, ge=0.0, lt=0.5)
     seed: int = 42
     max_iter: int = Field(300, ge=1)
+    #: Convergence: k-means stops once the summed squared centroid shift of an iteration falls
+    #: below ``tol`` × the mean variance of the clustered coordinates (scikit-learn's rule).
+    tol: float = Field(1e-4, gt=0.0, lt=1.0)
     n_init: int = Field(1, ge=1)
+    #: k-means (and the sweep over k) first runs on this many rows, seeded, held in memory;
+    #: the chosen centroids are then refined on every row. None: all rows.
     sweep_sample_size: int | None = Field(200_000, ge=1000)
     silhouette_sample_size: int = Field(10_000, ge=100)
 

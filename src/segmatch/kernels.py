@@ -90,6 +90,44 @@ def silhouette_kernel(stats: ClusterSums):
     return kernel
 
 
+def kmeans(
+    values: np.ndarray,
+    *,
+    k: int,
+    seed: int,
+    max_iter: int,
+    n_init: int,
+    shift_tolerance: float,
+    init: np.ndarray | None = None,
+) -> np.ndarray:
+    """Centroids (k × d) of in-memory rows: scikit-learn's k-means++ and Lloyd iterations.
+
+    Iterations stop once the summed squared centroid shift is at most ``shift_tolerance``.
+    """
+    from sklearn.cluster import KMeans  # noqa: PLC0415 -- ~1 s to import, needed at one stage
+
+    # scikit-learn's tol is relative to the mean column variance, which it multiplies back.
+    mean_variance = float(np.var(values, axis=0).mean()) if len(values) else 0.0
+    model = KMeans(
+        n_clusters=k,
+        init="k-means++" if init is None else init,
+        n_init=n_init if init is None else 1,
+        max_iter=max_iter,
+        tol=shift_tolerance / mean_variance if mean_variance > 0 else 0.0,
+        random_state=seed,
+        algorithm="lloyd",
+    )
+    return model.fit(values).cluster_centers_
+
+
+def score_centroids(values: np.ndarray, centroids: np.ndarray) -> tuple[ClusterSums, float]:
+    """Per-cluster sums and mean exact silhouette of in-memory rows' nearest-centroid labels."""
+    k, d = centroids.shape
+    labels, _, _ = nearest_centroids(values, centroids)
+    sums = ClusterSums.from_flat(cluster_sums_kernel(k)(values, labels), k, d)
+    return sums, float(silhouette_kernel(sums)(values, labels)[0] / max(len(values), 1))
+
+
 def nearest_then(centroids: np.ndarray, kernel):
     """A kernel that first labels each row with its nearest centroid, then applies ``kernel``.
 
@@ -118,25 +156,31 @@ def centered_products_kernel(mean: np.ndarray):
     return kernel
 
 
-def euclidean_silhouette(points: np.ndarray, labels: np.ndarray, block_rows: int = 1024) -> float:
+def euclidean_silhouette(points: np.ndarray, labels: np.ndarray, block_rows: int = 2048) -> float:
     """Mean silhouette with plain Euclidean distances (as scikit-learn's), in row blocks.
 
-    Meant for a sample: it costs O(n²·d). Points alone in their cluster score 0.
+    Meant for a sample: it costs O(n²·d). Points alone in their cluster score 0. Distances come
+    from one matrix product per block and are summed per cluster by a second one (against the
+    one-hot labels), so no block is ever copied column by column.
     """
     clusters, inverse = np.unique(labels, return_inverse=True)
     if len(clusters) < 2:
         return 0.0
     counts = np.bincount(inverse).astype(np.float64)
+    members = np.zeros((len(points), len(clusters)))
+    members[np.arange(len(points)), inverse] = 1.0
     norms = np.einsum("ij,ij->i", points, points)
     scores = np.empty(len(points))
     for start in range(0, len(points), block_rows):
         block = points[start : start + block_rows]
         own = inverse[start : start + len(block)]
-        squared = norms[start : start + len(block), None] - 2.0 * block @ points.T + norms[None, :]
-        distances = np.sqrt(np.maximum(squared, 0.0))
-        per_cluster = np.zeros((len(block), len(clusters)))
-        for c in range(len(clusters)):
-            per_cluster[:, c] = distances[:, inverse == c].sum(axis=1)
+        distances = block @ points.T
+        distances *= -2.0
+        distances += norms[start : start + len(block), None]
+        distances += norms[None, :]
+        np.maximum(distances, 0.0, out=distances)
+        np.sqrt(distances, out=distances)
+        per_cluster = distances @ members
         rows = np.arange(len(block))
         own_count = counts[own]
         a = per_cluster[rows, own] / np.maximum(own_count - 1.0, 1.0)

@@ -47,6 +47,10 @@ logger = logging.getLogger("segmatch")
 
 MODEL_FILE = "model.json"
 STAGES = ("ingest", "clean", "features", "scale", "reduce", "cluster", "match", "export")
+#: Stages whose results are checkpointed: those that cost more to recompute than to write and
+#: read back (de-duplication and exact medians, k-means, nearest neighbours). The others are
+#: single passes over their input, cheaper to redo than to store (on Spark a write is a job).
+CHECKPOINTED = ("clean", "cluster", "match")
 
 
 class StageHook(Protocol):
@@ -92,9 +96,28 @@ class StageLog:
 
 
 class ModelRegistry(Protocol):
-    """Registers a fitted model before the outputs are written, so they can name its version."""
+    """Where models live: the one new segment ids are matched to, and where a fitted one goes.
+
+    ``register`` runs before the outputs are written, so they can name the model's version.
+    """
+
+    def previous(self) -> SegmentModel | None: ...
 
     def register(self, *, run_id: str, model_path: Path, model: SegmentModel) -> str | None: ...
+
+
+class FolderRegistry:
+    """Untracked runs: the previous model is the output folder's; nothing gets a version."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def previous(self) -> SegmentModel | None:
+        saved = self.out / MODEL_FILE
+        return SegmentModel.load(saved) if saved.exists() else None
+
+    def register(self, *, run_id: str, model_path: Path, model: SegmentModel) -> str | None:
+        return None
 
 
 #: The key each output table is merged on (``output.modes: {table: merge}``).
@@ -120,15 +143,13 @@ class Pipeline:
         *,
         hooks: Sequence[StageHook] = (),
         run_id: str | None = None,
-        previous: SegmentModel | None = None,
         registry: ModelRegistry | None = None,
     ) -> None:
         self.config = config
-        self.previous = previous
-        self.registry = registry
         self.engine = engine
         self.run_id = run_id or uuid.uuid4().hex
         self.out = Path(config.output.path)
+        self.registry = registry if registry is not None else FolderRegistry(self.out)
         self.stage_log = StageLog(self.out / "stage_log.jsonl")
         self.hooks: list[StageHook] = [self.stage_log, *hooks]
         self.checkpoints = Checkpoints(
@@ -191,8 +212,13 @@ class Pipeline:
             lambda: reduce.reduce_dimensions(engine, scaled, cfg.reduce),
             key=keys["reduce"],
         )
-        previous = self.previous.to_dict() if self.previous is not None else None
-        keys["cluster"] = Checkpoints.key("cluster", keys["reduce"], section["cluster"], previous)
+        previous = self.registry.previous()
+        keys["cluster"] = Checkpoints.key(
+            "cluster",
+            keys["reduce"],
+            section["cluster"],
+            previous.to_dict() if previous is not None else None,
+        )
         clustering = self._stage(
             "cluster",
             lambda: cluster.cluster_customers(
@@ -201,7 +227,7 @@ class Pipeline:
                 cfg.cluster,
                 scaled=scaled,
                 feature_names=built.names,
-                previous=self.previous,
+                previous=previous,
             ),
             key=keys["cluster"],
         )
@@ -218,11 +244,7 @@ class Pipeline:
         staged_model = model.save(
             outputs.staging / MODEL_FILE, run_id=self.run_id, segmatch_version=__version__
         )
-        version = (
-            self.registry.register(run_id=self.run_id, model_path=staged_model, model=model)
-            if self.registry is not None
-            else None
-        )
+        version = self.registry.register(run_id=self.run_id, model_path=staged_model, model=model)
         matches = (
             self._stage(
                 "match",
@@ -334,6 +356,8 @@ class Pipeline:
             hook.before_stage(run_id=self.run_id, stage=name)
         started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
         start = time.perf_counter()
+        if name not in CHECKPOINTED:
+            key = None
         result = self.checkpoints.load(key) if key else None
         reused = result is not None
         if not reused:

@@ -1,7 +1,9 @@
 """MLflow tracking as a hook around the run, and the fitted model as a registered pyfunc.
 
 Nothing here runs inside a stage. ``mlflow`` is imported only when a tracked run starts, with
-telemetry switched off.
+telemetry switched off. Every MLflow call of a run goes, in order, through one worker thread:
+importing MLflow, opening its store and fetching the champion take seconds of mostly Python
+work, which then overlap with the engine's start and the first stages instead of preceding them.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -23,6 +27,8 @@ from segmatch.results import RunResult, StageRecord
 CHAMPION = "champion"
 MODEL_ARTIFACT = "segment_model"
 PARAM_BATCH = 100
+
+Value = TypeVar("Value")
 
 
 def import_mlflow() -> Any:
@@ -68,12 +74,36 @@ def _pyfunc_class() -> type:
 
 
 class MlflowTracking:
-    """Opens one MLflow run per pipeline run and records what the run did."""
+    """Opens one MLflow run per pipeline run and records what the run did.
+
+    It is both a stage hook and the pipeline's model registry. ``start`` queues the run's
+    opening and the champion's download on the worker thread and returns at once.
+    """
 
     def __init__(self, config: TrackingConfig) -> None:
         self.config = config
         self.records: list[StageRecord] = []
         self.mlflow_run_id: str | None = None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segmatch-mlflow")
+        self._opened: Future[str] | None = None
+        self._champion: Future[SegmentModel | None] | None = None
+
+    def start(self, config: Config) -> None:
+        """Queue the run's opening, then the champion's download (needed by the cluster stage)."""
+        self._opened = self._worker.submit(self.open_run, config)
+        self._champion = self._worker.submit(champion_model, self.config)
+        self._worker.submit(_warm_model_logging)
+
+    def run_id(self) -> str:
+        """The MLflow run id, once the worker has opened the run (``start`` comes first)."""
+        if self._opened is None:
+            raise RuntimeError("MlflowTracking.start(config) must come before run_id()")
+        return self._opened.result()
+
+    def previous(self) -> SegmentModel | None:
+        if self._champion is None:
+            self._champion = self._worker.submit(champion_model, self.config)
+        return self._champion.result()
 
     def open_run(self, config: Config) -> str:
         """Create the MLflow run; its id becomes the pipeline's run id."""
@@ -103,14 +133,13 @@ class MlflowTracking:
         return self.mlflow_run_id
 
     def before_run(self, *, run_id: str, config: Config) -> None:
-        if self.mlflow_run_id is None:
-            self.open_run(config)
+        if self._opened is None:
+            self.start(config)
+        self.run_id()
 
     def register(self, *, run_id: str, model_path: Path, model: SegmentModel) -> str | None:
         """Log the model as a pyfunc of this run and register it; return its version."""
-        mlflow = import_mlflow()
-        with mlflow.start_run(run_id=self.mlflow_run_id):
-            return self._log_model(mlflow, model_path, model)
+        return self._on_worker(lambda: self._register(model_path, model))
 
     def before_stage(self, *, run_id: str, stage: str) -> None:
         return None
@@ -121,8 +150,21 @@ class MlflowTracking:
     def after_run(
         self, *, run_id: str, result: RunResult | None, error: BaseException | None
     ) -> None:
-        if self.mlflow_run_id is None:
-            return
+        try:
+            if self.mlflow_run_id is not None:
+                self._on_worker(lambda: self._finish(result, error))
+        finally:
+            self._worker.shutdown(wait=True, cancel_futures=True)
+
+    def _on_worker(self, task: Callable[[], Value]) -> Value:
+        return self._worker.submit(task).result()
+
+    def _register(self, model_path: Path, model: SegmentModel) -> str:
+        mlflow = import_mlflow()
+        with mlflow.start_run(run_id=self.mlflow_run_id):
+            return self._log_model(mlflow, model_path, model)
+
+    def _finish(self, result: RunResult | None, error: BaseException | None) -> None:
         mlflow = import_mlflow()
         client = mlflow.MlflowClient(tracking_uri(self.config))
         if error is not None or result is None:
@@ -265,6 +307,13 @@ class MlflowTracking:
             return True
         previous = champion_silhouette(client, self.config.model_name)
         return previous is None or silhouette >= previous - self.config.max_silhouette_drop
+
+
+def _warm_model_logging() -> None:
+    """Import what logging a pyfunc needs while the stages run."""
+    import mlflow.models  # noqa: PLC0415
+    import mlflow.pyfunc  # noqa: PLC0415, F401
+    import pandas  # noqa: PLC0415, F401
 
 
 def champion_silhouette(client: Any, model_name: str) -> float | None:

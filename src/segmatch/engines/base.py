@@ -212,7 +212,8 @@ class Engine(ABC):
         """``(x − shift) @ linear`` for every row."""
 
     @abstractmethod
-    def sample(self, matrix: Matrix, *, rows: int, seed: int) -> Matrix: ...
+    def sample_values(self, matrix: Matrix, *, rows: int, seed: int) -> np.ndarray:
+        """About ``rows`` rows' values, seeded, in memory (all rows when there are fewer)."""
 
     @abstractmethod
     def stratified_sample(
@@ -221,17 +222,14 @@ class Engine(ABC):
         """About ``rows`` rows (values, labels), each segment drawn in proportion to its size."""
 
     @abstractmethod
-    def kmeans(
-        self,
-        matrix: Matrix,
-        *,
-        k: int,
-        seed: int,
-        max_iter: int,
-        n_init: int,
-        init: np.ndarray | None,
+    def refine_centroids(
+        self, matrix: Matrix, *, centroids: np.ndarray, max_iter: int, shift_tolerance: float
     ) -> np.ndarray:
-        """Centroids (k × d) fitted on the matrix."""
+        """Lloyd iterations over every row from ``centroids`` (fitted on a sample).
+
+        They stop once the centroids' summed squared shift is at most ``shift_tolerance`` (an
+        absolute figure, in the matrix's squared units) or after ``max_iter``.
+        """
 
     @abstractmethod
     def assign(self, matrix: Matrix, *, centroids: np.ndarray) -> Matrix:

@@ -1,4 +1,4 @@
-"""The embedded engine: Polars for rows, NumPy for matrices, scikit-learn's k-means.
+"""The embedded engine: Polars for rows, NumPy for matrices (k-means: scikit-learn, via kernels).
 
 Everything runs in this process. Passes over the matrix go in blocks whose size follows the
 matrix's width, so memory stays flat whatever the number of customers.
@@ -16,7 +16,6 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 from deltalake.exceptions import DeltaError
-from sklearn.cluster import KMeans
 
 from segmatch import kernels
 from segmatch.engines.base import (
@@ -323,12 +322,13 @@ class LocalEngine(Engine):
             np.matmul(matrix.values[block] - shift, linear, out=out[block])
         return LocalMatrix(ids=matrix.ids, values=out)
 
-    def sample(self, matrix: LocalMatrix, *, rows: int, seed: int) -> LocalMatrix:
+    def sample_values(self, matrix: LocalMatrix, *, rows: int, seed: int) -> np.ndarray:
         n = matrix.values.shape[0]
         if rows >= n:
-            return matrix
-        chosen = np.sort(np.random.default_rng(seed).choice(n, size=rows, replace=False))
-        return LocalMatrix(ids=matrix.ids.gather(chosen), values=matrix.values[chosen])
+            return matrix.values
+        return matrix.values[
+            np.sort(np.random.default_rng(seed).choice(n, size=rows, replace=False))
+        ]
 
     def stratified_sample(
         self, matrix: LocalMatrix, *, rows: int, seed: int
@@ -346,25 +346,18 @@ class LocalEngine(Engine):
         picked = np.sort(np.concatenate(chosen))
         return matrix.values[picked], labels[picked]
 
-    def kmeans(
-        self,
-        matrix: LocalMatrix,
-        *,
-        k: int,
-        seed: int,
-        max_iter: int,
-        n_init: int,
-        init: np.ndarray | None,
+    def refine_centroids(
+        self, matrix: LocalMatrix, *, centroids: np.ndarray, max_iter: int, shift_tolerance: float
     ) -> np.ndarray:
-        model = KMeans(
-            n_clusters=k,
-            init="k-means++" if init is None else init,
-            n_init=n_init if init is None else 1,
+        return kernels.kmeans(
+            matrix.values,
+            k=len(centroids),
+            seed=0,
             max_iter=max_iter,
-            random_state=seed,
-            algorithm="lloyd",
+            n_init=1,
+            shift_tolerance=shift_tolerance,
+            init=centroids,
         )
-        return model.fit(matrix.values).cluster_centers_
 
     def assign(self, matrix: LocalMatrix, *, centroids: np.ndarray) -> LocalMatrix:
         n = matrix.values.shape[0]

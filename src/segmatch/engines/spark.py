@@ -1,9 +1,11 @@
-"""The distributed engine: PySpark DataFrames, MLlib's k-means, NumPy kernels in Arrow UDFs.
+"""The distributed engine: PySpark DataFrames, NumPy kernels in Arrow UDFs.
 
 Only models, per-cluster sums and summaries travel to the driver. Feature matrices are Spark
 DataFrames with the customer id, one double column per feature (``x0`` …) and, once assigned,
 ``label``, ``distance`` and ``runner_up``; passes over them run the engine-neutral kernels of
-:mod:`segmatch.kernels` on Arrow batches, so both engines compute the same figures.
+:mod:`segmatch.kernels` on Arrow batches, so both engines compute the same figures. k-means is
+fitted on a seeded sample on the driver and refined by Lloyd passes over every row: measured at
+1M customers, MLlib's KMeans (k-means|| and ~0.5 s per iteration) took 10 s where this takes 4.
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ from deltalake.exceptions import DeltaError
 from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
 from pyspark.errors import PySparkException
-from pyspark.ml.clustering import KMeans
-from pyspark.ml.feature import VectorAssembler
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
@@ -97,6 +97,13 @@ def session_for(settings: SparkConfig) -> SparkSession:
     for key, value in settings.conf.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def _matrix_of(table: pa.Table, columns: Sequence[str]) -> np.ndarray:
+    """The named double columns of an Arrow table as one float64 matrix."""
+    if not columns:
+        return np.empty((table.num_rows, 0))
+    return np.column_stack([table.column(c).to_numpy() for c in columns])
 
 
 def _half_of_memory_gib() -> int:
@@ -408,13 +415,14 @@ class SparkEngine(Engine):
         mapped = matrix.frame.select(id_column, *matrix.value_columns).mapInArrow(apply, schema)
         return SparkMatrix(_persist(mapped), id_column, out)
 
-    def sample(self, matrix: SparkMatrix, *, rows: int, seed: int) -> SparkMatrix:
+    def sample_values(self, matrix: SparkMatrix, *, rows: int, seed: int) -> np.ndarray:
+        frame = matrix.frame.select(matrix.value_columns)
         total = matrix.frame.count()
-        if rows >= total:
-            return matrix
-        order = F.xxhash64(F.col(matrix.id_column).cast("string"), F.lit(seed))
-        chosen = matrix.frame.orderBy(order).limit(rows)
-        return replace(matrix, frame=_persist(chosen), labelled=False)
+        if rows < total:
+            # Bernoulli with a little slack, then exactly ``rows``: one pass, no sort.
+            fraction = min(1.0, rows / total * 1.05 + 100 / total)
+            frame = frame.sample(fraction=fraction, seed=seed).limit(rows)
+        return _matrix_of(frame.toArrow(), matrix.value_columns)
 
     def stratified_sample(
         self, matrix: SparkMatrix, *, rows: int, seed: int
@@ -428,46 +436,12 @@ class SparkEngine(Engine):
             }
             picked = matrix.frame.sampleBy(LABEL, fractions, seed)
         table = picked.select(*matrix.value_columns, LABEL).toArrow()
-        values = (
-            np.column_stack([table.column(c).to_numpy() for c in matrix.value_columns])
-            if matrix.width
-            else np.empty((table.num_rows, 0))
-        )
-        return values, table.column(LABEL).to_numpy()
+        return _matrix_of(table, matrix.value_columns), table.column(LABEL).to_numpy()
 
-    def kmeans(
-        self,
-        matrix: SparkMatrix,
-        *,
-        k: int,
-        seed: int,
-        max_iter: int,
-        n_init: int,
-        init: np.ndarray | None,
+    def refine_centroids(
+        self, matrix: SparkMatrix, *, centroids: np.ndarray, max_iter: int, shift_tolerance: float
     ) -> np.ndarray:
-        if init is not None:
-            return self._lloyd(matrix, init, max_iter=max_iter)
-        features = VectorAssembler(
-            inputCols=matrix.value_columns, outputCol="__features"
-        ).transform(matrix.frame)
-        best, best_cost = None, np.inf
-        for attempt in range(n_init):
-            model = KMeans(
-                k=k,
-                seed=seed + attempt,
-                maxIter=max_iter,
-                featuresCol="__features",
-                initMode="k-means||",
-                tol=1e-4,
-            ).fit(features)
-            cost = model.summary.trainingCost
-            if cost < best_cost:
-                best, best_cost = np.asarray(model.clusterCenters()), cost
-        assert best is not None
-        return best
-
-    def _lloyd(self, matrix: SparkMatrix, centroids: np.ndarray, *, max_iter: int) -> np.ndarray:
-        """Lloyd's iterations from given centroids, one pass each, with the shared kernels."""
+        """Lloyd's iterations, one pass each over the executors with the shared kernels."""
         k, d = centroids.shape
         for _ in range(max_iter):
             current = centroids
@@ -477,13 +451,12 @@ class SparkEngine(Engine):
                 return kernels.cluster_sums_kernel(k)(values, labels)
 
             sums = kernels.ClusterSums.from_flat(self.reduce_blocks(matrix, kernel=step), k, d)
-            moved = np.where(
+            centroids = np.where(
                 sums.counts[:, None] > 0,
                 sums.sums / np.maximum(sums.counts, 1)[:, None],
                 current,
             )
-            centroids = moved
-            if np.max(np.abs(moved - current)) < 1e-9:
+            if np.sum((centroids - current) ** 2) <= shift_tolerance:
                 break
         return centroids
 

@@ -54,17 +54,6 @@ class Clustering:
         return self.sizes / self.sizes.sum()
 
 
-def score_centroids(
-    engine: Engine, matrix: Matrix, centroids: np.ndarray
-) -> tuple[kernels.ClusterSums, float]:
-    """Per-cluster sums and mean exact silhouette of the nearest-centroid assignment.
-
-    Two passes over the data whatever k is: the sums, then the silhouette from the sums.
-    """
-    sums = cluster_sums(engine, matrix, centroids)
-    return sums, silhouette_of(engine, matrix, centroids, sums)
-
-
 def cluster_sums(engine: Engine, matrix: Matrix, centroids: np.ndarray) -> kernels.ClusterSums:
     """One pass: count, Σx and Σ‖x‖² of each centroid's nearest rows."""
     k, d = centroids.shape
@@ -95,9 +84,10 @@ def cluster_customers(
 ) -> Clustering:
     """Fit k-means for the fixed k, or sweep the range and keep the best admissible k.
 
-    A sweep runs on a seeded sample of ``sweep_sample_size`` rows (all rows when fewer); the
-    chosen k is then refitted on every row, starting from the sample's centroids, and its
-    silhouette is computed exactly on every row.
+    k-means runs first on a seeded sample of ``sweep_sample_size`` rows held in memory (all
+    rows when fewer), where the sweep scores every candidate k; the chosen centroids are then
+    refined by Lloyd iterations over every row, and the silhouette is computed exactly on
+    every row.
 
     With a ``previous`` model, segments keep the ids of the previous segments they match
     (see :meth:`SegmentModel.matched_ids`).
@@ -105,29 +95,30 @@ def cluster_customers(
     n = reduced.rows_out
     candidates = _feasible_candidates(config, n)
     matrix = reduced.matrix
+    # The PCA coordinates' variances are the kept components' explained variances.
+    shift_tolerance = config.tol * float(np.mean(reduced.components.explained_variance))
+    sample = engine.sample_values(
+        matrix, rows=min(n, config.sweep_sample_size or n), seed=config.seed
+    )
     if len(candidates) == 1:
         k = candidates[0]
-        centroids = engine.kmeans(
-            matrix,
+        centroids = kernels.kmeans(
+            sample,
             k=k,
             seed=config.seed,
             max_iter=config.max_iter,
             n_init=config.n_init,
-            init=None,
+            shift_tolerance=shift_tolerance,
         )
         sweep: tuple[Candidate, ...] = ()
-        sweep_rows = 0
     else:
-        sweep_rows = min(n, config.sweep_sample_size or n)
-        sample = engine.sample(matrix, rows=sweep_rows, seed=config.seed)
-        sweep, fitted = _sweep(engine, sample, candidates, config)
-        chosen = _choose(sweep, config)
-        k = chosen.k
+        sweep, fitted = _sweep(sample, candidates, config, shift_tolerance)
+        k = _choose(sweep, config).k
         centroids = fitted[k]
-        if sweep_rows < n:
-            centroids = engine.kmeans(
-                matrix, k=k, seed=config.seed, max_iter=config.max_iter, n_init=1, init=centroids
-            )
+    if len(sample) < n:
+        centroids = engine.refine_centroids(
+            matrix, centroids=centroids, max_iter=config.max_iter, shift_tolerance=shift_tolerance
+        )
     sums = cluster_sums(engine, matrix, centroids)
     order = np.lexsort((np.arange(k), -sums.counts))  # segment 0 is the largest
     centroids = centroids[order]
@@ -161,9 +152,9 @@ def cluster_customers(
         inertia=sums.inertia(),
         sizes=sums.counts.astype(np.int64),
         candidates=sweep,
-        sweep_rows=sweep_rows,
+        sweep_rows=len(sample) if sweep else 0,
         rows_in=n,
-        rows_out=engine.matrix_rows(assigned),
+        rows_out=int(sums.counts.sum()),
     )
 
 
@@ -179,21 +170,21 @@ def _feasible_candidates(config: ClusterConfig, n: int) -> list[int]:
 
 
 def _sweep(
-    engine: Engine, sample: Matrix, candidates: list[int], config: ClusterConfig
+    sample: np.ndarray, candidates: list[int], config: ClusterConfig, shift_tolerance: float
 ) -> tuple[tuple[Candidate, ...], dict[int, np.ndarray]]:
     scored: list[Candidate] = []
     fitted: dict[int, np.ndarray] = {}
     with progress("choosing k", total=len(candidates)) as task:
         for k in candidates:
-            centroids = engine.kmeans(
+            centroids = kernels.kmeans(
                 sample,
                 k=k,
                 seed=config.seed,
                 max_iter=config.max_iter,
                 n_init=config.n_init,
-                init=None,
+                shift_tolerance=shift_tolerance,
             )
-            sums, silhouette = score_centroids(engine, sample, centroids)
+            sums, silhouette = kernels.score_centroids(sample, centroids)
             smallest = float(sums.shares.min())
             rejected = (
                 f"smallest segment holds {smallest:.2%} < min_cluster_share "
