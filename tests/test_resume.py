@@ -50,7 +50,13 @@ KILLER = textwrap.dedent(
 
 
 def config_for(data, out):
-    return make_config(data, out, clean={"max_bad_share": 0.2}, cluster={"k_max": 4})
+    return make_config(
+        data,
+        out,
+        clean={"max_bad_share": 0.2},
+        cluster={"k_max": 4},
+        output={"checkpoint_min_seconds": 0},
+    )
 
 
 def comparable(path, table) -> pa.Table:
@@ -107,6 +113,7 @@ def test_a_changed_config_section_reruns_that_stage_and_the_ones_after(customers
         clean={"max_bad_share": 0.2},
         cluster={"k_max": 4},
         reduce={"components": 2},
+        output={"checkpoint_min_seconds": 0},
     )
     again = run_pipeline(changed)
     assert [r.stage for r in again.stages if r.reused] == ["clean"]
@@ -122,10 +129,20 @@ def test_retention_keeps_the_checkpoints_of_the_last_runs_only(customers_path, t
                 clean={"max_bad_share": 0.2},
                 cluster={"k": 3},
                 reduce={"components": components},
-                output={"path": str(out), "keep_runs": 1},
+                output={"path": str(out), "keep_runs": 1, "checkpoint_min_seconds": 0},
             )
         )
     cluster_checkpoints = list((out / ".staging" / "checkpoints").glob("cluster-*"))
     assert len(cluster_checkpoints) == 1
     assert len(list((out / ".staging" / "manifests").glob("*.json"))) == 1
     assert open_table(out / "segments").version() == 2  # cleanup never touches the tables
+
+
+def test_stages_quicker_than_the_threshold_are_recomputed_not_stored(customers_path, tmp_path):
+    out = tmp_path / "out"
+    config = make_config(customers_path, out, clean={"max_bad_share": 0.2}, cluster={"k": 3})
+    assert config.output.checkpoint_min_seconds > 1.0  # the default; these stages take less
+    run_pipeline(config)
+    again = run_pipeline(config)
+    assert not any(r.reused for r in again.stages)
+    assert not list((out / ".staging" / "checkpoints").glob("*"))

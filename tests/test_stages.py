@@ -323,3 +323,31 @@ def test_export_stages_tables_that_appear_only_on_commit(engine, customers_path,
     assert sum(p["size"] for p in profiles) == result.customers
     assert sum(p["share"] for p in profiles) == pytest.approx(1.0)
     assert {"age_mean", "age_median", "monetary_median"} <= set(profiles[0])
+
+
+def test_medians_are_exact_overall_and_per_segment(engine, tmp_path):
+    rng = np.random.default_rng(11)
+    n = 40_001  # beyond the rank accuracy of Spark's approximate quantiles
+    age = rng.integers(18, 90, n)
+    spend = rng.lognormal(3.0, 1.0, n).round(1)  # many ties
+    missing = set(rng.choice(n, 500, replace=False).tolist())
+    data = write_table(
+        {
+            "idcliente": [f"c{i}" for i in range(n)],
+            "age": age,
+            "spend": [None if i in missing else float(v) for i, v in enumerate(spend)],
+        },
+        tmp_path / "in.parquet",
+    )
+    present = np.array([i not in missing for i in range(n)])
+    frame = engine.read(path=data, fmt="parquet", types={}, separator=",")
+    stats = engine.column_stats(frame, numeric=["age", "spend"], categorical=[], center="median")
+    assert stats.centers == {"age": np.median(age), "spend": np.median(spend[present])}
+    assert stats.nulls == {"age": 0, "spend": 500}
+    matrix = engine.feature_matrix(frame, id_column="idcliente", numeric=["age"], log=[], levels={})
+    labelled = engine.assign(matrix, centroids=np.array([[30.0], [60.0]]))
+    profiles = engine.segment_profiles(frame, labelled, columns=["age", "spend"]).to_pylist()
+    for profile, members in zip(profiles, (age <= 45, age > 45), strict=True):
+        assert profile["size"] == members.sum()
+        assert profile["age_median"] == np.median(age[members])
+        assert profile["spend_median"] == np.median(spend[members & present])

@@ -183,6 +183,9 @@ class OutputConfig(_Strict):
     path: Path = Path("segmatch-out")
     modes: dict[TableName, WriteMode] = Field(default_factory=dict)
     checkpoints: bool = True
+    #: A stage's result is checkpointed only when computing it took at least this long: a
+    #: quicker stage costs less to recompute on resume than to write (on Spark, a whole job).
+    checkpoint_min_seconds: float = Field(20.0, ge=0.0)
     keep_runs: int = Field(2, ge=0)
     report: bool = True
 

@@ -47,9 +47,10 @@ logger = logging.getLogger("segmatch")
 
 MODEL_FILE = "model.json"
 STAGES = ("ingest", "clean", "features", "scale", "reduce", "cluster", "match", "export")
-#: Stages whose results are checkpointed: those that cost more to recompute than to write and
-#: read back (de-duplication and exact medians, k-means, nearest neighbours). The others are
-#: single passes over their input, cheaper to redo than to store (on Spark a write is a job).
+#: Stages whose results may be checkpointed: those that can cost more to recompute than to write
+#: and read back (de-duplication and exact medians, k-means, nearest neighbours), when they took
+#: ``output.checkpoint_min_seconds``. The others are single passes over their input, cheaper to
+#: redo than to store (on Spark a write is a job).
 CHECKPOINTED = ("clean", "cluster", "match")
 
 
@@ -367,7 +368,7 @@ class Pipeline:
                 raise
             except Exception as error:
                 raise StageError(name, error) from error
-            if key:
+            if key and time.perf_counter() - start >= self.config.output.checkpoint_min_seconds:
                 self.checkpoints.save(key, result)
         record = StageRecord(
             run_id=self.run_id,

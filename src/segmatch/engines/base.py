@@ -163,7 +163,8 @@ class Engine(ABC):
         id_column: str,
         keep: Literal["first", "latest"],
         order_by: str | None,
-    ) -> tuple[Frame, int]: ...
+    ) -> tuple[Frame, int]:
+        """One row per id (the first, or the latest by ``order_by``), and how many rows that is."""
 
     @abstractmethod
     def column_stats(

@@ -194,7 +194,7 @@ class LocalEngine(Engine):
             )
         else:
             kept = frame.unique(subset=[id_column], keep="first", maintain_order=True)
-        return kept, frame.height - kept.height
+        return kept, kept.height
 
     def column_stats(
         self,

@@ -138,7 +138,7 @@ class SparkEngine(Engine):
             ceiling=self.settings.max_partitions,
             fixed=self.settings.fixed_partitions,
         )
-        return frame.repartition(self._plan.partitions, key)
+        return _persist(frame.repartition(self._plan.partitions, key))
 
     # -- reading and writing -------------------------------------------------------------
     def read(
@@ -257,7 +257,7 @@ class SparkEngine(Engine):
             order = [F.col(order_by).desc_nulls_last(), *order]
         rank = F.row_number().over(Window.partitionBy(id_column).orderBy(*order))
         kept = _persist(frame.withColumn("__rank", rank).where(F.col("__rank") == 1).drop("__rank"))
-        return kept, frame.count() - kept.count()
+        return kept, kept.count()
 
     def column_stats(
         self,
@@ -271,11 +271,10 @@ class SparkEngine(Engine):
         aggregations = [
             F.count(F.when(F.col(c).isNull(), 1)).alias(f"n{i}") for i, c in enumerate(columns)
         ]
-        aggregations += [
-            (F.percentile(F.col(c), 0.5) if center == "median" else F.avg(F.col(c))).alias(f"c{i}")
-            for i, c in enumerate(numeric)
-        ]
+        if center == "mean":
+            aggregations += [F.avg(F.col(c)).alias(f"c{i}") for i, c in enumerate(numeric)]
         row = frame.agg(*aggregations).first() if aggregations else None
+        medians = _exact_medians(frame, numeric)[None] if center == "median" and numeric else {}
         levels = {}
         for name in categorical:
             level = F.coalesce(F.col(name).cast("string"), F.lit(MISSING_LEVEL))
@@ -284,8 +283,9 @@ class SparkEngine(Engine):
         return ColumnStats(
             nulls={c: row[f"n{i}"] for i, c in enumerate(columns)} if row else {},
             centers={
-                c: float(row[f"c{i}"]) if row[f"c{i}"] is not None else 0.0
+                c: float(value) if value is not None else 0.0
                 for i, c in enumerate(numeric)
+                for value in [medians.get(c) if center == "median" else row[f"c{i}"]]
             }
             if row
             else {},
@@ -601,20 +601,112 @@ class SparkEngine(Engine):
             matrix.frame.select(matrix.id_column, F.col(LABEL).alias("segment")),
             on=matrix.id_column,
         )
-        total = matrix.frame.count()
-        profiles = (
+        labelled = _persist(labelled)
+        rows = (
             labelled.groupBy("segment")
             .agg(
                 F.count(F.lit(1)).alias("size"),
                 *(F.avg(F.col(c)).alias(f"{c}_mean") for c in columns),
-                *(F.percentile(F.col(c), 0.5).alias(f"{c}_median") for c in columns),
             )
-            .withColumn("share", F.col("size") / F.lit(total))
             .orderBy("segment")
+            .collect()
         )
-        names = ["segment", "size", "share"]
-        names += [f"{c}_mean" for c in columns] + [f"{c}_median" for c in columns]
-        return profiles.select(*names).toArrow()
+        medians = _exact_medians(labelled, columns, group="segment")
+        labelled.unpersist()
+        total = sum(r["size"] for r in rows)
+        table = {
+            "segment": pa.array([r["segment"] for r in rows], pa.int32()),
+            "size": pa.array([r["size"] for r in rows], pa.int64()),
+            "share": pa.array([r["size"] / total for r in rows], pa.float64()),
+            **{
+                f"{c}_mean": pa.array([r[f"{c}_mean"] for r in rows], pa.float64()) for c in columns
+            },
+            **{
+                f"{c}_median": pa.array([medians[r["segment"]][c] for r in rows], pa.float64())
+                for c in columns
+            },
+        }
+        return pa.table(table)
+
+
+#: Relative rank error of the approximate quantiles that bracket each exact median.
+MEDIAN_ACCURACY = 10_000
+
+
+def _exact_medians(
+    frame: DataFrame, columns: Sequence[str], group: str | None = None
+) -> dict[Any, dict[str, float | None]]:
+    """Exact medians of ``columns`` per value of ``group`` (None: the whole frame).
+
+    The mean of the two middle values for an even count, as Polars gives. Spark's exact
+    ``percentile`` keeps every distinct value of a column in memory (4.5 s for six columns of
+    1M rows here); this takes two aggregations instead. The first gives each column's count and
+    approximate quantiles a little below and above the middle; the second counts the values
+    under that bracket and collects those inside it (a few hundred per million rows). The middle
+    values are then picked on the driver; should a bracket miss them, the exact ``percentile``
+    of that column decides.
+    """
+    keys = [group] if group else []
+    margin = 3.0 / MEDIAN_ACCURACY
+    brackets = frame.groupBy(*keys).agg(
+        *(F.count(F.col(c)).alias(f"n{i}") for i, c in enumerate(columns)),
+        *(
+            F.percentile_approx(
+                F.col(c).cast("double"), [0.5 - margin, 0.5 + margin], MEDIAN_ACCURACY
+            ).alias(f"b{i}")
+            for i, c in enumerate(columns)
+        ),
+    )
+    first = {row[group] if group else None: row for row in brackets.collect()}
+    if group:
+        bounds = frame.sparkSession.createDataFrame(
+            [
+                (key, *(v for i in range(len(columns)) for v in (row[f"b{i}"] or [None, None])))
+                for key, row in first.items()
+            ],
+            T.StructType(
+                [frame.schema[group]]
+                + [
+                    T.StructField(f"{side}{i}", T.DoubleType())
+                    for i in range(len(columns))
+                    for side in ("lo", "hi")
+                ]
+            ),
+        )
+        source = frame.join(F.broadcast(bounds), on=group)
+        low = [F.col(f"lo{i}") for i in range(len(columns))]
+        high = [F.col(f"hi{i}") for i in range(len(columns))]
+    else:
+        row = first[None]
+        source = frame
+        low = [F.lit((row[f"b{i}"] or [None, None])[0]) for i in range(len(columns))]
+        high = [F.lit((row[f"b{i}"] or [None, None])[1]) for i in range(len(columns))]
+    inside = source.groupBy(*keys).agg(
+        *(F.count(F.when(F.col(c) < low[i], 1)).alias(f"below{i}") for i, c in enumerate(columns)),
+        *(
+            F.collect_list(
+                F.when((F.col(c) >= low[i]) & (F.col(c) <= high[i]), F.col(c).cast("double"))
+            ).alias(f"in{i}")
+            for i, c in enumerate(columns)
+        ),
+    )
+    medians: dict[Any, dict[str, float | None]] = {}
+    for row in inside.collect():
+        key = row[group] if group else None
+        medians[key] = {}
+        for i, column in enumerate(columns):
+            n, below, values = first[key][f"n{i}"], row[f"below{i}"], sorted(row[f"in{i}"])
+            lower, upper = (n - 1) // 2 - below, n // 2 - below
+            if n == 0:
+                medians[key][column] = None
+            elif lower >= 0 and upper < len(values):
+                medians[key][column] = (values[lower] + values[upper]) / 2.0
+            else:
+                where = frame if group is None else frame.where(F.col(group) == F.lit(key))
+                medians[key][column] = where.agg(F.percentile(F.col(column), 0.5)).first()[0]
+    for key in first.keys() - medians.keys():
+        medians[key] = dict.fromkeys(columns)
+    return medians
 
 
 def _match_schema(id_column: str, id_type: T.DataType) -> T.StructType:

@@ -59,23 +59,21 @@ def clean_rows(
     """
     plan = raw.plan
     valid, quarantine = engine.split_quarantine(raw.frame, rules=validation_rules(raw))
-    quarantined = raw.rows - engine.count(valid)
-    by_rule = (
-        engine.column_stats(
-            quarantine, numeric=[], categorical=[QUARANTINE_RULE], center="median"
-        ).levels[QUARANTINE_RULE]
-        if quarantined
-        else {}
-    )
+    by_rule = engine.column_stats(
+        quarantine, numeric=[], categorical=[QUARANTINE_RULE], center="median"
+    ).levels[QUARANTINE_RULE]
+    quarantined = sum(by_rule.values())
+    rows_out = raw.rows - quarantined
     valid = engine.cast_to_float(valid, columns=plan.validated_numeric)
     duplicates = 0
-    if plan.transactions is None and quarantined < raw.rows:
-        valid, duplicates = engine.deduplicate(
+    if plan.transactions is None and rows_out:
+        valid, kept = engine.deduplicate(
             valid,
             id_column=plan.id_column,
             keep=config.duplicates.keep,
             order_by=config.duplicates.order_by,
         )
+        duplicates, rows_out = rows_out - kept, kept
     imputed: dict[str, int] = {}
     if plan.transactions is None:
         stats = engine.column_stats(
@@ -88,7 +86,7 @@ def clean_rows(
         frame=valid,
         quarantine=quarantine,
         rows_in=raw.rows,
-        rows_out=engine.count(valid),
+        rows_out=rows_out,
         quarantined=quarantined,
         quarantined_by_rule=by_rule,
         duplicates=duplicates,

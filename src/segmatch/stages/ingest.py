@@ -71,12 +71,14 @@ def read_input(
         separator=config.csv_separator,
         version=config.version,
     )
-    rows = engine.count(frame)
     source = str(path)
+    if config.id_column in engine.schema(frame):
+        # Spread (and on Spark, cache) the rows first, so every later pass starts from there.
+        frame = engine.distribute(frame, key=config.id_column, input_bytes=_size_on_disk(path))
+    rows = engine.count(frame)
     if rows == 0:
         raise InputError(f"input {source!r} is empty: it has a header but no rows")
     plan = plan_columns(engine, frame, config, features=features, clean=clean, source=source)
-    frame = engine.distribute(frame, key=config.id_column, input_bytes=_size_on_disk(path))
     return RawInput(frame=frame, rows=rows, source=source, plan=plan)
 
 
