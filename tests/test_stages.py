@@ -351,3 +351,24 @@ def test_medians_are_exact_overall_and_per_segment(engine, tmp_path):
         assert profile["size"] == members.sum()
         assert profile["age_median"] == np.median(age[members])
         assert profile["spend_median"] == np.median(spend[members & present])
+
+
+def test_moments_in_one_pass_match_numpy_even_for_a_large_mean_and_tiny_spread(engine, tmp_path):
+    rng = np.random.default_rng(2)
+    n = 5000
+    columns = {
+        "a": rng.normal(5.0, 2.0, n),
+        "b": 1e9 + rng.normal(0.0, 0.01, n),  # Σx² − nμ² cancels: recomputed around the mean
+        "c": np.full(n, 3.0),
+    }
+    ids = [f"c{i}" for i in range(n)]
+    data = write_table({"idcliente": ids, **columns}, tmp_path / "m.parquet")
+    frame = engine.read(path=data, fmt="parquet", types={}, separator=",")
+    matrix = engine.feature_matrix(
+        frame, id_column="idcliente", numeric=["a", "b", "c"], log=[], levels={}
+    )
+    rows, mean, covariance = scale.moments(engine, matrix)
+    values = np.column_stack(list(columns.values()))
+    assert rows == n
+    np.testing.assert_allclose(mean, values.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(covariance, np.cov(values, rowvar=False), rtol=1e-6, atol=1e-12)

@@ -141,9 +141,9 @@ def nearest_then(centroids: np.ndarray, kernel):
     return labelled
 
 
-def column_sums_kernel(values: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
-    """Row count and column sums of one block (for means)."""
-    return np.concatenate([[values.shape[0]], values.sum(axis=0)])
+def raw_moments_kernel(values: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+    """Row count, Σx and Σxxᵀ of one block, flattened (mean and covariance in one pass)."""
+    return np.concatenate([[values.shape[0]], values.sum(axis=0), (values.T @ values).ravel()])
 
 
 def centered_products_kernel(mean: np.ndarray):
@@ -242,9 +242,7 @@ def top_k_neighbours(
         # 2.2x faster than in input order on 300k points in 5 dimensions, same answers.
         spatial = tree.indices
         distances, indices = np.empty((n, k + 1)), np.empty((n, k + 1), dtype=np.int64)
-        distances[spatial], indices[spatial] = tree.query(
-            points[spatial], k=k + 1, workers=workers
-        )
+        distances[spatial], indices[spatial] = tree.query(points[spatial], k=k + 1, workers=workers)
         return _drop_self(indices, distances, k)
     return _brute_force_top_k(points, k)
 

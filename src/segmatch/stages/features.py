@@ -79,5 +79,5 @@ def build_features(
         log=plan.log,
         levels=levels,
         rows_in=cleaned.rows_out,
-        rows_out=engine.matrix_rows(matrix),
+        rows_out=cleaned.rows_out if plan.transactions is None else engine.matrix_rows(matrix),
     )

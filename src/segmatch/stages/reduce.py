@@ -9,7 +9,7 @@ import numpy as np
 from segmatch import kernels
 from segmatch.config import ReduceConfig
 from segmatch.engines.base import Engine, Matrix
-from segmatch.stages.scale import Scaled, column_means, covariance
+from segmatch.stages.scale import Scaled, moments
 
 
 @dataclass(frozen=True)
@@ -25,11 +25,11 @@ class Reduced:
 
 def reduce_dimensions(engine: Engine, scaled: Scaled, config: ReduceConfig) -> Reduced:
     """PCA from one covariance pass: a fixed count of components or a share of variance."""
-    n, mean = column_means(engine, scaled.matrix)
+    _, mean, covariance = moments(engine, scaled.matrix)
     components = kernels.principal_components(
-        covariance(engine, scaled.matrix, mean, n),
+        covariance,
         components=config.components,
         variance=config.variance_target,
     )
     matrix = engine.affine(scaled.matrix, shift=mean, linear=components.axes.T)
-    return Reduced(matrix, mean, components, scaled.rows_out, engine.matrix_rows(matrix))
+    return Reduced(matrix, mean, components, scaled.rows_out, scaled.rows_out)

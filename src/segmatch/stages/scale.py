@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,18 +24,29 @@ class Scaled:
     rows_out: int
 
 
-def column_means(engine: Engine, matrix: Matrix) -> tuple[int, np.ndarray]:
-    """Row count and column means, in one pass."""
-    totals = engine.reduce_blocks(matrix, kernel=kernels.column_sums_kernel)
+#: Below this ratio of a column's variance to its squared mean, Σxxᵀ/n − μμᵀ has lost too
+#: many of float64's digits, and the covariance is recomputed around the mean.
+CANCELLATION_RATIO = 1e-6
+
+
+def moments(engine: Engine, matrix: Matrix) -> tuple[int, np.ndarray, np.ndarray]:
+    """Row count, column means and sample covariance.
+
+    One pass gives Σx and Σxxᵀ; when a column's spread is tiny beside its mean (where the
+    difference Σxxᵀ/n − μμᵀ cancels digits), a second pass recomputes it around the mean.
+    """
+    totals = engine.reduce_blocks(matrix, kernel=kernels.raw_moments_kernel)
     n = int(totals[0])
-    return n, totals[1:] / max(n, 1)
-
-
-def covariance(engine: Engine, matrix: Matrix, mean: np.ndarray, n: int) -> np.ndarray:
-    """Sample covariance around a known mean, in one pass."""
-    d = len(mean)
-    products = engine.reduce_blocks(matrix, kernel=kernels.centered_products_kernel(mean))
-    return products.reshape(d, d) / max(n - 1, 1)
+    d = math.isqrt(len(totals) - 1)  # the kernel gives 1 + d + d² figures
+    mean = totals[1 : 1 + d] / max(n, 1)
+    products = totals[1 + d :].reshape(d, d)
+    centered = products - n * np.outer(mean, mean)
+    variances = np.diag(centered) / max(n, 1)
+    if np.any(variances < CANCELLATION_RATIO * mean**2):
+        centered = engine.reduce_blocks(
+            matrix, kernel=kernels.centered_products_kernel(mean)
+        ).reshape(d, d)
+    return n, mean, centered / max(n - 1, 1)
 
 
 def scale_features(engine: Engine, features: Features, config: ScaleConfig) -> Scaled:
@@ -43,11 +55,11 @@ def scale_features(engine: Engine, features: Features, config: ScaleConfig) -> S
     A constant column keeps scale 1, so it maps to zero instead of dividing by zero.
     """
     if config.method == "standard":
-        n, center = column_means(engine, features.matrix)
-        spread = np.sqrt(np.diag(covariance(engine, features.matrix, center, n)))
+        _, center, covariance = moments(engine, features.matrix)
+        spread = np.sqrt(np.maximum(np.diag(covariance), 0.0))
     else:
         low, center, high = engine.quantiles(features.matrix, q=[0.25, 0.5, 0.75])
         spread = high - low
     scale = np.where(spread > 1e-12, spread, 1.0)
     matrix = engine.affine(features.matrix, shift=center, linear=np.diag(1.0 / scale))
-    return Scaled(matrix, center, scale, features.rows_out, engine.matrix_rows(matrix))
+    return Scaled(matrix, center, scale, features.rows_out, features.rows_out)
