@@ -51,26 +51,30 @@ def tracking_uri(config: TrackingConfig) -> str:
 
 def _pyfunc_class() -> type:
     mlflow = import_mlflow()
+    import pandas as pd  # noqa: PLC0415 -- pandas comes with mlflow
 
-    class SegmentModelPyfunc(mlflow.pyfunc.PythonModel):
-        """Scores raw customer columns: segment, distance to centroid, confidence."""
+    def load_context(self: Any, context: Any) -> None:
+        self.model = SegmentModel.load(Path(context.artifacts[MODEL_ARTIFACT]))
 
-        def load_context(self, context: Any) -> None:
-            self.model = SegmentModel.load(Path(context.artifacts[MODEL_ARTIFACT]))
+    def predict(self, context, model_input, params=None):
+        frame = pd.DataFrame(model_input)
+        columns = {name: frame[name].to_numpy() for name in frame.columns}
+        segment, distance, confidence = self.model.score(self.model.features_from_columns(columns))
+        return pd.DataFrame({"segment": segment, "distance": distance, "confidence": confidence})
 
-        def predict(self, context, model_input, params=None):
-            import pandas as pd  # noqa: PLC0415 -- pandas comes with mlflow
-
-            frame = pd.DataFrame(model_input)
-            columns = {name: frame[name].to_numpy() for name in frame.columns}
-            segment, distance, confidence = self.model.score(
-                self.model.features_from_columns(columns)
-            )
-            return pd.DataFrame(
-                {"segment": segment, "distance": distance, "confidence": confidence}
-            )
-
-    return SegmentModelPyfunc
+    # MLflow reads predict's input type hint when the class is created: a DataFrame means a
+    # table checked against the logged signature. It is set as a type object because this
+    # module's annotations are strings that MLflow could not resolve (pandas is imported here).
+    predict.__annotations__ = {"model_input": pd.DataFrame}
+    return type(
+        "SegmentModelPyfunc",
+        (mlflow.pyfunc.PythonModel,),
+        {
+            "__doc__": "Scores raw customer columns: segment, distance to centroid, confidence.",
+            "load_context": load_context,
+            "predict": predict,
+        },
+    )
 
 
 class MlflowTracking:
