@@ -2,12 +2,15 @@
 
 Usage:
     python -m benchmarks [--rows 100000,1000000,5000000] [--k 6] [--out benchmarks/results]
-    python -m benchmarks --quick        # 20,000 customers: the smoke test's size
+                         [--matching 1000000] [--scale 10000000]
+    python -m benchmarks --quick        # 20,000 customers everywhere: the smoke test's size
 
 For each size it generates the synthetic base (seeded), then runs, each in its own process:
 the monolithic PySpark baseline, segmatch's spark engine, segmatch's local engine, and a minimal
 scikit-learn script. It records time per stage, total time, peak memory of the process tree and
-silhouette, and writes JSON and a Markdown table with the machine and library versions.
+silhouette. Then the matching benchmark (top-10 lookalikes against scikit-learn's
+NearestNeighbors, recall@10 against exact) and a scale run of the local engine, matching
+included. It writes JSON and a Markdown table with the machine and library versions.
 """
 
 from __future__ import annotations
@@ -95,6 +98,50 @@ def benchmark(rows: int, k: int, root: Path) -> list[dict]:
     return measured
 
 
+def matching(rows: int) -> dict:
+    """The matching benchmark's figures (see benchmarks/matching.py)."""
+    command = [sys.executable, "-m", "benchmarks.matching", "--rows", str(rows)]
+    result, wall, peak = run_measured(command, cwd=Path.cwd())
+    print(
+        f"  matching {rows:,}: segmatch {result['segmatch_seconds']:.1f} s, scikit-learn "
+        f"{result['sklearn_seconds']:.1f} s, recall@10 {result['recall_at_10']:.4f}",
+        flush=True,
+    )
+    return {**result, "wall_seconds": wall, "peak_mib": peak}
+
+
+def scale_run(rows: int, k: int, root: Path) -> dict:
+    """The local engine's whole pipeline, matching included, on one large base."""
+    data = generate_customers(root / f"customers_{rows}.parquet", rows=rows, seed=42)
+    work = root / f"scale_{rows}"
+    work.mkdir()
+    command = [
+        sys.executable, "-m", "benchmarks.segmatch_run", str(data), str(work),
+        "--engine", "local", "--k", str(k), "--match",
+    ]  # fmt: skip
+    result, wall, peak = run_measured(command, cwd=Path.cwd())
+    print(f"  scale {rows:,}: {wall:.1f} s, peak {peak:.0f} MiB", flush=True)
+    return {**result, "rows": rows, "wall_seconds": wall, "peak_mib": peak}
+
+
+def linearity(results: list[dict]) -> list[dict]:
+    """The local engine's stage seconds per customer at each size, relative to the smallest
+    size of at least a million (fixed start-up costs left out)."""
+    local = sorted(
+        (r for r in results if r["pipeline"] == "segmatch local" and "stages" in r),
+        key=lambda r: r["rows"],
+    )
+    per_customer = {r["rows"]: sum(r["stages"].values()) / r["rows"] for r in local}
+    reference = next((rows for rows in per_customer if rows >= 1_000_000), None)
+    if reference is None:
+        reference = min(per_customer, default=None)
+    return [
+        {"rows": rows, "microseconds_per_customer": value * 1e6,
+         "relative": value / per_customer[reference], "reference_rows": reference}
+        for rows, value in per_customer.items()
+    ]  # fmt: skip
+
+
 def markdown(report: dict) -> str:
     lines = [
         f"# segmatch benchmark — {report['date']}",
@@ -118,6 +165,36 @@ def markdown(report: dict) -> str:
             f"{entry.get('baseline_over_this', 0):.1f}× | {entry['peak_mib']:.0f} | "
             f"{entry['silhouette']:.4f} | {stages} |"
         )
+    lines += [
+        "",
+        "Silhouette: exact squared-Euclidean on every customer (Spark's ClusteringEvaluator), "
+        "except the scikit-learn script's, which is `silhouette_score` (Euclidean) on 10,000.",
+    ]
+    if report.get("linearity"):
+        lines += ["", "Local engine, stage seconds per customer (start-up left out):", ""]
+        lines += ["| rows | µs per customer | relative |", "|---:|---:|---:|"]
+        lines += [
+            f"| {r['rows']:,} | {r['microseconds_per_customer']:.2f} | {r['relative']:.2f}× |"
+            for r in report["linearity"]
+        ]
+    if report.get("matching"):
+        m = report["matching"]
+        lines += [
+            "",
+            f"Matching, top-10 lookalikes within segment, {m['rows']:,} customers: segmatch "
+            f"{m['segmatch_seconds']:.1f} s, scikit-learn NearestNeighbors per segment "
+            f"{m['sklearn_seconds']:.1f} s ({m['sklearn_over_segmatch']:.1f}×); recall@10 "
+            f"against exact neighbours on {m['recall_sample']:,} customers: "
+            f"{m['recall_at_10']:.4f}.",
+        ]
+    if report.get("scale"):
+        r = report["scale"]
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items() if v >= 0.05)
+        lines += [
+            "",
+            f"Scale run, local engine, {r['rows']:,} customers, whole pipeline with matching: "
+            f"{r['wall_seconds']:.1f} s, peak {r['peak_mib'] / 1024:.1f} GiB ({stages}).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -125,14 +202,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="100000,1000000,5000000")
     parser.add_argument("--k", type=int, default=6)
-    parser.add_argument("--quick", action="store_true", help="one small size (20,000)")
+    parser.add_argument("--matching", type=int, default=1_000_000, help="0 skips it")
+    parser.add_argument("--scale", type=int, default=10_000_000, help="0 skips it")
+    parser.add_argument("--quick", action="store_true", help="20,000 customers everywhere")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     sizes = [20_000] if args.quick else [int(r) for r in args.rows.split(",")]
+    matching_rows = 20_000 if args.quick else args.matching
+    scale_rows = 20_000 if args.quick else args.scale
     results = []
     with tempfile.TemporaryDirectory() as folder:
         for rows in sizes:
             results += benchmark(rows, args.k, Path(folder))
+        matched = matching(matching_rows) if matching_rows else None
+        scaled = scale_run(scale_rows, args.k, Path(folder)) if scale_rows else None
     stamp = datetime.now(UTC)
     report = {
         "date": stamp.isoformat(timespec="seconds"),
@@ -145,6 +228,9 @@ def main() -> None:
         },
         "libraries": {name: _version(name) for name in LIBRARIES},
         "results": results,
+        "linearity": linearity(results),
+        "matching": matched,
+        "scale": scaled,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     name = "quick" if args.quick else stamp.strftime("%Y-%m-%d")

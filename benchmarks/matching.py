@@ -10,6 +10,7 @@ and measures recall@10 of segmatch's answer against exact neighbours on a sample
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -84,6 +85,10 @@ def main() -> None:
     ratio = sklearn_seconds / ours_seconds
     print(f"  sklearn NearestNeighbors {sklearn_seconds:6.1f} s  ({ratio:.1f}× slower)")
     print(f"  recall@10 on {args.sample:,} customers: {hits / total:.4f}")
+    print(json.dumps({
+        "rows": args.rows, "segmatch_seconds": ours_seconds, "sklearn_seconds": sklearn_seconds,
+        "sklearn_over_segmatch": ratio, "recall_at_10": hits / total, "recall_sample": args.sample,
+    }))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -29,5 +29,12 @@ def test_quick_benchmark_produces_a_complete_table(tmp_path):
         assert entry["baseline_over_this"] > 0
     assert {"cores", "memory_gib", "python"} <= set(report["machine"])
     assert report["libraries"]["segmatch"] != "not installed"
+    assert report["matching"]["rows"] == 20_000
+    assert 0.0 <= report["matching"]["recall_at_10"] <= 1.0
+    assert report["matching"]["segmatch_seconds"] > 0 and report["matching"]["sklearn_seconds"] > 0
+    assert report["scale"]["rows"] == 20_000 and report["scale"]["peak_mib"] > 0
+    assert "match" in report["scale"]["stages"]
+    assert [r["rows"] for r in report["linearity"]] == [20_000]
     table = (tmp_path / "quick.md").read_text()
-    assert table.count("\n| 20,000 |") == 4
+    assert table.count("\n| 20,000 |") == 5  # four pipelines, one linearity row
+    assert "Matching, top-10" in table and "Scale run" in table
