@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,13 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 
 @pytest.fixture(autouse=True)
 def _no_mlflow_run_left_open():
-    """Every test ends with no active MLflow run, whatever it did."""
+    """Every test ends with no active MLflow run and no tracking worker thread left behind."""
     yield
     mlflow = sys.modules.get("mlflow")
     if mlflow is not None:
         assert mlflow.active_run() is None, "an MLflow run was left open"
+    workers = [t.name for t in threading.enumerate() if t.name.startswith("segmatch-mlflow")]
+    assert not workers, f"tracking worker threads left running: {workers}"
 
 
 @pytest.fixture(scope="session")
