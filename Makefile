@@ -20,7 +20,7 @@ install-dev: $(BIN)/python
 demo: install
 	$(BIN)/segmatch demo $(DEMO_ARGS)
 
-## bench: the benchmark table (100k, 1M, 5M customers; about an hour on 2 cores)
+## bench: the benchmark report (100k, 1M, 5M customers, matching at 1M, 10M scale run; ~25 min)
 bench: install-dev
 	$(BIN)/python -m benchmarks
 
