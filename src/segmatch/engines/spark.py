@@ -212,10 +212,14 @@ class SparkEngine(Engine):
     # -- validation and cleaning ---------------------------------------------------------
     def check_numeric_text(self, frame: DataFrame, *, column: str) -> ParseCheck:
         text = F.trim(F.col(column).cast("string"))
-        present = frame.select(text.alias("v")).where(F.col("v").isNotNull() & (F.col("v") != ""))
-        failed = present.where(F.col("v").try_cast("double").isNull())
-        example = failed.limit(1).collect()
-        return ParseCheck(present.count(), failed.count(), example[0]["v"] if example else None)
+        present = frame.select(text.alias("v"), F.col(ROW)).where(
+            F.col("v").isNotNull() & (F.col("v") != "")
+        )
+        not_number = F.col("v").try_cast("double").isNull()
+        counts = present.agg(F.count(F.lit(1)), F.count(F.when(not_number, 1))).first()
+        # The first failing value in input order, as the local engine reports it.
+        example = present.where(not_number).orderBy(ROW).limit(1).collect() if counts[1] else []
+        return ParseCheck(counts[0], counts[1], example[0]["v"] if example else None)
 
     def split_quarantine(
         self, frame: DataFrame, *, rules: Sequence[Rule]
