@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import make_config
-from segmatch.api import demo_config, run_pipeline
+from segmatch.api import demo_config, rebuild_report, run_pipeline
 from segmatch.cli import app
 from segmatch.errors import InputError, ModelError
 from segmatch.model import SegmentModel
@@ -53,7 +53,10 @@ def test_a_run_records_params_metrics_tags_inputs_and_artifacts(tracked, custome
     sweep = tracked.get_metric_history(result.mlflow_run_id, "sweep_silhouette")
     assert sorted(m.step for m in sweep) == list(range(2, 11))
     assert {"config_hash", "input_digest", "table_version.segments"} <= set(tags)
-    assert result.run_id == result.mlflow_run_id  # one id for the run, its tables and MLflow
+    # The run id of the tables names the MLflow run and is its tag: one search away.
+    assert run.info.run_name == result.run_id and tags["segmatch.run_id"] == result.run_id
+    segment_rows = read_delta(result.outputs["segments"])
+    assert set(segment_rows["run_id"].to_pylist()) == {result.run_id}
     for table, version in result.table_versions.items():
         assert params[f"table_version.{table}"] == str(version)
     dataset = run.inputs.dataset_inputs[0].dataset
@@ -129,4 +132,14 @@ def test_runs_lists_recent_runs(tracked, customers_path, tmp_path, tracking_stor
     result = run_pipeline(tracked_config(customers_path, tmp_path / "out", "t-runs"))
     listed = CliRunner().invoke(app, ["runs", "--uri", tracking_store, "--limit", "5"])
     assert listed.exit_code == 0, listed.output
-    assert result.mlflow_run_id in listed.output and "FINISHED" in listed.output
+    assert result.run_id in listed.output and "FINISHED" in listed.output
+
+
+def test_a_report_is_found_by_the_run_id_of_the_tables(
+    tracked, customers_path, tmp_path, tracking_store
+):
+    result = run_pipeline(tracked_config(customers_path, tmp_path / "out", "t-report-id"))
+    (tmp_path / "out" / "runs" / result.run_id / "report.html").unlink()
+    rebuilt = rebuild_report(result.run_id, tracking_uri=tracking_store)
+    assert rebuilt == tmp_path / "out" / "runs" / result.run_id / "report.html"
+    assert rebuilt.exists()

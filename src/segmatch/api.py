@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,8 @@ def run_pipeline(
 
     ``overrides`` sets dotted keys on top of a YAML file, e.g. ``{"engine": "local"}``;
     ``spark`` is an existing SparkSession (a Databricks notebook's) for ``engine: spark``.
-    ``run_id`` names the run when tracking is off (with tracking, the MLflow run id is used).
+    ``run_id`` names the run (a new UUID when omitted); with tracking, the MLflow run carries it
+    as its name and its ``segmatch.run_id`` tag.
     """
     if not isinstance(config, Config):
         config = load_config(config, overrides)
@@ -57,6 +59,7 @@ def run_pipeline(
         config = build_config(
             apply_overrides(config.model_dump(mode="json"), overrides), source="overrides"
         )
+    run_id = run_id or uuid.uuid4().hex
     if not config.tracking.enabled:
         engine = make_engine(config.engine, spark=config.spark, session=spark)
         result = Pipeline(config, engine, hooks=hooks, run_id=run_id).run()
@@ -64,15 +67,14 @@ def run_pipeline(
         from segmatch.tracking import MlflowTracking  # noqa: PLC0415 -- keeps mlflow optional
 
         tracker = MlflowTracking(config.tracking)
-        tracker.start(config)
+        tracker.start(config, run_id=run_id)
         try:
             engine = make_engine(config.engine, spark=config.spark, session=spark)
-            tracked_run_id = tracker.run_id()
         except BaseException as error:
-            tracker.after_run(run_id="", result=None, error=error)
+            tracker.after_run(run_id=run_id, result=None, error=error)
             raise
         result = Pipeline(
-            config, engine, hooks=(*hooks, tracker), run_id=tracked_run_id, registry=tracker
+            config, engine, hooks=(*hooks, tracker), run_id=run_id, registry=tracker
         ).run()
     if config.output.report:
         result.outputs["report"] = report_run(result)

@@ -213,26 +213,23 @@ class Pipeline:
             lambda: reduce.reduce_dimensions(engine, scaled, cfg.reduce),
             key=keys["reduce"],
         )
-        previous = self.registry.previous()
-        keys["cluster"] = Checkpoints.key(
-            "cluster",
-            keys["reduce"],
-            section["cluster"],
-            previous.to_dict() if previous is not None else None,
-        )
+        keys["cluster"] = Checkpoints.key("cluster", keys["reduce"], section["cluster"])
         clustering = self._stage(
             "cluster",
-            lambda: cluster.cluster_customers(
-                engine,
-                reduced,
-                cfg.cluster,
-                scaled=scaled,
-                feature_names=built.names,
-                previous=previous,
-            ),
+            lambda: cluster.cluster_customers(engine, reduced, cfg.cluster),
             key=keys["cluster"],
         )
-        keys["match"] = Checkpoints.key("match", keys["cluster"], section["match"])
+        clustering = cluster.keep_previous_ids(
+            engine,
+            clustering,
+            self.registry.previous(),
+            reduced=reduced,
+            scaled=scaled,
+            feature_names=built.names,
+        )
+        keys["match"] = Checkpoints.key(
+            "match", keys["cluster"], section["match"], clustering.segment_ids.tolist()
+        )
         model = _fitted_model(
             plan=raw.plan,
             cleaned=cleaned,

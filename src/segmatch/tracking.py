@@ -25,6 +25,7 @@ from segmatch.model import SegmentModel
 from segmatch.results import RunResult, StageRecord
 
 CHAMPION = "champion"
+RUN_ID_TAG = "segmatch.run_id"
 MODEL_ARTIFACT = "segment_model"
 PARAM_BATCH = 100
 
@@ -92,25 +93,25 @@ class MlflowTracking:
         self._opened: Future[str] | None = None
         self._champion: Future[SegmentModel | None] | None = None
 
-    def start(self, config: Config) -> None:
-        """Queue the run's opening, then the champion's download (needed by the cluster stage)."""
-        self._opened = self._worker.submit(self.open_run, config)
+    def start(self, config: Config, *, run_id: str) -> None:
+        """Queue the run's opening, the champion's download (the cluster stage's ids need it)
+        and the imports that logging a model needs; returns at once."""
+        self._opened = self._worker.submit(self.open_run, config, run_id=run_id)
         self._champion = self._worker.submit(champion_model, self.config)
         self._worker.submit(_warm_model_logging)
-
-    def run_id(self) -> str:
-        """The MLflow run id, once the worker has opened the run (``start`` comes first)."""
-        if self._opened is None:
-            raise RuntimeError("MlflowTracking.start(config) must come before run_id()")
-        return self._opened.result()
 
     def previous(self) -> SegmentModel | None:
         if self._champion is None:
             self._champion = self._worker.submit(champion_model, self.config)
         return self._champion.result()
 
-    def open_run(self, config: Config) -> str:
-        """Create the MLflow run; its id becomes the pipeline's run id."""
+    def open_run(self, config: Config, *, run_id: str) -> str:
+        """Create the MLflow run, named after the pipeline's run id; return MLflow's id.
+
+        MLflow draws its own run ids, and waiting for one would hold every stage back by the
+        seconds MLflow takes to import and open its store; the pipeline's id is the run's name
+        and its ``segmatch.run_id`` tag instead.
+        """
         mlflow = import_mlflow()
         uri = tracking_uri(self.config)
         mlflow.set_tracking_uri(uri)
@@ -127,7 +128,9 @@ class MlflowTracking:
             experiment_id = experiment.experiment_id
         run = client.create_run(
             experiment_id,
+            run_name=run_id,
             tags={
+                RUN_ID_TAG: run_id,
                 "config_hash": config_digest(config),
                 "segmatch_version": __version__,
                 **({"git_commit": commit} if (commit := _git_commit()) else {}),
@@ -138,8 +141,7 @@ class MlflowTracking:
 
     def before_run(self, *, run_id: str, config: Config) -> None:
         if self._opened is None:
-            self.start(config)
-        self.run_id()
+            self.start(config, run_id=run_id)
 
     def register(self, *, run_id: str, model_path: Path, model: SegmentModel) -> str | None:
         """Log the model as a pyfunc of this run and register it; return its version."""
@@ -155,12 +157,16 @@ class MlflowTracking:
         self, *, run_id: str, result: RunResult | None, error: BaseException | None
     ) -> None:
         try:
-            if self.mlflow_run_id is not None:
+            # A run that fails early may end before the worker has opened its MLflow run.
+            if self._opened is not None and self._opened.exception() is None:
                 self._on_worker(lambda: self._finish(result, error))
         finally:
             self._worker.shutdown(wait=True, cancel_futures=True)
 
     def _on_worker(self, task: Callable[[], Value]) -> Value:
+        """Run ``task`` after everything queued before it; fails if the run could not open."""
+        if self._opened is not None:
+            self._opened.result()
         return self._worker.submit(task).result()
 
     def _register(self, model_path: Path, model: SegmentModel) -> str:
@@ -337,10 +343,26 @@ def log_artifact(config: TrackingConfig, run_id: str, path: Path) -> None:
 
 
 def run_output_path(run_id: str, config: TrackingConfig) -> Path:
-    """The output folder a tracked run wrote to (its ``output.path`` param)."""
+    """The output folder a tracked run wrote to (its ``output.path`` param).
+
+    ``run_id`` is segmatch's run id (the one in the tables), or MLflow's own id of the run.
+    """
     mlflow = import_mlflow()
+    client = mlflow.MlflowClient(tracking_uri(config))
+    experiment = client.get_experiment_by_name(config.experiment)
+    runs = (
+        client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`{RUN_ID_TAG}` = '{run_id}'",
+            max_results=1,
+        )
+        if experiment is not None and run_id.isalnum()
+        else []
+    )
+    if runs:
+        return Path(runs[0].data.params["output.path"])
     try:
-        run = mlflow.MlflowClient(tracking_uri(config)).get_run(run_id)
+        run = client.get_run(run_id)
     except Exception as exc:
         raise ModelError(f"no MLflow run {run_id!r} in {tracking_uri(config)}: {exc}") from exc
     return Path(run.data.params["output.path"])
@@ -379,7 +401,8 @@ def recent_runs(config: TrackingConfig, *, limit: int = 20) -> list[dict[str, An
     )
     return [
         {
-            "run_id": run.info.run_id,
+            "run_id": run.data.tags.get(RUN_ID_TAG, run.info.run_id),
+            "mlflow_run_id": run.info.run_id,
             "started": run.info.start_time,
             "status": run.info.status,
             "rows": run.data.params.get("rows_in"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -73,24 +73,14 @@ def silhouette_of(
     return float(total[0] / sums.counts.sum())
 
 
-def cluster_customers(
-    engine: Engine,
-    reduced: Reduced,
-    config: ClusterConfig,
-    *,
-    scaled: Scaled | None = None,
-    feature_names: list[str] | None = None,
-    previous: SegmentModel | None = None,
-) -> Clustering:
+def cluster_customers(engine: Engine, reduced: Reduced, config: ClusterConfig) -> Clustering:
     """Fit k-means for the fixed k, or sweep the range and keep the best admissible k.
 
     k-means runs first on a seeded sample of ``sweep_sample_size`` rows held in memory (all
     rows when fewer), where the sweep scores every candidate k; the chosen centroids are then
     refined by Lloyd iterations over every row, and the silhouette is computed exactly on
-    every row.
-
-    With a ``previous`` model, segments keep the ids of the previous segments they match
-    (see :meth:`SegmentModel.matched_ids`).
+    every row. Segment ids run from 0 (the largest segment) to k − 1; see
+    :func:`keep_previous_ids` for ids that stay stable across retrains.
     """
     n = reduced.rows_out
     candidates = _feasible_candidates(config, n)
@@ -125,23 +115,10 @@ def cluster_customers(
     sums = kernels.ClusterSums(sums.counts[order], sums.sums[order], sums.squared_norms[order])
     silhouette = silhouette_of(engine, matrix, centroids, sums)
     assigned = engine.assign(matrix, centroids=centroids)
-    ids = np.arange(k)
-    if previous is not None and scaled is not None and feature_names is not None:
-        in_features = kernels.to_feature_space(
-            centroids,
-            axes=reduced.components.axes,
-            pca_mean=reduced.mean,
-            scale=scaled.scale,
-            center=scaled.center,
-        )
-        matched = previous.matched_ids(in_features, feature_names)
-        if matched is not None:
-            ids = matched
-            assigned = engine.relabel(assigned, ids=ids)
     return Clustering(
         matrix=assigned,
         centroids=centroids,
-        segment_ids=ids,
+        segment_ids=np.arange(k),
         k=k,
         silhouette=silhouette,
         sample_silhouette=kernels.euclidean_silhouette(
@@ -155,6 +132,38 @@ def cluster_customers(
         sweep_rows=len(sample) if sweep else 0,
         rows_in=n,
         rows_out=int(sums.counts.sum()),
+    )
+
+
+def keep_previous_ids(
+    engine: Engine,
+    clustering: Clustering,
+    previous: SegmentModel | None,
+    *,
+    reduced: Reduced,
+    scaled: Scaled,
+    feature_names: list[str],
+) -> Clustering:
+    """Give each segment the id of the previous model's segment it matches.
+
+    Matching is in feature space (see :meth:`SegmentModel.matched_ids`); unmatched segments get
+    fresh ids. Without a previous model, or one trained on other features, ids stay 0 … k − 1.
+    Kept apart from the fit so the fit (and its checkpoint) need not wait for the registry.
+    """
+    if previous is None:
+        return clustering
+    in_features = kernels.to_feature_space(
+        clustering.centroids,
+        axes=reduced.components.axes,
+        pca_mean=reduced.mean,
+        scale=scaled.scale,
+        center=scaled.center,
+    )
+    matched = previous.matched_ids(in_features, feature_names)
+    if matched is None:
+        return clustering
+    return replace(
+        clustering, matrix=engine.relabel(clustering.matrix, ids=matched), segment_ids=matched
     )
 
 
