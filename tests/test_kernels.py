@@ -109,36 +109,3 @@ def test_euclidean_silhouette_equals_scikit_learn():
     labels = np.repeat([3, 5, 9], 150)
     ours = kernels.euclidean_silhouette(x, labels, block_rows=100)
     assert ours == pytest.approx(silhouette_score(x, labels), abs=1e-10)
-
-
-def test_kmeans_reaches_scikit_learns_inertia_and_follows_lloyd_from_given_centroids():
-    from sklearn.cluster import KMeans  # noqa: PLC0415 -- the reference, in tests only
-
-    rng = np.random.default_rng(21)
-    centres = rng.normal(0.0, 6.0, size=(5, 4))
-    x = np.vstack([rng.normal(c, 1.0, size=(400, 4)) for c in centres])
-    ours = kernels.kmeans(x, k=5, seed=1, max_iter=300, n_init=3, shift_tolerance=1e-8)
-    reference = KMeans(n_clusters=5, n_init=10, random_state=0).fit(x)
-
-    def inertia(centroids):
-        return ((x[:, None, :] - centroids[None]) ** 2).sum(axis=2).min(axis=1).sum()
-
-    assert inertia(ours) <= reference.inertia_ * 1.001
-    start = x[rng.choice(len(x), 5, replace=False)]
-    lloyd = kernels.kmeans(x, k=5, seed=0, max_iter=300, n_init=1, shift_tolerance=0.0, init=start)
-    steps = KMeans(n_clusters=5, init=start, n_init=1, tol=0.0, algorithm="lloyd").fit(x)
-    np.testing.assert_allclose(np.sort(lloyd, axis=0), np.sort(steps.cluster_centers_, axis=0))
-
-
-def test_kmeans_refills_an_empty_cluster_and_handles_repeated_points():
-    x = np.vstack([np.zeros((50, 2)), np.full((50, 2), 10.0), [[100.0, 100.0]]])
-    start = np.array([[0.0, 0.0], [10.0, 10.0], [-500.0, -500.0]])  # the last one wins no row
-    centroids = kernels.kmeans(
-        x, k=3, seed=0, max_iter=50, n_init=1, shift_tolerance=0.0, init=start
-    )
-    assert sorted(map(tuple, np.round(centroids, 6))) == [(0, 0), (10, 10), (100, 100)]
-    same = np.ones((20, 3))
-    assert kernels.kmeans(same, k=2, seed=0, max_iter=10, n_init=1, shift_tolerance=0.0).shape == (
-        2,
-        3,
-    )

@@ -1,4 +1,4 @@
-"""The embedded engine: Polars for rows, NumPy for matrices and k-means (via the kernels).
+"""The embedded engine: Polars for rows, NumPy for matrices (k-means: scikit-learn, via kernels).
 
 Everything runs in this process. Passes over the matrix go in blocks whose size follows the
 matrix's width, so memory stays flat whatever the number of customers.
@@ -59,7 +59,7 @@ class LocalMatrix:
 
 
 class LocalEngine(Engine):
-    """Polars + NumPy in one process."""
+    """Polars + NumPy + scikit-learn in one process."""
 
     name = "local"
 
