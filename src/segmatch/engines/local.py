@@ -323,12 +323,11 @@ class LocalEngine(Engine):
         return LocalMatrix(ids=matrix.ids, values=out)
 
     def sample_values(self, matrix: LocalMatrix, *, rows: int, seed: int) -> np.ndarray:
-        n = matrix.values.shape[0]
-        if rows >= n:
-            return matrix.values
-        return matrix.values[
-            np.sort(np.random.default_rng(seed).choice(n, size=rows, replace=False))
-        ]
+        hashes = kernels.id_hashes(matrix.ids.to_arrow(), seed)
+        if rows < len(hashes):
+            chosen = np.argpartition(hashes, rows - 1)[:rows]
+            return matrix.values[chosen[np.argsort(hashes[chosen], kind="stable")]]
+        return matrix.values[np.argsort(hashes, kind="stable")]
 
     def stratified_sample(
         self, matrix: LocalMatrix, *, rows: int, seed: int

@@ -420,13 +420,36 @@ class SparkEngine(Engine):
         return SparkMatrix(_persist(mapped), id_column, out)
 
     def sample_values(self, matrix: SparkMatrix, *, rows: int, seed: int) -> np.ndarray:
-        frame = matrix.frame.select(matrix.value_columns)
         total = matrix.frame.count()
-        if rows < total:
-            # Bernoulli with a little slack, then exactly ``rows``: one pass, no sort.
-            fraction = min(1.0, rows / total * 1.05 + 100 / total)
-            frame = frame.sample(fraction=fraction, seed=seed).limit(rows)
-        return _matrix_of(frame.toArrow(), matrix.value_columns)
+        # Ids whose hash falls under the share ``rows / total`` of the hash range (with slack),
+        # then the ``rows`` smallest on the driver: the local engine's sample, in its order.
+        share = min(1.0, rows / max(total, 1) * 1.1 + 1000 / max(total, 1))
+        cutoff = None if share >= 1.0 else np.uint64(share * float(2**64 - 1))
+        id_column, value_columns = matrix.id_column, matrix.value_columns
+
+        def hashed(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            for batch in batches:
+                hashes = kernels.id_hashes(batch.column(id_column), seed)
+                keep = np.ones(len(hashes), bool) if cutoff is None else hashes <= cutoff
+                yield pa.RecordBatch.from_arrays(
+                    [
+                        pa.array(hashes[keep].view(np.int64)),
+                        *(
+                            pa.array(batch.column(c).to_numpy(zero_copy_only=False)[keep])
+                            for c in value_columns
+                        ),
+                    ],
+                    names=["__hash", *value_columns],
+                )
+
+        schema = T.StructType(
+            [T.StructField("__hash", T.LongType())]
+            + [T.StructField(c, T.DoubleType()) for c in value_columns]
+        )
+        table = matrix.frame.select(id_column, *value_columns).mapInArrow(hashed, schema).toArrow()
+        hashes = table.column("__hash").to_numpy().view(np.uint64)
+        order = np.argsort(hashes, kind="stable")[:rows]
+        return _matrix_of(table, value_columns)[order]
 
     def stratified_sample(
         self, matrix: SparkMatrix, *, rows: int, seed: int
