@@ -278,7 +278,10 @@ class SparkEngine(Engine):
         if center == "mean":
             aggregations += [F.avg(F.col(c)).alias(f"c{i}") for i, c in enumerate(numeric)]
         row = frame.agg(*aggregations).first() if aggregations else None
-        medians = _exact_medians(frame, numeric)[None] if center == "median" and numeric else {}
+        if center == "median":
+            centers = _exact_medians(frame, numeric)[None] if numeric else {}
+        else:
+            centers = {c: row[f"c{i}"] for i, c in enumerate(numeric)} if row else {}
         levels = {}
         for name in categorical:
             level = F.coalesce(F.col(name).cast("string"), F.lit(MISSING_LEVEL))
@@ -286,13 +289,7 @@ class SparkEngine(Engine):
             levels[name] = {r["level"]: r["count"] for r in counts}
         return ColumnStats(
             nulls={c: row[f"n{i}"] for i, c in enumerate(columns)} if row else {},
-            centers={
-                c: float(value) if value is not None else 0.0
-                for i, c in enumerate(numeric)
-                for value in [medians.get(c) if center == "median" else row[f"c{i}"]]
-            }
-            if row
-            else {},
+            centers={c: float(v) if v is not None else 0.0 for c, v in centers.items()},
             levels=levels,
         )
 
@@ -472,11 +469,7 @@ class SparkEngine(Engine):
         k, d = centroids.shape
         for _ in range(max_iter):
             current = centroids
-
-            def step(values: np.ndarray, _labels: np.ndarray | None, at: np.ndarray = current):
-                labels, _, _ = kernels.nearest_centroids(values, at)
-                return kernels.cluster_sums_kernel(k)(values, labels)
-
+            step = kernels.nearest_then(current, kernels.cluster_sums_kernel(k))
             sums = kernels.ClusterSums.from_flat(self.reduce_blocks(matrix, kernel=step), k, d)
             centroids = np.where(
                 sums.counts[:, None] > 0,
