@@ -10,7 +10,7 @@ import pytest
 
 from conftest import make_config, write_table
 from segmatch.api import run_pipeline
-from segmatch.engines.base import OTHER_LEVEL
+from segmatch.encoding import OTHER_LEVEL
 from segmatch.stages import clean, cluster, features, ingest, match, reduce, scale
 from segmatch.stages.features import choose_levels
 from segmatch.storage import read_delta

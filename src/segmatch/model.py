@@ -16,7 +16,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from segmatch import kernels
-from segmatch.engines.base import MISSING_LEVEL, OTHER_LEVEL
+from segmatch.encoding import MISSING_LEVEL, feature_names, one_hot_columns
 from segmatch.errors import ModelError
 from segmatch.storage import write_json
 
@@ -29,9 +29,9 @@ class SegmentModel:
     feature matrix built by the features stage (numeric columns, then one-hot levels).
 
     Example:
-        >>> model = SegmentModel.from_arrays(  # doctest: +SKIP
-        ...     feature_names=["a", "b"], center=..., scale=..., axes=..., centroids=...)
-        >>> model.predict(features)  # doctest: +SKIP
+        >>> model = SegmentModel.load(Path("segmatch-out/model.json"))  # doctest: +SKIP
+        >>> model.predict(model.features_from_columns({"age": [31], "income": [52_000]}))  # doctest: +SKIP
+        array([2])
     """
 
     id_column: str
@@ -50,11 +50,7 @@ class SegmentModel:
 
     @property
     def feature_names(self) -> list[str]:
-        return self.numeric_columns + [
-            f"{column}={level}"
-            for column, levels in self.categorical_levels.items()
-            for level in levels
-        ]
+        return feature_names(self.numeric_columns, self.categorical_levels)
 
     @property
     def n_segments(self) -> int:
@@ -97,15 +93,16 @@ class SegmentModel:
             values = np.array(columns[name], dtype=np.float64)
             values[np.isnan(values)] = self.fill_values_.get(name, 0.0)
             parts.append(kernels.signed_log1p(values) if name in self.log_columns else values)
-        for name, levels in self.categorical_levels.items():
-            text = np.array(
-                [MISSING_LEVEL if _is_missing(v) else str(v) for v in columns[name]],
-                dtype=object,
+        texts = {
+            name: np.array(
+                [MISSING_LEVEL if _is_missing(v) else str(v) for v in columns[name]], dtype=object
             )
-            named = [level for level in levels if level != OTHER_LEVEL]
-            for level in levels:
-                hit = ~np.isin(text, named) if level == OTHER_LEVEL else text == level
-                parts.append(hit.astype(np.float64))
+            for name in self.categorical_levels
+        }
+        for one_hot in one_hot_columns(self.categorical_levels):
+            text = texts[one_hot.column]
+            hit = ~np.isin(text, one_hot.named) if one_hot.is_other else text == one_hot.level
+            parts.append(hit.astype(np.float64))
         return np.column_stack(parts)
 
     def score(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

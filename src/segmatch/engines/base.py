@@ -1,8 +1,13 @@
 """The Engine interface: the few primitives a stage needs, and nothing about any library.
 
-A stage passes engine-owned objects (a ``Frame`` of rows, a ``Matrix`` of feature vectors)
+A stage passes engine-owned objects (a ``FrameT`` of rows, a ``MatrixT`` of feature vectors)
 back to the engine without looking inside them. Everything a stage decides is made from the
 small NumPy results the primitives return, with the math in :mod:`segmatch.kernels`.
+
+The public methods that shape results the same way on every engine (which rule a row broke
+first, the rows of a lookalike answer) are written here once; an engine supplies the small
+primitives under them (``_first_broken_rule``, ``_rows_per_segment`` …), the way a database
+API wraps one ``_execute`` per backend.
 """
 
 from __future__ import annotations
@@ -12,26 +17,42 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
-Frame = Any
+from segmatch import kernels
+from segmatch.tables import TABLES
+
+FrameT = TypeVar("FrameT")
 """An engine's table of rows (a Polars DataFrame locally, a Spark DataFrame on Spark)."""
 
-Matrix = Any
+MatrixT = TypeVar("MatrixT")
 """An engine's feature matrix: one vector per customer id, with segment labels once assigned."""
+
+ExprT = TypeVar("ExprT")
+"""An engine's column expression (a Polars ``Expr``, a Spark ``Column``)."""
+
+Frame = Any
+"""A frame as stages see it: opaque, handed back to the engine that made it."""
+
+Matrix = Any
+"""A matrix as stages see it: opaque, handed back to the engine that made it."""
 
 BlockKernel = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 """Maps one block of rows (values, labels) to a small array; blocks' results are summed."""
+
+NeighbourKernel = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+"""(points, k) → each point's k nearest other points (indices, distances)."""
+
+QueryKernel = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+"""(points, queries, k) → each query's k nearest points (indices, distances)."""
 
 ColumnKind = Literal["numeric", "string", "temporal", "boolean", "other"]
 
 QUARANTINE_RULE = "quarantine_rule"
 QUARANTINE_COLUMN = "quarantine_column"
-MISSING_LEVEL = "(missing)"
-OTHER_LEVEL = "(other)"
 
 
 @dataclass(frozen=True)
@@ -47,6 +68,42 @@ class Rule:
     kind: Literal["null_id", "not_null", "numeric", "finite", "range"]
     low: float | None = None
     high: float | None = None
+
+    def broken(self, ops: RuleOps[ExprT]) -> ExprT:
+        """The engine's expression that is true where a row breaks this rule (never null)."""
+        column = self.column
+        if self.kind == "null_id":
+            return ops.any_of([ops.is_null(column), ops.is_blank(column)])
+        if self.kind == "not_null":
+            return ops.is_null(column)
+        if self.kind == "numeric":
+            return ops.is_unparsable(column)
+        if self.kind == "finite":
+            return ops.is_infinite(column)
+        return ops.is_outside(column, low=self.low, high=self.high)
+
+
+class RuleOps(Protocol[ExprT]):
+    """The column tests an engine gives, from which every :class:`Rule` is built.
+
+    Each returns an expression that is false (not null) where the test does not apply.
+    """
+
+    def is_null(self, column: str) -> ExprT: ...
+
+    def is_blank(self, column: str) -> ExprT:
+        """Text that is empty once trimmed (false for non-text columns)."""
+        ...
+
+    def is_unparsable(self, column: str) -> ExprT:
+        """Non-blank text that does not parse as a number."""
+        ...
+
+    def is_infinite(self, column: str) -> ExprT: ...
+
+    def is_outside(self, column: str, *, low: float | None, high: float | None) -> ExprT: ...
+
+    def any_of(self, conditions: Sequence[ExprT]) -> ExprT: ...
 
 
 @dataclass(frozen=True)
@@ -83,7 +140,57 @@ class TransactionColumns:
     as_of: datetime | None
 
 
-class Engine(ABC):
+@dataclass(frozen=True)
+class SegmentRows:
+    """The rows of one segment handed to a kernel: ids, labels and values as arrays."""
+
+    ids: pa.Array | pa.ChunkedArray
+    labels: np.ndarray
+    values: np.ndarray
+
+
+def match_rows(
+    id_column: str,
+    *,
+    ids: pa.Array | pa.ChunkedArray,
+    labels: np.ndarray,
+    candidates: pa.Array | pa.ChunkedArray,
+    neighbours: np.ndarray,
+    distance: np.ndarray,
+) -> pa.Table:
+    """Lookalike rows (the ``matches`` table's columns) from a nearest-neighbour answer.
+
+    Row ``i`` of ``neighbours``/``distance`` holds the candidates (indices into
+    ``candidates``) nearest to ``ids[i]``, best first.
+    """
+    span = neighbours.shape[1]
+    rows = len(ids)
+    columns = TABLES["matches"].columns_for(id_column)
+    return pa.table(
+        dict(
+            zip(
+                columns,
+                [
+                    ids.take(np.repeat(np.arange(rows), span)),
+                    pa.array(np.repeat(np.asarray(labels), span).astype(np.int32)),
+                    candidates.take(neighbours.ravel()),
+                    pa.array(np.tile(np.arange(1, span + 1, dtype=np.int16), rows)),
+                    pa.array(distance.ravel()),
+                    pa.array(kernels.similarity(distance.ravel())),
+                ],
+                strict=True,
+            )
+        )
+    )
+
+
+def match_schema(id_column: str, id_type: pa.DataType) -> pa.Schema:
+    """The Arrow schema of lookalike rows whose ids have ``id_type``."""
+    types = [id_type, pa.int32(), id_type, pa.int16(), pa.float64(), pa.float64()]
+    return pa.schema(list(zip(TABLES["matches"].columns_for(id_column), types, strict=True)))
+
+
+class Engine(ABC, Generic[FrameT, MatrixT]):
     """Primitives every engine supplies. Arguments are keyword-only and already validated."""
 
     name: str
@@ -97,7 +204,7 @@ class Engine(ABC):
         """The last partitioning decision and its inputs (empty when nothing was planned)."""
         return {}
 
-    def distribute(self, frame: Frame, *, key: str, input_bytes: int) -> Frame:
+    def distribute(self, frame: FrameT, *, key: str, input_bytes: int) -> FrameT:
         """Spread the rows over the engine's workers by ``key`` (nothing to do in one process)."""
         return frame
 
@@ -111,17 +218,17 @@ class Engine(ABC):
         types: dict[str, str],
         separator: str,
         version: int | None = None,
-    ) -> Frame:
+    ) -> FrameT:
         """Read a file, a folder of Parquet files, or a Delta table (at ``version``)."""
 
     @abstractmethod
-    def schema(self, frame: Frame) -> dict[str, ColumnKind]: ...
+    def schema(self, frame: FrameT) -> dict[str, ColumnKind]: ...
 
     @abstractmethod
-    def count(self, frame: Frame) -> int: ...
+    def count(self, frame: FrameT) -> int: ...
 
     @abstractmethod
-    def write_parquet(self, frame: Frame, *, folder: Path) -> None:
+    def write_parquet(self, frame: FrameT, *, folder: Path) -> None:
         """Write the frame as Parquet files into ``folder`` (staged for a Delta commit)."""
 
     @abstractmethod
@@ -129,47 +236,58 @@ class Engine(ABC):
         """Whether a value is one of this engine's frames or matrices (for checkpoints)."""
 
     @abstractmethod
-    def save_frame(self, frame: Frame, *, path: Path) -> None: ...
+    def save_frame(self, frame: FrameT, *, path: Path) -> None: ...
 
     @abstractmethod
-    def load_frame(self, *, path: Path) -> Frame: ...
+    def load_frame(self, *, path: Path) -> FrameT: ...
 
     @abstractmethod
-    def save_matrix(self, matrix: Matrix, *, folder: Path) -> None: ...
+    def save_matrix(self, matrix: MatrixT, *, folder: Path) -> None: ...
 
     @abstractmethod
-    def load_matrix(self, *, folder: Path) -> Matrix: ...
+    def load_matrix(self, *, folder: Path) -> MatrixT: ...
 
     @abstractmethod
-    def to_arrow(self, frame: Frame, *, limit: int | None = None) -> pa.Table:
+    def to_arrow(self, frame: FrameT, *, limit: int | None = None) -> pa.Table:
         """A small frame (profiles, summaries) or the first ``limit`` rows, as Arrow."""
 
     # -- validation and cleaning ---------------------------------------------------------
     @abstractmethod
-    def check_numeric_text(self, frame: Frame, *, column: str) -> ParseCheck: ...
+    def check_numeric_text(self, frame: FrameT, *, column: str) -> ParseCheck: ...
 
-    @abstractmethod
-    def split_quarantine(self, frame: Frame, *, rules: Sequence[Rule]) -> tuple[Frame, Frame]:
+    def split_quarantine(self, frame: FrameT, *, rules: Sequence[Rule]) -> tuple[FrameT, FrameT]:
         """(rows breaking no rule, rows breaking one with its first rule's name and column)."""
+        ops = self._rule_ops(frame)
+        return self._split_by_first_rule(frame, [(rule, rule.broken(ops)) for rule in rules])
 
     @abstractmethod
-    def cast_to_float(self, frame: Frame, *, columns: Sequence[str]) -> Frame: ...
+    def _rule_ops(self, frame: FrameT) -> RuleOps[Any]:
+        """The column tests for ``frame`` (they may depend on its column types)."""
+
+    @abstractmethod
+    def _split_by_first_rule(
+        self, frame: FrameT, broken: Sequence[tuple[Rule, Any]]
+    ) -> tuple[FrameT, FrameT]:
+        """Valid rows, and the rest marked with the first rule (in order) whose test holds."""
+
+    @abstractmethod
+    def cast_to_float(self, frame: FrameT, *, columns: Sequence[str]) -> FrameT: ...
 
     @abstractmethod
     def deduplicate(
         self,
-        frame: Frame,
+        frame: FrameT,
         *,
         id_column: str,
         keep: Literal["first", "latest"],
         order_by: str | None,
-    ) -> tuple[Frame, int]:
+    ) -> tuple[FrameT, int]:
         """One row per id (the first, or the latest by ``order_by``), and how many rows that is."""
 
     @abstractmethod
     def column_stats(
         self,
-        frame: Frame,
+        frame: FrameT,
         *,
         numeric: Sequence[str],
         categorical: Sequence[str],
@@ -178,53 +296,53 @@ class Engine(ABC):
 
     @abstractmethod
     def fill_missing(
-        self, frame: Frame, *, numeric: dict[str, float], categorical: Sequence[str]
-    ) -> Frame: ...
+        self, frame: FrameT, *, numeric: dict[str, float], categorical: Sequence[str]
+    ) -> FrameT: ...
 
     # -- features ------------------------------------------------------------------------
     @abstractmethod
-    def aggregate_transactions(self, frame: Frame, *, columns: TransactionColumns) -> Frame: ...
+    def aggregate_transactions(self, frame: FrameT, *, columns: TransactionColumns) -> FrameT: ...
 
     @abstractmethod
     def feature_matrix(
         self,
-        frame: Frame,
+        frame: FrameT,
         *,
         id_column: str,
         numeric: Sequence[str],
         log: Sequence[str],
         levels: dict[str, Sequence[str]],
-    ) -> Matrix:
+    ) -> MatrixT:
         """One row per customer: numeric columns (signed-log where listed), then one-hot levels."""
 
     # -- passes over the matrix ----------------------------------------------------------
     @abstractmethod
-    def matrix_rows(self, matrix: Matrix) -> int: ...
+    def matrix_rows(self, matrix: MatrixT) -> int: ...
 
     @abstractmethod
-    def reduce_blocks(self, matrix: Matrix, *, kernel: BlockKernel) -> np.ndarray: ...
+    def reduce_blocks(self, matrix: MatrixT, *, kernel: BlockKernel) -> np.ndarray: ...
 
     @abstractmethod
-    def quantiles(self, matrix: Matrix, *, q: Sequence[float]) -> np.ndarray:
+    def quantiles(self, matrix: MatrixT, *, q: Sequence[float]) -> np.ndarray:
         """len(q) × d quantiles of each column."""
 
     @abstractmethod
-    def affine(self, matrix: Matrix, *, shift: np.ndarray, linear: np.ndarray) -> Matrix:
+    def affine(self, matrix: MatrixT, *, shift: np.ndarray, linear: np.ndarray) -> MatrixT:
         """``(x − shift) @ linear`` for every row."""
 
     @abstractmethod
-    def sample_values(self, matrix: Matrix, *, rows: int, seed: int) -> np.ndarray:
+    def sample_values(self, matrix: MatrixT, *, rows: int, seed: int) -> np.ndarray:
         """About ``rows`` rows' values, seeded, in memory (all rows when there are fewer)."""
 
     @abstractmethod
     def stratified_sample(
-        self, matrix: Matrix, *, rows: int, seed: int
+        self, matrix: MatrixT, *, rows: int, seed: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """About ``rows`` rows (values, labels), each segment drawn in proportion to its size."""
 
     @abstractmethod
     def refine_centroids(
-        self, matrix: Matrix, *, centroids: np.ndarray, max_iter: int, shift_tolerance: float
+        self, matrix: MatrixT, *, centroids: np.ndarray, max_iter: int, shift_tolerance: float
     ) -> np.ndarray:
         """Lloyd iterations over every row from ``centroids`` (fitted on a sample).
 
@@ -233,58 +351,103 @@ class Engine(ABC):
         """
 
     @abstractmethod
-    def assign(self, matrix: Matrix, *, centroids: np.ndarray) -> Matrix:
+    def assign(self, matrix: MatrixT, *, centroids: np.ndarray) -> MatrixT:
         """The matrix with each row's nearest centroid (label) and its distance."""
 
     @abstractmethod
-    def relabel(self, matrix: Matrix, *, ids: np.ndarray) -> Matrix:
+    def relabel(self, matrix: MatrixT, *, ids: np.ndarray) -> MatrixT:
         """The matrix with each label ``i`` replaced by ``ids[i]``."""
 
     @abstractmethod
-    def segment_transitions(self, previous: Frame, matrix: Matrix, *, id_column: str) -> pa.Table:
+    def segment_transitions(self, previous: FrameT, matrix: MatrixT, *, id_column: str) -> pa.Table:
         """(from_segment, to_segment, customers) for ids present in both assignments."""
 
-    @abstractmethod
     def top_k_within_segments(
+        self, matrix: MatrixT, *, id_column: str, k: int, kernel: NeighbourKernel
+    ) -> FrameT:
+        """Lookalike rows (the ``matches`` table), the kernel run on each segment's rows."""
+
+        def per_segment(segment: SegmentRows) -> pa.Table:
+            neighbours, distance = kernel(segment.values, k)
+            return match_rows(
+                id_column,
+                ids=segment.ids,
+                labels=segment.labels,
+                candidates=segment.ids,
+                neighbours=neighbours,
+                distance=distance,
+            )
+
+        return self._rows_per_segment(matrix, per_segment, id_column=id_column)
+
+    @abstractmethod
+    def _rows_per_segment(
         self,
-        matrix: Matrix,
+        matrix: MatrixT,
+        per_segment: Callable[[SegmentRows], pa.Table],
         *,
         id_column: str,
-        k: int,
-        kernel: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
-    ) -> Frame:
-        """Rows (id, segment, match_id, rank, distance, similarity), the kernel run per segment."""
+    ) -> FrameT:
+        """``per_segment`` run on every segment's rows; its lookalike rows as one frame."""
 
     # -- results -------------------------------------------------------------------------
     @abstractmethod
     def segments_frame(
-        self, matrix: Matrix, *, id_column: str, labels: dict[str, str | None]
-    ) -> Frame:
+        self, matrix: MatrixT, *, id_column: str, labels: dict[str, str | None]
+    ) -> FrameT:
         """Rows (id, segment, distance, pc_1 … pc_d, then each label as a text column)."""
 
     @abstractmethod
-    def scores_frame(self, matrix: Matrix, *, id_column: str) -> Frame:
+    def scores_frame(self, matrix: MatrixT, *, id_column: str) -> FrameT:
         """Rows (id, segment, distance, confidence) of an assigned matrix."""
 
-    @abstractmethod
     def top_k_against(
         self,
-        reference: Frame,
-        matrix: Matrix,
+        reference: FrameT,
+        matrix: MatrixT,
         *,
         id_column: str,
         k: int,
-        kernel: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]],
-    ) -> Frame:
+        kernel: QueryKernel,
+    ) -> FrameT:
         """For each row of ``matrix``, its k nearest rows of ``reference`` (a segments table
         with pc_* coordinates) within the same segment."""
 
+        def per_segment(new: SegmentRows, pool: SegmentRows) -> pa.Table:
+            if len(new.ids) == 0 or len(pool.ids) == 0:
+                id_type = (new if len(new.ids) else pool).ids.type
+                return match_schema(id_column, id_type).empty_table()
+            neighbours, distance = kernel(pool.values, new.values, k)
+            return match_rows(
+                id_column,
+                ids=new.ids,
+                labels=new.labels,
+                candidates=pool.ids,
+                neighbours=neighbours,
+                distance=distance,
+            )
+
+        return self._rows_per_segment_against(reference, matrix, per_segment, id_column=id_column)
+
+    @abstractmethod
+    def _rows_per_segment_against(
+        self,
+        reference: FrameT,
+        matrix: MatrixT,
+        per_segment: Callable[[SegmentRows, SegmentRows], pa.Table],
+        *,
+        id_column: str,
+    ) -> FrameT:
+        """``per_segment(new rows, reference rows)`` for every segment of ``matrix``."""
+
     @abstractmethod
     def rows_for_ids(
-        self, frame: Frame, *, id_column: str, ids: Sequence[Any], columns: Sequence[str]
+        self, frame: FrameT, *, id_column: str, ids: Sequence[Any], columns: Sequence[str]
     ) -> pa.Table:
         """The rows of a few ids (a report's sample), as Arrow."""
 
     @abstractmethod
-    def segment_profiles(self, frame: Frame, matrix: Matrix, *, columns: Sequence[str]) -> pa.Table:
+    def segment_profiles(
+        self, frame: FrameT, matrix: MatrixT, *, columns: Sequence[str]
+    ) -> pa.Table:
         """Per segment: size, share, and the mean and median of each column."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from segmatch.config import FeaturesConfig
-from segmatch.engines.base import OTHER_LEVEL, Engine, Frame, Matrix
+from segmatch.encoding import OTHER_LEVEL, feature_names
+from segmatch.engines.base import Engine, Frame, Matrix
 from segmatch.stages.clean import CleanedRows
 from segmatch.stages.ingest import ColumnPlan
 
@@ -24,7 +25,7 @@ class Features:
 
     @property
     def names(self) -> list[str]:
-        return [*self.numeric, *(f"{c}={level}" for c, ls in self.levels.items() for level in ls)]
+        return feature_names(self.numeric, self.levels)
 
 
 def choose_levels(counts: dict[str, int], *, max_levels: int, min_share: float) -> list[str]:

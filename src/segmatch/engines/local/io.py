@@ -1,0 +1,129 @@
+"""Reading and writing rows and matrices with Polars, and the column kinds of a frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+from deltalake.exceptions import DeltaError
+
+from segmatch.engines.base import ColumnKind
+from segmatch.engines.local.matrix import LocalMatrix
+from segmatch.errors import InputError, first_line
+
+_POLARS_TYPES: dict[str, pl.DataType] = {
+    "float": pl.Float64(),
+    "int": pl.Int64(),
+    "str": pl.String(),
+    "date": pl.Date(),
+    "datetime": pl.Datetime("us"),
+    "bool": pl.Boolean(),
+}
+
+
+class PolarsStorage:
+    """Reading inputs, staging outputs and checkpointing frames and matrices."""
+
+    def read(
+        self,
+        *,
+        path: Path,
+        fmt: Literal["csv", "parquet", "delta"],
+        types: dict[str, str],
+        separator: str,
+        version: int | None = None,
+    ) -> pl.DataFrame:
+        overrides = {name: _POLARS_TYPES[kind] for name, kind in types.items()}
+        try:
+            if fmt == "csv":
+                frame = pl.read_csv(
+                    path,
+                    infer_schema_length=None,
+                    separator=separator,
+                    schema_overrides=overrides,
+                    try_parse_dates=True,
+                )
+            elif fmt == "parquet":
+                source = str(path / "**" / "*.parquet") if path.is_dir() else path
+                frame = pl.read_parquet(source)
+            else:
+                frame = pl.read_delta(str(path), version=version)
+        except (pl.exceptions.PolarsError, OSError, ValueError, DeltaError) as exc:
+            raise InputError(f"cannot read {fmt} input {str(path)!r}: {first_line(exc)}") from exc
+        except BaseException as exc:
+            # delta-rs reports some corrupt files as a Rust panic, a BaseException subclass.
+            if type(exc).__name__ != "PanicException":
+                raise
+            raise InputError(f"cannot read {fmt} input {str(path)!r}: {first_line(exc)}") from exc
+        if fmt != "csv" and overrides:
+            frame = _cast_columns(frame, overrides, source=str(path))
+        return frame
+
+    def schema(self, frame: pl.DataFrame) -> dict[str, ColumnKind]:
+        return {name: _kind(dtype) for name, dtype in frame.schema.items()}
+
+    def count(self, frame: pl.DataFrame) -> int:
+        return frame.height
+
+    def write_parquet(self, frame: pl.DataFrame, *, folder: Path) -> None:
+        frame.write_parquet(folder / "part-00000.parquet")
+
+    def stored_kind(self, value: object) -> Literal["frame", "matrix"] | None:
+        if isinstance(value, pl.DataFrame):
+            return "frame"
+        return "matrix" if isinstance(value, LocalMatrix) else None
+
+    def save_frame(self, frame: pl.DataFrame, *, path: Path) -> None:
+        frame.write_parquet(path, compression="lz4")
+
+    def load_frame(self, *, path: Path) -> pl.DataFrame:
+        return pl.read_parquet(path)
+
+    def save_matrix(self, matrix: LocalMatrix, *, folder: Path) -> None:
+        folder.mkdir(parents=True)
+        matrix.ids.to_frame().write_parquet(folder / "ids.parquet", compression="lz4")
+        for name in ("values", "labels", "distances", "runner_up"):
+            array = getattr(matrix, name)
+            if array is not None:
+                np.save(folder / f"{name}.npy", array)
+
+    def load_matrix(self, *, folder: Path) -> LocalMatrix:
+        ids = pl.read_parquet(folder / "ids.parquet").to_series()
+        arrays = {
+            name: np.load(folder / f"{name}.npy") if (folder / f"{name}.npy").exists() else None
+            for name in ("values", "labels", "distances", "runner_up")
+        }
+        return LocalMatrix(ids=ids, **arrays)
+
+    def to_arrow(self, frame: pl.DataFrame, *, limit: int | None = None) -> pa.Table:
+        return (frame if limit is None else frame.head(limit)).to_arrow()
+
+
+def _kind(dtype: pl.DataType) -> ColumnKind:
+    if dtype.is_numeric():
+        return "numeric"
+    if dtype.is_temporal():
+        return "temporal"
+    if dtype == pl.Boolean:
+        return "boolean"
+    if dtype in (pl.String, pl.Categorical, pl.Enum):
+        return "string"
+    return "other"
+
+
+def _cast_columns(
+    frame: pl.DataFrame, types: dict[str, pl.DataType], *, source: str
+) -> pl.DataFrame:
+    for name, dtype in types.items():
+        if name not in frame.columns:
+            continue
+        try:
+            frame = frame.with_columns(pl.col(name).cast(dtype, strict=True))
+        except pl.exceptions.PolarsError as exc:
+            raise InputError(
+                f"column {name!r} of {source!r} cannot be read as {dtype}: {first_line(exc)}"
+            ) from exc
+    return frame

@@ -1,0 +1,53 @@
+"""How the Spark engine lays out its data: the matrix as columns, and the helpers over it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+
+ROW = "__segmatch_row"
+
+
+LABEL, DISTANCE, RUNNER_UP = "label", "distance", "runner_up"
+
+
+@dataclass(frozen=True)
+class SparkMatrix:
+    """Feature vectors as columns x0 … x{width-1} beside the id; labels once assigned."""
+
+    frame: DataFrame
+    id_column: str
+    width: int
+    labelled: bool = False
+
+    @property
+    def value_columns(self) -> list[str]:
+        return [f"x{j}" for j in range(self.width)]
+
+
+def matrix_of(table: pa.Table, columns: Sequence[str]) -> np.ndarray:
+    """The named double columns of an Arrow table as one float64 matrix."""
+    if not columns:
+        return np.empty((table.num_rows, 0))
+    return np.column_stack([table.column(c).to_numpy() for c in columns])
+
+
+def values_of(batch: pa.RecordBatch, width: int) -> np.ndarray:
+    if width == 0:
+        return np.empty((batch.num_rows, 0))
+    return np.column_stack(
+        [batch.column(f"x{j}").to_numpy(zero_copy_only=False) for j in range(width)]
+    ).astype(np.float64, copy=False)
+
+
+def persist(frame: DataFrame) -> DataFrame:
+    return frame.persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def visible(frame: DataFrame) -> DataFrame:
+    return frame.drop(ROW) if ROW in frame.columns else frame

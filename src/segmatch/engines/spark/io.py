@@ -1,0 +1,129 @@
+"""Reading inputs, staging outputs, and checkpointing frames and matrices with Spark."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import PySparkException
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
+from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
+
+from segmatch.engines.base import (
+    ColumnKind,
+)
+from segmatch.engines.spark.frames import (
+    ROW,
+    SparkMatrix,
+    persist,
+    visible,
+)
+from segmatch.errors import InputError, first_line
+
+_SPARK_TYPES = {
+    "float": "double",
+    "int": "bigint",
+    "str": "string",
+    "date": "date",
+    "datetime": "timestamp",
+    "bool": "boolean",
+}
+
+
+class SparkStorage:
+    """Reads inputs, stages outputs as Parquet, checkpoints frames and matrices."""
+
+    def read(
+        self,
+        *,
+        path: Path,
+        fmt: Literal["csv", "parquet", "delta"],
+        types: dict[str, str],
+        separator: str,
+        version: int | None = None,
+    ) -> DataFrame:
+        try:
+            if fmt == "csv":
+                frame = self.spark.read.csv(
+                    str(path),
+                    header=True,
+                    inferSchema=True,
+                    sep=separator,
+                    samplingRatio=1.0,
+                    mode="FAILFAST",
+                )
+            elif fmt == "parquet":
+                frame = self.spark.read.option("recursiveFileLookup", "true").parquet(str(path))
+            else:
+                frame = self.spark.read.parquet(*_delta_files(path, version))
+            frame = frame.withColumns(
+                {
+                    name: F.col(name).cast(_SPARK_TYPES[kind])
+                    for name, kind in types.items()
+                    if name in frame.columns
+                }
+            ).withColumn(ROW, F.monotonically_increasing_id())
+            frame.schema  # noqa: B018 -- resolves the files now, so errors name the input
+        except (PySparkException, Py4JJavaError, OSError, ValueError, DeltaError) as exc:
+            raise InputError(f"cannot read {fmt} input {str(path)!r}: {first_line(exc)}") from exc
+        return frame
+
+    def schema(self, frame: DataFrame) -> dict[str, ColumnKind]:
+        return {f.name: _kind(f.dataType) for f in frame.schema.fields if f.name != ROW}
+
+    def count(self, frame: DataFrame) -> int:
+        return frame.count()
+
+    def write_parquet(self, frame: DataFrame, *, folder: Path) -> None:
+        visible(frame).write.mode("overwrite").parquet(str(folder))
+
+    def to_arrow(self, frame: DataFrame, *, limit: int | None = None) -> pa.Table:
+        rows = visible(frame)
+        return (rows if limit is None else rows.limit(limit)).toArrow()
+
+    def stored_kind(self, value: object) -> Literal["frame", "matrix"] | None:
+        if isinstance(value, DataFrame):
+            return "frame"
+        return "matrix" if isinstance(value, SparkMatrix) else None
+
+    def save_frame(self, frame: DataFrame, *, path: Path) -> None:
+        frame.write.mode("overwrite").parquet(str(path))
+
+    def load_frame(self, *, path: Path) -> DataFrame:
+        return self.spark.read.parquet(str(path))
+
+    def save_matrix(self, matrix: SparkMatrix, *, folder: Path) -> None:
+        matrix.frame.write.mode("overwrite").parquet(str(folder / "rows"))
+        meta = {"id_column": matrix.id_column, "width": matrix.width, "labelled": matrix.labelled}
+        (folder / "matrix.json").write_text(json.dumps(meta))
+
+    def load_matrix(self, *, folder: Path) -> SparkMatrix:
+        meta = json.loads((folder / "matrix.json").read_text())
+        return SparkMatrix(frame=persist(self.spark.read.parquet(str(folder / "rows"))), **meta)
+
+
+def _delta_files(path: Path, version: int | None) -> list[str]:
+    """The Parquet files of a Delta table version, via delta-rs (no Delta jars needed)."""
+    table = DeltaTable(str(path), version=version)
+    files = table.file_uris()
+    if not files:
+        raise ValueError(f"Delta table {str(path)!r} has no data files")
+    return files
+
+
+def _kind(data_type: T.DataType) -> ColumnKind:
+    if isinstance(data_type, T.NumericType):
+        return "numeric"
+    if isinstance(data_type, (T.TimestampType, T.TimestampNTZType, T.DateType)):
+        return "temporal"
+    if isinstance(data_type, T.BooleanType):
+        return "boolean"
+    if isinstance(data_type, T.StringType):
+        return "string"
+    return "other"

@@ -1,0 +1,153 @@
+"""Result tables in Spark: segments, scores, lookalikes per segment, profiles, transitions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pyarrow as pa
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
+from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
+from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_type
+
+from segmatch.engines.base import (
+    SegmentRows,
+    match_schema,
+)
+from segmatch.engines.spark.frames import (
+    DISTANCE,
+    LABEL,
+    RUNNER_UP,
+    SparkMatrix,
+    matrix_of,
+    persist,
+)
+from segmatch.engines.spark.medians import exact_medians
+
+
+class SparkResults:
+    """Tables of results, shaped from an assigned matrix."""
+
+    def segment_transitions(
+        self, previous: DataFrame, matrix: SparkMatrix, *, id_column: str
+    ) -> pa.Table:
+        current = matrix.frame.select(id_column, F.col(LABEL).alias("to_segment"))
+        return (
+            previous.select(id_column, F.col("segment").cast("int").alias("from_segment"))
+            .join(current, on=id_column, how="inner")
+            .groupBy("from_segment", "to_segment")
+            .agg(F.count(F.lit(1)).alias("customers"))
+            .orderBy("from_segment", "to_segment")
+            .toArrow()
+        )
+
+    def segments_frame(
+        self, matrix: SparkMatrix, *, id_column: str, labels: dict[str, str | None]
+    ) -> DataFrame:
+        return matrix.frame.select(
+            F.col(matrix.id_column).alias(id_column),
+            F.col(LABEL).alias("segment"),
+            F.col(DISTANCE),
+            *(F.col(f"x{j}").alias(f"pc_{j + 1}") for j in range(matrix.width)),
+            *(F.lit(value).cast("string").alias(name) for name, value in labels.items()),
+        )
+
+    def scores_frame(self, matrix: SparkMatrix, *, id_column: str) -> DataFrame:
+        confidence = F.when(
+            F.col(RUNNER_UP) > 0, F.lit(1.0) - F.col(DISTANCE) / F.col(RUNNER_UP)
+        ).otherwise(F.lit(0.0))
+        return matrix.frame.select(
+            F.col(matrix.id_column).alias(id_column),
+            F.col(LABEL).alias("segment"),
+            F.col(DISTANCE),
+            confidence.alias("confidence"),
+        )
+
+    def rows_for_ids(
+        self, frame: DataFrame, *, id_column: str, ids: Sequence[Any], columns: Sequence[str]
+    ) -> pa.Table:
+        return frame.where(F.col(id_column).isin(list(ids))).select(id_column, *columns).toArrow()
+
+    def segment_profiles(
+        self, frame: DataFrame, matrix: SparkMatrix, *, columns: Sequence[str]
+    ) -> pa.Table:
+        labelled = frame.select(matrix.id_column, *columns).join(
+            matrix.frame.select(matrix.id_column, F.col(LABEL).alias("segment")),
+            on=matrix.id_column,
+        )
+        labelled = persist(labelled)
+        rows = (
+            labelled.groupBy("segment")
+            .agg(
+                F.count(F.lit(1)).alias("size"),
+                *(F.avg(F.col(c)).alias(f"{c}_mean") for c in columns),
+            )
+            .orderBy("segment")
+            .collect()
+        )
+        medians = exact_medians(labelled, columns, group="segment")
+        labelled.unpersist()
+        total = sum(r["size"] for r in rows)
+        table = {
+            "segment": pa.array([r["segment"] for r in rows], pa.int32()),
+            "size": pa.array([r["size"] for r in rows], pa.int64()),
+            "share": pa.array([r["size"] / total for r in rows], pa.float64()),
+            **{
+                f"{c}_mean": pa.array([r[f"{c}_mean"] for r in rows], pa.float64()) for c in columns
+            },
+            **{
+                f"{c}_median": pa.array([medians[r["segment"]][c] for r in rows], pa.float64())
+                for c in columns
+            },
+        }
+        return pa.table(table)
+
+    def _rows_per_segment(
+        self,
+        matrix: SparkMatrix,
+        per_segment: Callable[[SegmentRows], pa.Table],
+        *,
+        id_column: str,
+    ) -> DataFrame:
+        columns, source_id = matrix.value_columns, matrix.id_column
+
+        def rows_of(group: pa.Table) -> pa.Table:
+            return per_segment(_segment_rows(group, source_id, columns))
+
+        schema = _match_schema(matrix.frame, source_id, id_column)
+        grouped = matrix.frame.select(source_id, *columns, LABEL).groupBy(LABEL)
+        return grouped.applyInArrow(rows_of, schema)
+
+    def _rows_per_segment_against(
+        self,
+        reference: DataFrame,
+        matrix: SparkMatrix,
+        per_segment: Callable[[SegmentRows, SegmentRows], pa.Table],
+        *,
+        id_column: str,
+    ) -> DataFrame:
+        coordinates = [f"pc_{j + 1}" for j in range(matrix.width)]
+        columns, source_id = matrix.value_columns, matrix.id_column
+
+        def rows_of(new: pa.Table, pool: pa.Table) -> pa.Table:
+            return per_segment(
+                _segment_rows(new, source_id, columns), _segment_rows(pool, id_column, coordinates)
+            )
+
+        schema = _match_schema(matrix.frame, source_id, id_column)
+        new = matrix.frame.select(source_id, *columns, LABEL).groupBy(LABEL)
+        pool = reference.select(id_column, *coordinates, F.col("segment").cast("int").alias(LABEL))
+        return new.cogroup(pool.groupBy(LABEL)).applyInArrow(rows_of, schema)
+
+
+def _segment_rows(group: pa.Table, id_column: str, value_columns: Sequence[str]) -> SegmentRows:
+    return SegmentRows(
+        group.column(id_column), group.column(LABEL).to_numpy(), matrix_of(group, value_columns)
+    )
+
+
+def _match_schema(frame: DataFrame, source_id: str, id_column: str) -> T.StructType:
+    """The Spark schema of lookalike rows whose ids have the type of ``frame[source_id]``."""
+    id_type = to_arrow_type(frame.schema[source_id].dataType)
+    return from_arrow_schema(match_schema(id_column, id_type))

@@ -1,0 +1,99 @@
+"""The output tables a run can write: one registry of names, merge keys and write modes.
+
+Config validation, staging, commits, scoring and history all read this registry, so a table
+name, its key or its default mode is defined here and nowhere else.
+
+Example:
+    >>> TABLES["matches"].key_for("idcliente")
+    ('idcliente', 'rank')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+WriteMode = Literal["overwrite", "append", "merge"]
+TableName = Literal[
+    "segments", "matches", "profiles", "quarantine", "stage_log", "scores", "lookalikes"
+]
+
+#: Stands for the input's id column in a merge key or a column list.
+ID = "{id}"
+
+MATCH_COLUMNS = (ID, "segment", "match_id", "rank", "distance", "similarity")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One output table: what a row is, the key a merge upserts on, the default write mode."""
+
+    name: TableName
+    row: str
+    merge_key: tuple[str, ...]
+    default_mode: WriteMode
+    columns: tuple[str, ...]
+
+    def key_for(self, id_column: str) -> tuple[str, ...]:
+        """The merge key with the input's id column in place of ``{id}``."""
+        return tuple(id_column if part == ID else part for part in self.merge_key)
+
+    def columns_for(self, id_column: str) -> list[str]:
+        """The table's fixed leading columns, with the input's id column in place of ``{id}``."""
+        return [id_column if part == ID else part for part in self.columns]
+
+    @property
+    def mergeable(self) -> bool:
+        return bool(self.merge_key)
+
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec(
+            "segments",
+            "a customer's segment, distance to its centroid and PCA coordinates",
+            (ID,),
+            "overwrite",
+            (ID, "segment", "distance"),
+        ),
+        TableSpec(
+            "matches",
+            "one lookalike of a customer, by rank",
+            (ID, "rank"),
+            "overwrite",
+            MATCH_COLUMNS,
+        ),
+        TableSpec(
+            "profiles",
+            "a segment's size, share, and each feature's mean and median",
+            ("segment",),
+            "overwrite",
+            ("segment", "size", "share"),
+        ),
+        TableSpec(
+            "quarantine",
+            "an input row that broke a rule, as read, with the rule and column",
+            (),
+            "overwrite",
+            (),
+        ),
+        TableSpec(
+            "stage_log", "one stage of one run", ("run_id", "stage"), "append", ("run_id", "stage")
+        ),
+        TableSpec(
+            "scores",
+            "a new customer's segment, distance and confidence",
+            (ID,),
+            "overwrite",
+            (ID, "segment", "distance", "confidence"),
+        ),
+        TableSpec(
+            "lookalikes",
+            "one existing customer similar to a new one, by rank",
+            (ID, "rank"),
+            "overwrite",
+            MATCH_COLUMNS,
+        ),
+    )
+}
