@@ -6,20 +6,13 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import pytest
 
-from segmatch.config import Config, build_config
+from helpers import ENGINES
 from segmatch.engines import make_engine
 from segmatch.engines.base import Engine
 from segmatch.synthetic import generate_customers
-
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-ENGINES = ["local", "spark"]
 
 
 @pytest.fixture(autouse=True)
@@ -80,39 +73,3 @@ def customers_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_customers(
         tmp_path_factory.mktemp("data") / "customers.parquet", rows=3000, seed=11
     )
-
-
-def write_table(rows: list[dict[str, Any]] | dict[str, list], path: Path) -> Path:
-    """Write plain test data (rows or columns) as CSV or Parquet, by extension."""
-    table = pa.Table.from_pylist(rows) if isinstance(rows, list) else pa.table(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".csv":
-        pacsv.write_csv(table, path)
-    else:
-        pq.write_table(table, path)
-    return path
-
-
-def make_config(data: Path, out: Path, engine_name: str = "local", **sections: Any) -> Config:
-    """A config for ``data`` with the demo's feature choices unless sections override them."""
-    raw: dict[str, Any] = {
-        "engine": engine_name,
-        "input": {"path": str(data)},
-        "output": {"path": str(out)},
-        "cluster": {"k_min": 2, "k_max": 6, "seed": 3},
-        "tracking": {"enabled": False},
-    }
-    for name, section in sections.items():
-        raw[name] = {**raw.get(name, {}), **section} if isinstance(section, dict) else section
-    return build_config(raw, source="test")
-
-
-def shared_data(relative: str) -> Path:
-    path = (SHARED_DATA / relative).resolve()
-    if not path.exists():
-        pytest.skip(f"public data set {relative} is not present at {path}")
-    return path
-
-
-def in_ci() -> bool:
-    return bool(os.environ.get("CI"))

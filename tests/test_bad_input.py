@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import make_config, write_table
+from helpers import make_config, write_table
 from segmatch.api import run_pipeline
 from segmatch.cli import EXIT_USER_ERROR, app
 from segmatch.config import load_config

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import make_config, write_table
+from helpers import make_config, write_table
 from segmatch.api import run_pipeline
 from segmatch.errors import ColumnNotFoundError, InputError
 from segmatch.storage import (

@@ -11,7 +11,7 @@ import yaml
 from sklearn.metrics import adjusted_rand_score
 from typer.testing import CliRunner
 
-from conftest import make_config
+from helpers import make_config
 from segmatch import kernels
 from segmatch.api import demo_config, run_pipeline
 from segmatch.cli import app

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from conftest import make_config
+from helpers import make_config
 from segmatch import kernels
 from segmatch.api import demo_config, run_pipeline, score_customers
 from segmatch.engines import make_engine
@@ -132,9 +132,13 @@ def test_transactions_give_the_same_behaviour_on_both_engines(spark_session, tmp
     behaviour = {}
     for name in ("local", "spark"):
         engine = make_engine(name, session=spark_session if name == "spark" else None)
-        raw = ingest.read_input(engine, config.input, features=config.features, clean=config.clean)
-        cleaned = clean.clean_rows(engine, raw, config.clean)
-        built = features.build_features(engine, cleaned, raw.plan, config.features)
+        raw = ingest.read_input(
+            engine, config=config.input, features=config.features, clean=config.clean
+        )
+        cleaned = clean.clean_rows(engine, config=config.clean, raw=raw)
+        built = features.build_features(
+            engine, config=config.features, cleaned=cleaned, plan=raw.plan
+        )
         behaviour[name] = pl.from_arrow(engine.to_arrow(built.customers)).sort("cust")
     local, spark = behaviour["local"], behaviour["spark"].select(behaviour["local"].columns)
     assert local.height == spark.height > 300

@@ -10,16 +10,34 @@ ROW_BYTES = 100
 MB = 2**20
 
 
-@pytest.mark.parametrize("rows", [1_000, 100_000, 1_000_000, 100_000_000, 1_000_000_000])
-@pytest.mark.parametrize("cores", [1, 2, 8, 64, 1000])
-def test_partitions_follow_volume_within_floor_and_ceiling(rows, cores):
+@pytest.mark.parametrize(
+    ("rows", "cores", "expected"),
+    [
+        (1_000, 1, 2),  # the floor: two partitions per core
+        (100_000, 8, 16),
+        (1_000_000, 64, 128),
+        (100_000_000, 2, 75),  # 10 GB in 128 MB partitions: 74.5, rounded up
+        (100_000_000, 64, 128),  # the floor again, above the volume's 75
+        (1_000_000_000, 8, 746),  # 100 GB: 745.1, rounded up
+        (1_000_000_000, 1000, 2000),
+        (1_000, 1000, 1000),  # never more partitions than rows
+    ],
+)
+def test_partitions_follow_volume_within_floor_and_ceiling(rows, cores, expected):
     plan = plan_partitions(
         input_bytes=rows * ROW_BYTES, rows=rows, cores=cores, target_bytes=128 * MB, ceiling=20_000
     )
-    by_size = -(-rows * ROW_BYTES // (128 * MB))
-    assert plan.partitions == min(max(by_size, 2 * cores), 20_000, rows)
-    assert 1 <= plan.partitions <= rows
+    assert plan.partitions == expected
     assert plan.as_dict()["input_bytes"] == rows * ROW_BYTES
+
+
+@pytest.mark.parametrize("rows", [1_000, 100_000, 1_000_000, 100_000_000, 1_000_000_000])
+@pytest.mark.parametrize("cores", [1, 2, 8, 64, 1000])
+def test_partitions_stay_between_one_and_the_row_count(rows, cores):
+    plan = plan_partitions(
+        input_bytes=rows * ROW_BYTES, rows=rows, cores=cores, target_bytes=128 * MB, ceiling=20_000
+    )
+    assert 1 <= plan.partitions <= min(rows, 20_000)
 
 
 def test_more_data_never_means_fewer_partitions():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared_data
+from helpers import shared_data
 from segmatch.api import run_pipeline
 from segmatch.config import load_config
 

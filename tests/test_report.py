@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from typer.testing import CliRunner
 
-from conftest import in_ci
+from helpers import in_ci
 from segmatch.api import demo_config, run_pipeline
 from segmatch.cli import app
 

@@ -11,7 +11,7 @@ import textwrap
 import pyarrow as pa
 import pytest
 
-from conftest import make_config
+from helpers import make_config
 from segmatch.api import run_pipeline
 from segmatch.pipeline import CHECKPOINTED, STAGES
 from segmatch.storage import open_table, read_delta

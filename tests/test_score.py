@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from conftest import write_table
+from helpers import ENGINES, write_table
 from segmatch.api import demo_config, run_pipeline, score_customers
 from segmatch.cli import app
 from segmatch.errors import ColumnNotFoundError, ModelError
@@ -28,10 +28,13 @@ def segments_by_id(path: Path) -> dict[str, int]:
     return dict(zip(table["idcliente"].to_pylist(), table["segment"].to_pylist(), strict=True))
 
 
-@pytest.fixture
-def trained(engine, customers_path, tmp_path):
-    out = tmp_path / "run"
-    result = run_pipeline(demo_config(customers_path, out, engine=engine.name, tracking=False))
+@pytest.fixture(scope="module", params=ENGINES)
+def trained(request, customers_path, tmp_path_factory):
+    """One training run per engine, shared by the scoring tests (none of them changes it)."""
+    if request.param == "spark":
+        request.getfixturevalue("spark_session")
+    out = tmp_path_factory.mktemp("run")
+    result = run_pipeline(demo_config(customers_path, out, engine=request.param, tracking=False))
     return result, out
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import make_config
+from helpers import make_config
 from segmatch.api import demo_config, run_pipeline
 from segmatch.model import SegmentModel
 from segmatch.storage import read_delta

@@ -8,7 +8,7 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from conftest import make_config, write_table
+from helpers import make_config, write_table
 from segmatch.api import run_pipeline
 from segmatch.encoding import OTHER_LEVEL
 from segmatch.stages import clean, cluster, features, ingest, match, reduce, scale
@@ -17,9 +17,15 @@ from segmatch.storage import read_delta
 
 
 def run_to_features(engine, config):
-    raw = ingest.read_input(engine, config.input, features=config.features, clean=config.clean)
-    cleaned = clean.clean_rows(engine, raw, config.clean)
-    return raw, cleaned, features.build_features(engine, cleaned, raw.plan, config.features)
+    raw = ingest.read_input(
+        engine, config=config.input, features=config.features, clean=config.clean
+    )
+    cleaned = clean.clean_rows(engine, config=config.clean, raw=raw)
+    return (
+        raw,
+        cleaned,
+        features.build_features(engine, config=config.features, cleaned=cleaned, plan=raw.plan),
+    )
 
 
 def test_ingest_infers_csv_types_from_the_whole_file(engine, tmp_path):
@@ -27,7 +33,9 @@ def test_ingest_infers_csv_types_from_the_whole_file(engine, tmp_path):
     rows[2500]["limit"] = 1500.5  # a float far beyond the first rows, as in CC_GENERAL
     data = write_table(rows, tmp_path / "in.csv")
     config = make_config(data, tmp_path / "out")
-    raw = ingest.read_input(engine, config.input, features=config.features, clean=config.clean)
+    raw = ingest.read_input(
+        engine, config=config.input, features=config.features, clean=config.clean
+    )
     assert raw.rows == 3000
     assert raw.plan.features == ("limit", "spend")
     assert engine.schema(raw.frame)["limit"] == "numeric"
@@ -37,7 +45,9 @@ def test_ingest_reads_a_folder_of_parquet_files_and_applies_configured_types(eng
     write_table({"idcliente": [1, 2], "x": ["1.5", "2"]}, tmp_path / "d" / "a.parquet")
     write_table({"idcliente": [3], "x": ["4"]}, tmp_path / "d" / "b.parquet")
     config = make_config(tmp_path / "d", tmp_path / "out", input={"types": {"x": "float"}})
-    raw = ingest.read_input(engine, config.input, features=config.features, clean=config.clean)
+    raw = ingest.read_input(
+        engine, config=config.input, features=config.features, clean=config.clean
+    )
     assert raw.rows == 3
     assert engine.schema(raw.frame)["x"] == "numeric"
 
@@ -149,11 +159,13 @@ def test_scale_standard_and_robust(engine, tmp_path):
     data = write_table({"idcliente": list("abcde"), "x": values}, tmp_path / "in.parquet")
     config = make_config(data, tmp_path / "out")
     _, _, built = run_to_features(engine, config)
-    standard = scale.scale_features(engine, built, config.scale)
+    standard = scale.scale_features(engine, config=config.scale, features=built)
     assert standard.center[0] == pytest.approx(values.mean())
     assert standard.scale[0] == pytest.approx(values.std(ddof=1))
     robust = scale.scale_features(
-        engine, built, make_config(data, tmp_path, scale={"method": "robust"}).scale
+        engine,
+        config=make_config(data, tmp_path, scale={"method": "robust"}).scale,
+        features=built,
     )
     assert robust.center[0] == pytest.approx(3.0)
     assert robust.scale[0] == pytest.approx(2.0)
@@ -162,12 +174,14 @@ def test_scale_standard_and_robust(engine, tmp_path):
 def test_reduce_keeps_a_share_of_variance_or_a_count(engine, customers_path, tmp_path):
     config = make_config(customers_path, tmp_path, clean={"max_bad_share": 0.2})
     _, _, built = run_to_features(engine, config)
-    scaled = scale.scale_features(engine, built, config.scale)
-    by_share = reduce.reduce_dimensions(engine, scaled, config.reduce)
+    scaled = scale.scale_features(engine, config=config.scale, features=built)
+    by_share = reduce.reduce_dimensions(engine, config=config.reduce, scaled=scaled)
     assert by_share.components.explained_ratio.sum() >= 0.9
     assert by_share.components.explained_ratio[:-1].sum() < 0.9
     fixed = reduce.reduce_dimensions(
-        engine, scaled, make_config(customers_path, tmp_path, reduce={"components": 2}).reduce
+        engine,
+        config=make_config(customers_path, tmp_path, reduce={"components": 2}).reduce,
+        scaled=scaled,
     )
     assert fixed.components.axes.shape[0] == 2
 
@@ -175,15 +189,15 @@ def test_reduce_keeps_a_share_of_variance_or_a_count(engine, customers_path, tmp
 def _reduced(engine, data, tmp_path, **sections):
     config = make_config(data, tmp_path, **sections)
     _, _, built = run_to_features(engine, config)
-    scaled = scale.scale_features(engine, built, config.scale)
-    return config, reduce.reduce_dimensions(engine, scaled, config.reduce)
+    scaled = scale.scale_features(engine, config=config.scale, features=built)
+    return config, reduce.reduce_dimensions(engine, config=config.reduce, scaled=scaled)
 
 
 def test_cluster_sweep_records_every_candidate_and_picks_the_best_admissible(
     engine, customers_path, tmp_path
 ):
     config, reduced = _reduced(engine, customers_path, tmp_path, clean={"max_bad_share": 0.2})
-    result = cluster.cluster_customers(engine, reduced, config.cluster)
+    result = cluster.cluster_customers(engine, config=config.cluster, reduced=reduced)
     assert [c.k for c in result.candidates] == [2, 3, 4, 5, 6]
     admissible = [c for c in result.candidates if c.rejected is None]
     assert result.k == max(admissible, key=lambda c: c.silhouette).k
@@ -212,7 +226,7 @@ def test_cluster_rejects_k_with_a_tiny_segment(engine, tmp_path):
         cluster={"k_min": 2, "k_max": 3, "min_cluster_share": 0.05},
         reduce={"components": 2},
     )
-    result = cluster.cluster_customers(engine, reduced, config.cluster)
+    result = cluster.cluster_customers(engine, config=config.cluster, reduced=reduced)
     rejected = {c.k: c.rejected for c in result.candidates}
     assert rejected[2] is None
     assert "min_cluster_share" in rejected[3]
@@ -227,8 +241,8 @@ def test_cluster_fixed_k_is_deterministic(engine, customers_path, tmp_path):
     config, reduced = _reduced(
         engine, customers_path, tmp_path, clean={"max_bad_share": 0.2}, cluster={"k": 4}
     )
-    first = cluster.cluster_customers(engine, reduced, config.cluster)
-    second = cluster.cluster_customers(engine, reduced, config.cluster)
+    first = cluster.cluster_customers(engine, config=config.cluster, reduced=reduced)
+    second = cluster.cluster_customers(engine, config=config.cluster, reduced=reduced)
     assert first.k == 4 and first.candidates == ()
     np.testing.assert_array_equal(first.centroids, second.centroids)
     assert first.silhouette == second.silhouette
@@ -242,8 +256,10 @@ def test_match_finds_nearest_customers_within_the_segment_only(engine, tmp_path)
         tmp_path / "in.parquet",
     )
     config, reduced = _reduced(engine, data, tmp_path, cluster={"k": 2}, match={"top_k": 3})
-    clustering = cluster.cluster_customers(engine, reduced, config.cluster)
-    matches = match.match_lookalikes(engine, clustering, id_column="idcliente", config=config.match)
+    clustering = cluster.cluster_customers(engine, config=config.cluster, reduced=reduced)
+    matches = match.match_lookalikes(
+        engine, config=config.match, clustering=clustering, id_column="idcliente"
+    )
     rows = engine.to_arrow(matches.frame).to_pylist()
     assert matches.rows_out == 300
     segment_of = {
@@ -316,7 +332,9 @@ def test_transactions_become_customer_behaviour(engine, tmp_path):
 
 def test_export_stages_tables_that_appear_only_on_commit(engine, customers_path, tmp_path):
     out = tmp_path / "out"
-    result = run_pipeline(make_config(customers_path, out, clean={"max_bad_share": 0.2}))
+    result = run_pipeline(
+        make_config(customers_path, out, engine.name, clean={"max_bad_share": 0.2})
+    )
     assert set(result.outputs) >= {"segments", "matches", "profiles", "quarantine", "stage_log"}
     assert not any((out / ".staging" / "runs").glob("*"))
     profiles = read_delta(out / "profiles").to_pylist()

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_config
+from helpers import make_config
 from segmatch.api import demo_config, rebuild_report, run_pipeline
 from segmatch.cli import app
 from segmatch.errors import InputError, ModelError

@@ -17,8 +17,10 @@ from segmatch.config import Config, TrackingConfig, apply_overrides, build_confi
 from segmatch.engines import make_engine
 from segmatch.errors import ModelError
 from segmatch.model import SegmentModel
-from segmatch.pipeline import MODEL_FILE, Pipeline, RunResult, ScoringResult, ScoringRun, StageHook
+from segmatch.pipeline import Pipeline, StageHook
+from segmatch.plans import MODEL_FILE, SCORING
 from segmatch.report import build_report
+from segmatch.results import RunResult, ScoringResult
 from segmatch.storage import restore_table, table_history
 from segmatch.synthetic import generate_customers
 
@@ -189,10 +191,10 @@ def score_customers(
     }
     config = build_config(raw, source=f"the training config of model {str(model)!r}")
     reference = Path(segments) if segments else Path(fitted.config_["output"]["path"]) / "segments"
-    run = ScoringRun(
+    run = Pipeline(
         config,
         make_engine(config.engine, spark=config.spark),
-        fitted,
-        segments=reference if reference.exists() else None,
+        plan=SCORING,
+        provided={"model": fitted, "reference": reference if reference.exists() else None},
     )
     return run.run()

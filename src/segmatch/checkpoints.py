@@ -21,10 +21,10 @@ from typing import Any
 
 from segmatch._version import __version__
 from segmatch.engines.base import Engine
+from segmatch.storage import RUNS_FOLDER
 
 CHECKPOINTS = "checkpoints"
 MANIFESTS = "manifests"
-RUNS = "runs"
 RESULT_FILE = "result.pkl"
 
 
@@ -41,7 +41,7 @@ class Checkpoints:
     def __init__(self, staging: Path, engine: Engine, *, enabled: bool, keep_runs: int) -> None:
         self.root = staging / CHECKPOINTS
         self.manifests = staging / MANIFESTS
-        self.runs = staging / RUNS
+        self.runs = staging / RUNS_FOLDER
         self.engine = engine
         self.enabled = enabled
         self.keep_runs = keep_runs
@@ -98,7 +98,8 @@ class Checkpoints:
         """Record a successful run's checkpoints, then drop what the last runs do not use.
 
         Kept: the checkpoints of the last ``keep_runs`` successful runs. Removed: older ones,
-        leftovers of failed runs, and staged tables of runs that are not running any more.
+        leftovers of failed runs, and every other run's staged tables (this assumes no other
+        run writes to the same output at the same time).
         """
         self.manifests.mkdir(parents=True, exist_ok=True)
         (self.manifests / f"{run_id}.json").write_text(

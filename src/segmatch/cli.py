@@ -20,8 +20,8 @@ from rich.table import Table
 from segmatch import api
 from segmatch._version import __version__
 from segmatch.errors import SegmatchError
-from segmatch.pipeline import RunResult
 from segmatch.progress import ProgressTask, install_sink
+from segmatch.results import RunResult
 
 app = typer.Typer(
     help="Customer segmentation and profile matching: timed, tracked, versioned.",

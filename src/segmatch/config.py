@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from segmatch.errors import ConfigError, did_you_mean
+from segmatch.tables import TABLES, TableName, WriteMode
 
 ColumnType = Literal["float", "int", "str", "date", "datetime", "bool"]
 
@@ -168,17 +169,6 @@ class MatchConfig(_Strict):
     top_k: int = Field(10, ge=1)
 
 
-TableName = Literal["segments", "matches", "profiles", "quarantine", "stage_log"]
-WriteMode = Literal["overwrite", "append", "merge"]
-DEFAULT_WRITE_MODES: dict[str, str] = {
-    "segments": "overwrite",
-    "matches": "overwrite",
-    "profiles": "overwrite",
-    "quarantine": "overwrite",
-    "stage_log": "append",
-}
-
-
 class OutputConfig(_Strict):
     """Where results go: one Delta table per output, each with its write mode."""
 
@@ -192,13 +182,14 @@ class OutputConfig(_Strict):
     report: bool = True
 
     @model_validator(mode="after")
-    def _quarantine_has_no_key(self) -> OutputConfig:
-        if self.modes.get("quarantine") == "merge":
-            raise ValueError("the quarantine has no key to merge on; use overwrite or append")
+    def _merged_tables_have_keys(self) -> OutputConfig:
+        for table, mode in self.modes.items():
+            if mode == "merge" and not TABLES[table].mergeable:
+                raise ValueError(f"the {table} has no key to merge on; use overwrite or append")
         return self
 
-    def mode(self, table: str) -> str:
-        return self.modes.get(table, DEFAULT_WRITE_MODES[table])
+    def mode(self, table: str) -> WriteMode:
+        return self.modes.get(table, TABLES[table].default_mode)
 
 
 class TrackingConfig(_Strict):

@@ -30,7 +30,8 @@ class SegmentModel:
 
     Example:
         >>> model = SegmentModel.load(Path("segmatch-out/model.json"))  # doctest: +SKIP
-        >>> model.predict(model.features_from_columns({"age": [31], "income": [52_000]}))  # doctest: +SKIP
+        >>> rows = model.features_from_columns({"age": [31], "income": [52_000]})  # doctest: +SKIP
+        >>> model.predict(rows)  # doctest: +SKIP
         array([2])
     """
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from segmatch.config import Config
@@ -66,6 +69,82 @@ class RunResult:
     mlflow_run_id: str | None = None
     model_version: str | None = None
 
+    @classmethod
+    def from_outputs(
+        cls,
+        *,
+        run_id: str,
+        config: Config,
+        values: Mapping[str, Any],
+        stages: list[StageRecord],
+        outputs: dict[str, Path],
+        table_versions: dict[str, int],
+        input_digest: str | None,
+        partition_plan: dict[str, Any],
+        model_version: str | None,
+    ) -> RunResult:
+        """The result of a training run from its steps' values (raw, cleaned, features,
+        reduced, labelled, exported, registered model)."""
+        raw, cleaned, clustering = values["raw"], values["cleaned"], values["labelled"]
+        return cls(
+            run_id=run_id,
+            config=config,
+            k=clustering.k,
+            silhouette=clustering.silhouette,
+            sample_silhouette=clustering.sample_silhouette,
+            inertia=clustering.inertia,
+            sizes=clustering.sizes.tolist(),
+            candidates=clustering.candidates,
+            sweep_rows=clustering.sweep_rows,
+            explained_variance=values["reduced"].components.explained_ratio.tolist(),
+            profiles=values["exported"].profiles,
+            stages=stages,
+            outputs=outputs,
+            table_versions=table_versions,
+            input_digest=input_digest,
+            partition_plan=partition_plan,
+            model_version=model_version,
+            rows_in=raw.rows,
+            customers=values["features"].rows_out,
+            quarantined=cleaned.quarantined,
+            quarantined_by_rule=cleaned.quarantined_by_rule,
+            duplicates=cleaned.duplicates,
+            imputed=cleaned.imputed,
+            model=values["model"],
+            transitions=values["exported"].transitions,
+        )
+
+    def summary(self, *, engine: str) -> dict[str, Any]:
+        """Everything a report needs about the run, as JSON-compatible data."""
+        return {
+            "run_id": self.run_id,
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "engine": engine,
+            "input_path": str(self.config.input.path),
+            "config": self.config.model_dump(mode="json"),
+            "k": self.k,
+            "silhouette": self.silhouette,
+            "sample_silhouette": self.sample_silhouette,
+            "inertia": self.inertia,
+            "sizes": self.sizes,
+            "candidates": [asdict(c) for c in self.candidates],
+            "sweep_rows": self.sweep_rows,
+            "explained_variance": self.explained_variance,
+            "rows_in": self.rows_in,
+            "customers": self.customers,
+            "quarantined": self.quarantined,
+            "quarantined_by_rule": self.quarantined_by_rule,
+            "duplicates": self.duplicates,
+            "imputed": self.imputed,
+            "transitions": self.transitions.to_pylist() if self.transitions is not None else [],
+            "table_versions": self.table_versions,
+            "model_version": self.model_version,
+            "numeric_columns": self.model.numeric_columns,
+            "centroids": np.asarray(self.model.centroids_).tolist(),
+            "stages": [asdict(r) for r in self.stages],
+            "partition_plan": self.partition_plan,
+        }
+
     @property
     def moved_customers(self) -> int:
         """Customers of the previous run whose segment changed (0 without a previous run)."""
@@ -80,3 +159,14 @@ class RunResult:
     @property
     def total_seconds(self) -> float:
         return sum(r.seconds for r in self.stages)
+
+
+@dataclass(frozen=True)
+class ScoringResult:
+    """What scoring wrote."""
+
+    run_id: str
+    customers: int
+    quarantined: int
+    outputs: dict[str, Path]
+    stages: list[StageRecord]

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -30,12 +30,13 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from segmatch.errors import InputError
+from segmatch.tables import WriteMode
 
 STAGING_FOLDER = ".staging"
+DELTA_LOG = "_delta_log"
 RUNS_FOLDER = "runs"
 SUMMARY_FILE = "summary.json"
 MATCH_SAMPLE_FILE = "match_sample.parquet"
-WriteMode = Literal["overwrite", "append", "merge"]
 
 #: Plain tables every Delta reader opens: no deletion vectors, no column mapping.
 TABLE_CONFIGURATION = {"delta.enableDeletionVectors": "false"}
@@ -66,7 +67,7 @@ class StagedOutputs:
     def __init__(self, root: Path, run_id: str) -> None:
         self.root = Path(root)
         self.run_id = run_id
-        self.staging = self.root / STAGING_FOLDER / "runs" / run_id
+        self.staging = self.root / STAGING_FOLDER / RUNS_FOLDER / run_id
         self._tables: list[str] = []
 
     def path_for(self, table: str) -> Path:
@@ -257,6 +258,11 @@ def _read_files(files: Sequence[Path]) -> pa.Table:
     return pa.concat_tables([pq.read_table(f) for f in files]) if files else pa.table({})
 
 
+def is_delta_table(path: Path) -> bool:
+    """Whether ``path`` is the root of a Delta table (it has a transaction log)."""
+    return (Path(path) / DELTA_LOG).is_dir()
+
+
 def open_table(path: Path, *, version: int | None = None) -> DeltaTable | None:
     """The Delta table at ``path`` (at ``version``), or None when there is none."""
     try:
@@ -281,7 +287,7 @@ def table_history(path: Path) -> list[dict[str, Any]]:
     """Versions of a Delta table, newest first: time, operation, rows written, run id."""
     table = open_table(path)
     if table is None:
-        raise InputError(f"{str(path)!r} is not a Delta table (no _delta_log)")
+        raise InputError(f"{str(path)!r} is not a Delta table (no {DELTA_LOG})")
     rows = []
     for entry in table.history():
         metrics = entry.get("operationMetrics") or {}
@@ -303,7 +309,7 @@ def restore_table(path: Path, version: int) -> int:
     """Roll a Delta table back to ``version`` (as a new version); return the new version."""
     table = open_table(path)
     if table is None:
-        raise InputError(f"{str(path)!r} is not a Delta table (no _delta_log)")
+        raise InputError(f"{str(path)!r} is not a Delta table (no {DELTA_LOG})")
     if not 0 <= version <= table.version():
         raise InputError(
             f"version {version} of {str(path)!r} does not exist (versions 0 to {table.version()})"

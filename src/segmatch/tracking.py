@@ -147,10 +147,7 @@ class MlflowTracking:
         """Log the model as a pyfunc of this run and register it; return its version."""
         return self._on_worker(lambda: self._register(model_path, model))
 
-    def before_stage(self, *, run_id: str, stage: str) -> None:
-        return None
-
-    def after_stage(self, *, record: StageRecord) -> None:
+    def after_stage(self, *, record: StageRecord, error: BaseException | None) -> None:
         self.records.append(record)
 
     def after_run(

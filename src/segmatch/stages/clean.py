@@ -45,9 +45,9 @@ def validation_rules(raw: RawInput) -> list[Rule]:
 
 def clean_rows(
     engine: Engine,
-    raw: RawInput,
-    config: CleanConfig,
     *,
+    config: CleanConfig,
+    raw: RawInput,
     fill_values: dict[str, float] | None = None,
 ) -> CleanedRows:
     """Split off bad rows, then deduplicate and impute what is left.
@@ -95,7 +95,9 @@ def clean_rows(
     )
 
 
-def check_quality(cleaned: CleanedRows, config: CleanConfig, *, source: str) -> None:
+def check_quality(
+    engine: Engine, *, config: CleanConfig, cleaned: CleanedRows, source: str
+) -> None:
     """Stop the run when too many rows were quarantined."""
     summary = ", ".join(f"{rule}: {n:,}" for rule, n in sorted(cleaned.quarantined_by_rule.items()))
     if cleaned.rows_out == 0:

@@ -73,7 +73,7 @@ def silhouette_of(
     return float(total[0] / sums.counts.sum())
 
 
-def cluster_customers(engine: Engine, reduced: Reduced, config: ClusterConfig) -> Clustering:
+def cluster_customers(engine: Engine, *, config: ClusterConfig, reduced: Reduced) -> Clustering:
     """Fit k-means for the fixed k, or sweep the range and keep the best admissible k.
 
     k-means runs first on a seeded sample of ``sweep_sample_size`` rows held in memory (all
@@ -137,9 +137,9 @@ def cluster_customers(engine: Engine, reduced: Reduced, config: ClusterConfig) -
 
 def keep_previous_ids(
     engine: Engine,
+    *,
     clustering: Clustering,
     previous: SegmentModel | None,
-    *,
     reduced: Reduced,
     scaled: Scaled,
     feature_names: list[str],

@@ -72,8 +72,8 @@ def write_quarantine(engine: Engine, cleaned: CleanedRows, outputs: StagedOutput
 
 def export_results(
     engine: Engine,
-    outputs: StagedOutputs,
     *,
+    outputs: StagedOutputs,
     cleaned: CleanedRows,
     features: Features,
     clustering: Clustering,

@@ -42,10 +42,10 @@ def choose_levels(counts: dict[str, int], *, max_levels: int, min_share: float) 
 
 def build_features(
     engine: Engine,
+    *,
+    config: FeaturesConfig,
     cleaned: CleanedRows,
     plan: ColumnPlan,
-    config: FeaturesConfig,
-    *,
     levels: dict[str, list[str]] | None = None,
 ) -> Features:
     """Turn clean rows (or transactions) into per-customer feature vectors.

@@ -8,6 +8,7 @@ from pathlib import Path
 from segmatch.config import CleanConfig, FeaturesConfig, InputConfig
 from segmatch.engines.base import Engine, Frame, TransactionColumns
 from segmatch.errors import ColumnNotFoundError, ColumnTypeError, ConfigError, InputError
+from segmatch.storage import is_delta_table
 
 #: Customer behaviour computed from a transactions table (see the features stage).
 BEHAVIOUR_FEATURES = (
@@ -54,7 +55,7 @@ class RawInput:
 
 
 def read_input(
-    engine: Engine, config: InputConfig, *, features: FeaturesConfig, clean: CleanConfig
+    engine: Engine, *, config: InputConfig, features: FeaturesConfig, clean: CleanConfig
 ) -> RawInput:
     """Read the configured input and build its column plan; fail fast on a bad schema."""
     path = Path(config.path)
@@ -248,7 +249,7 @@ def _detect_format(path: Path, fmt: str) -> str:
     if fmt != "auto":
         return fmt
     if path.is_dir():
-        if (path / "_delta_log").is_dir():
+        if is_delta_table(path):
             return "delta"
         if any(path.rglob("*.parquet")):
             return "parquet"

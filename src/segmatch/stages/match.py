@@ -20,7 +20,7 @@ class Matches:
 
 
 def match_lookalikes(
-    engine: Engine, clustering: Clustering, *, id_column: str, config: MatchConfig
+    engine: Engine, *, config: MatchConfig, clustering: Clustering, id_column: str
 ) -> Matches:
     """Exact top-k nearest neighbours in PCA space, per segment, self excluded.
 

@@ -23,7 +23,7 @@ class Reduced:
     rows_out: int
 
 
-def reduce_dimensions(engine: Engine, scaled: Scaled, config: ReduceConfig) -> Reduced:
+def reduce_dimensions(engine: Engine, *, config: ReduceConfig, scaled: Scaled) -> Reduced:
     """PCA from one covariance pass: a fixed count of components or a share of variance."""
     _, mean, covariance = moments(engine, scaled.matrix)
     components = kernels.principal_components(

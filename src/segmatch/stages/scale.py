@@ -49,7 +49,7 @@ def moments(engine: Engine, matrix: Matrix) -> tuple[int, np.ndarray, np.ndarray
     return n, mean, centered / max(n - 1, 1)
 
 
-def scale_features(engine: Engine, features: Features, config: ScaleConfig) -> Scaled:
+def scale_features(engine: Engine, *, config: ScaleConfig, features: Features) -> Scaled:
     """Standard scaling ((x − mean) / std) or robust scaling ((x − median) / IQR).
 
     A constant column keeps scale 1, so it maps to zero instead of dividing by zero.

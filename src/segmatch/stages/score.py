@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from segmatch import kernels
+from segmatch.config import MatchConfig
 from segmatch.engines.base import Engine, Frame, Matrix
 from segmatch.errors import ModelError
 from segmatch.model import SegmentModel
 from segmatch.stages.features import Features
+from segmatch.storage import is_delta_table
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class Lookalikes:
     rows_out: int
 
 
-def apply_model(engine: Engine, features: Features, model: SegmentModel) -> Scored:
+def apply_model(engine: Engine, *, features: Features, model: SegmentModel) -> Scored:
     """The fitted scaling, PCA and centroids applied to new feature rows."""
     if features.names != model.feature_names:
         raise ModelError(
@@ -46,10 +49,16 @@ def apply_model(engine: Engine, features: Features, model: SegmentModel) -> Scor
 
 
 def find_lookalikes(
-    engine: Engine, scored: Scored, segments: Frame, *, id_column: str, top_k: int
+    engine: Engine, *, config: MatchConfig, scored: Scored, reference: Path, id_column: str
 ) -> Lookalikes:
     """Top-k existing customers (from a run's segments table) in each new customer's segment."""
+    segments = engine.read(
+        path=reference,
+        fmt="delta" if is_delta_table(reference) else "parquet",
+        types={},
+        separator=",",
+    )
     frame = engine.top_k_against(
-        segments, scored.matrix, id_column=id_column, k=top_k, kernel=kernels.top_k_from
+        segments, scored.matrix, id_column=id_column, k=config.top_k, kernel=kernels.top_k_from
     )
     return Lookalikes(frame, scored.rows_out, engine.count(frame))

@@ -1,0 +1,53 @@
+"""Helpers the tests share: plain test data written to files, configs, the public data sets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from segmatch.config import Config, build_config
+
+ENGINES = ["local", "spark"]
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+def write_table(rows: list[dict[str, Any]] | dict[str, list], path: Path) -> Path:
+    """Write plain test data (rows or columns) as CSV or Parquet, by extension."""
+    table = pa.Table.from_pylist(rows) if isinstance(rows, list) else pa.table(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".csv":
+        pacsv.write_csv(table, path)
+    else:
+        pq.write_table(table, path)
+    return path
+
+
+def make_config(data: Path, out: Path, engine_name: str = "local", **sections: Any) -> Config:
+    """A config for ``data`` with the demo's feature choices unless sections override them."""
+    raw: dict[str, Any] = {
+        "engine": engine_name,
+        "input": {"path": str(data)},
+        "output": {"path": str(out)},
+        "cluster": {"k_min": 2, "k_max": 6, "seed": 3},
+        "tracking": {"enabled": False},
+    }
+    for name, section in sections.items():
+        raw[name] = {**raw.get(name, {}), **section} if isinstance(section, dict) else section
+    return build_config(raw, source="test")
+
+
+def shared_data(relative: str) -> Path:
+    path = (SHARED_DATA / relative).resolve()
+    if not path.exists():
+        pytest.skip(f"public data set {relative} is not present at {path}")
+    return path
+
+
+def in_ci() -> bool:
+    return bool(os.environ.get("CI"))
