@@ -206,6 +206,9 @@ class SparkConfig(_Strict):
     """The Spark session and the partition planner (engine: spark)."""
 
     master: str = "local[*]"
+    #: Spark Connect: ``sc://host:port``, or ``local[N]`` to start a Connect server here.
+    #: ``SPARK_REMOTE`` is honoured when unset; either one replaces ``master``.
+    remote: str | None = None
     conf: dict[str, str] = Field(default_factory=dict)
     target_partition_mb: int = Field(64, ge=1)
     min_partitions: int | None = Field(None, ge=1)

@@ -41,3 +41,4 @@ class SparkEngine(
         self.settings = settings
         self.spark = session or session_for(settings)
         self._plan: PartitionPlan | None = None
+        self._cores: int | None = None

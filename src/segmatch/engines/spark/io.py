@@ -62,13 +62,12 @@ class SparkStorage:
                 frame = self.spark.read.option("recursiveFileLookup", "true").parquet(str(path))
             else:
                 frame = self.spark.read.parquet(*_delta_files(path, version))
-            frame = frame.withColumns(
-                {
-                    name: F.col(name).cast(_SPARK_TYPES[kind])
-                    for name, kind in types.items()
-                    if name in frame.columns
-                }
-            ).withColumn(ROW, F.monotonically_increasing_id())
+            typed = {
+                name: F.col(name).cast(_SPARK_TYPES[kind])
+                for name, kind in types.items()
+                if name in frame.columns
+            }
+            frame = frame.withColumns({**typed, ROW: F.monotonically_increasing_id()})
             frame.schema  # noqa: B018 -- resolves the files now, so errors name the input
         except (PySparkException, Py4JJavaError, OSError, ValueError, DeltaError) as exc:
             raise InputError(f"cannot read {fmt} input {str(path)!r}: {first_line(exc)}") from exc

@@ -101,7 +101,7 @@ class SparkCleaning:
         for name in columns:
             value = _as_double(name, types[name])
             casts[name] = F.when(F.isnan(value), F.lit(None)).otherwise(value)
-        return frame.withColumns(casts)
+        return frame.withColumns(casts) if casts else frame
 
     def deduplicate(
         self,

@@ -4,38 +4,55 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Any
 
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 
 from segmatch.config import SparkConfig
-from segmatch.engines.spark.frames import (
-    persist,
-)
+from segmatch.engines.spark.frames import persist
 from segmatch.partitioning import plan_partitions
+
+#: Rows of the probe that counts the partitions Spark gives a scan, when the session has no
+#: SparkContext to ask (Spark Connect).
+PARALLELISM_PROBE_ROWS = 1 << 16
 
 
 def session_for(settings: SparkConfig) -> SparkSession:
-    """A SparkSession for segmatch: the active one if any, else one built from the config."""
+    """A SparkSession for segmatch: the active one if any, else one built from the config.
+
+    ``spark.remote`` (or ``SPARK_REMOTE``) makes a Spark Connect session: ``sc://host:port``
+    for a server, ``local[N]`` for one started here; otherwise ``spark.master`` a classic one.
+    """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    remote = settings.remote or os.environ.get("SPARK_REMOTE")
+    builder = SparkSession.builder.appName("segmatch")
+    # A Connect session refuses a master (CANNOT_CONFIGURE_SPARK_CONNECT_MASTER).
+    builder = builder.remote(remote) if remote else builder.master(settings.master)
     builder = (
-        SparkSession.builder.appName("segmatch")
-        .master(settings.master)
-        .config("spark.ui.enabled", "false")
+        builder.config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
     )
-    if settings.master.startswith("local") and "spark.driver.memory" not in settings.conf:
+    if (remote or settings.master).startswith(
+        "local"
+    ) and "spark.driver.memory" not in settings.conf:
         # In local mode the driver holds everything; Spark's 1 GiB default fails at 5M rows.
         builder = builder.config("spark.driver.memory", f"{_half_of_memory_gib()}g")
     for key, value in settings.conf.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    with warnings.catch_warnings():
+        # A Connect client re-applies start-up settings (UI, memory) to the running server,
+        # which refuses each with a warning although the server already started with them.
+        warnings.filterwarnings("ignore", message="Failed to set spark", category=UserWarning)
+        return builder.getOrCreate()
 
 
 def _half_of_memory_gib() -> int:
@@ -48,7 +65,24 @@ class SparkPlanning:
 
     @property
     def partitions(self) -> int:
-        return self._plan.partitions if self._plan else self.spark.sparkContext.defaultParallelism
+        return self._plan.partitions if self._plan else self.cores
+
+    @property
+    def cores(self) -> int:
+        """The parallelism Spark gives a scan: its default parallelism (the executors' cores).
+
+        Spark Connect sessions have no SparkContext to ask; there a tiny job counts the
+        partitions of a range, which Spark splits by the same default.
+        """
+        if self._cores is None:
+            try:
+                self._cores = int(self.spark.sparkContext.defaultParallelism)
+            except (PySparkException, AttributeError):
+                partition = self.spark.range(0, PARALLELISM_PROBE_ROWS).select(
+                    F.spark_partition_id().alias("partition")
+                )
+                self._cores = int(partition.agg(F.max("partition")).first()[0]) + 1
+        return self._cores
 
     def partition_plan(self) -> dict[str, Any]:
         return self._plan.as_dict() if self._plan else {}
@@ -56,10 +90,12 @@ class SparkPlanning:
     def distribute(self, frame: DataFrame, *, key: str, input_bytes: int) -> DataFrame:
         self._plan = plan_partitions(
             input_bytes=input_bytes,
-            cores=self.spark.sparkContext.defaultParallelism,
+            cores=self.cores,
             target_bytes=self.settings.target_partition_mb * 2**20,
             floor=self.settings.min_partitions,
             ceiling=self.settings.max_partitions,
             fixed=self.settings.fixed_partitions,
         )
+        # Joins and aggregations after this point shuffle into as many partitions as planned.
+        self.spark.conf.set("spark.sql.shuffle.partitions", str(self._plan.partitions))
         return persist(frame.repartition(self._plan.partitions, key))
