@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -146,3 +147,38 @@ def test_stages_quicker_than_the_threshold_are_recomputed_not_stored(customers_p
     again = run_pipeline(config)
     assert not any(r.reused for r in again.stages)
     assert not list((out / ".staging" / "checkpoints").glob("*"))
+
+
+def write_marker(runs, run_id, *, pid, host=None, checkpoints=()):
+    folder = runs / run_id
+    folder.mkdir(parents=True)
+    marker = {
+        "run_id": run_id,
+        "host": host or socket.gethostname(),
+        "pid": pid,
+        "checkpoints": list(checkpoints),
+    }
+    (folder / "run.json").write_text(json.dumps(marker))
+
+
+def test_retention_keeps_what_live_runs_use_and_clears_what_ended_runs_left(
+    customers_path, tmp_path
+):
+    out = tmp_path / "out"
+    runs, checkpoints = out / ".staging" / "runs", out / ".staging" / "checkpoints"
+    for key in ("cluster-live", "cluster-ended"):
+        (checkpoints / key).mkdir(parents=True)
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        write_marker(runs, "live", pid=live.pid, checkpoints=["cluster-live"])
+        write_marker(runs, "ended", pid=ended.pid, checkpoints=["cluster-ended"])
+        write_marker(runs, "elsewhere", pid=1, host="another-host")
+        run_pipeline(config_for(customers_path, out))
+    finally:
+        live.kill()
+        live.wait()
+    assert sorted(p.name for p in runs.iterdir()) == ["elsewhere", "live"]
+    assert (checkpoints / "cluster-live").exists()
+    assert not (checkpoints / "cluster-ended").exists()

@@ -121,6 +121,7 @@ class Pipeline:
         source = Path(self.config.input.path)
         digest = input_digest(source) if source.exists() else None
         self._call("before_run", run_id=self.run_id, config=self.config)
+        self.checkpoints.begin(self.run_id)
         context = RunContext(
             run_id=self.run_id,
             config=self.config,
