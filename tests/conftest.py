@@ -46,8 +46,13 @@ def spark_session():
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from pyspark.sql import SparkSession  # noqa: PLC0415 -- only Spark tests pay for it
 
+    from segmatch.engines.spark.session import delta_settings  # noqa: PLC0415
+
+    builder = SparkSession.builder
+    for key, value in delta_settings().items():
+        builder = builder.config(key, value)
     session = (
-        SparkSession.builder.master("local[2]")
+        builder.master("local[2]")
         .appName("segmatch-tests")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "4")

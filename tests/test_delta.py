@@ -31,7 +31,17 @@ def stage(folder: Path, table: pa.Table, name: str = "part-0.parquet") -> list[P
     return [folder / name]
 
 
-def commit(path, folder, table, mode, *, run_id="r", app_id=None):
+def commit(path, folder, table, mode, *, run_id="r", app_id=None, engine=None):
+    if engine is not None:
+        stage(folder, table)
+        return engine.commit_table(
+            path,
+            staged=folder,
+            mode=mode,
+            keys=("id",),
+            app_id=app_id,
+            metadata={"segmatch.run_id": run_id},
+        )
     return commit_table(
         path,
         stage(folder, table),
@@ -42,14 +52,16 @@ def commit(path, folder, table, mode, *, run_id="r", app_id=None):
     )
 
 
-def test_merge_updates_changed_rows_inserts_new_and_leaves_the_rest(tmp_path):
+def test_merge_updates_changed_rows_inserts_new_and_leaves_the_rest(engine, tmp_path):
     path = tmp_path / "t"
     first = pa.table({"id": ["a", "b", "c"], "segment": [1, 2, 3], "x": [0.1, 0.2, 0.3]})
-    assert commit(path, tmp_path / "s1", first, "overwrite", run_id="r1").version == 0
+    assert (
+        commit(path, tmp_path / "s1", first, "overwrite", run_id="r1", engine=engine).version == 0
+    )
     batch = pa.table(
         {"id": ["a", "b", "d", "d"], "segment": [1, 5, 7, 8], "x": [0.1, 0.2, 0.4, 0.5]}
     )
-    done = commit(path, tmp_path / "s2", batch, "merge", run_id="r2")
+    done = commit(path, tmp_path / "s2", batch, "merge", run_id="r2", engine=engine)
     assert (done.version, done.operation, done.rows) == (1, "merge", 2)  # b updated, d inserted
     rows = {r["id"]: r for r in read_delta(path).to_pylist()}
     assert rows["b"]["segment"] == 5 and rows["d"]["segment"] == 8  # last duplicate wins
@@ -68,11 +80,13 @@ def test_overwrite_and_append_adopt_staged_files_without_rewriting(tmp_path):
     assert read_delta(path).to_pylist() == [{"id": "z", "v": 9, "w": 1.0}]
 
 
-def test_a_batch_is_committed_once(tmp_path):
+def test_a_batch_is_committed_once(engine, tmp_path):
     path = tmp_path / "t"
     table = pa.table({"id": ["a"], "v": [1]})
-    commit(path, tmp_path / "s1", table, "append", app_id="segmatch:t:batch-1")
-    again = commit(path, tmp_path / "s2", table, "append", app_id="segmatch:t:batch-1")
+    commit(path, tmp_path / "s1", table, "append", app_id="segmatch:t:batch-1", engine=engine)
+    again = commit(
+        path, tmp_path / "s2", table, "append", app_id="segmatch:t:batch-1", engine=engine
+    )
     assert again.skipped and again.version == 0
     assert read_delta(path).num_rows == 1
 
@@ -118,17 +132,18 @@ def test_two_processes_merging_into_one_table_lose_nothing(tmp_path):
     assert open_table(path).version() == 10  # every merge of both processes landed
 
 
-def pipeline_config(data, out, **output):
+def pipeline_config(data, out, engine_name="local", **output):
     return make_config(
         data,
         out,
+        engine_name,
         clean={"max_bad_share": 0.2},
         cluster={"k": 4},
         output={"path": str(out), **output},
     )
 
 
-def test_three_batches_merge_into_the_segments_table(tmp_path):
+def test_three_batches_merge_into_the_segments_table(engine, tmp_path):
     base = customer_table(rows=1200, seed=21, dirty_share=0.0)
     first = write_table(base.slice(0, 1000), tmp_path / "b1.parquet")
     new = write_table(base.slice(1000, 200), tmp_path / "b2.parquet")
@@ -141,11 +156,11 @@ def test_three_batches_merge_into_the_segments_table(tmp_path):
     changed = write_table(changed_rows, tmp_path / "b3.parquet")
     out = tmp_path / "out"
     modes = {"modes": {"segments": "merge", "matches": "merge"}}
-    one = run_pipeline(pipeline_config(first, out, **modes))
+    one = run_pipeline(pipeline_config(first, out, engine.name, **modes))
     before = {r["idcliente"]: r for r in read_delta(out / "segments").to_pylist()}
-    two = run_pipeline(pipeline_config(new, out, **modes))
-    three = run_pipeline(pipeline_config(changed, out, **modes))
-    repeat = run_pipeline(pipeline_config(changed, out, **modes))
+    two = run_pipeline(pipeline_config(new, out, engine.name, **modes))
+    three = run_pipeline(pipeline_config(changed, out, engine.name, **modes))
+    repeat = run_pipeline(pipeline_config(changed, out, engine.name, **modes))
     segments = read_delta(out / "segments").to_pylist()
     ids = [r["idcliente"] for r in segments]
     assert len(ids) == len(set(ids)) == 1200
@@ -160,15 +175,15 @@ def test_three_batches_merge_into_the_segments_table(tmp_path):
     assert history[1]["rows_written"] == 200 and history[0]["operation"] == "MERGE"
 
 
-def test_rerunning_the_same_batch_adds_no_version(tmp_path, customers_path):
+def test_rerunning_the_same_batch_adds_no_version(engine, tmp_path, customers_path):
     out = tmp_path / "out"
-    first = run_pipeline(pipeline_config(customers_path, out))
-    second = run_pipeline(pipeline_config(customers_path, out))
+    first = run_pipeline(pipeline_config(customers_path, out, engine.name))
+    second = run_pipeline(pipeline_config(customers_path, out, engine.name))
     assert first.table_versions == second.table_versions
     assert read_delta(out / "stage_log").num_rows == len(first.stages)  # appended once
 
 
-def test_time_travel_and_restore(tmp_path):
+def test_time_travel_and_restore(engine, tmp_path):
     source = tmp_path / "customers"
     base = customer_table(rows=400, seed=3, dirty_share=0.0)
     commit_table(
@@ -187,8 +202,8 @@ def test_time_travel_and_restore(tmp_path):
         app_id=None,
         metadata={},
     )
-    old = run_pipeline(make_config(source, tmp_path / "a", input={"version": 0}))
-    new = run_pipeline(make_config(source, tmp_path / "b"))
+    old = run_pipeline(make_config(source, tmp_path / "a", engine.name, input={"version": 0}))
+    new = run_pipeline(make_config(source, tmp_path / "b", engine.name))
     assert (old.rows_in, new.rows_in) == (300, 400)
     assert restore_table(source, 0) == 2
     assert read_delta(source).num_rows == 300

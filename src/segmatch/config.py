@@ -209,6 +209,9 @@ class SparkConfig(_Strict):
     #: Spark Connect: ``sc://host:port``, or ``local[N]`` to start a Connect server here.
     #: ``SPARK_REMOTE`` is honoured when unset; either one replaces ``master``.
     remote: str | None = None
+    #: Give a session segmatch builds Delta Lake's Spark writer (fetched from Maven Central
+    #: when the session starts). A session passed in, or Databricks', is used as it is.
+    delta: bool = True
     conf: dict[str, str] = Field(default_factory=dict)
     target_partition_mb: int = Field(64, ge=1)
     min_partitions: int | None = Field(None, ge=1)

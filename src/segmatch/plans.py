@@ -203,6 +203,7 @@ def commit_tables(
     """Commit the staged tables; the same batch (config + input) is committed only once."""
     batch = hashlib.sha256(f"{config_digest(context.config)}:{context.input_digest}".encode())
     return context.outputs.commit(
+        context.engine.commit_table,
         modes={name: context.config.output.mode(name) for name in TABLES},
         keys={name: spec.key_for(id_column) for name, spec in TABLES.items()},
         batch_id=batch.hexdigest()[:24] if context.input_digest else None,

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -83,6 +83,7 @@ class StagedOutputs:
 
     def commit(
         self,
+        committer: TableCommitter,
         *,
         modes: Mapping[str, WriteMode],
         keys: Mapping[str, Sequence[str]],
@@ -91,13 +92,14 @@ class StagedOutputs:
     ) -> dict[str, TableCommit]:
         """Commit every staged table to its Delta table; return what each commit did.
 
+        ``committer`` is the engine's way to commit one table (:func:`commit_staged` here).
         The staging folder stays until :meth:`discard` (other staged files may follow).
         """
         properties = {"segmatch.run_id": self.run_id, **(metadata or {})}
         done = {
-            table: commit_table(
+            table: committer(
                 self.table_path(table),
-                sorted(self.staging.joinpath(table).glob("*.parquet")),
+                staged=self.staging / table,
                 mode=modes.get(table, "overwrite"),
                 keys=keys.get(table, ()),
                 app_id=f"segmatch:{table}:{batch_id}" if batch_id else None,
@@ -111,6 +113,41 @@ class StagedOutputs:
     def discard(self) -> None:
         """Remove whatever this run staged (the run failed or committed)."""
         shutil.rmtree(self.staging, ignore_errors=True)
+
+
+class TableCommitter(Protocol):
+    """Commits one table's staged Parquet folder to its Delta table."""
+
+    def __call__(
+        self,
+        location: Path,
+        *,
+        staged: Path,
+        mode: WriteMode,
+        keys: Sequence[str],
+        app_id: str | None,
+        metadata: Mapping[str, str],
+    ) -> TableCommit: ...
+
+
+def commit_staged(
+    location: Path,
+    *,
+    staged: Path,
+    mode: WriteMode,
+    keys: Sequence[str],
+    app_id: str | None,
+    metadata: Mapping[str, str],
+) -> TableCommit:
+    """Commit a staged folder's Parquet files with delta-rs (see :func:`commit_table`)."""
+    return commit_table(
+        location,
+        sorted(Path(staged).glob("*.parquet")),
+        mode=mode,
+        keys=keys,
+        app_id=app_id,
+        metadata=metadata,
+    )
 
 
 def commit_table(
@@ -291,18 +328,31 @@ def table_history(path: Path) -> list[dict[str, Any]]:
     rows = []
     for entry in table.history():
         metrics = entry.get("operationMetrics") or {}
+        # delta-rs keeps commit metadata as top-level keys; Spark's writer as one JSON string.
+        spark_metadata = json.loads(entry.get("userMetadata") or "{}")
+        written = entry.get("segmatch.rows_written") or spark_metadata.get("segmatch.rows_written")
         rows.append(
             {
                 "version": entry["version"],
                 "timestamp": entry.get("timestamp"),
                 "operation": entry.get("operation"),
-                "rows_written": int(entry.get("segmatch.rows_written") or 0)
-                or metrics.get("num_target_rows_inserted", 0)
-                + metrics.get("num_target_rows_updated", 0),
-                "run_id": entry.get("segmatch.run_id"),
+                "rows_written": int(written or 0) or _rows_written(metrics),
+                "run_id": entry.get("segmatch.run_id") or spark_metadata.get("segmatch.run_id"),
             }
         )
     return rows
+
+
+def _rows_written(metrics: Mapping[str, Any]) -> int:
+    """Rows a commit inserted or updated, from either writer's operation metrics."""
+    names = (
+        "num_target_rows_inserted",
+        "num_target_rows_updated",
+        "numTargetRowsInserted",
+        "numTargetRowsUpdated",
+    )
+    merged = sum(int(metrics.get(name) or 0) for name in names)
+    return merged or int(metrics.get("numOutputRows") or 0)
 
 
 def restore_table(path: Path, version: int) -> int:

@@ -13,7 +13,7 @@ API wraps one ``_execute`` per backend.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 
 from segmatch import kernels
-from segmatch.tables import TABLES
+from segmatch.storage import TableCommit, commit_staged
+from segmatch.tables import TABLES, WriteMode
 
 FrameT = TypeVar("FrameT")
 """An engine's table of rows (a Polars DataFrame locally, a Spark DataFrame on Spark)."""
@@ -209,6 +210,27 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         return frame
 
     # -- reading and writing -------------------------------------------------------------
+    def commit_table(
+        self,
+        location: Path,
+        *,
+        staged: Path,
+        mode: WriteMode,
+        keys: Sequence[str],
+        app_id: str | None,
+        metadata: Mapping[str, str],
+    ) -> TableCommit:
+        """Commit one table's staged Parquet folder to its Delta table (``location``).
+
+        Overwrite and append replace or add the staged rows; merge upserts on ``keys``
+        (changed rows updated, new ones inserted, unchanged ones left alone). A commit carries
+        ``metadata``, and ``app_id`` as its application transaction, so a batch commits once.
+        This default commits through delta-rs on the machine that runs the driver.
+        """
+        return commit_staged(
+            location, staged=staged, mode=mode, keys=keys, app_id=app_id, metadata=metadata
+        )
+
     @abstractmethod
     def read(
         self,

@@ -14,6 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from segmatch.config import SparkConfig
 from segmatch.engines.base import Engine
+from segmatch.engines.spark.delta import SparkDelta
 from segmatch.engines.spark.frames import SparkMatrix
 from segmatch.engines.spark.io import SparkStorage
 from segmatch.engines.spark.matrix import SparkPasses
@@ -26,6 +27,7 @@ __all__ = ["SparkEngine", "SparkMatrix", "session_for"]
 
 
 class SparkEngine(
+    SparkDelta,
     SparkPlanning,
     SparkStorage,
     SparkCleaning,
@@ -42,3 +44,4 @@ class SparkEngine(
         self.spark = session or session_for(settings)
         self._plan: PartitionPlan | None = None
         self._cores: int | None = None
+        self._has_delta: bool | None = None

@@ -60,6 +60,8 @@ class SparkStorage:
                 )
             elif fmt == "parquet":
                 frame = self.spark.read.option("recursiveFileLookup", "true").parquet(str(path))
+            elif self.has_delta:
+                frame = self.read_delta_table(path, version=version)
             else:
                 frame = self.spark.read.parquet(*_delta_files(path, version))
             typed = {

@@ -19,6 +19,49 @@ from segmatch.partitioning import plan_partitions
 #: SparkContext to ask (Spark Connect).
 PARALLELISM_PROBE_ROWS = 1 << 16
 
+#: Delta Lake's Spark writer, built for the PySpark minor version installed (``{spark}``).
+DELTA_PACKAGE = "io.delta:delta-spark_{spark}_2.13:4.4.0"
+#: Libraries Delta's package depends on that Spark already ships, at its own versions: the
+#: package's older copies must not shadow them.
+SPARK_PROVIDES = (
+    "org.apache.hadoop:hadoop-client-runtime",
+    "org.apache.hadoop:hadoop-client-api",
+    "org.apache.parquet:parquet-hadoop",
+    "org.apache.parquet:parquet-column",
+    "org.apache.parquet:parquet-common",
+    "org.apache.parquet:parquet-encoding",
+    "org.apache.parquet:parquet-format-structures",
+    "org.apache.parquet:parquet-jackson",
+    "com.fasterxml.jackson.core:jackson-databind",
+    "com.fasterxml.jackson.core:jackson-core",
+    "com.fasterxml.jackson.core:jackson-annotations",
+    "org.apache.logging.log4j:log4j-core",
+    "org.apache.logging.log4j:log4j-api",
+    "org.apache.logging.log4j:log4j-slf4j2-impl",
+    "org.scala-lang:scala-library",
+    "org.slf4j:slf4j-api",
+    "org.roaringbitmap:RoaringBitmap",
+    "org.xerial.snappy:snappy-java",
+)
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+
+def delta_settings() -> dict[str, str]:
+    """Settings that give a session segmatch builds Delta Lake's Spark writer and SQL.
+
+    Spark fetches the package from Maven Central (or its Ivy cache) when the session starts.
+    """
+    import pyspark  # noqa: PLC0415 -- only its version is needed
+
+    spark_minor = ".".join(pyspark.__version__.split(".")[:2])
+    return {
+        "spark.jars.packages": DELTA_PACKAGE.format(spark=spark_minor),
+        "spark.jars.excludes": ",".join(SPARK_PROVIDES),
+        "spark.sql.extensions": DELTA_EXTENSION,
+        "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
+    }
+
 
 def session_for(settings: SparkConfig) -> SparkSession:
     """A SparkSession for segmatch: the active one if any, else one built from the config.
@@ -46,7 +89,8 @@ def session_for(settings: SparkConfig) -> SparkSession:
     ) and "spark.driver.memory" not in settings.conf:
         # In local mode the driver holds everything; Spark's 1 GiB default fails at 5M rows.
         builder = builder.config("spark.driver.memory", f"{_half_of_memory_gib()}g")
-    for key, value in settings.conf.items():
+    extras = delta_settings() if settings.delta else {}
+    for key, value in {**extras, **settings.conf}.items():
         builder = builder.config(key, value)
     with warnings.catch_warnings():
         # A Connect client re-applies start-up settings (UI, memory) to the running server,

@@ -1,0 +1,185 @@
+"""Delta tables through Delta Lake's own Spark writer: distributed, nothing through the driver.
+
+Each commit carries the run's metadata as Delta's commit user metadata and, when the run has
+a batch id, Delta's idempotent-write pair (``txnAppId``, ``txnVersion``): Delta skips a write
+whose application already committed that version, so the same batch commits once. A session
+without Delta falls back to delta-rs only where that is safe: a classic session whose executors
+share the driver's machine (``local`` master).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pyspark.errors import AnalysisException, PySparkException
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
+
+from segmatch.engines.spark.session import DELTA_EXTENSION, delta_settings
+from segmatch.errors import EngineUnavailableError
+from segmatch.storage import TableCommit, commit_staged
+from segmatch.tables import WriteMode
+
+#: The idempotent-write version of a batch: one commit per (table, batch) application id.
+BATCH_VERSION = 0
+
+
+def no_delta_message() -> str:
+    settings = " ".join(f"--conf {key}={value}" for key, value in delta_settings().items())
+    return (
+        "the Spark session has no Delta Lake, and its executors may not share the driver's "
+        "disk, so segmatch cannot commit Delta tables through it. Run on Databricks, or start "
+        f"Spark with Delta's package and extension ({settings}); a session segmatch builds "
+        "itself gets them unless spark.delta is false"
+    )
+
+
+class SparkDelta:
+    """Reading and committing Delta tables with the session's Delta Lake."""
+
+    spark: SparkSession
+
+    @property
+    def has_delta(self) -> bool:
+        """Whether the session runs Delta Lake's SQL extension (or is Databricks')."""
+        if self._has_delta is None:
+            extensions = self.spark.conf.get("spark.sql.extensions", "") or ""
+            databricks = bool(os.environ.get("DATABRICKS_RUNTIME_VERSION"))
+            self._has_delta = DELTA_EXTENSION in extensions or databricks
+        return self._has_delta
+
+    def _shares_driver_disk(self) -> bool:
+        try:
+            return self.spark.sparkContext.master.startswith("local")
+        except (PySparkException, AttributeError):
+            return False  # Spark Connect: the server may run anywhere
+
+    def read_delta_table(self, path: Path, *, version: int | None) -> DataFrame:
+        """A Delta table (at ``version``) through Delta's reader: deletion vectors and column
+        mapping are honoured."""
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(str(path))
+
+    def commit_table(
+        self,
+        location: Path,
+        *,
+        staged: Path,
+        mode: WriteMode,
+        keys: Sequence[str],
+        app_id: str | None,
+        metadata: Mapping[str, str],
+    ) -> TableCommit:
+        if not self.has_delta:
+            if not self._shares_driver_disk():
+                raise EngineUnavailableError(no_delta_message())
+            return commit_staged(
+                location, staged=staged, mode=mode, keys=keys, app_id=app_id, metadata=metadata
+            )
+        path = str(location)
+        before = self._version(path)
+        frame = self.spark.read.parquet(str(staged))
+        user_metadata = json.dumps(dict(metadata))
+        if before is None or mode != "merge":
+            # A merge into a table that does not exist yet creates it.
+            save_mode = "append" if mode == "merge" else mode
+            writer = (
+                frame.write.format("delta").mode(save_mode).option("userMetadata", user_metadata)
+            )
+            if before is None:
+                # Plain tables that every Delta reader opens (delta-rs, Polars, DuckDB).
+                writer = writer.option("delta.enableDeletionVectors", "false")
+            writer = writer.option(
+                "overwriteSchema" if mode == "overwrite" else "mergeSchema", "true"
+            )
+            if app_id:
+                writer = writer.option("txnAppId", app_id).option("txnVersion", BATCH_VERSION)
+            writer.save(path)
+        else:
+            self._merge(frame, path, keys=keys, app_id=app_id, user_metadata=user_metadata)
+        version, rows = self._last_commit(path)
+        if version == before:
+            return TableCommit(location.name, location, version, "skipped", 0, skipped=True)
+        return TableCommit(location.name, location, version, mode, rows)
+
+    def _merge(
+        self,
+        frame: DataFrame,
+        path: str,
+        *,
+        keys: Sequence[str],
+        app_id: str | None,
+        user_metadata: str,
+    ) -> None:
+        """Upsert on ``keys``: only rows whose values differ are rewritten."""
+        order = "__segmatch_order"
+        latest = Window.partitionBy(*keys).orderBy(F.col(order).desc())
+        source = (
+            frame.withColumn(order, F.monotonically_increasing_id())
+            .withColumn("__segmatch_rank", F.row_number().over(latest))
+            .where(F.col("__segmatch_rank") == 1)
+            .drop(order, "__segmatch_rank")
+        )
+        view = f"segmatch_merge_{uuid.uuid4().hex}"
+        source.createOrReplaceTempView(view)
+        existing = set(self.spark.read.format("delta").load(path).columns)
+        compared = [c for c in source.columns if c not in keys and c in existing]
+        on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+        changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in compared)
+        update = f"WHEN MATCHED AND ({changed}) THEN UPDATE SET * " if changed else ""
+        settings = {
+            "spark.databricks.delta.commitInfo.userMetadata": user_metadata,
+            "spark.databricks.delta.schema.autoMerge.enabled": "true",
+        }
+        if app_id:
+            settings |= {
+                "spark.databricks.delta.write.txnAppId": app_id,
+                "spark.databricks.delta.write.txnVersion": str(BATCH_VERSION),
+            }
+        try:
+            with _session_settings(self.spark, settings):
+                self.spark.sql(
+                    f"MERGE INTO delta.`{path}` t USING {view} s ON {on} "
+                    f"{update}WHEN NOT MATCHED THEN INSERT *"
+                )
+        finally:
+            self.spark.catalog.dropTempView(view)
+
+    def _version(self, path: str) -> int | None:
+        try:
+            return self._last_commit(path)[0]
+        except AnalysisException:
+            return None
+
+    def _last_commit(self, path: str) -> tuple[int, int]:
+        """The table's latest version and the rows its commit wrote (inserted or updated)."""
+        last = self.spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()
+        metrics: dict[str, Any] = last["operationMetrics"] or {}
+        merged = sum(
+            int(metrics.get(m, 0)) for m in ("numTargetRowsInserted", "numTargetRowsUpdated")
+        )
+        return int(last["version"]), merged or int(metrics.get("numOutputRows", 0))
+
+
+@contextmanager
+def _session_settings(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
+    """Session settings for one statement, the previous values restored after it."""
+    previous = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
