@@ -17,6 +17,7 @@ from segmatch.api import run_pipeline
 from segmatch.errors import ColumnNotFoundError, InputError
 from segmatch.storage import (
     commit_table,
+    input_digest,
     open_table,
     read_delta,
     restore_table,
@@ -234,3 +235,18 @@ def test_bad_delta_inputs_get_clear_errors(tmp_path):
     log.write_text(json.dumps({"garbage": True}))
     with pytest.raises(InputError, match=r"cannot read delta input"):
         run_pipeline(make_config(source, tmp_path / "out"))
+
+
+def test_the_input_digest_comes_from_metadata_and_follows_every_change(tmp_path):
+    data = write_table({"idcliente": ["a"], "x": [1.0]}, tmp_path / "in.parquet")
+    first = input_digest(data)
+    assert input_digest(data) == first
+    write_table({"idcliente": ["a", "b"], "x": [1.0, 2.0]}, data)
+    assert input_digest(data) != first
+    source = tmp_path / "customers"
+    for folder, mode in (("s1", "overwrite"), ("s2", "append")):
+        commit(source, tmp_path / folder, pa.table({"id": ["a"], "v": [1]}), mode)
+    assert input_digest(source, version=0) == input_digest(source, version=0)
+    assert (
+        input_digest(source, version=0) != input_digest(source) == input_digest(source, version=1)
+    )

@@ -52,6 +52,26 @@ def test_ingest_reads_a_folder_of_parquet_files_and_applies_configured_types(eng
     assert engine.schema(raw.frame)["x"] == "numeric"
 
 
+def test_ingest_keeps_hive_partition_columns_and_reads_nested_folders(engine, tmp_path):
+    write_table(
+        {"idcliente": ["a", "b"], "x": [1.0, 2.0]}, tmp_path / "h" / "country=BR" / "p.parquet"
+    )
+    write_table({"idcliente": ["c"], "x": [3.0]}, tmp_path / "h" / "country=PT" / "p.parquet")
+    write_table({"idcliente": ["d"], "x": [4.0]}, tmp_path / "n" / "a.parquet")
+    write_table({"idcliente": ["e"], "x": [5.0]}, tmp_path / "n" / "2024" / "b.parquet")
+    hive = make_config(tmp_path / "h", tmp_path / "o")
+    partitioned = ingest.read_input(
+        engine, config=hive.input, features=hive.features, clean=hive.clean
+    )
+    rows = engine.to_arrow(partitioned.frame).sort_by("idcliente").to_pylist()
+    assert [(r["idcliente"], r["country"]) for r in rows] == [("a", "BR"), ("b", "BR"), ("c", "PT")]
+    nested = make_config(tmp_path / "n", tmp_path / "o")
+    raw = ingest.read_input(
+        engine, config=nested.input, features=nested.features, clean=nested.clean
+    )
+    assert raw.rows == 2
+
+
 def test_clean_quarantines_each_rule_and_keeps_original_values(engine, tmp_path):
     rows = {
         "idcliente": ["a", None, "  ", "d", "e", "f", "g", "h", "ü-ñ"],

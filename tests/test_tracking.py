@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import textwrap
 
 import mlflow
 import numpy as np
@@ -19,6 +21,19 @@ from segmatch.model import SegmentModel
 from segmatch.pipeline import STAGES
 from segmatch.storage import read_delta
 from segmatch.tracking import load_segment_model
+
+LOAD_WITHOUT_SEGMATCH = textwrap.dedent(
+    """
+    import importlib.util, json, sys
+    from pathlib import Path
+    sys.path = [p for p in sys.path if not (Path(p) / "segmatch").is_dir()]
+    assert importlib.util.find_spec("segmatch") is None, "segmatch is still importable"
+    import mlflow
+    import pandas as pd
+    model = mlflow.pyfunc.load_model(sys.argv[1])
+    print(json.dumps(model.predict(pd.read_parquet(sys.argv[2]))["segment"].tolist()))
+    """
+)
 
 
 @pytest.fixture
@@ -85,6 +100,18 @@ def test_the_registered_model_scores_like_the_run(tracked, customers_path, tmp_p
     predicted = loaded.predict(rows[result.model.numeric_columns].astype("float64"))
     np.testing.assert_array_equal(predicted["segment"].to_numpy(), rows["segment"].to_numpy())
     assert ((predicted["confidence"] >= 0) & (predicted["confidence"] <= 1)).all()
+    # Where segmatch is not installed, the model loads with the code it carries.
+    inputs = tmp_path / "rows.parquet"
+    rows[result.model.numeric_columns].astype("float64").to_parquet(inputs)
+    completed = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_SEGMATCH, "models:/t-roundtrip@champion", str(inputs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert json.loads(completed.stdout.splitlines()[-1]) == rows["segment"].tolist()
     assert isinstance(
         load_segment_model("models:/t-roundtrip@champion", tracking=result.config.tracking),
         SegmentModel,

@@ -18,7 +18,6 @@ from scipy.optimize import linear_sum_assignment
 from segmatch import kernels
 from segmatch.encoding import MISSING_LEVEL, feature_names, one_hot_columns
 from segmatch.errors import ModelError
-from segmatch.storage import write_json
 
 
 @dataclass
@@ -167,8 +166,14 @@ class SegmentModel:
         }
 
     def save(self, path: Path, **metadata: Any) -> Path:
-        """Write the model as JSON (with extra metadata such as the run id)."""
-        write_json({"metadata": metadata, "model": self.to_dict()}, path)
+        """Write the model as JSON (with extra metadata such as the run id).
+
+        A run writes it to its staging area and moves it into place when it commits.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"metadata": metadata, "model": self.to_dict()}
+        path.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
         return path
 
     @classmethod

@@ -119,7 +119,8 @@ class Pipeline:
     def run(self) -> Any:
         """Run every step, then the plan's finish; on failure only a quarantine is committed."""
         source = Path(self.config.input.path)
-        digest = input_digest(source) if source.exists() else None
+        version = self.config.input.version
+        digest = input_digest(source, version=version) if source.exists() else None
         self._call("before_run", run_id=self.run_id, config=self.config)
         self.checkpoints.begin(self.run_id)
         context = RunContext(

@@ -30,6 +30,8 @@ from segmatch.results import RunResult, ScoringResult, StageRecord
 from segmatch.stages import clean, cluster, export, features, ingest, match, reduce, scale, score
 from segmatch.storage import (
     MATCH_SAMPLE_FILE,
+    SCATTER_POINTS,
+    SCATTER_SAMPLE_FILE,
     SUMMARY_FILE,
     StagedOutputs,
     TableCommit,
@@ -252,6 +254,11 @@ def finish_training(context: RunContext, values: Mapping[str, Any]) -> RunResult
             context.engine, values["matches"], values["features"], id_column=id_column
         )
         write_arrow(sample, folder / MATCH_SAMPLE_FILE)
+    values_sample, labels_sample = context.engine.stratified_sample(
+        values["labelled"].matrix, rows=SCATTER_POINTS, seed=context.config.cluster.seed
+    )
+    scatter = {f"pc_{j + 1}": values_sample[:, j] for j in range(min(2, values_sample.shape[1]))}
+    write_arrow(pa.table({**scatter, "segment": labels_sample}), folder / SCATTER_SAMPLE_FILE)
     write_json(result.summary(engine=context.engine.name), folder / SUMMARY_FILE)
     return result
 

@@ -18,10 +18,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from segmatch.errors import InputError
-from segmatch.storage import MATCH_SAMPLE_FILE, SUMMARY_FILE, read_delta, run_folder
+from segmatch.storage import (
+    MATCH_SAMPLE_FILE,
+    SCATTER_SAMPLE_FILE,
+    SUMMARY_FILE,
+    read_delta,
+    run_folder,
+)
 
 REPORT_FILE = "report.html"
-SCATTER_POINTS = 4000
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3",
            "#8C8C8C", "#CCB974", "#64B5CD", "#1F77B4", "#FF7F0E"]  # fmt: skip
 
@@ -38,7 +43,7 @@ def build_report(output: Path, run_id: str) -> Path:
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     versions = summary["table_versions"]
     profiles = read_delta(Path(output) / "profiles", version=versions.get("profiles"))
-    segments = read_delta(Path(output) / "segments", version=versions.get("segments"))
+    segments = pq.read_table(folder / SCATTER_SAMPLE_FILE)
     sample_path = folder / MATCH_SAMPLE_FILE
     matches = pq.read_table(sample_path) if sample_path.exists() else None
     page = _page(summary, profiles, segments, matches)
@@ -203,9 +208,7 @@ def _medians(rows: list[dict], features: list[str]) -> str:
 def _scatter(segments: pa.Table, summary: dict) -> str:
     if "pc_2" not in segments.column_names:
         return "<p>One PCA component only: nothing to draw in two dimensions.</p>"
-    rng = np.random.default_rng(0)
-    take = np.sort(rng.choice(segments.num_rows, min(SCATTER_POINTS, segments.num_rows), False))
-    sample = segments.take(take)
+    sample = segments
     x, y = sample["pc_1"].to_numpy(), sample["pc_2"].to_numpy()
     labels = sample["segment"].to_numpy()
     plt = _pyplot()
@@ -226,7 +229,8 @@ def _scatter(segments: pa.Table, summary: dict) -> str:
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.legend(fontsize=7, markerscale=2, loc="best")
-    return _svg(fig) + f"<p>{len(take):,} of {segments.num_rows:,} customers drawn.</p>"
+    drawn = f"{sample.num_rows:,} of {summary['customers']:,} customers drawn"
+    return _svg(fig) + f"<p>{drawn} (a sample stratified by segment).</p>"
 
 
 def _matches(matches: pa.Table | None, features: list[str]) -> str:

@@ -37,6 +37,9 @@ DELTA_LOG = "_delta_log"
 RUNS_FOLDER = "runs"
 SUMMARY_FILE = "summary.json"
 MATCH_SAMPLE_FILE = "match_sample.parquet"
+SCATTER_SAMPLE_FILE = "scatter_sample.parquet"
+#: Customers a run keeps, stratified by segment, for its report's PCA scatter.
+SCATTER_POINTS = 4000
 
 #: Plain tables every Delta reader opens: no deletion vectors, no column mapping.
 TABLE_CONFIGURATION = {"delta.enableDeletionVectors": "false"}
@@ -401,12 +404,21 @@ def append_json_line(path: Path, record: dict[str, Any]) -> None:
         handle.write(json.dumps(record, default=str) + "\n")
 
 
-def input_digest(path: Path) -> str:
-    """SHA-256 over every byte of the input (a file, or a folder's files in name order)."""
+def input_digest(path: Path, *, version: int | None = None) -> str:
+    """A SHA-256 digest that changes whenever the input does, read from metadata only.
+
+    A Delta table's digest is its location and version (the one read); a file's or a folder's,
+    the listing of its files with their sizes and modification times. Nothing reads the
+    data: on Spark the driver never holds more than the listing.
+    """
     digest = hashlib.sha256()
+    table = open_table(path, version=version) if is_delta_table(path) else None
+    if table is not None:
+        digest.update(f"delta:{path.resolve()}:{table.version()}".encode())
+        return digest.hexdigest()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        with file.open("rb") as handle:
-            digest.update(hashlib.file_digest(handle, "sha256").digest())
+        stat = file.stat()
+        name = file.relative_to(path) if path.is_dir() else file.name
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from segmatch import model as segmatch_model
 from segmatch._version import __version__
 from segmatch.config import Config, TrackingConfig, config_digest
 from segmatch.errors import ModelError
@@ -300,9 +301,13 @@ class MlflowTracking:
             signature=mlflow.models.infer_signature(example, output),
             input_example=example,
             registered_model_name=self.config.model_name,
+            # The model carries the segmatch code it runs, so it loads and serves where
+            # segmatch is not installed (a serving endpoint, a colleague's notebook).
+            code_paths=[str(Path(segmatch_model.__file__).parent)],
             pip_requirements=[
                 f"numpy>={np.__version__.split('.')[0]}",
                 "scipy",
+                "pyarrow",
                 "pandas",
                 f"mlflow>={mlflow.__version__.split('.')[0]}",
             ],

@@ -47,8 +47,9 @@ class PolarsStorage:
                     try_parse_dates=True,
                 )
             elif fmt == "parquet":
-                source = str(path / "**" / "*.parquet") if path.is_dir() else path
-                frame = pl.read_parquet(source)
+                # A folder is read whole: nested files, and Hive partition folders
+                # (``country=BR/``) as columns.
+                frame = pl.read_parquet(str(path) if path.is_dir() else path)
             else:
                 frame = pl.read_delta(str(path), version=version)
         except (pl.exceptions.PolarsError, OSError, ValueError, DeltaError) as exc:

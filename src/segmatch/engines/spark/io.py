@@ -59,7 +59,13 @@ class SparkStorage:
                     mode="FAILFAST",
                 )
             elif fmt == "parquet":
-                frame = self.spark.read.option("recursiveFileLookup", "true").parquet(str(path))
+                # Hive partition folders (``country=BR/``) become columns; any other folder
+                # layout is read file by file, whatever its nesting.
+                hive = path.is_dir() and any("=" in p.name for p in path.iterdir() if p.is_dir())
+                reader = self.spark.read
+                if not hive:
+                    reader = reader.option("recursiveFileLookup", "true")
+                frame = reader.parquet(str(path))
             elif self.has_delta:
                 frame = self.read_delta_table(path, version=version)
             else:

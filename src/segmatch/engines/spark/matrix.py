@@ -59,12 +59,17 @@ class SparkPasses:
         width, labelled = matrix.width, matrix.labelled
 
         def partials(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            # One partial per partition: what reaches the driver grows with the partitions,
+            # not with the rows (an Arrow batch holds 10,000 rows).
+            total = None
             for batch in batches:
                 if batch.num_rows == 0:
                     continue
                 labels = batch.column(LABEL).to_numpy() if labelled else None
                 part = np.asarray(kernel(values_of(batch, width), labels), dtype=np.float64)
-                yield pa.RecordBatch.from_pydict({"partial": [part.tolist()]})
+                total = part if total is None else total + part
+            if total is not None:
+                yield pa.RecordBatch.from_pydict({"partial": [total.tolist()]})
 
         columns = [*matrix.value_columns, *([LABEL] if labelled else [])]
         rows = matrix.frame.select(columns).mapInArrow(partials, "partial array<double>").collect()
