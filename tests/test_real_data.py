@@ -32,4 +32,4 @@ def test_online_retail_transactions_become_customers(tmp_path):
 
 @pytest.mark.parametrize("name", ["cc_general.yaml", "online_retail.yaml"])
 def test_example_configs_are_valid(name):
-    assert load_config(EXAMPLES / name).input.path.name
+    assert Path(load_config(EXAMPLES / name).input.path).name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -40,20 +41,20 @@ def chromium() -> str:
 
 def test_the_report_is_self_contained_and_has_every_section(reported):
     _, second, _ = reported
-    page = second.outputs["report"].read_text()
+    page = Path(second.outputs["report"]).read_text()
     for section in (*SECTIONS, "transitions"):
         assert f'id="{section}"' in page, section
     assert page.count("<svg") >= 5
     fetched = re.findall(r'(?:src|href)="(https?:[^"]+)"', page)
     assert fetched == []  # nothing to download: it opens offline
     assert "<script" not in page
-    assert second.outputs["report"].stat().st_size < 5 * 2**20
+    assert Path(second.outputs["report"]).stat().st_size < 5 * 2**20
 
 
 def test_the_report_renders_in_headless_chromium(reported, tmp_path):
     browser = chromium()
     _, second, _ = reported
-    url = second.outputs["report"].as_uri()
+    url = Path(second.outputs["report"]).as_uri()
     profile = ["--user-data-dir=" + str(tmp_path / "profile")]
     dom = subprocess.run(
         [browser, *CHROMIUM_FLAGS, *profile, "--dump-dom", url],
@@ -90,7 +91,7 @@ def test_the_report_renders_in_headless_chromium(reported, tmp_path):
 
 def test_report_command_rebuilds_a_report_from_stored_outputs(reported):
     first, _, out = reported
-    report = first.outputs["report"]
+    report = Path(first.outputs["report"])
     report.unlink()
     rebuilt = CliRunner().invoke(app, ["report", first.run_id, "--output", str(out)])
     assert rebuilt.exit_code == 0, rebuilt.output

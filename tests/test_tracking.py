@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -168,5 +169,5 @@ def test_a_report_is_found_by_the_run_id_of_the_tables(
     result = run_pipeline(tracked_config(customers_path, tmp_path / "out", "t-report-id"))
     (tmp_path / "out" / "runs" / result.run_id / "report.html").unlink()
     rebuilt = rebuild_report(result.run_id, tracking_uri=tracking_store)
-    assert rebuilt == tmp_path / "out" / "runs" / result.run_id / "report.html"
-    assert rebuilt.exists()
+    assert rebuilt == str(tmp_path / "out" / "runs" / result.run_id / "report.html")
+    assert Path(rebuilt).exists()

@@ -16,10 +16,11 @@ from typing import Any
 from segmatch.config import Config, TrackingConfig, apply_overrides, build_config, load_config
 from segmatch.engines import make_engine
 from segmatch.errors import ModelError
+from segmatch.locations import Files, is_uri, join
 from segmatch.model import SegmentModel
 from segmatch.pipeline import Pipeline, StageHook
 from segmatch.plans import MODEL_FILE, SCORING
-from segmatch.report import build_report
+from segmatch.report import REPORT_FILE, build_report
 from segmatch.results import RunResult, ScoringResult
 from segmatch.storage import restore_table, table_history
 from segmatch.synthetic import generate_customers
@@ -63,7 +64,12 @@ def run_pipeline(
         )
     run_id = run_id or uuid.uuid4().hex
     if not config.tracking.enabled:
-        engine = make_engine(config.engine, spark=config.spark, session=spark)
+        engine = make_engine(
+            config.engine,
+            spark=config.spark,
+            session=spark,
+            storage_options=config.storage_options,
+        )
         result = Pipeline(config, engine, hooks=hooks, run_id=run_id).run()
     else:
         from segmatch.tracking import MlflowTracking  # noqa: PLC0415 -- keeps mlflow optional
@@ -71,7 +77,12 @@ def run_pipeline(
         tracker = MlflowTracking(config.tracking)
         tracker.start(config, run_id=run_id)
         try:
-            engine = make_engine(config.engine, spark=config.spark, session=spark)
+            engine = make_engine(
+                config.engine,
+                spark=config.spark,
+                session=spark,
+                storage_options=config.storage_options,
+            )
         except BaseException as error:
             tracker.after_run(run_id=run_id, result=None, error=error)
             raise
@@ -85,23 +96,25 @@ def run_pipeline(
 
 def rebuild_report(
     run_id: str, *, output: str | Path | None = None, tracking_uri: str | None = None
-) -> Path:
+) -> str:
     """Rebuild a run's report; without ``output``, MLflow says where the run wrote."""
     if output is None:
         from segmatch.tracking import run_output_path  # noqa: PLC0415 -- mlflow is heavy
 
         output = run_output_path(run_id, TrackingConfig(uri=tracking_uri))
-    return build_report(Path(output), run_id)
+    return build_report(output, run_id)
 
 
-def report_run(result: RunResult) -> Path:
+def report_run(result: RunResult) -> str:
     """Build the run's HTML report (and attach it to the MLflow run when tracked)."""
-    path = build_report(Path(result.config.output.path), result.run_id)
+    options = result.config.storage_options
+    location = build_report(result.config.output.path, result.run_id, storage_options=options)
     if result.mlflow_run_id:
-        from segmatch.tracking import log_artifact  # noqa: PLC0415 -- keeps mlflow optional
+        from segmatch.tracking import log_text  # noqa: PLC0415 -- keeps mlflow optional
 
-        log_artifact(result.config.tracking, result.mlflow_run_id, path)
-    return path
+        page = Files(options).read_text(location)
+        log_text(result.config.tracking, result.mlflow_run_id, page, REPORT_FILE)
+    return location
 
 
 def demo_config(
@@ -147,16 +160,15 @@ def load_model(reference: str | Path, *, tracking_uri: str | None = None) -> Seg
     """A model from an MLflow URI (``models:/segmatch@champion``, ``runs:/…/model``), a
     ``model.json`` file, or a run's output folder."""
     text = str(reference)
-    if "://" in text or text.startswith(("models:/", "runs:/")):
+    if text.startswith(("models:/", "runs:/")):
         from segmatch.tracking import load_segment_model  # noqa: PLC0415 -- mlflow is heavy
 
         return load_segment_model(text, tracking=TrackingConfig(uri=tracking_uri))
-    path = Path(reference)
-    if path.is_dir():
-        path = path / MODEL_FILE
-    if not path.exists():
+    files = Files()
+    location = join(text, MODEL_FILE) if files.is_dir(text) else text
+    if not files.exists(location):
         raise ModelError(f"no segmatch model at {text!r} (expected an MLflow URI or {MODEL_FILE})")
-    return SegmentModel.load(path)
+    return SegmentModel.from_json(files.read_text(location), source=location)
 
 
 def score_customers(
@@ -186,15 +198,16 @@ def score_customers(
             "numeric": fitted.numeric_columns,
             "categorical": list(fitted.categorical_levels),
         },
-        "output": {"path": str(Path(out).resolve())},
+        "output": {"path": str(out) if is_uri(str(out)) else str(Path(out).resolve())},
         "tracking": {**raw["tracking"], "enabled": False},
     }
     config = build_config(raw, source=f"the training config of model {str(model)!r}")
-    reference = Path(segments) if segments else Path(fitted.config_["output"]["path"]) / "segments"
+    reference = str(segments) if segments else join(fitted.config_["output"]["path"], "segments")
+    known = Files(config.storage_options).exists(reference)
     run = Pipeline(
         config,
-        make_engine(config.engine, spark=config.spark),
+        make_engine(config.engine, spark=config.spark, storage_options=config.storage_options),
         plan=SCORING,
-        provided={"model": fitted, "reference": reference if reference.exists() else None},
+        provided={"model": fitted, "reference": reference if known else None},
     )
     return run.run()

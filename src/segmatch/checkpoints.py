@@ -41,12 +41,17 @@ class _Stored:
 class Checkpoints:
     """Save and find stage results by key; keep only the last runs' checkpoints."""
 
-    def __init__(self, staging: Path, engine: Engine, *, enabled: bool, keep_runs: int) -> None:
+    def __init__(
+        self, staging: Path | None, engine: Engine, *, enabled: bool, keep_runs: int
+    ) -> None:
+        """``staging`` None: the output has no local staging folder; nothing is kept."""
+        self.active = staging is not None
+        staging = staging or Path()
         self.root = staging / CHECKPOINTS
         self.manifests = staging / MANIFESTS
         self.runs = staging / RUNS_FOLDER
         self.engine = engine
-        self.enabled = enabled
+        self.enabled = enabled and self.active
         self.keep_runs = keep_runs
         self.used: list[str] = []
         self._run_id: str | None = None
@@ -60,8 +65,9 @@ class Checkpoints:
     def begin(self, run_id: str) -> None:
         """Mark this run as live in its staging folder, so no other run's retention takes what
         it stages or the checkpoints it uses."""
-        self._run_id = run_id
-        self._write_marker()
+        if self.active:
+            self._run_id = run_id
+            self._write_marker()
 
     def load(self, key: str) -> Any | None:
         """The result saved under ``key``, or None."""
@@ -112,6 +118,8 @@ class Checkpoints:
         without cleaning up (killed). A run is live while the process its marker names runs;
         a marker written on another host counts as live, since its process cannot be asked.
         """
+        if not self.active:
+            return
         self.manifests.mkdir(parents=True, exist_ok=True)
         (self.manifests / f"{run_id}.json").write_text(
             json.dumps({"run_id": run_id, "finished": time.time(), "checkpoints": self.used})

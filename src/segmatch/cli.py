@@ -20,6 +20,7 @@ from rich.table import Table
 from segmatch import api
 from segmatch._version import __version__
 from segmatch.errors import SegmatchError
+from segmatch.locations import is_uri
 from segmatch.progress import ProgressTask, install_sink
 from segmatch.results import RunResult
 
@@ -116,7 +117,8 @@ def run(
     config: Annotated[Path, typer.Argument(help="YAML file describing the job.")],
     engine: Annotated[str | None, typer.Option(help="Engine to run on (local or spark).")] = None,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Output folder (overrides output.path).")
+        str | None,
+        typer.Option("--out", help="Output folder or URI (overrides output.path)."),
     ] = None,
     as_of: Annotated[
         int | None,
@@ -134,7 +136,7 @@ def run(
     if engine:
         overrides["engine"] = engine
     if out_dir:
-        overrides["output.path"] = str(out_dir.resolve())
+        overrides["output.path"] = out_dir if is_uri(out_dir) else str(Path(out_dir).resolve())
     if as_of is not None:
         overrides["input.version"] = as_of
     try:
@@ -198,13 +200,13 @@ def score(
         ),
     ] = "models:/segmatch@champion",
     input_path: Annotated[
-        Path, typer.Option("--input", help="New customers (CSV, Parquet, Delta).")
-    ] = Path("customers.csv"),
+        str, typer.Option("--input", help="New customers (CSV, Parquet, Delta; path or URI).")
+    ] = "customers.csv",
     out_dir: Annotated[
-        Path, typer.Option("--out", help="Folder for scores and lookalikes.")
-    ] = Path("segmatch-scores"),
+        str, typer.Option("--out", help="Folder or URI for scores and lookalikes.")
+    ] = "segmatch-scores",
     segments: Annotated[
-        Path | None,
+        str | None,
         typer.Option(help="Segments table offering lookalikes (default: the training run's)."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
@@ -227,8 +229,8 @@ def score(
 def report(
     run_id: Annotated[str, typer.Argument(help="The run's id (shown in its summary).")],
     output: Annotated[
-        Path | None,
-        typer.Option(help="The run's output folder (default: asked from MLflow)."),
+        str | None,
+        typer.Option(help="The run's output folder or URI (default: asked from MLflow)."),
     ] = None,
 ) -> None:
     """(Re)build a run's HTML report from its stored outputs."""
@@ -242,7 +244,7 @@ def report(
 @app.command()
 def history(
     table: Annotated[
-        Path, typer.Argument(help="A Delta table folder, e.g. segmatch-out/segments.")
+        str, typer.Argument(help="A Delta table folder or URI, e.g. segmatch-out/segments.")
     ],
     limit: Annotated[int, typer.Option(min=1, help="How many versions to list.")] = 20,
 ) -> None:
@@ -268,7 +270,7 @@ def history(
 
 @app.command()
 def restore(
-    table: Annotated[Path, typer.Argument(help="A Delta table folder.")],
+    table: Annotated[str, typer.Argument(help="A Delta table folder or URI.")],
     version: Annotated[int, typer.Argument(min=0, help="The version to roll back to.")],
 ) -> None:
     """Roll a Delta table back to an earlier version (recorded as a new version)."""

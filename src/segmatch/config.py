@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from segmatch.errors import ConfigError, did_you_mean
+from segmatch.locations import is_uri
 from segmatch.tables import TABLES, TableName, WriteMode
 
 ColumnType = Literal["float", "int", "str", "date", "datetime", "bool"]
@@ -56,7 +57,8 @@ class TransactionsConfig(_Strict):
 class InputConfig(_Strict):
     """Where the data is and how to read it."""
 
-    path: Path
+    #: A local path or a URI (s3://, abfss://, gs://, dbfs:/, /Volumes/...).
+    path: str
     format: Literal["auto", "csv", "parquet", "delta"] = "auto"
     shape: Literal["customers", "transactions"] = "customers"
     id_column: str = "idcliente"
@@ -172,7 +174,8 @@ class MatchConfig(_Strict):
 class OutputConfig(_Strict):
     """Where results go: one Delta table per output, each with its write mode."""
 
-    path: Path = Path("segmatch-out")
+    #: A local path or a URI (s3://, abfss://, gs://, dbfs:/, /Volumes/...).
+    path: str = "segmatch-out"
     modes: dict[TableName, WriteMode] = Field(default_factory=dict)
     checkpoints: bool = True
     #: A stage's result is checkpointed only when computing it took at least this long: a
@@ -233,6 +236,9 @@ class Config(_Strict):
     output: OutputConfig = OutputConfig()
     tracking: TrackingConfig = TrackingConfig()
     spark: SparkConfig = SparkConfig()
+    #: Credentials and endpoints for remote locations, passed to delta-rs, Polars and Arrow
+    #: (e.g. AWS_ENDPOINT_URL, AWS_REGION); the usual environment variables work as well.
+    storage_options: dict[str, str] = Field(default_factory=dict)
 
 
 def config_digest(config: Config) -> str:
@@ -280,8 +286,10 @@ def build_config(raw: dict[str, Any], *, source: str, base_dir: Path | None = No
     )
 
 
-def _resolve(path: Path, base_dir: Path) -> Path:
-    return path if path.is_absolute() else (base_dir / path).resolve()
+def _resolve(location: str, base_dir: Path) -> str:
+    if is_uri(location) or Path(location).is_absolute():
+        return location
+    return str((base_dir / location).resolve())
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

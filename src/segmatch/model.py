@@ -165,25 +165,33 @@ class SegmentModel:
             for key, value in asdict(self).items()
         }
 
-    def save(self, path: Path, **metadata: Any) -> Path:
-        """Write the model as JSON (with extra metadata such as the run id).
+    def to_json(self, **metadata: Any) -> str:
+        """The model as JSON text (with extra metadata such as the run id)."""
+        return json.dumps({"metadata": metadata, "model": self.to_dict()}, indent=2, default=str)
 
-        A run writes it to its staging area and moves it into place when it commits.
-        """
+    def save(self, path: Path, **metadata: Any) -> Path:
+        """Write the model as a JSON file (with extra metadata such as the run id)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"metadata": metadata, "model": self.to_dict()}
-        path.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+        path.write_text(self.to_json(**metadata), encoding="utf-8")
         return path
 
     @classmethod
-    def load(cls, path: Path) -> SegmentModel:
-        """Read a model written by :meth:`save`."""
+    def from_json(cls, text: str, *, source: str) -> SegmentModel:
+        """A model from the text :meth:`to_json` wrote; ``source`` names it in errors."""
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-            return cls.from_dict(data["model"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return cls.from_dict(json.loads(text)["model"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"cannot read a segmatch model from {source!r}: {exc}") from exc
+
+    @classmethod
+    def load(cls, path: Path) -> SegmentModel:
+        """Read a model file written by :meth:`save`."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
             raise ModelError(f"cannot read a segmatch model from {str(path)!r}: {exc}") from exc
+        return cls.from_json(text, source=str(path))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SegmentModel:

@@ -19,13 +19,13 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 from segmatch.checkpoints import Checkpoints
 from segmatch.config import Config
 from segmatch.engines.base import Engine
 from segmatch.errors import DataQualityError, SegmatchError, StageError
+from segmatch.locations import Files, is_remote, join, local_path
 from segmatch.plans import (
     TRAINING,
     WHOLE_CONFIG,
@@ -37,7 +37,13 @@ from segmatch.plans import (
     commit_quarantine,
 )
 from segmatch.results import StageRecord
-from segmatch.storage import STAGING_FOLDER, StagedOutputs, append_json_line, input_digest
+from segmatch.storage import (
+    STAGE_LOG_FILE,
+    STAGING_FOLDER,
+    StagedOutputs,
+    append_json_line,
+    input_digest,
+)
 
 logger = logging.getLogger("segmatch")
 
@@ -63,8 +69,9 @@ class StageHook(Protocol):
 class StageLog:
     """Logs each stage's line and appends its JSON record to ``stage_log.jsonl``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str, files: Files) -> None:
         self.path = path
+        self.files = files
         self.records: list[StageRecord] = []
 
     def before_run(self, *, run_id: str, config: Config) -> None:
@@ -75,7 +82,7 @@ class StageLog:
             return
         self.records.append(record)
         logger.info(record.line())
-        append_json_line(self.path, asdict(record))
+        append_json_line(self.path, asdict(record), files=self.files)
 
     def after_run(self, *, run_id: str, result: Any, error: BaseException | None) -> None:
         if error is not None:
@@ -104,13 +111,16 @@ class Pipeline:
         self.engine = engine
         self.plan = plan
         self.run_id = run_id or uuid.uuid4().hex
-        self.out = Path(config.output.path)
-        self.registry = registry if registry is not None else FolderRegistry(self.out)
-        self.stage_log = StageLog(self.out / "stage_log.jsonl")
+        self.out = config.output.path
+        self.files = Files(config.storage_options)
+        self.registry = registry if registry is not None else FolderRegistry(self.out, self.files)
+        self.stage_log = StageLog(join(self.out, STAGE_LOG_FILE), self.files)
         self.hooks: list[StageHook] = [self.stage_log, *hooks]
         self.provided = dict(provided or {})
+        # Checkpoints hold engine frames in local files; an output on object storage runs
+        # without them (its stages are recomputed on a rerun).
         self.checkpoints = Checkpoints(
-            self.out / STAGING_FOLDER,
+            None if is_remote(self.out) else local_path(join(self.out, STAGING_FOLDER)),
             engine,
             enabled=config.output.checkpoints,
             keep_runs=config.output.keep_runs,
@@ -118,16 +128,17 @@ class Pipeline:
 
     def run(self) -> Any:
         """Run every step, then the plan's finish; on failure only a quarantine is committed."""
-        source = Path(self.config.input.path)
+        source = self.config.input.path
         version = self.config.input.version
-        digest = input_digest(source, version=version) if source.exists() else None
+        known = self.files.exists(source)
+        digest = input_digest(source, version=version, files=self.files) if known else None
         self._call("before_run", run_id=self.run_id, config=self.config)
         self.checkpoints.begin(self.run_id)
         context = RunContext(
             run_id=self.run_id,
             config=self.config,
             engine=self.engine,
-            outputs=StagedOutputs(self.out, self.run_id),
+            outputs=StagedOutputs(self.out, self.run_id, files=self.files),
             registry=self.registry,
             input_digest=digest,
             stage_records=self.stage_log.records,

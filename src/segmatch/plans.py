@@ -13,10 +13,8 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -25,11 +23,13 @@ from segmatch._version import __version__
 from segmatch.config import Config, config_digest
 from segmatch.engines.base import Engine
 from segmatch.errors import DataQualityError
+from segmatch.locations import Files, join
 from segmatch.model import SegmentModel
 from segmatch.results import RunResult, ScoringResult, StageRecord
 from segmatch.stages import clean, cluster, export, features, ingest, match, reduce, scale, score
 from segmatch.storage import (
     MATCH_SAMPLE_FILE,
+    PART_FILE,
     SCATTER_POINTS,
     SCATTER_SAMPLE_FILE,
     SUMMARY_FILE,
@@ -86,20 +86,23 @@ class ModelRegistry(Protocol):
 
     def previous(self) -> SegmentModel | None: ...
 
-    def register(self, *, run_id: str, model_path: Path, model: SegmentModel) -> str | None: ...
+    def register(self, *, run_id: str, model_json: str, model: SegmentModel) -> str | None: ...
 
 
 class FolderRegistry:
     """Untracked runs: the previous model is the output folder's; nothing gets a version."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: str, files: Files) -> None:
         self.out = out
+        self.files = files
 
     def previous(self) -> SegmentModel | None:
-        saved = self.out / MODEL_FILE
-        return SegmentModel.load(saved) if saved.exists() else None
+        saved = join(self.out, MODEL_FILE)
+        if not self.files.exists(saved):
+            return None
+        return SegmentModel.from_json(self.files.read_text(saved), source=saved)
 
-    def register(self, *, run_id: str, model_path: Path, model: SegmentModel) -> str | None:
+    def register(self, *, run_id: str, model_json: str, model: SegmentModel) -> str | None:
         return None
 
 
@@ -114,7 +117,7 @@ class RunContext:
     registry: ModelRegistry
     input_digest: str | None
     stage_records: list[StageRecord] = field(default_factory=list)
-    stage_log_path: Path | None = None
+    stage_log_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ class Plan:
 class RegisteredModel:
     """The fitted model staged as a file, and its registry version (None when untracked)."""
 
-    path: Path
+    path: str
     version: str | None
 
 
@@ -191,8 +194,10 @@ def registered_model(
     registry: ModelRegistry,
 ) -> RegisteredModel:
     """Stage the model file and register it, so the output rows can name its version."""
-    staged = model.save(outputs.staging / MODEL_FILE, run_id=run_id, segmatch_version=__version__)
-    version = registry.register(run_id=run_id, model_path=staged, model=model)
+    text = model.to_json(run_id=run_id, segmatch_version=__version__)
+    staged = join(outputs.staging, MODEL_FILE)
+    outputs.files.write_text(staged, text)
+    version = registry.register(run_id=run_id, model_json=text, model=model)
     return RegisteredModel(staged, version)
 
 
@@ -227,11 +232,11 @@ def finish_training(context: RunContext, values: Mapping[str, Any]) -> RunResult
     """Commit the tables, put the model beside them, and record the run's summary."""
     outputs, registered = context.outputs, values["registered"]
     stage_log = pa.Table.from_pylist([asdict(record) for record in context.stage_records])
-    write_arrow(stage_log, outputs.path_for("stage_log") / "part-00000.parquet")
+    write_arrow(stage_log, join(outputs.path_for("stage_log"), PART_FILE), files=outputs.files)
     id_column = values["raw"].plan.id_column
     commits = commit_tables(context, id_column=id_column, model_version=registered.version)
-    model_path = Path(context.config.output.path) / MODEL_FILE
-    os.replace(registered.path, model_path)
+    model_path = join(outputs.root, MODEL_FILE)
+    outputs.files.move(registered.path, model_path)
     result = RunResult.from_outputs(
         run_id=context.run_id,
         config=context.config,
@@ -248,18 +253,22 @@ def finish_training(context: RunContext, values: Mapping[str, Any]) -> RunResult
         model_version=registered.version,
     )
     folder = run_folder(outputs.root, context.run_id)
-    folder.mkdir(parents=True, exist_ok=True)
     if values.get("matches") is not None:
         sample = export.lookalike_sample(
             context.engine, values["matches"], values["features"], id_column=id_column
         )
-        write_arrow(sample, folder / MATCH_SAMPLE_FILE)
+        write_arrow(sample, join(folder, MATCH_SAMPLE_FILE), files=outputs.files)
     values_sample, labels_sample = context.engine.stratified_sample(
         values["labelled"].matrix, rows=SCATTER_POINTS, seed=context.config.cluster.seed
     )
     scatter = {f"pc_{j + 1}": values_sample[:, j] for j in range(min(2, values_sample.shape[1]))}
-    write_arrow(pa.table({**scatter, "segment": labels_sample}), folder / SCATTER_SAMPLE_FILE)
-    write_json(result.summary(engine=context.engine.name), folder / SUMMARY_FILE)
+    scatter["segment"] = labels_sample
+    write_arrow(pa.table(scatter), join(folder, SCATTER_SAMPLE_FILE), files=outputs.files)
+    write_json(
+        result.summary(engine=context.engine.name),
+        join(folder, SUMMARY_FILE),
+        files=outputs.files,
+    )
     return result
 
 

@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from segmatch.errors import InputError
+from segmatch.locations import Files, join
 from segmatch.storage import (
     MATCH_SAMPLE_FILE,
     SCATTER_SAMPLE_FILE,
     SUMMARY_FILE,
+    read_arrow,
     read_delta,
     run_folder,
 )
@@ -31,24 +32,30 @@ PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#D
            "#8C8C8C", "#CCB974", "#64B5CD", "#1F77B4", "#FF7F0E"]  # fmt: skip
 
 
-def build_report(output: Path, run_id: str) -> Path:
-    """Write ``report.html`` for a run from its stored outputs and return its path."""
+def build_report(
+    output: str | Path, run_id: str, *, storage_options: dict[str, str] | None = None
+) -> str:
+    """Write ``report.html`` for a run from its stored outputs and return its location."""
+    files = Files(storage_options)
     folder = run_folder(output, run_id)
-    summary_path = folder / SUMMARY_FILE
-    if not summary_path.exists():
+    summary_path = join(folder, SUMMARY_FILE)
+    if not files.exists(summary_path):
         raise InputError(
-            f"no run {run_id!r} under {str(output)!r} (expected {str(summary_path)!r}); "
+            f"no run {run_id!r} under {str(output)!r} (expected {summary_path!r}); "
             "give the output folder of the run"
         )
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    summary = json.loads(files.read_text(summary_path))
     versions = summary["table_versions"]
-    profiles = read_delta(Path(output) / "profiles", version=versions.get("profiles"))
-    segments = pq.read_table(folder / SCATTER_SAMPLE_FILE)
-    sample_path = folder / MATCH_SAMPLE_FILE
-    matches = pq.read_table(sample_path) if sample_path.exists() else None
-    page = _page(summary, profiles, segments, matches)
-    target = folder / REPORT_FILE
-    target.write_text(page, encoding="utf-8")
+    profiles = read_delta(
+        join(str(output), "profiles"),
+        version=versions.get("profiles"),
+        storage_options=storage_options,
+    )
+    segments = read_arrow(join(folder, SCATTER_SAMPLE_FILE), files=files)
+    sample_path = join(folder, MATCH_SAMPLE_FILE)
+    matches = read_arrow(sample_path, files=files) if files.exists(sample_path) else None
+    target = join(folder, REPORT_FILE)
+    files.write_text(target, _page(summary, profiles, segments, matches))
     return target
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,7 +53,7 @@ class RunResult:
     explained_variance: list[float]
     profiles: pa.Table
     stages: list[StageRecord]
-    outputs: dict[str, Path]
+    outputs: dict[str, str]
     rows_in: int
     customers: int
     quarantined: int
@@ -77,7 +76,7 @@ class RunResult:
         config: Config,
         values: Mapping[str, Any],
         stages: list[StageRecord],
-        outputs: dict[str, Path],
+        outputs: dict[str, str],
         table_versions: dict[str, int],
         input_digest: str | None,
         partition_plan: dict[str, Any],
@@ -168,5 +167,5 @@ class ScoringResult:
     run_id: str
     customers: int
     quarantined: int
-    outputs: dict[str, Path]
+    outputs: dict[str, str]
     stages: list[StageRecord]

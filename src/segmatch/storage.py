@@ -12,10 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,19 +24,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, Schema, Transaction
+from deltalake import CommitProperties, DeltaTable, Schema, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from segmatch.errors import InputError
+from segmatch.locations import Files, is_remote, join, local_path, name_of
 from segmatch.tables import WriteMode
 
 STAGING_FOLDER = ".staging"
+STAGE_LOG_FILE = "stage_log.jsonl"
 DELTA_LOG = "_delta_log"
 RUNS_FOLDER = "runs"
 SUMMARY_FILE = "summary.json"
 MATCH_SAMPLE_FILE = "match_sample.parquet"
 SCATTER_SAMPLE_FILE = "scatter_sample.parquet"
+#: The one file a table staged from the driver is written as.
+PART_FILE = "part-00000.parquet"
 #: Customers a run keeps, stratified by segment, for its report's PCA scatter.
 SCATTER_POINTS = 4000
 
@@ -51,7 +54,7 @@ class TableCommit:
     """What committing one table did."""
 
     table: str
-    path: Path
+    path: str
     version: int
     operation: str
     rows: int
@@ -61,28 +64,33 @@ class TableCommit:
 class StagedOutputs:
     """Tables of one run, staged as Parquet under ``<root>/.staging/runs/<run_id>``.
 
+    ``root`` is the output location (a local path or a URI): staged files sit beside the
+    tables, where every executor can write them.
+
     Example:
-        >>> staged = StagedOutputs(Path("out"), "run-1")  # doctest: +SKIP
-        >>> write_arrow(table, staged.path_for("segments") / "part-0.parquet")  # doctest: +SKIP
-        >>> staged.commit(modes={"segments": "overwrite"}, keys={"segments": ["id"]})
+        >>> staged = StagedOutputs("s3://bucket/out", "run-1")  # doctest: +SKIP
+        >>> engine.write_parquet(frame, folder=staged.path_for("segments"))  # doctest: +SKIP
+        >>> staged.commit(engine.commit_table, modes={"segments": "overwrite"}, keys={})
     """
 
-    def __init__(self, root: Path, run_id: str) -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | Path, run_id: str, *, files: Files | None = None) -> None:
+        self.root = str(root)
         self.run_id = run_id
-        self.staging = self.root / STAGING_FOLDER / RUNS_FOLDER / run_id
+        self.files = files or Files()
+        self.staging = join(self.root, STAGING_FOLDER, RUNS_FOLDER, run_id)
         self._tables: list[str] = []
 
-    def path_for(self, table: str) -> Path:
+    def path_for(self, table: str) -> str:
         """The folder to write ``table``'s Parquet files to."""
-        folder = self.staging / table
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = join(self.staging, table)
+        if not is_remote(folder):
+            self.files.make_dirs(folder)
         if table not in self._tables:
             self._tables.append(table)
         return folder
 
-    def table_path(self, table: str) -> Path:
-        return self.root / table
+    def table_path(self, table: str) -> str:
+        return join(self.root, table)
 
     def commit(
         self,
@@ -102,7 +110,7 @@ class StagedOutputs:
         done = {
             table: committer(
                 self.table_path(table),
-                staged=self.staging / table,
+                staged=join(self.staging, table),
                 mode=modes.get(table, "overwrite"),
                 keys=keys.get(table, ()),
                 app_id=f"segmatch:{table}:{batch_id}" if batch_id else None,
@@ -115,7 +123,7 @@ class StagedOutputs:
 
     def discard(self) -> None:
         """Remove whatever this run staged (the run failed or committed)."""
-        shutil.rmtree(self.staging, ignore_errors=True)
+        self.files.remove_tree(self.staging)
 
 
 class TableCommitter(Protocol):
@@ -123,9 +131,9 @@ class TableCommitter(Protocol):
 
     def __call__(
         self,
-        location: Path,
+        location: str,
         *,
-        staged: Path,
+        staged: str,
         mode: WriteMode,
         keys: Sequence[str],
         app_id: str | None,
@@ -134,22 +142,99 @@ class TableCommitter(Protocol):
 
 
 def commit_staged(
-    location: Path,
+    location: str,
     *,
-    staged: Path,
+    staged: str,
     mode: WriteMode,
     keys: Sequence[str],
     app_id: str | None,
     metadata: Mapping[str, str],
+    storage_options: Mapping[str, str] | None = None,
 ) -> TableCommit:
-    """Commit a staged folder's Parquet files with delta-rs (see :func:`commit_table`)."""
-    return commit_table(
-        location,
-        sorted(Path(staged).glob("*.parquet")),
-        mode=mode,
-        keys=keys,
-        app_id=app_id,
-        metadata=metadata,
+    """Commit a staged folder's Parquet files with delta-rs.
+
+    On a local disk the staged files are adopted as they are (:func:`commit_table`); on object
+    storage, where a file cannot be renamed into the table, their rows are written anew.
+    """
+    if not is_remote(location) and not is_remote(staged):
+        files = sorted(local_path(staged).glob("*.parquet"))
+        return commit_table(
+            local_path(location), files, mode=mode, keys=keys, app_id=app_id, metadata=metadata
+        )
+    rows = _read_staged(staged, Files(storage_options))
+    return _with_retries(
+        lambda: _commit_rows(
+            location,
+            rows,
+            mode=mode,
+            keys=keys,
+            app_id=app_id,
+            metadata=metadata,
+            storage_options=dict(storage_options or {}),
+        )
+    )
+
+
+def _read_staged(staged: str, files: Files) -> pa.Table:
+    filesystem, path = files.resolve(staged)
+    parts = [
+        f"{path}/{entry.relative}"
+        for entry in files.list_files(staged)
+        if entry.relative.endswith(".parquet")
+    ]
+    return pa.concat_tables([pq.read_table(p, filesystem=filesystem) for p in parts])
+
+
+def _commit_rows(
+    location: str,
+    rows: pa.Table,
+    *,
+    mode: WriteMode,
+    keys: Sequence[str],
+    app_id: str | None,
+    metadata: Mapping[str, str],
+    storage_options: dict[str, str],
+) -> TableCommit:
+    properties = _properties(metadata, app_id)
+    existing = open_table(location, storage_options=storage_options)
+    if existing is not None and app_id and existing.transaction_version(app_id) is not None:
+        return TableCommit(name_of(location), location, existing.version(), "skipped", 0, True)
+    if existing is None or mode != "merge":
+        properties.custom_metadata["segmatch.rows_written"] = str(rows.num_rows)
+        write_deltalake(
+            location,
+            rows,
+            mode="append" if mode == "merge" else mode,
+            schema_mode="overwrite" if mode == "overwrite" else "merge",
+            configuration=TABLE_CONFIGURATION if existing is None else None,
+            storage_options=storage_options,
+            commit_properties=properties,
+        )
+        version = DeltaTable(location, storage_options=storage_options).version()
+        return TableCommit(name_of(location), location, version, mode, rows.num_rows)
+    target = existing.to_pyarrow_dataset()
+    written = _merge(existing, _unique_on(rows, keys), target, keys, properties)
+    version = DeltaTable(location, storage_options=storage_options).version()
+    return TableCommit(name_of(location), location, version, "merge", written)
+
+
+def _with_retries(commit: Callable[[], TableCommit]) -> TableCommit:
+    """Run a commit, again on the new table version when a concurrent one conflicted."""
+    attempt = 0
+    while True:
+        try:
+            return commit()
+        except CommitFailedError:
+            attempt += 1
+            if attempt == COMMIT_RETRIES:
+                raise
+            time.sleep(0.05 * 2**attempt)
+
+
+def _properties(metadata: Mapping[str, str], app_id: str | None) -> CommitProperties:
+    return CommitProperties(
+        custom_metadata=dict(metadata),
+        app_transactions=[Transaction(app_id, 0)] if app_id else None,
     )
 
 
@@ -169,25 +254,16 @@ def commit_table(
     new keys inserted, unchanged rows left alone. A concurrent commit that conflicts is retried
     on the new table version.
     """
-    attempt = 0
-    while True:
-        try:
-            return _commit_once(path, files, mode=mode, keys=keys, app_id=app_id, metadata=metadata)
-        except CommitFailedError:
-            attempt += 1
-            if attempt == COMMIT_RETRIES:
-                raise
-            time.sleep(0.05 * 2**attempt)
+    return _with_retries(
+        lambda: _commit_once(path, files, mode=mode, keys=keys, app_id=app_id, metadata=metadata)
+    )
 
 
 def _commit_once(path, files, *, mode, keys, app_id, metadata) -> TableCommit:
-    properties = CommitProperties(
-        custom_metadata=dict(metadata),
-        app_transactions=[Transaction(app_id, 0)] if app_id else None,
-    )
+    properties = _properties(metadata, app_id)
     existing = open_table(path)
     if existing is not None and app_id and existing.transaction_version(app_id) is not None:
-        return TableCommit(path.name, path, existing.version(), "skipped", 0, skipped=True)
+        return TableCommit(path.name, str(path), existing.version(), "skipped", 0, skipped=True)
     schema = pq.read_schema(files[0]) if files else pa.schema([])
     if existing is None or mode != "merge":
         adds, rows = _adopt(path, files)
@@ -206,8 +282,24 @@ def _commit_once(path, files, *, mode, keys, app_id, metadata) -> TableCommit:
                 adds, mode=mode, schema=schema, commit_properties=properties
             )
         version = DeltaTable(str(path)).version()
-        return TableCommit(path.name, path, version, mode, rows)
-    source = _changed_or_new(_unique_on(_read_files(files), keys), path, existing, keys)
+        return TableCommit(path.name, str(path), version, mode, rows)
+    local = pafs.SubTreeFileSystem(str(path.resolve()), pafs.LocalFileSystem())
+    target = existing.to_pyarrow_dataset(filesystem=local)
+    rows = _merge(existing, _unique_on(_read_files(files), keys), target, keys, properties)
+    for file in files:
+        file.unlink(missing_ok=True)
+    return TableCommit(path.name, str(path), DeltaTable(str(path)).version(), "merge", rows)
+
+
+def _merge(
+    existing: DeltaTable,
+    source: pa.Table,
+    target: Any,
+    keys: Sequence[str],
+    properties: CommitProperties,
+) -> int:
+    """Upsert ``source`` on ``keys``; return the rows inserted or updated."""
+    source = _changed_or_new(source, target, existing, keys)
     changed = " OR ".join(
         f'(t."{c}" IS DISTINCT FROM s."{c}")' for c in source.column_names if c not in keys
     )
@@ -222,10 +314,7 @@ def _commit_once(path, files, *, mode, keys, app_id, metadata) -> TableCommit:
     if changed:
         merger = merger.when_matched_update_all(predicate=changed)
     metrics = merger.when_not_matched_insert_all().execute()
-    for file in files:
-        file.unlink(missing_ok=True)
-    rows = metrics["num_target_rows_inserted"] + metrics["num_target_rows_updated"]
-    return TableCommit(path.name, path, DeltaTable(str(path)).version(), "merge", rows)
+    return metrics["num_target_rows_inserted"] + metrics["num_target_rows_updated"]
 
 
 def _adopt(path: Path, files: Sequence[Path]) -> tuple[list[AddAction], int]:
@@ -262,7 +351,7 @@ def _unique_on(table: pa.Table, keys: Sequence[str]) -> pa.Table:
 
 
 def _changed_or_new(
-    source: pa.Table, path: Path, existing: DeltaTable, keys: Sequence[str]
+    source: pa.Table, target_rows: Any, existing: DeltaTable, keys: Sequence[str]
 ) -> pa.Table:
     """The source rows that are new or differ from the table: only these go to the merge.
 
@@ -272,8 +361,7 @@ def _changed_or_new(
     shared = [c for c in source.column_names if c in existing.schema().to_arrow().names]
     if set(keys) - set(shared) or source.num_rows == 0:
         return source
-    local = pafs.SubTreeFileSystem(str(path.resolve()), pafs.LocalFileSystem())
-    target = existing.to_pyarrow_dataset(filesystem=local).to_table(columns=shared)
+    target = target_rows.to_table(columns=shared)
     try:  # the table may store string as large_string and the like: compare as the source
         target = target.cast(source.select(shared).schema)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -298,34 +386,55 @@ def _read_files(files: Sequence[Path]) -> pa.Table:
     return pa.concat_tables([pq.read_table(f) for f in files]) if files else pa.table({})
 
 
-def is_delta_table(path: Path) -> bool:
-    """Whether ``path`` is the root of a Delta table (it has a transaction log)."""
-    return (Path(path) / DELTA_LOG).is_dir()
+Location = str | Path
+"""A local path or a URI; functions here take either and give locations as strings."""
 
 
-def open_table(path: Path, *, version: int | None = None) -> DeltaTable | None:
-    """The Delta table at ``path`` (at ``version``), or None when there is none."""
+def is_delta_table(location: Location, *, files: Files | None = None) -> bool:
+    """Whether ``location`` is the root of a Delta table (it has a transaction log)."""
+    return (files or Files()).is_dir(join(str(location), DELTA_LOG))
+
+
+def open_table(
+    location: Location,
+    *,
+    version: int | None = None,
+    storage_options: Mapping[str, str] | None = None,
+) -> DeltaTable | None:
+    """The Delta table at ``location`` (at ``version``), or None when there is none."""
     try:
-        return DeltaTable(str(path), version=version)
+        return DeltaTable(str(location), version=version, storage_options=storage_options)
     except TableNotFoundError:
         return None
 
 
-def read_delta(path: Path, *, version: int | None = None) -> pa.Table:
-    """A whole Delta table as Arrow, read through Arrow's own local file system.
+def read_delta(
+    location: Location,
+    *,
+    version: int | None = None,
+    storage_options: Mapping[str, str] | None = None,
+) -> pa.Table:
+    """A whole Delta table as Arrow.
 
-    (Reading through delta-rs's file-system handler can abort the interpreter at exit.)
+    Local tables are read through Arrow's own local file system (reading through delta-rs's
+    file-system handler can abort the interpreter at exit); remote ones through delta-rs.
     """
-    table = open_table(path, version=version)
+    table = open_table(location, version=version, storage_options=storage_options)
     if table is None:
-        raise InputError(f"{str(path)!r} is not a Delta table")
-    local = pafs.SubTreeFileSystem(str(path.resolve()), pafs.LocalFileSystem())
-    return table.to_pyarrow_dataset(filesystem=local).to_table()
+        raise InputError(f"{str(location)!r} is not a Delta table")
+    if is_remote(str(location)):
+        return table.to_pyarrow_table()
+    root = str(local_path(str(location)).resolve())
+    return table.to_pyarrow_dataset(
+        filesystem=pafs.SubTreeFileSystem(root, pafs.LocalFileSystem())
+    ).to_table()
 
 
-def table_history(path: Path) -> list[dict[str, Any]]:
+def table_history(
+    path: Location, *, storage_options: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Versions of a Delta table, newest first: time, operation, rows written, run id."""
-    table = open_table(path)
+    table = open_table(path, storage_options=storage_options)
     if table is None:
         raise InputError(f"{str(path)!r} is not a Delta table (no {DELTA_LOG})")
     rows = []
@@ -358,9 +467,11 @@ def _rows_written(metrics: Mapping[str, Any]) -> int:
     return merged or int(metrics.get("numOutputRows") or 0)
 
 
-def restore_table(path: Path, version: int) -> int:
+def restore_table(
+    path: Location, version: int, *, storage_options: Mapping[str, str] | None = None
+) -> int:
     """Roll a Delta table back to ``version`` (as a new version); return the new version."""
-    table = open_table(path)
+    table = open_table(path, storage_options=storage_options)
     if table is None:
         raise InputError(f"{str(path)!r} is not a Delta table (no {DELTA_LOG})")
     if not 0 <= version <= table.version():
@@ -376,49 +487,74 @@ def restore_table(path: Path, version: int) -> int:
         )
     except DeltaError as exc:
         raise InputError(f"cannot restore {str(path)!r} to version {version}: {exc}") from exc
-    return DeltaTable(str(path)).version()
+    return DeltaTable(str(path), storage_options=storage_options).version()
 
 
-def run_folder(output: Path, run_id: str) -> Path:
-    """Where a run keeps its summary, lookalike sample and report."""
-    return Path(output) / RUNS_FOLDER / run_id
+def run_folder(output: Location, run_id: str) -> str:
+    """Where a run keeps its summary, samples and report."""
+    return join(str(output), RUNS_FOLDER, run_id)
 
 
-def write_arrow(table: pa.Table, path: Path) -> None:
+def write_arrow(table: pa.Table, location: Location, *, files: Files | None = None) -> None:
     """Write an Arrow table as one Parquet file."""
-    pq.write_table(table, path)
+    if not is_remote(str(location)):
+        local_path(str(location)).parent.mkdir(parents=True, exist_ok=True)
+    filesystem, path = (files or Files()).resolve(str(location))
+    pq.write_table(table, path, filesystem=filesystem)
 
 
-def write_json(data: Any, path: Path) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(temporary, path)
+def read_arrow(location: Location, *, files: Files | None = None) -> pa.Table:
+    """Read one Parquet file written by :func:`write_arrow`."""
+    filesystem, path = (files or Files()).resolve(str(location))
+    return pq.read_table(path, filesystem=filesystem)
 
 
-def append_json_line(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON record as a line (the structured stage log)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, default=str) + "\n")
+def write_json(data: Any, location: Location, *, files: Files | None = None) -> None:
+    """Write JSON whole (locally: a temporary file, then a rename)."""
+    text = json.dumps(data, indent=2, default=str)
+    (files or Files()).write_text(str(location), text)
 
 
-def input_digest(path: Path, *, version: int | None = None) -> str:
+def append_json_line(
+    location: Location, record: dict[str, Any], *, files: Files | None = None
+) -> None:
+    """Append one JSON record as a line (the structured stage log).
+
+    Object stores cannot append: there the file is written again with the new line.
+    """
+    line = json.dumps(record, default=str) + "\n"
+    if not is_remote(str(location)):
+        path = local_path(str(location))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+        return
+    files = files or Files()
+    before = files.read_text(str(location)) if files.exists(str(location)) else ""
+    files.write_text(str(location), before + line)
+
+
+def input_digest(
+    location: Location, *, version: int | None = None, files: Files | None = None
+) -> str:
     """A SHA-256 digest that changes whenever the input does, read from metadata only.
 
     A Delta table's digest is its location and version (the one read); a file's or a folder's,
     the listing of its files with their sizes and modification times. Nothing reads the
     data: on Spark the driver never holds more than the listing.
     """
+    files = files or Files()
+    location = str(location)
     digest = hashlib.sha256()
-    table = open_table(path, version=version) if is_delta_table(path) else None
-    if table is not None:
-        digest.update(f"delta:{path.resolve()}:{table.version()}".encode())
-        return digest.hexdigest()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        stat = file.stat()
-        name = file.relative_to(path) if path.is_dir() else file.name
-        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    if is_delta_table(location, files=files):
+        try:
+            table = open_table(location, version=version, storage_options=files.storage_options)
+        except DeltaError:
+            table = None  # a damaged log: reading the input reports it, naming the table
+        if table is not None:
+            where = location if is_remote(location) else str(local_path(location).resolve())
+            digest.update(f"delta:{where}:{table.version()}".encode())
+            return digest.hexdigest()
+    for entry in files.list_files(location):
+        digest.update(f"{entry.relative}\0{entry.size}\0{entry.mtime_ns}\n".encode())
     return digest.hexdigest()

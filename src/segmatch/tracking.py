@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +23,7 @@ from segmatch import model as segmatch_model
 from segmatch._version import __version__
 from segmatch.config import Config, TrackingConfig, config_digest
 from segmatch.errors import ModelError
+from segmatch.locations import name_of
 from segmatch.model import SegmentModel
 from segmatch.results import RunResult, StageRecord
 
@@ -144,9 +146,9 @@ class MlflowTracking:
         if self._opened is None:
             self.start(config, run_id=run_id)
 
-    def register(self, *, run_id: str, model_path: Path, model: SegmentModel) -> str | None:
+    def register(self, *, run_id: str, model_json: str, model: SegmentModel) -> str | None:
         """Log the model as a pyfunc of this run and register it; return its version."""
-        return self._on_worker(lambda: self._register(model_path, model))
+        return self._on_worker(lambda: self._register(model_json, model))
 
     def after_stage(self, *, record: StageRecord, error: BaseException | None) -> None:
         self.records.append(record)
@@ -167,10 +169,13 @@ class MlflowTracking:
             self._opened.result()
         return self._worker.submit(task).result()
 
-    def _register(self, model_path: Path, model: SegmentModel) -> str:
+    def _register(self, model_json: str, model: SegmentModel) -> str:
         mlflow = import_mlflow()
-        with mlflow.start_run(run_id=self.mlflow_run_id):
-            return self._log_model(mlflow, model_path, model)
+        with tempfile.TemporaryDirectory(prefix="segmatch-model-") as folder:
+            model_path = Path(folder) / "model.json"
+            model_path.write_text(model_json, encoding="utf-8")
+            with mlflow.start_run(run_id=self.mlflow_run_id):
+                return self._log_model(mlflow, model_path, model)
 
     def _finish(self, result: RunResult | None, error: BaseException | None) -> None:
         mlflow = import_mlflow()
@@ -261,10 +266,10 @@ class MlflowTracking:
         from mlflow.data.dataset_source_registry import resolve_dataset_source  # noqa: PLC0415
         from mlflow.data.meta_dataset import MetaDataset  # noqa: PLC0415
 
-        path = Path(config.input.path)
+        path = config.input.path
         dataset = MetaDataset(
             source=resolve_dataset_source(str(path)),
-            name=path.name,
+            name=name_of(path),
             digest=(digest or "unknown")[:32],
         )
         mlflow.log_input(dataset, context="training")
@@ -338,13 +343,13 @@ def champion_silhouette(client: Any, model_name: str) -> float | None:
     return run.data.metrics.get("silhouette")
 
 
-def log_artifact(config: TrackingConfig, run_id: str, path: Path) -> None:
-    """Attach a file (the run's report) to a finished MLflow run."""
+def log_text(config: TrackingConfig, run_id: str, text: str, name: str) -> None:
+    """Attach a text file (the run's report) to a finished MLflow run."""
     mlflow = import_mlflow()
-    mlflow.MlflowClient(tracking_uri(config)).log_artifact(run_id, str(path))
+    mlflow.MlflowClient(tracking_uri(config)).log_text(run_id, text, name)
 
 
-def run_output_path(run_id: str, config: TrackingConfig) -> Path:
+def run_output_path(run_id: str, config: TrackingConfig) -> str:
     """The output folder a tracked run wrote to (its ``output.path`` param).
 
     ``run_id`` is segmatch's run id (the one in the tables), or MLflow's own id of the run.
@@ -362,12 +367,12 @@ def run_output_path(run_id: str, config: TrackingConfig) -> Path:
         else []
     )
     if runs:
-        return Path(runs[0].data.params["output.path"])
+        return runs[0].data.params["output.path"]
     try:
         run = client.get_run(run_id)
     except Exception as exc:
         raise ModelError(f"no MLflow run {run_id!r} in {tracking_uri(config)}: {exc}") from exc
-    return Path(run.data.params["output.path"])
+    return run.data.params["output.path"]
 
 
 def champion_model(config: TrackingConfig) -> SegmentModel | None:

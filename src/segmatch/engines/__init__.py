@@ -12,7 +12,11 @@ ENGINES = ("local", "spark")
 
 
 def make_engine(
-    name: str, *, spark: SparkConfig | None = None, session: Any | None = None
+    name: str,
+    *,
+    spark: SparkConfig | None = None,
+    session: Any | None = None,
+    storage_options: dict[str, str] | None = None,
 ) -> Engine:
     """Make the engine called ``name``; ``session`` is an existing SparkSession to use.
 
@@ -20,11 +24,12 @@ def make_engine(
         >>> make_engine("local").name
         'local'
     """
+    engine: Engine
     if name == "local":
         from segmatch.engines.local import LocalEngine  # noqa: PLC0415 -- keeps polars lazy
 
-        return LocalEngine()
-    if name == "spark":
+        engine = LocalEngine()
+    elif name == "spark":
         try:
             from segmatch.engines.spark import SparkEngine  # noqa: PLC0415 -- pyspark is optional
         except ImportError as exc:
@@ -32,5 +37,8 @@ def make_engine(
                 f"engine 'spark' needs PySpark ({exc}); "
                 "install it with: pip install 'segmatch[spark]'"
             ) from exc
-        return SparkEngine(settings=spark or SparkConfig(), session=session)
-    raise EngineUnavailableError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+        engine = SparkEngine(settings=spark or SparkConfig(), session=session)
+    else:
+        raise EngineUnavailableError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+    engine.storage_options = dict(storage_options or {})
+    return engine

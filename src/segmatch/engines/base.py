@@ -195,6 +195,8 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     """Primitives every engine supplies. Arguments are keyword-only and already validated."""
 
     name: str
+    #: Credentials and endpoints for remote locations (the config's ``storage_options``).
+    storage_options: dict[str, str] = {}  # noqa: RUF012 -- replaced per engine, never mutated
 
     @property
     def partitions(self) -> int:
@@ -212,9 +214,9 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     # -- reading and writing -------------------------------------------------------------
     def commit_table(
         self,
-        location: Path,
+        location: str,
         *,
-        staged: Path,
+        staged: str,
         mode: WriteMode,
         keys: Sequence[str],
         app_id: str | None,
@@ -228,14 +230,20 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         This default commits through delta-rs on the machine that runs the driver.
         """
         return commit_staged(
-            location, staged=staged, mode=mode, keys=keys, app_id=app_id, metadata=metadata
+            location,
+            staged=staged,
+            mode=mode,
+            keys=keys,
+            app_id=app_id,
+            metadata=metadata,
+            storage_options=self.storage_options,
         )
 
     @abstractmethod
     def read(
         self,
         *,
-        path: Path,
+        path: str,
         fmt: Literal["csv", "parquet", "delta"],
         types: dict[str, str],
         separator: str,
@@ -250,7 +258,7 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     def count(self, frame: FrameT) -> int: ...
 
     @abstractmethod
-    def write_parquet(self, frame: FrameT, *, folder: Path) -> None:
+    def write_parquet(self, frame: FrameT, *, folder: str) -> None:
         """Write the frame as Parquet files into ``folder`` (staged for a Delta commit)."""
 
     @abstractmethod

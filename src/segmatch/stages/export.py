@@ -7,11 +7,12 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from segmatch.engines.base import Engine
+from segmatch.locations import join
 from segmatch.stages.clean import CleanedRows
 from segmatch.stages.cluster import Clustering
 from segmatch.stages.features import Features
 from segmatch.stages.match import Matches
-from segmatch.storage import StagedOutputs, open_table, write_arrow
+from segmatch.storage import PART_FILE, StagedOutputs, open_table, write_arrow
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def export_results(
             clustering.matrix,
             id_column=id_column,
         )
-        if open_table(previous) is not None
+        if open_table(previous, storage_options=engine.storage_options) is not None
         else None
     )
     segments = engine.segments_frame(
@@ -107,7 +108,7 @@ def export_results(
         engine.write_parquet(matches.frame, folder=outputs.path_for("matches"))
         rows += matches.rows_out
     profiles = segment_profiles(engine, features, clustering)
-    write_arrow(profiles, outputs.path_for("profiles") / "part-00000.parquet")
+    write_arrow(profiles, join(outputs.path_for("profiles"), PART_FILE), files=outputs.files)
     write_quarantine(engine, cleaned, outputs)
     tables = ("segments", *(("matches",) if matches is not None else ()), "profiles", "quarantine")
     return Exported(profiles, transitions, tables, clustering.rows_out, rows + cleaned.quarantined)

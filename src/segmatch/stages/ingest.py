@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 
 from segmatch.config import CleanConfig, FeaturesConfig, InputConfig
 from segmatch.engines.base import Engine, Frame, TransactionColumns
 from segmatch.errors import ColumnNotFoundError, ColumnTypeError, ConfigError, InputError
+from segmatch.locations import Files, name_of
 from segmatch.storage import is_delta_table
 
 #: Customer behaviour computed from a transactions table (see the features stage).
@@ -58,8 +59,9 @@ def read_input(
     engine: Engine, *, config: InputConfig, features: FeaturesConfig, clean: CleanConfig
 ) -> RawInput:
     """Read the configured input and build its column plan; fail fast on a bad schema."""
-    path = Path(config.path)
-    fmt = _detect_format(path, config.format)
+    path = config.path
+    files = Files(engine.storage_options)
+    fmt = _detect_format(path, config.format, files)
     if config.version is not None and fmt != "delta":
         raise InputError(
             f"input.version={config.version} reads an earlier version of a Delta table, but "
@@ -72,10 +74,11 @@ def read_input(
         separator=config.csv_separator,
         version=config.version,
     )
-    source = str(path)
+    source = path
     if config.id_column in engine.schema(frame):
         # Spread (and on Spark, cache) the rows first, so every later pass starts from there.
-        frame = engine.distribute(frame, key=config.id_column, input_bytes=_size_on_disk(path))
+        size = sum(entry.size for entry in files.list_files(path))
+        frame = engine.distribute(frame, key=config.id_column, input_bytes=size)
     rows = engine.count(frame)
     if rows == 0:
         raise InputError(f"input {source!r} is empty: it has a header but no rows")
@@ -237,31 +240,23 @@ def _numeric_stored_as_text(engine, frame, columns, schema, source) -> list[str]
     return as_text
 
 
-def _size_on_disk(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
-
-
-def _detect_format(path: Path, fmt: str) -> str:
-    if not path.exists():
-        raise InputError(f"input {str(path)!r} does not exist")
+def _detect_format(path: str, fmt: str, files: Files) -> str:
+    if not files.exists(path):
+        raise InputError(f"input {path!r} does not exist")
     if fmt != "auto":
         return fmt
-    if path.is_dir():
-        if is_delta_table(path):
+    if files.is_dir(path):
+        if is_delta_table(path, files=files):
             return "delta"
-        if any(path.rglob("*.parquet")):
+        if any(entry.relative.endswith(".parquet") for entry in files.list_files(path)):
             return "parquet"
-        raise InputError(
-            f"input folder {str(path)!r} holds neither a Delta table nor Parquet files"
-        )
-    suffix = path.suffix.lower()
+        raise InputError(f"input folder {path!r} holds neither a Delta table nor Parquet files")
+    suffix = PurePosixPath(name_of(path)).suffix.lower()
     if suffix in {".csv", ".txt", ".tsv"}:
         return "csv"
     if suffix in {".parquet", ".pq"}:
         return "parquet"
     raise InputError(
-        f"cannot tell the format of {str(path)!r} from its extension {suffix!r}; "
+        f"cannot tell the format of {path!r} from its extension {suffix!r}; "
         "set input.format to csv, parquet or delta"
     )

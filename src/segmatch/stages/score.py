@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -11,6 +10,7 @@ from segmatch import kernels
 from segmatch.config import MatchConfig
 from segmatch.engines.base import Engine, Frame, Matrix
 from segmatch.errors import ModelError
+from segmatch.locations import Files
 from segmatch.model import SegmentModel
 from segmatch.stages.features import Features
 from segmatch.storage import is_delta_table
@@ -49,12 +49,14 @@ def apply_model(engine: Engine, *, features: Features, model: SegmentModel) -> S
 
 
 def find_lookalikes(
-    engine: Engine, *, config: MatchConfig, scored: Scored, reference: Path, id_column: str
+    engine: Engine, *, config: MatchConfig, scored: Scored, reference: str, id_column: str
 ) -> Lookalikes:
     """Top-k existing customers (from a run's segments table) in each new customer's segment."""
     segments = engine.read(
         path=reference,
-        fmt="delta" if is_delta_table(reference) else "parquet",
+        fmt="delta"
+        if is_delta_table(reference, files=Files(engine.storage_options))
+        else "parquet",
         types={},
         separator=",",
     )

@@ -13,6 +13,7 @@ from deltalake.exceptions import DeltaError
 from segmatch.engines.base import ColumnKind
 from segmatch.engines.local.matrix import LocalMatrix
 from segmatch.errors import InputError, first_line
+from segmatch.locations import Files, is_remote, join
 
 _POLARS_TYPES: dict[str, pl.DataType] = {
     "float": pl.Float64(),
@@ -30,17 +31,19 @@ class PolarsStorage:
     def read(
         self,
         *,
-        path: Path,
+        path: str,
         fmt: Literal["csv", "parquet", "delta"],
         types: dict[str, str],
         separator: str,
         version: int | None = None,
     ) -> pl.DataFrame:
         overrides = {name: _POLARS_TYPES[kind] for name, kind in types.items()}
+        options = self.storage_options or None
         try:
             if fmt == "csv":
                 frame = pl.read_csv(
                     path,
+                    storage_options=options,
                     infer_schema_length=None,
                     separator=separator,
                     schema_overrides=overrides,
@@ -49,9 +52,12 @@ class PolarsStorage:
             elif fmt == "parquet":
                 # A folder is read whole: nested files, and Hive partition folders
                 # (``country=BR/``) as columns.
-                frame = pl.read_parquet(str(path) if path.is_dir() else path)
+                source = path
+                if is_remote(path) and Files(self.storage_options).is_dir(path):
+                    source = join(path, "**", "*.parquet")
+                frame = pl.read_parquet(source, hive_partitioning=None, storage_options=options)
             else:
-                frame = pl.read_delta(str(path), version=version)
+                frame = pl.read_delta(path, version=version, storage_options=options)
         except (pl.exceptions.PolarsError, OSError, ValueError, DeltaError) as exc:
             raise InputError(f"cannot read {fmt} input {str(path)!r}: {first_line(exc)}") from exc
         except BaseException as exc:
@@ -69,8 +75,10 @@ class PolarsStorage:
     def count(self, frame: pl.DataFrame) -> int:
         return frame.height
 
-    def write_parquet(self, frame: pl.DataFrame, *, folder: Path) -> None:
-        frame.write_parquet(folder / "part-00000.parquet")
+    def write_parquet(self, frame: pl.DataFrame, *, folder: str) -> None:
+        frame.write_parquet(
+            join(folder, "part-00000.parquet"), storage_options=self.storage_options or None
+        )
 
     def stored_kind(self, value: object) -> Literal["frame", "matrix"] | None:
         if isinstance(value, pl.DataFrame):

@@ -14,7 +14,6 @@ import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from pyspark.errors import AnalysisException, PySparkException
@@ -23,6 +22,7 @@ from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 
 from segmatch.engines.spark.session import DELTA_EXTENSION, delta_settings
 from segmatch.errors import EngineUnavailableError
+from segmatch.locations import name_of
 from segmatch.storage import TableCommit, commit_staged
 from segmatch.tables import WriteMode
 
@@ -60,7 +60,7 @@ class SparkDelta:
         except (PySparkException, AttributeError):
             return False  # Spark Connect: the server may run anywhere
 
-    def read_delta_table(self, path: Path, *, version: int | None) -> DataFrame:
+    def read_delta_table(self, path: str, *, version: int | None) -> DataFrame:
         """A Delta table (at ``version``) through Delta's reader: deletion vectors and column
         mapping are honoured."""
         reader = self.spark.read.format("delta")
@@ -70,9 +70,9 @@ class SparkDelta:
 
     def commit_table(
         self,
-        location: Path,
+        location: str,
         *,
-        staged: Path,
+        staged: str,
         mode: WriteMode,
         keys: Sequence[str],
         app_id: str | None,
@@ -107,8 +107,8 @@ class SparkDelta:
             self._merge(frame, path, keys=keys, app_id=app_id, user_metadata=user_metadata)
         version, rows = self._last_commit(path)
         if version == before:
-            return TableCommit(location.name, location, version, "skipped", 0, skipped=True)
-        return TableCommit(location.name, location, version, mode, rows)
+            return TableCommit(name_of(location), location, version, "skipped", 0, skipped=True)
+        return TableCommit(name_of(location), location, version, mode, rows)
 
     def _merge(
         self,

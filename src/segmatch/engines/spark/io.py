@@ -25,6 +25,7 @@ from segmatch.engines.spark.frames import (
     visible,
 )
 from segmatch.errors import InputError, first_line
+from segmatch.locations import Files
 
 _SPARK_TYPES = {
     "float": "double",
@@ -42,7 +43,7 @@ class SparkStorage:
     def read(
         self,
         *,
-        path: Path,
+        path: str,
         fmt: Literal["csv", "parquet", "delta"],
         types: dict[str, str],
         separator: str,
@@ -61,7 +62,7 @@ class SparkStorage:
             elif fmt == "parquet":
                 # Hive partition folders (``country=BR/``) become columns; any other folder
                 # layout is read file by file, whatever its nesting.
-                hive = path.is_dir() and any("=" in p.name for p in path.iterdir() if p.is_dir())
+                hive = any("=" in name for name in Files().subfolders(path))
                 reader = self.spark.read
                 if not hive:
                     reader = reader.option("recursiveFileLookup", "true")
@@ -87,7 +88,7 @@ class SparkStorage:
     def count(self, frame: DataFrame) -> int:
         return frame.count()
 
-    def write_parquet(self, frame: DataFrame, *, folder: Path) -> None:
+    def write_parquet(self, frame: DataFrame, *, folder: str) -> None:
         visible(frame).write.mode("overwrite").parquet(str(folder))
 
     def to_arrow(self, frame: DataFrame, *, limit: int | None = None) -> pa.Table:
@@ -115,7 +116,7 @@ class SparkStorage:
         return SparkMatrix(frame=persist(self.spark.read.parquet(str(folder / "rows"))), **meta)
 
 
-def _delta_files(path: Path, version: int | None) -> list[str]:
+def _delta_files(path: str, version: int | None) -> list[str]:
     """The Parquet files of a Delta table version, via delta-rs (no Delta jars needed)."""
     table = DeltaTable(str(path), version=version)
     files = table.file_uris()
