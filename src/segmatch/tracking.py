@@ -22,7 +22,7 @@ import numpy as np
 from segmatch import model as segmatch_model
 from segmatch._version import __version__
 from segmatch.config import Config, TrackingConfig, config_digest
-from segmatch.errors import ModelError
+from segmatch.errors import ConfigError, ModelError
 from segmatch.locations import name_of
 from segmatch.model import SegmentModel
 from segmatch.results import RunResult, StageRecord
@@ -44,13 +44,35 @@ def import_mlflow() -> Any:
     return mlflow
 
 
+def on_databricks() -> bool:
+    """Whether this process runs on a Databricks cluster (its runtime sets the variable)."""
+    return bool(os.environ.get("DATABRICKS_RUNTIME_VERSION"))
+
+
 def tracking_uri(config: TrackingConfig) -> str:
-    """The config's URI, else ``MLFLOW_TRACKING_URI``, else SQLite in the working folder."""
-    return (
-        config.uri
-        or os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
-    )
+    """The config's URI, else ``MLFLOW_TRACKING_URI``, else the workspace's own tracking on
+    Databricks, else SQLite in the working folder."""
+    if config.uri or os.environ.get("MLFLOW_TRACKING_URI"):
+        return config.uri or os.environ["MLFLOW_TRACKING_URI"]
+    if on_databricks():
+        return "databricks"
+    return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
+
+
+def experiment_name(config: TrackingConfig) -> str:
+    """The experiment to log to: on Databricks a workspace path (``/Shared/segmatch`` for the
+    default name ``segmatch``), elsewhere the name as configured."""
+    name = config.experiment
+    return f"/Shared/{name}" if on_databricks() and not name.startswith("/") else name
+
+
+def check_model_name(config: TrackingConfig) -> None:
+    """On Databricks models register in Unity Catalog, under three-part names."""
+    if on_databricks() and config.model_name.count(".") != 2:
+        raise ConfigError(
+            f"tracking.model_name={config.model_name!r}: on Databricks, models register in "
+            "Unity Catalog as catalog.schema.model (e.g. main.crm.segmatch_customers)"
+        )
 
 
 def _pyfunc_class() -> type:
@@ -89,6 +111,7 @@ class MlflowTracking:
     """
 
     def __init__(self, config: TrackingConfig) -> None:
+        check_model_name(config)
         self.config = config
         self.records: list[StageRecord] = []
         self.mlflow_run_id: str | None = None
@@ -119,13 +142,13 @@ class MlflowTracking:
         uri = tracking_uri(self.config)
         mlflow.set_tracking_uri(uri)
         client = mlflow.MlflowClient(uri)
-        experiment = client.get_experiment_by_name(self.config.experiment)
+        experiment = client.get_experiment_by_name(experiment_name(self.config))
         if experiment is None:
             location = None
             if uri.startswith("sqlite:///"):
                 location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
             experiment_id = client.create_experiment(
-                self.config.experiment, artifact_location=location
+                experiment_name(self.config), artifact_location=location
             )
         else:
             experiment_id = experiment.experiment_id
@@ -356,7 +379,7 @@ def run_output_path(run_id: str, config: TrackingConfig) -> str:
     """
     mlflow = import_mlflow()
     client = mlflow.MlflowClient(tracking_uri(config))
-    experiment = client.get_experiment_by_name(config.experiment)
+    experiment = client.get_experiment_by_name(experiment_name(config))
     runs = (
         client.search_runs(
             [experiment.experiment_id],
@@ -400,7 +423,7 @@ def recent_runs(config: TrackingConfig, *, limit: int = 20) -> list[dict[str, An
     """The latest runs of the experiment: id, date, rows, k, silhouette, seconds, model version."""
     mlflow = import_mlflow()
     client = mlflow.MlflowClient(tracking_uri(config))
-    experiment = client.get_experiment_by_name(config.experiment)
+    experiment = client.get_experiment_by_name(experiment_name(config))
     if experiment is None:
         return []
     runs = client.search_runs(
