@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -101,3 +103,67 @@ def test_the_local_engine_reads_and_writes_object_storage(s3_server, tmp_path):
     assert scored.customers == first.customers
     assert read_delta(scored.outputs["scores"]).num_rows == first.customers
     assert read_delta(scored.outputs["lookalikes"]).num_rows == 10 * first.customers
+
+
+CLUSTER_RUN = textwrap.dedent(
+    """
+    import json, sys
+    from segmatch.api import run_pipeline
+    from segmatch.config import build_config
+
+    result = run_pipeline(build_config(json.loads(sys.argv[1]), source="test"))
+    print("RESULT " + json.dumps({
+        "k": result.k, "silhouette": result.silhouette, "run_id": result.run_id,
+        "customers": result.customers, "outputs": result.outputs,
+        "partitions": result.partition_plan.get("partitions"),
+    }))
+    """
+)
+
+
+def test_the_spark_engine_on_a_cluster_writes_object_storage(s3_server, tmp_path):
+    """Executors in their own JVMs (local-cluster) share no folder with the driver: input,
+    staging and every table go through s3a://, the tables through Delta's Spark writer."""
+    data = generate_customers(tmp_path / "customers.parquet", rows=3000, seed=11)
+    pl.read_parquet(data).write_parquet(f"s3://{BUCKET}/cluster/customers.parquet")
+    out = f"s3a://{BUCKET}/cluster/out"
+    config = make_config(
+        f"s3a://{BUCKET}/cluster/customers.parquet",
+        out,
+        "spark",
+        clean={"max_bad_share": 0.2},
+        spark={
+            "master": "local-cluster[2,1,1024]",
+            "conf": {
+                "spark.jars.packages": "org.apache.hadoop:hadoop-aws:3.5.0",
+                "spark.hadoop.fs.s3a.endpoint": s3_server,
+                "spark.hadoop.fs.s3a.endpoint.region": "us-east-1",
+                "spark.hadoop.fs.s3a.path.style.access": "true",
+                "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
+                "spark.hadoop.fs.s3a.access.key": os.environ["AWS_ACCESS_KEY_ID"],
+                "spark.hadoop.fs.s3a.secret.key": os.environ["AWS_SECRET_ACCESS_KEY"],
+                "spark.executor.memory": "768m",
+            },
+        },
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", CLUSTER_RUN, json.dumps(config.model_dump(mode="json"))],
+        env={**os.environ, "PYSPARK_PYTHON": sys.executable},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    line = next(x for x in completed.stdout.splitlines() if x.startswith("RESULT "))
+    cluster = json.loads(line.removeprefix("RESULT "))
+    local = run_pipeline(make_config(data, tmp_path / "local", clean={"max_bad_share": 0.2}))
+    assert (cluster["k"], cluster["customers"]) == (local.k, local.customers)
+    assert cluster["silhouette"] == pytest.approx(local.silhouette, abs=1e-6)
+    segments = read_delta(f"s3://{BUCKET}/cluster/out/segments")
+    assert segments.num_rows == local.customers
+    assert set(segments["run_id"].to_pylist()) == {cluster["run_id"]}
+    history = table_history(f"s3://{BUCKET}/cluster/out/segments")
+    assert (history[0]["operation"], history[0]["run_id"]) == ("WRITE", cluster["run_id"])
+    assert read_delta(f"s3://{BUCKET}/cluster/out/matches").num_rows == 10 * local.customers

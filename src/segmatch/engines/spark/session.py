@@ -89,8 +89,13 @@ def session_for(settings: SparkConfig) -> SparkSession:
     ) and "spark.driver.memory" not in settings.conf:
         # In local mode the driver holds everything; Spark's 1 GiB default fails at 5M rows.
         builder = builder.config("spark.driver.memory", f"{_half_of_memory_gib()}g")
-    extras = delta_settings() if settings.delta else {}
-    for key, value in {**extras, **settings.conf}.items():
+    combined = {**(delta_settings() if settings.delta else {}), **settings.conf}
+    if settings.delta and "spark.jars.packages" in settings.conf:
+        # The config's packages (hadoop-aws for s3a://, say) come beside Delta's.
+        combined["spark.jars.packages"] = ",".join(
+            [delta_settings()["spark.jars.packages"], settings.conf["spark.jars.packages"]]
+        )
+    for key, value in combined.items():
         builder = builder.config(key, value)
     with warnings.catch_warnings():
         # A Connect client re-applies start-up settings (UI, memory) to the running server,
