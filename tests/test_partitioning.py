@@ -1,10 +1,14 @@
-"""The partition planner across volumes (1 thousand to 1 billion rows) and 1 to 1,000 cores."""
+"""The partition planner across volumes (1 thousand to 1 billion rows) and 1 to 1,000 cores,
+and what the Spark engine collects as volumes grow."""
 
 from __future__ import annotations
 
 import pytest
 
+from helpers import make_config
+from segmatch.api import run_pipeline
 from segmatch.partitioning import plan_partitions
+from segmatch.synthetic import generate_customers
 
 ROW_BYTES = 100
 MB = 2**20
@@ -60,3 +64,44 @@ def test_reasons_and_explicit_settings():
     assert plan_partitions(input_bytes=10**9, cores=4, target_bytes=MB, floor=1).floor == 1
     with pytest.raises(ValueError, match="cores=0"):
         plan_partitions(input_bytes=1, cores=0, target_bytes=MB)
+
+
+def test_what_the_driver_collects_does_not_grow_with_the_customers(
+    spark_session, tmp_path, monkeypatch
+):
+    """Every row the Spark engine brings to the driver, counted at N and 4N customers: models,
+    per-cluster sums, bounded samples and summaries may reach it, never the data itself."""
+    from pyspark.sql.classic.dataframe import DataFrame  # noqa: PLC0415 -- Spark tests only
+
+    collected: list[int] = []
+    collect, to_arrow = DataFrame.collect, DataFrame.toArrow
+
+    def counted_collect(self):
+        rows = collect(self)
+        collected.append(len(rows))
+        return rows
+
+    def counted_arrow(self):
+        table = to_arrow(self)
+        collected.append(table.num_rows)
+        return table
+
+    monkeypatch.setattr(DataFrame, "collect", counted_collect)
+    monkeypatch.setattr(DataFrame, "toArrow", counted_arrow)
+    totals = {}
+    for rows in (6_000, 24_000):
+        data = generate_customers(tmp_path / f"customers-{rows}.parquet", rows=rows, seed=11)
+        collected.clear()
+        run_pipeline(
+            make_config(
+                data,
+                tmp_path / f"out-{rows}",
+                "spark",
+                clean={"max_bad_share": 0.2},
+                cluster={"k": 4, "sweep_sample_size": 1000, "silhouette_sample_size": 100},
+                spark={"fixed_partitions": 4},
+            ),
+            spark=spark_session,
+        )
+        totals[rows] = sum(collected)
+    assert totals[24_000] <= 1.1 * totals[6_000], totals
