@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +54,22 @@ def shared_data(relative: str) -> Path:
 
 def in_ci() -> bool:
     return bool(os.environ.get("CI"))
+
+
+def run_script(script: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> dict:
+    """Run Python code in its own process; return the JSON it prints after ``RESULT ``.
+
+    For what cannot share the test process: a Spark Connect server, a local-cluster master.
+    """
+    completed = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env={**os.environ, "PYSPARK_PYTHON": sys.executable, **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    line = next(x for x in completed.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))

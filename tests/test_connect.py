@@ -8,16 +8,13 @@ tests, so each run goes in a subprocess, as a Databricks Connect client would.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from helpers import make_config
+from helpers import make_config, run_script
 from segmatch.api import run_pipeline
 from segmatch.storage import read_delta, table_history
 
@@ -55,30 +52,13 @@ def test_the_whole_job_runs_over_spark_connect(customers_path, tmp_path, trackin
         clean={"max_bad_share": 0.2},
         tracking={"enabled": True, "uri": tracking_store, "model_name": "t-connect"},
     )
-    env = {
-        **os.environ,
-        "SPARK_REMOTE": "local[2]",
-        "PYSPARK_PYTHON": sys.executable,
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            CONNECT_RUN,
-            json.dumps(config.model_dump(mode="json")),
-            str(tmp_path / "scores"),
-        ],
-        env=env,
+    connect = run_script(
+        CONNECT_RUN,
+        json.dumps(config.model_dump(mode="json")),
+        str(tmp_path / "scores"),
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
+        env={"SPARK_REMOTE": "local[2]", "MLFLOW_DISABLE_TELEMETRY": "true"},
     )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    line = next(x for x in completed.stdout.splitlines() if x.startswith("RESULT "))
-    connect = json.loads(line.removeprefix("RESULT "))
 
     local = run_pipeline(
         make_config(customers_path, tmp_path / "local", clean={"max_bad_share": 0.2})

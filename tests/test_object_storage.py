@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from helpers import make_config
+from helpers import make_config, run_script
 from segmatch.api import run_pipeline, score_customers
 from segmatch.storage import read_delta, table_history
 from segmatch.synthetic import generate_customers
@@ -146,18 +146,7 @@ def test_the_spark_engine_on_a_cluster_writes_object_storage(s3_server, tmp_path
             },
         },
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", CLUSTER_RUN, json.dumps(config.model_dump(mode="json"))],
-        env={**os.environ, "PYSPARK_PYTHON": sys.executable},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    line = next(x for x in completed.stdout.splitlines() if x.startswith("RESULT "))
-    cluster = json.loads(line.removeprefix("RESULT "))
+    cluster = run_script(CLUSTER_RUN, json.dumps(config.model_dump(mode="json")), cwd=tmp_path)
     local = run_pipeline(make_config(data, tmp_path / "local", clean={"max_bad_share": 0.2}))
     assert (cluster["k"], cluster["customers"]) == (local.k, local.customers)
     assert cluster["silhouette"] == pytest.approx(local.silhouette, abs=1e-6)
