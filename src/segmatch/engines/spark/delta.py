@@ -19,6 +19,7 @@ from typing import Any
 from pyspark.errors import AnalysisException, PySparkException
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
+from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
 
 from segmatch.engines.spark.session import DELTA_EXTENSION, delta_settings
 from segmatch.errors import EngineUnavailableError
@@ -86,7 +87,7 @@ class SparkDelta:
             )
         path = str(location)
         before = self._version(path)
-        frame = self.spark.read.parquet(str(staged))
+        frame = _plain_strings(self.spark.read.parquet(str(staged)))
         user_metadata = json.dumps(dict(metadata))
         if before is None or mode != "merge":
             # A merge into a table that does not exist yet creates it.
@@ -167,6 +168,23 @@ class SparkDelta:
             int(metrics.get(m, 0)) for m in ("numTargetRowsInserted", "numTargetRowsUpdated")
         )
         return int(last["version"]), merged or int(metrics.get("numOutputRows", 0))
+
+
+def _plain_strings(frame: DataFrame) -> DataFrame:
+    """The frame with text columns typed plain ``string``.
+
+    Under Spark Connect, text from an Arrow UDF carries an explicit default collation
+    (``string collate UTF8_BINARY``) into the Delta schema, which delta-rs, Polars and
+    DuckDB cannot read; a cast to ``string`` drops it.
+    """
+    return frame.select(
+        *(
+            F.col(f.name).cast("string").alias(f.name)
+            if isinstance(f.dataType, T.StringType)
+            else F.col(f.name)
+            for f in frame.schema.fields
+        )
+    )
 
 
 @contextmanager
