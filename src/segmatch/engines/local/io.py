@@ -14,6 +14,7 @@ from segmatch.engines.base import ColumnKind
 from segmatch.engines.local.matrix import LocalMatrix
 from segmatch.errors import InputError, first_line
 from segmatch.locations import Files, is_remote, join
+from segmatch.storage import PART_FILE
 
 _POLARS_TYPES: dict[str, pl.DataType] = {
     "float": pl.Float64(),
@@ -76,9 +77,7 @@ class PolarsStorage:
         return frame.height
 
     def write_parquet(self, frame: pl.DataFrame, *, folder: str) -> None:
-        frame.write_parquet(
-            join(folder, "part-00000.parquet"), storage_options=self.storage_options or None
-        )
+        frame.write_parquet(join(folder, PART_FILE), storage_options=self.storage_options or None)
 
     def stored_kind(self, value: object) -> Literal["frame", "matrix"] | None:
         if isinstance(value, pl.DataFrame):
