@@ -73,3 +73,45 @@ def run_script(script: str, *args: str, cwd: Path, env: dict[str, str] | None = 
     assert completed.returncode == 0, completed.stderr[-4000:]
     line = next(x for x in completed.stdout.splitlines() if x.startswith("RESULT "))
     return json.loads(line.removeprefix("RESULT "))
+
+
+def labelled_matrix(engine: Any, ids: list[str], points: Any, labels: Any, session: Any = None):
+    """An assigned feature matrix of ``engine`` holding ``points`` with segment ``labels``."""
+    import numpy as np  # noqa: PLC0415 -- only the tests that build matrices need it
+
+    if engine.name == "local":
+        import polars as pl  # noqa: PLC0415
+
+        from segmatch.engines.local import LocalMatrix  # noqa: PLC0415 -- engine internals
+
+        zeros = np.zeros(len(ids))
+        return LocalMatrix(pl.Series("id", ids), points, np.asarray(labels, np.int32), zeros, zeros)
+    from segmatch.engines.spark import SparkMatrix  # noqa: PLC0415
+
+    columns = {"id": pa.array(ids), **{f"x{j}": points[:, j] for j in range(points.shape[1])}}
+    columns["label"] = pa.array(np.asarray(labels, np.int32))
+    frame = session.createDataFrame(pa.table(columns)).repartition(8)
+    return SparkMatrix(frame, "id", points.shape[1], labelled=True)
+
+
+def clustering_of(matrix: Any, labels: Any):
+    """The clustering the match stage reads, for a matrix labelled by hand."""
+    import numpy as np  # noqa: PLC0415
+
+    from segmatch.stages.cluster import Clustering  # noqa: PLC0415
+
+    segment_ids, sizes = np.unique(labels, return_counts=True)
+    return Clustering(
+        matrix=matrix,
+        centroids=np.zeros((len(segment_ids), 1)),
+        segment_ids=segment_ids,
+        k=len(segment_ids),
+        silhouette=0.0,
+        sample_silhouette=0.0,
+        inertia=0.0,
+        sizes=sizes,
+        candidates=(),
+        sweep_rows=0,
+        rows_in=len(labels),
+        rows_out=len(labels),
+    )

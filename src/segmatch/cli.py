@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -320,6 +320,17 @@ def _optional(value: float | None, pattern: str) -> str:
     return "-" if value is None else pattern.format(value)
 
 
+def _matching_line(matching: dict[str, Any]) -> str:
+    recall = matching["recall_at_k"]
+    checked = (
+        "" if recall is None else f", recall@{matching['top_k']} {recall:.3f} against exact search"
+    )
+    return (
+        f"lookalikes: top {matching['top_k']} per customer, searched in {matching['cells']:,} "
+        f"cells (largest {matching['largest_cell']:,} customers){checked}"
+    )
+
+
 def show_summary(result: RunResult) -> None:
     """Print segments, the k sweep, stage times, data quality and where outputs are."""
     out.print()
@@ -339,6 +350,8 @@ def show_summary(result: RunResult) -> None:
             f"{result.model_version}{moved}"
         )
     out.print(_segments_table(result))
+    if result.matching:
+        out.print(_matching_line(result.matching))
     if result.candidates:
         out.print(_sweep_table(result))
     out.print(_stages_table(result))

@@ -169,6 +169,16 @@ class MatchConfig(_Strict):
 
     enabled: bool = True
     top_k: int = Field(10, ge=1)
+    #: The most customers one search holds: larger segments are cut into cells of about 3/4
+    #: of it. ``None`` takes the engine's default (each segment whole on the local engine,
+    #: 50,000 on Spark, where a cell is one task's memory).
+    max_cell_size: int | None = Field(None, ge=100)
+    #: How many of its segment's nearest cells each customer is copied to as a candidate:
+    #: more finds more true neighbours near cell borders, at that many times the work.
+    probes: int = Field(3, ge=1)
+    #: Customers whose lookalikes are checked against exact search to measure recall@k
+    #: (0 skips the check).
+    recall_sample: int = Field(200, ge=0)
 
 
 class OutputConfig(_Strict):

@@ -67,6 +67,8 @@ class RunResult:
     partition_plan: dict[str, Any] = field(default_factory=dict)
     mlflow_run_id: str | None = None
     model_version: str | None = None
+    #: How lookalikes were searched: cells, the largest one, recall@k on a sample.
+    matching: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_outputs(
@@ -85,6 +87,7 @@ class RunResult:
         """The result of a training run from its steps' values (raw, cleaned, features,
         reduced, labelled, exported, registered model)."""
         raw, cleaned, clustering = values["raw"], values["cleaned"], values["labelled"]
+        matches = values.get("matches")
         return cls(
             run_id=run_id,
             config=config,
@@ -111,6 +114,14 @@ class RunResult:
             imputed=cleaned.imputed,
             model=values["model"],
             transitions=values["exported"].transitions,
+            matching={}
+            if matches is None
+            else {
+                "cells": matches.cells,
+                "largest_cell": matches.largest_cell,
+                "recall_at_k": matches.recall_at_k,
+                "top_k": config.match.top_k,
+            },
         )
 
     def summary(self, *, engine: str) -> dict[str, Any]:
@@ -142,6 +153,7 @@ class RunResult:
             "centroids": np.asarray(self.model.centroids_).tolist(),
             "stages": [asdict(r) for r in self.stages],
             "partition_plan": self.partition_plan,
+            "matching": self.matching,
         }
 
     @property

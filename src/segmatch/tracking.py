@@ -248,6 +248,15 @@ class MlflowTracking:
                 "duplicates_resolved": result.duplicates,
                 "total_seconds": result.total_seconds,
                 "customers_moved": result.moved_customers,
+                **{
+                    f"match_{name}": value
+                    for name, value in (
+                        ("cells", result.matching.get("cells")),
+                        ("largest_cell", result.matching.get("largest_cell")),
+                        ("recall_at_k", result.matching.get("recall_at_k")),
+                    )
+                    if value is not None
+                },
             }
         )
         self._log_stage_metrics(client)

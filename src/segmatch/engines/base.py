@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from segmatch import kernels
+from segmatch.cells import Cells, top_k_in_cell
 from segmatch.storage import TableCommit, commit_staged
 from segmatch.tables import TABLES, WriteMode
 
@@ -42,10 +43,10 @@ Matrix = Any
 """A matrix as stages see it: opaque, handed back to the engine that made it."""
 
 BlockKernel = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
-"""Maps one block of rows (values, labels) to a small array; blocks' results are summed."""
+"""Maps one block of rows (values, labels) to a small array; blocks' results are combined."""
 
-NeighbourKernel = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-"""(points, k) → each point's k nearest other points (indices, distances)."""
+Combine = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""Merges two blocks' results into one of the same shape (a sum, by default)."""
 
 QueryKernel = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 """(points, queries, k) → each query's k nearest points (indices, distances)."""
@@ -143,11 +144,13 @@ class TransactionColumns:
 
 @dataclass(frozen=True)
 class SegmentRows:
-    """The rows of one segment handed to a kernel: ids, labels and values as arrays."""
+    """Rows of one segment (or one search cell) handed to a kernel: ids, labels and values
+    as arrays; in a cell, ``home`` tells its own rows from copies of its neighbours'."""
 
     ids: pa.Array | pa.ChunkedArray
     labels: np.ndarray
     values: np.ndarray
+    home: np.ndarray | None = None
 
 
 def match_rows(
@@ -195,6 +198,9 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     """Primitives every engine supplies. Arguments are keyword-only and already validated."""
 
     name: str
+    #: The most customers one lookalike search holds when the config sets no cap: ``None``
+    #: searches each segment whole (one process holds every row anyway).
+    default_max_cell_size: int | None = None
     #: Credentials and endpoints for remote locations (the config's ``storage_options``).
     storage_options: dict[str, str] = {}  # noqa: RUF012 -- replaced per engine, never mutated
 
@@ -350,7 +356,9 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     def matrix_rows(self, matrix: MatrixT) -> int: ...
 
     @abstractmethod
-    def reduce_blocks(self, matrix: MatrixT, *, kernel: BlockKernel) -> np.ndarray: ...
+    def reduce_blocks(
+        self, matrix: MatrixT, *, kernel: BlockKernel, combine: Combine = np.add
+    ) -> np.ndarray: ...
 
     @abstractmethod
     def quantiles(self, matrix: MatrixT, *, q: Sequence[float]) -> np.ndarray:
@@ -359,6 +367,11 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     @abstractmethod
     def affine(self, matrix: MatrixT, *, shift: np.ndarray, linear: np.ndarray) -> MatrixT:
         """``(x − shift) @ linear`` for every row."""
+
+    @abstractmethod
+    def sample_rows(self, matrix: MatrixT, *, rows: int, seed: int) -> SegmentRows:
+        """The ``rows`` customers of a labelled matrix with the smallest seeded id hashes, in
+        hash order: the same customers on every engine."""
 
     @abstractmethod
     def sample_values(self, matrix: MatrixT, *, rows: int, seed: int) -> np.ndarray:
@@ -393,22 +406,38 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         """(from_segment, to_segment, customers) for ids present in both assignments."""
 
     def top_k_within_segments(
-        self, matrix: MatrixT, *, id_column: str, k: int, kernel: NeighbourKernel
+        self, matrix: MatrixT, *, id_column: str, k: int, cells: Cells | None
     ) -> FrameT:
-        """Lookalike rows (the ``matches`` table), the kernel run on each segment's rows."""
+        """Lookalike rows (the ``matches`` table): exact search within each segment, or
+        within each search cell of ``cells`` (its own rows against its rows and copies)."""
+        if cells is None:
 
-        def per_segment(segment: SegmentRows) -> pa.Table:
-            neighbours, distance = kernel(segment.values, k)
+            def per_segment(segment: SegmentRows) -> pa.Table:
+                neighbours, distance = kernels.top_k_neighbours(segment.values, k)
+                return match_rows(
+                    id_column,
+                    ids=segment.ids,
+                    labels=segment.labels,
+                    candidates=segment.ids,
+                    neighbours=neighbours,
+                    distance=distance,
+                )
+
+            return self._rows_per_segment(matrix, per_segment, id_column=id_column)
+
+        def per_cell(cell: SegmentRows) -> pa.Table:
+            assert cell.home is not None
+            queries, neighbours, distance = top_k_in_cell(cell.values, cell.home, k)
             return match_rows(
                 id_column,
-                ids=segment.ids,
-                labels=segment.labels,
-                candidates=segment.ids,
+                ids=cell.ids.take(queries),
+                labels=cell.labels[queries],
+                candidates=cell.ids,
                 neighbours=neighbours,
                 distance=distance,
             )
 
-        return self._rows_per_segment(matrix, per_segment, id_column=id_column)
+        return self._rows_per_cell(matrix, cells, per_cell, id_column=id_column)
 
     @abstractmethod
     def _rows_per_segment(
@@ -419,6 +448,18 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         id_column: str,
     ) -> FrameT:
         """``per_segment`` run on every segment's rows; its lookalike rows as one frame."""
+
+    @abstractmethod
+    def _rows_per_cell(
+        self,
+        matrix: MatrixT,
+        cells: Cells,
+        per_cell: Callable[[SegmentRows], pa.Table],
+        *,
+        id_column: str,
+    ) -> FrameT:
+        """``per_cell`` run on every search cell: the rows whose home is the cell, then the
+        copies of the rows that probe it (``home`` False); its lookalike rows as one frame."""
 
     # -- results -------------------------------------------------------------------------
     @abstractmethod

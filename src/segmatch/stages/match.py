@@ -4,30 +4,118 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
+from segmatch import cells as search_cells
 from segmatch import kernels
 from segmatch.config import MatchConfig
-from segmatch.engines.base import Engine, Frame
+from segmatch.engines.base import Engine, Frame, Matrix
 from segmatch.stages.cluster import Clustering
+
+#: Seeds the customers that place the cells and those whose recall is measured.
+SAMPLE_SEED = 20_240_917
 
 
 @dataclass(frozen=True)
 class Matches:
-    """Rows (id, segment, match_id, rank, distance, similarity), ``top_k`` per customer."""
+    """Rows (id, segment, match_id, rank, distance, similarity), ``top_k`` per customer, and
+    how the search went: its cells, the largest one, and the recall@k measured on a sample."""
 
     frame: Frame
     rows_in: int
     rows_out: int
+    cells: int
+    largest_cell: int
+    recall_at_k: float | None
 
 
 def match_lookalikes(
     engine: Engine, *, config: MatchConfig, clustering: Clustering, id_column: str
 ) -> Matches:
-    """Exact top-k nearest neighbours in PCA space, per segment, self excluded.
+    """Top-k nearest neighbours in PCA space, per segment, self excluded.
 
-    Similarity is ``1 / (1 + distance)``: 1 for identical profiles. A customer in a segment of
-    n members gets min(top_k, n − 1) matches.
+    A segment larger than the cell cap is searched in cells (see :mod:`segmatch.cells`), each
+    one task; smaller ones are searched whole and exactly. Similarity is ``1 / (1 + distance)``:
+    1 for identical profiles. A customer in a segment of n members gets min(top_k, n − 1)
+    matches.
     """
-    frame = engine.top_k_within_segments(
-        clustering.matrix, id_column=id_column, k=config.top_k, kernel=kernels.top_k_neighbours
+    matrix = clustering.matrix
+    sizes = dict(zip(clustering.segment_ids.tolist(), clustering.sizes.tolist(), strict=True))
+    cap = config.max_cell_size or engine.default_max_cell_size
+    cells = None
+    if cap is not None and max(sizes.values()) > cap:
+        sample = engine.sample_rows(
+            matrix,
+            rows=search_cells.sample_rows_needed(sizes, max_cell_size=cap),
+            seed=SAMPLE_SEED,
+        )
+        cells = search_cells.plan_cells(
+            sample.values, sample.labels, sizes, max_cell_size=cap, probes=config.probes
+        )
+    frame = engine.top_k_within_segments(matrix, id_column=id_column, k=config.top_k, cells=cells)
+    cell_sizes = list(sizes.values()) if cells is None else _cell_sizes(engine, matrix, cells)
+    return Matches(
+        frame,
+        clustering.rows_out,
+        engine.count(frame),
+        cells=len(cell_sizes),
+        largest_cell=int(max(cell_sizes)),
+        recall_at_k=measure_recall(
+            engine,
+            matrix,
+            frame,
+            id_column=id_column,
+            k=config.top_k,
+            sizes=sizes,
+            queries=config.recall_sample,
+        ),
     )
-    return Matches(frame, clustering.rows_out, engine.count(frame))
+
+
+def _cell_sizes(engine: Engine, matrix: Matrix, cells: search_cells.Cells) -> np.ndarray:
+    """Customers whose home is each cell, counted in one pass."""
+
+    def kernel(values: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        assert labels is not None
+        homes = cells.homes(values, labels)
+        return np.bincount(homes, minlength=cells.count).astype(np.float64)
+
+    return engine.reduce_blocks(matrix, kernel=kernel).astype(np.int64)
+
+
+def measure_recall(
+    engine: Engine,
+    matrix: Matrix,
+    frame: Frame,
+    *,
+    id_column: str,
+    k: int,
+    sizes: dict[int, int],
+    queries: int,
+) -> float | None:
+    """recall@k of the lookalikes of ``queries`` sampled customers against exact search: the
+    share of their true k nearest that the answer holds (ties at the k-th distance count)."""
+    if queries == 0:
+        return None
+    sample = engine.sample_rows(matrix, rows=queries, seed=SAMPLE_SEED + 1)
+    wanted = np.array([min(k, sizes[int(label)] - 1) for label in sample.labels])
+    if wanted.sum() == 0:
+        return None
+    # Each customer's own row is its nearest (distance 0): k + 1 distances, the first dropped.
+    exact = engine.reduce_blocks(
+        matrix,
+        kernel=kernels.nearest_distances_kernel(sample.values, sample.labels, k + 1),
+        combine=kernels.keep_smallest(k + 1),
+    ).reshape(-1, k + 1)
+    threshold = exact[np.arange(len(wanted)), wanted]
+    found = engine.rows_for_ids(
+        frame, id_column=id_column, ids=sample.ids.to_pylist(), columns=["distance"]
+    )
+    position = {value: i for i, value in enumerate(sample.ids.to_pylist())}
+    hits = np.zeros(len(wanted))
+    for found_id, distance in zip(
+        found.column(id_column).to_pylist(), found.column("distance").to_pylist(), strict=True
+    ):
+        i = position[found_id]
+        hits[i] += distance <= threshold[i] * (1 + 1e-9) + 1e-12
+    return float(np.minimum(hits, wanted).sum() / wanted.sum())

@@ -10,7 +10,7 @@ import polars as pl
 
 from segmatch import kernels
 from segmatch.encoding import one_hot_columns
-from segmatch.engines.base import BlockKernel
+from segmatch.engines.base import BlockKernel, Combine, SegmentRows
 
 BLOCK_BYTES = 32 * 2**20
 
@@ -52,12 +52,14 @@ class NumpyPasses:
     def matrix_rows(self, matrix: LocalMatrix) -> int:
         return matrix.values.shape[0]
 
-    def reduce_blocks(self, matrix: LocalMatrix, *, kernel: BlockKernel) -> np.ndarray:
+    def reduce_blocks(
+        self, matrix: LocalMatrix, *, kernel: BlockKernel, combine: Combine = np.add
+    ) -> np.ndarray:
         total: np.ndarray | None = None
         for block in self._blocks(matrix.values.shape):
             labels = None if matrix.labels is None else matrix.labels[block]
             part = kernel(matrix.values[block], labels)
-            total = part if total is None else total + part
+            total = part if total is None else combine(total, part)
         assert total is not None
         return total
 
@@ -70,12 +72,14 @@ class NumpyPasses:
             np.matmul(matrix.values[block] - shift, linear, out=out[block])
         return LocalMatrix(ids=matrix.ids, values=out)
 
+    def sample_rows(self, matrix: LocalMatrix, *, rows: int, seed: int) -> SegmentRows:
+        chosen = _smallest_hashes(matrix, rows=rows, seed=seed)
+        return SegmentRows(
+            matrix.ids.to_arrow().take(chosen), labels_of(matrix)[chosen], matrix.values[chosen]
+        )
+
     def sample_values(self, matrix: LocalMatrix, *, rows: int, seed: int) -> np.ndarray:
-        hashes = kernels.id_hashes(matrix.ids.to_arrow(), seed)
-        if rows < len(hashes):
-            chosen = np.argpartition(hashes, rows - 1)[:rows]
-            return matrix.values[chosen[np.argsort(hashes[chosen], kind="stable")]]
-        return matrix.values[np.argsort(hashes, kind="stable")]
+        return matrix.values[_smallest_hashes(matrix, rows=rows, seed=seed)]
 
     def stratified_sample(
         self, matrix: LocalMatrix, *, rows: int, seed: int
@@ -124,6 +128,15 @@ class NumpyPasses:
         rows, width = shape
         per_block = max(1024, BLOCK_BYTES // (8 * max(width, 1)))
         return [slice(start, min(start + per_block, rows)) for start in range(0, rows, per_block)]
+
+
+def _smallest_hashes(matrix: LocalMatrix, *, rows: int, seed: int) -> np.ndarray:
+    """Positions of the ``rows`` ids with the smallest seeded hashes, in hash order."""
+    hashes = kernels.id_hashes(matrix.ids.to_arrow(), seed)
+    if rows < len(hashes):
+        chosen = np.argpartition(hashes, rows - 1)[:rows]
+        return chosen[np.argsort(hashes[chosen], kind="stable")]
+    return np.argsort(hashes, kind="stable")
 
 
 def labels_of(matrix: LocalMatrix) -> np.ndarray:

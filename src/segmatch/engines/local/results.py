@@ -9,6 +9,7 @@ import polars as pl
 import pyarrow as pa
 
 from segmatch import kernels
+from segmatch.cells import Cells
 from segmatch.engines.base import SegmentRows
 from segmatch.engines.local.matrix import LocalMatrix, labels_of
 from segmatch.progress import progress
@@ -98,6 +99,35 @@ class PolarsResults:
                     )
                 )
                 task.advance(len(members))
+        return pl.from_arrow(pa.concat_tables(parts))
+
+    def _rows_per_cell(
+        self,
+        matrix: LocalMatrix,
+        cells: Cells,
+        per_cell: Callable[[SegmentRows], pa.Table],
+        *,
+        id_column: str,
+    ) -> pl.DataFrame:
+        labels = labels_of(matrix)
+        nearest = cells.nearest(matrix.values, labels)
+        rows, probe = np.nonzero(nearest >= 0)
+        cell_of = nearest[rows, probe]
+        # Within a cell, its own rows (probe 0) first, then the copies.
+        order = np.lexsort((probe != 0, cell_of))
+        bounds = np.flatnonzero(np.diff(cell_of[order])) + 1
+        ids = matrix.ids.to_arrow()
+        parts = []
+        with progress("matching lookalikes", total=len(labels)) as task:
+            for members in np.split(order, bounds):
+                home = probe[members] == 0
+                chosen = rows[members]
+                parts.append(
+                    per_cell(
+                        SegmentRows(ids.take(chosen), labels[chosen], matrix.values[chosen], home)
+                    )
+                )
+                task.advance(int(home.sum()))
         return pl.from_arrow(pa.concat_tables(parts))
 
     def _rows_per_segment_against(

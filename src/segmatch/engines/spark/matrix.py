@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
@@ -15,6 +16,8 @@ from segmatch import kernels
 from segmatch.encoding import one_hot_columns
 from segmatch.engines.base import (
     BlockKernel,
+    Combine,
+    SegmentRows,
 )
 from segmatch.engines.spark.frames import (
     DISTANCE,
@@ -55,7 +58,9 @@ class SparkPasses:
     def matrix_rows(self, matrix: SparkMatrix) -> int:
         return matrix.frame.count()
 
-    def reduce_blocks(self, matrix: SparkMatrix, *, kernel: BlockKernel) -> np.ndarray:
+    def reduce_blocks(
+        self, matrix: SparkMatrix, *, kernel: BlockKernel, combine: Combine = np.add
+    ) -> np.ndarray:
         width, labelled = matrix.width, matrix.labelled
 
         def partials(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -67,13 +72,13 @@ class SparkPasses:
                     continue
                 labels = batch.column(LABEL).to_numpy() if labelled else None
                 part = np.asarray(kernel(values_of(batch, width), labels), dtype=np.float64)
-                total = part if total is None else total + part
+                total = part if total is None else combine(total, part)
             if total is not None:
                 yield pa.RecordBatch.from_pydict({"partial": [total.tolist()]})
 
         columns = [*matrix.value_columns, *([LABEL] if labelled else [])]
         rows = matrix.frame.select(columns).mapInArrow(partials, "partial array<double>").collect()
-        return np.sum([np.asarray(r["partial"]) for r in rows], axis=0)
+        return functools.reduce(combine, (np.asarray(r["partial"]) for r in rows))
 
     def quantiles(self, matrix: SparkMatrix, *, q: Sequence[float]) -> np.ndarray:
         row = matrix.frame.agg(
@@ -100,37 +105,49 @@ class SparkPasses:
         mapped = matrix.frame.select(id_column, *matrix.value_columns).mapInArrow(apply, schema)
         return SparkMatrix(persist(mapped), id_column, out)
 
+    def sample_rows(self, matrix: SparkMatrix, *, rows: int, seed: int) -> SegmentRows:
+        table = self._smallest_hashes(matrix, rows=rows, seed=seed, labelled=True)
+        return SegmentRows(
+            table.column(matrix.id_column),
+            table.column(LABEL).to_numpy(),
+            matrix_of(table, matrix.value_columns),
+        )
+
     def sample_values(self, matrix: SparkMatrix, *, rows: int, seed: int) -> np.ndarray:
+        table = self._smallest_hashes(matrix, rows=rows, seed=seed, labelled=False)
+        return matrix_of(table, matrix.value_columns)
+
+    def _smallest_hashes(
+        self, matrix: SparkMatrix, *, rows: int, seed: int, labelled: bool
+    ) -> pa.Table:
+        """The rows whose ids have the ``rows`` smallest seeded hashes, in hash order: the
+        local engine's sample, the same customers in the same order."""
         total = matrix.frame.count()
-        # Ids whose hash falls under the share ``rows / total`` of the hash range (with slack),
-        # then the ``rows`` smallest on the driver: the local engine's sample, in its order.
+        # Ids whose hash falls under the share ``rows / total`` of the hash range (with slack)
+        # leave the executors; the ``rows`` smallest are kept on the driver.
         share = min(1.0, rows / max(total, 1) * 1.1 + 1000 / max(total, 1))
         cutoff = None if share >= 1.0 else np.uint64(share * float(2**64 - 1))
-        id_column, value_columns = matrix.id_column, matrix.value_columns
+        id_column = matrix.id_column
+        columns = [id_column, *matrix.value_columns, *([LABEL] if labelled else [])]
 
         def hashed(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             for batch in batches:
                 hashes = kernels.id_hashes(batch.column(id_column), seed)
                 keep = np.ones(len(hashes), bool) if cutoff is None else hashes <= cutoff
+                chosen = pa.array(np.flatnonzero(keep))
                 yield pa.RecordBatch.from_arrays(
                     [
                         pa.array(hashes[keep].view(np.int64)),
-                        *(
-                            pa.array(batch.column(c).to_numpy(zero_copy_only=False)[keep])
-                            for c in value_columns
-                        ),
+                        *batch.select(columns).take(chosen).columns,
                     ],
-                    names=["__hash", *value_columns],
+                    names=["__hash", *columns],
                 )
 
-        schema = T.StructType(
-            [T.StructField("__hash", T.LongType())]
-            + [T.StructField(c, T.DoubleType()) for c in value_columns]
-        )
-        table = matrix.frame.select(id_column, *value_columns).mapInArrow(hashed, schema).toArrow()
+        selected = matrix.frame.select(*columns)
+        schema = T.StructType([T.StructField("__hash", T.LongType()), *selected.schema.fields])
+        table = selected.mapInArrow(hashed, schema).toArrow()
         hashes = table.column("__hash").to_numpy().view(np.uint64)
-        order = np.argsort(hashes, kind="stable")[:rows]
-        return matrix_of(table, value_columns)[order]
+        return table.take(pa.array(np.argsort(hashes, kind="stable")[:rows]))
 
     def stratified_sample(
         self, matrix: SparkMatrix, *, rows: int, seed: int

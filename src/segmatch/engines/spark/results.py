@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_type
 
+from segmatch.cells import Cells
 from segmatch.engines.base import (
     SegmentRows,
     match_schema,
@@ -24,6 +27,8 @@ from segmatch.engines.spark.frames import (
     persist,
 )
 from segmatch.engines.spark.medians import exact_medians
+
+CELL, HOME = "__cell", "__home"
 
 
 class SparkResults:
@@ -117,7 +122,50 @@ class SparkResults:
 
         schema = _match_schema(matrix.frame, source_id, id_column)
         grouped = matrix.frame.select(source_id, *columns, LABEL).groupBy(LABEL)
-        return grouped.applyInArrow(rows_of, schema)
+        return persist(grouped.applyInArrow(rows_of, schema))
+
+    def _rows_per_cell(
+        self,
+        matrix: SparkMatrix,
+        cells: Cells,
+        per_cell: Callable[[SegmentRows], pa.Table],
+        *,
+        id_column: str,
+    ) -> DataFrame:
+        columns, source_id = matrix.value_columns, matrix.id_column
+        selected = matrix.frame.select(source_id, *columns, LABEL)
+
+        def copies(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            for batch in batches:
+                nearest = cells.nearest(matrix_of(batch, columns), batch.column(LABEL).to_numpy())
+                rows, probe = np.nonzero(nearest >= 0)
+                chosen = batch.take(pa.array(rows))
+                yield pa.RecordBatch.from_arrays(
+                    [*chosen.columns, pa.array(nearest[rows, probe]), pa.array(probe == 0)],
+                    names=[*chosen.schema.names, CELL, HOME],
+                )
+
+        def rows_of(group: pa.Table) -> pa.Table:
+            # Own rows first: the search queries the first rows of the cell.
+            group = group.take(pa.array(np.argsort(~group.column(HOME).to_numpy(), kind="stable")))
+            rows = _segment_rows(group, source_id, columns)
+            return per_cell(replace(rows, home=group.column(HOME).to_numpy()))
+
+        placed = selected.mapInArrow(
+            copies,
+            T.StructType(
+                [
+                    *selected.schema.fields,
+                    T.StructField(CELL, T.IntegerType(), nullable=False),
+                    T.StructField(HOME, T.BooleanType(), nullable=False),
+                ]
+            ),
+        )
+        schema = _match_schema(matrix.frame, source_id, id_column)
+        # One partition per cell (hash-placed): the tasks grow with the customers, each
+        # holding a few cells at most, and adaptive execution keeps the count as asked.
+        placed = placed.repartition(cells.count, CELL)
+        return persist(placed.groupBy(CELL).applyInArrow(rows_of, schema))
 
     def _rows_per_segment_against(
         self,
