@@ -18,6 +18,8 @@ import pytest
 
 from helpers import make_config, run_script
 from segmatch.api import run_pipeline, score_customers
+from segmatch.locations import Files
+from segmatch.pipeline import CHECKPOINTED, STAGES
 from segmatch.storage import read_delta, table_history
 from segmatch.synthetic import generate_customers
 
@@ -105,6 +107,26 @@ def test_the_local_engine_reads_and_writes_object_storage(s3_server, tmp_path):
     assert read_delta(scored.outputs["lookalikes"]).num_rows == 10 * first.customers
 
 
+def test_checkpoints_on_object_storage_are_reused_by_a_rerun(s3_server, tmp_path):
+    data = generate_customers(tmp_path / "customers.parquet", rows=3000, seed=12)
+    out = f"s3://{BUCKET}/resume/out"
+    settings = {"clean": {"max_bad_share": 0.2}, "output": {"checkpoint_min_seconds": 0}}
+    first = run_pipeline(make_config(data, out, **settings))
+    assert not any(r.reused for r in first.stages)
+    files = Files()
+    assert files.subfolders(f"{out}/.staging/checkpoints")
+    assert files.subfolders(f"{out}/.staging/runs") == []  # an ended run leaves no staging
+
+    second = run_pipeline(make_config(data, out, match={"top_k": 5}, **settings))
+    before_match = STAGES[: STAGES.index("match")]
+    assert [r.stage for r in second.stages if r.reused] == [
+        s for s in before_match if s in CHECKPOINTED
+    ]
+    assert (second.k, second.silhouette) == (first.k, first.silhouette)
+    assert read_delta(f"{out}/matches").num_rows == 5 * second.customers
+    assert files.subfolders(f"{out}/.staging/runs") == []
+
+
 CLUSTER_RUN = textwrap.dedent(
     """
     import json, sys
@@ -116,6 +138,7 @@ CLUSTER_RUN = textwrap.dedent(
         "k": result.k, "silhouette": result.silhouette, "run_id": result.run_id,
         "customers": result.customers, "outputs": result.outputs,
         "partitions": result.partition_plan.get("partitions"),
+        "cells": result.matching["cells"],
     }))
     """
 )
@@ -132,6 +155,9 @@ def test_the_spark_engine_on_a_cluster_writes_object_storage(s3_server, tmp_path
         out,
         "spark",
         clean={"max_bad_share": 0.2},
+        # Checkpoints and search cells written and read by executors in their own JVMs.
+        output={"checkpoint_min_seconds": 0},
+        match={"max_cell_size": 500},
         spark={
             "master": "local-cluster[2,1,1024]",
             "conf": {
@@ -156,3 +182,5 @@ def test_the_spark_engine_on_a_cluster_writes_object_storage(s3_server, tmp_path
     history = table_history(f"s3://{BUCKET}/cluster/out/segments")
     assert (history[0]["operation"], history[0]["run_id"]) == ("WRITE", cluster["run_id"])
     assert read_delta(f"s3://{BUCKET}/cluster/out/matches").num_rows == 10 * local.customers
+    assert cluster["cells"] > cluster["k"]
+    assert Files().subfolders(f"s3://{BUCKET}/cluster/out/.staging/checkpoints")

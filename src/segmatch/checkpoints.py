@@ -2,8 +2,10 @@
 
 A key is made of the stage's name, the keys of what it reads (ultimately the input digest),
 its config section and the package version: a stage is reused only when none of them changed.
-Checkpoints live in ``<output>/.staging/checkpoints``; each is written to a temporary folder
-and renamed, so a crash never leaves a half-written checkpoint that a rerun would trust.
+Checkpoints live in ``<output>/.staging/checkpoints``, local or on object storage: a result's
+frames and matrices are written first, each under a fresh name, and the small result file that
+points at them last, in one write (a rename locally, one PUT on object storage). A crash never
+leaves a checkpoint that a rerun would trust half-written.
 """
 
 from __future__ import annotations
@@ -13,15 +15,14 @@ import hashlib
 import json
 import os
 import pickle
-import shutil
 import socket
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from segmatch._version import __version__
 from segmatch.engines.base import Engine
+from segmatch.locations import Files, join
 from segmatch.storage import RUNS_FOLDER
 
 CHECKPOINTS = "checkpoints"
@@ -33,25 +34,24 @@ RESULT_FILE = "result.pkl"
 
 @dataclasses.dataclass(frozen=True)
 class _Stored:
-    """Placeholder for a field kept in its own file (an engine frame or matrix)."""
+    """Placeholder for a field kept in its own folder (an engine frame or matrix)."""
 
     kind: str
+    name: str
 
 
 class Checkpoints:
     """Save and find stage results by key; keep only the last runs' checkpoints."""
 
     def __init__(
-        self, staging: Path | None, engine: Engine, *, enabled: bool, keep_runs: int
+        self, staging: str, engine: Engine, *, files: Files, enabled: bool, keep_runs: int
     ) -> None:
-        """``staging`` None: the output has no local staging folder; nothing is kept."""
-        self.active = staging is not None
-        staging = staging or Path()
-        self.root = staging / CHECKPOINTS
-        self.manifests = staging / MANIFESTS
-        self.runs = staging / RUNS_FOLDER
+        self.root = join(staging, CHECKPOINTS)
+        self.manifests = join(staging, MANIFESTS)
+        self.runs = join(staging, RUNS_FOLDER)
         self.engine = engine
-        self.enabled = enabled and self.active
+        self.files = files
+        self.enabled = enabled
         self.keep_runs = keep_runs
         self.used: list[str] = []
         self._run_id: str | None = None
@@ -65,49 +65,49 @@ class Checkpoints:
     def begin(self, run_id: str) -> None:
         """Mark this run as live in its staging folder, so no other run's retention takes what
         it stages or the checkpoints it uses."""
-        if self.active:
-            self._run_id = run_id
-            self._write_marker()
+        self._run_id = run_id
+        self._write_marker()
 
     def load(self, key: str) -> Any | None:
         """The result saved under ``key``, or None."""
-        folder = self.root / key
-        if not self.enabled or not (folder / RESULT_FILE).exists():
+        folder = join(self.root, key)
+        if not self.enabled or not self.files.exists(join(folder, RESULT_FILE)):
             return None
-        with (folder / RESULT_FILE).open("rb") as handle:
-            result_type, fields = pickle.load(handle)
+        result_type, fields = pickle.loads(self.files.read_bytes(join(folder, RESULT_FILE)))
         for name, value in fields.items():
             if isinstance(value, _Stored):
+                place = join(folder, value.name)
                 fields[name] = (
-                    self.engine.load_frame(path=folder / name)
+                    self.engine.load_frame(path=place)
                     if value.kind == "frame"
-                    else self.engine.load_matrix(folder=folder / name)
+                    else self.engine.load_matrix(folder=place)
                 )
         self._use(key)
         return result_type(**fields)
 
     def save(self, key: str, result: Any) -> None:
-        """Save a stage result under ``key`` (atomically: temporary folder, then rename)."""
+        """Save a stage result under ``key``: its frames and matrices, then the result file."""
         if not self.enabled:
             return
-        folder = self.root / key
-        temporary = self.root / f".{key}.{uuid.uuid4().hex}"
-        temporary.mkdir(parents=True)
+        folder = join(self.root, key)
+        if self.files.exists(join(folder, RESULT_FILE)):
+            self._use(key)
+            return
         fields = {}
         for field in dataclasses.fields(result):
             value = getattr(result, field.name)
             kind = self.engine.stored_kind(value)
+            if kind is None:
+                fields[field.name] = value
+                continue
+            stored = _Stored(kind, f"{field.name}-{uuid.uuid4().hex[:12]}")
             if kind == "frame":
-                self.engine.save_frame(value, path=temporary / field.name)
-            elif kind == "matrix":
-                self.engine.save_matrix(value, folder=temporary / field.name)
-            fields[field.name] = _Stored(kind) if kind else value
-        with (temporary / RESULT_FILE).open("wb") as handle:
-            pickle.dump((type(result), fields), handle, protocol=pickle.HIGHEST_PROTOCOL)
-        if folder.exists():
-            shutil.rmtree(temporary)
-        else:
-            os.replace(temporary, folder)
+                self.engine.save_frame(value, path=join(folder, stored.name))
+            else:
+                self.engine.save_matrix(value, folder=join(folder, stored.name))
+            fields[field.name] = stored
+        blob = pickle.dumps((type(result), fields), protocol=pickle.HIGHEST_PROTOCOL)
+        self.files.write_bytes(join(folder, RESULT_FILE), blob)
         self._use(key)
 
     def finish(self, run_id: str) -> None:
@@ -118,60 +118,57 @@ class Checkpoints:
         without cleaning up (killed). A run is live while the process its marker names runs;
         a marker written on another host counts as live, since its process cannot be asked.
         """
-        if not self.active:
-            return
-        self.manifests.mkdir(parents=True, exist_ok=True)
-        (self.manifests / f"{run_id}.json").write_text(
-            json.dumps({"run_id": run_id, "finished": time.time(), "checkpoints": self.used})
+        self.files.write_text(
+            join(self.manifests, f"{run_id}.json"),
+            json.dumps({"run_id": run_id, "finished": time.time(), "checkpoints": self.used}),
         )
         manifests = sorted(
-            self.manifests.glob("*.json"), key=lambda p: json.loads(p.read_text())["finished"]
+            (
+                json.loads(self.files.read_text(join(self.manifests, entry.relative)))
+                for entry in self.files.list_files(self.manifests)
+                if entry.relative.endswith(".json") and "/" not in entry.relative
+            ),
+            key=lambda manifest: manifest["finished"],
         )
         kept = manifests[-self.keep_runs :] if self.keep_runs else []
         for stale in manifests[: len(manifests) - len(kept)]:
-            stale.unlink()
+            self.files.remove_file(join(self.manifests, f"{stale['run_id']}.json"))
         live = self._live_runs(besides=run_id)
-        keep = {key for m in kept for key in json.loads(m.read_text())["checkpoints"]}
+        keep = {key for manifest in kept for key in manifest["checkpoints"]}
         keep |= {key for marker in live.values() for key in marker.get("checkpoints", [])}
-        if self.root.is_dir():
-            for folder in self.root.iterdir():
-                if folder.name not in keep:
-                    shutil.rmtree(folder, ignore_errors=True)
-        if self.runs.is_dir():
-            for folder in self.runs.iterdir():
-                if folder.name != run_id and folder.name not in live:
-                    shutil.rmtree(folder, ignore_errors=True)
+        for name in self.files.subfolders(self.root):
+            if name not in keep:
+                self.files.remove_tree(join(self.root, name))
+        for name in self.files.subfolders(self.runs):
+            if name != run_id and name not in live:
+                self.files.remove_tree(join(self.runs, name))
 
     def _use(self, key: str) -> None:
         self.used.append(key)
         self._write_marker()
 
     def _write_marker(self) -> None:
-        run_id = self._run_id
-        if run_id is None:
+        if self._run_id is None:
             return
-        folder = self.runs / run_id
-        folder.mkdir(parents=True, exist_ok=True)
         marker = {
-            "run_id": run_id,
+            "run_id": self._run_id,
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "checkpoints": self.used,
         }
-        temporary = folder / f".{RUN_MARKER}.{uuid.uuid4().hex}"
-        temporary.write_text(json.dumps(marker))
-        os.replace(temporary, folder / RUN_MARKER)
+        self.files.write_text(join(self.runs, self._run_id, RUN_MARKER), json.dumps(marker))
 
     def _live_runs(self, *, besides: str) -> dict[str, dict[str, Any]]:
         """The markers of runs whose process still runs, by run id."""
         live = {}
-        for marker_path in self.runs.glob(f"*/{RUN_MARKER}") if self.runs.is_dir() else []:
+        for name in self.files.subfolders(self.runs):
+            marker_path = join(self.runs, name, RUN_MARKER)
             try:
-                marker = json.loads(marker_path.read_text())
+                marker = json.loads(self.files.read_text(marker_path))
             except (OSError, ValueError):
                 continue
             if marker.get("run_id") != besides and _process_runs(marker):
-                live[marker_path.parent.name] = marker
+                live[name] = marker
         return live
 
 

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,22 +123,30 @@ class Files:
         return [f.base_name for f in found if f.type == pafs.FileType.Directory]
 
     def read_text(self, location: str) -> str:
+        return self.read_bytes(location).decode("utf-8")
+
+    def read_bytes(self, location: str) -> bytes:
         filesystem, path = self.resolve(location)
         with filesystem.open_input_stream(path) as stream:
-            return stream.read().decode("utf-8")
+            return stream.read()
 
     def write_text(self, location: str, text: str) -> None:
-        """Write a small file whole; locally through a temporary file and a rename."""
+        """Write a small file whole (see :meth:`write_bytes`)."""
+        self.write_bytes(location, text.encode("utf-8"))
+
+    def write_bytes(self, location: str, data: bytes) -> None:
+        """Write a file whole, never seen half-written: locally through a temporary file and a
+        rename, on object storage in one PUT."""
         if not is_remote(location):
             target = local_path(location)
             target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_name(f".{target.name}.tmp")
-            temporary.write_text(text, encoding="utf-8")
+            temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+            temporary.write_bytes(data)
             os.replace(temporary, target)
             return
         filesystem, path = self.resolve(location)
         with filesystem.open_output_stream(path) as stream:
-            stream.write(text.encode("utf-8"))
+            stream.write(data)
 
     def make_dirs(self, location: str) -> None:
         filesystem, path = self.resolve(location)
@@ -147,6 +156,10 @@ class Files:
         filesystem, source_path = self.resolve(source)
         _, target_path = self.resolve(target)
         filesystem.move(source_path, target_path)
+
+    def remove_file(self, location: str) -> None:
+        filesystem, path = self.resolve(location)
+        filesystem.delete_file(path)
 
     def remove_tree(self, location: str) -> None:
         filesystem, path = self.resolve(location)

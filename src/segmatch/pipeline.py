@@ -25,7 +25,7 @@ from segmatch.checkpoints import Checkpoints
 from segmatch.config import Config
 from segmatch.engines.base import Engine
 from segmatch.errors import DataQualityError, SegmatchError, StageError
-from segmatch.locations import Files, is_remote, join, local_path
+from segmatch.locations import Files, join
 from segmatch.plans import (
     TRAINING,
     WHOLE_CONFIG,
@@ -117,11 +117,10 @@ class Pipeline:
         self.stage_log = StageLog(join(self.out, STAGE_LOG_FILE), self.files)
         self.hooks: list[StageHook] = [self.stage_log, *hooks]
         self.provided = dict(provided or {})
-        # Checkpoints hold engine frames in local files; an output on object storage runs
-        # without them (its stages are recomputed on a rerun).
         self.checkpoints = Checkpoints(
-            None if is_remote(self.out) else local_path(join(self.out, STAGING_FOLDER)),
+            join(self.out, STAGING_FOLDER),
             engine,
+            files=Files(engine.storage_options),
             enabled=config.output.checkpoints,
             keep_runs=config.output.keep_runs,
         )

@@ -16,7 +16,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import numpy as np
@@ -272,16 +271,16 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         """Whether a value is one of this engine's frames or matrices (for checkpoints)."""
 
     @abstractmethod
-    def save_frame(self, frame: FrameT, *, path: Path) -> None: ...
+    def save_frame(self, frame: FrameT, *, path: str) -> None: ...
 
     @abstractmethod
-    def load_frame(self, *, path: Path) -> FrameT: ...
+    def load_frame(self, *, path: str) -> FrameT: ...
 
     @abstractmethod
-    def save_matrix(self, matrix: MatrixT, *, folder: Path) -> None: ...
+    def save_matrix(self, matrix: MatrixT, *, folder: str) -> None: ...
 
     @abstractmethod
-    def load_matrix(self, *, folder: Path) -> MatrixT: ...
+    def load_matrix(self, *, folder: str) -> MatrixT: ...
 
     @abstractmethod
     def to_arrow(self, frame: FrameT, *, limit: int | None = None) -> pa.Table:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 from typing import Literal
 
 import numpy as np
@@ -14,7 +14,10 @@ from segmatch.engines.base import ColumnKind
 from segmatch.engines.local.matrix import LocalMatrix
 from segmatch.errors import InputError, first_line
 from segmatch.locations import Files, is_remote, join
-from segmatch.storage import PART_FILE
+from segmatch.storage import PART_FILE, read_arrow, write_arrow
+
+#: The arrays of a matrix saved beside its ids.
+MATRIX_ARRAYS = ("values", "labels", "distances", "runner_up")
 
 _POLARS_TYPES: dict[str, pl.DataType] = {
     "float": pl.Float64(),
@@ -84,25 +87,30 @@ class PolarsStorage:
             return "frame"
         return "matrix" if isinstance(value, LocalMatrix) else None
 
-    def save_frame(self, frame: pl.DataFrame, *, path: Path) -> None:
-        frame.write_parquet(path, compression="lz4")
+    def save_frame(self, frame: pl.DataFrame, *, path: str) -> None:
+        write_arrow(frame.to_arrow(), join(path, PART_FILE), files=Files(self.storage_options))
 
-    def load_frame(self, *, path: Path) -> pl.DataFrame:
-        return pl.read_parquet(path)
+    def load_frame(self, *, path: str) -> pl.DataFrame:
+        return pl.from_arrow(read_arrow(join(path, PART_FILE), files=Files(self.storage_options)))
 
-    def save_matrix(self, matrix: LocalMatrix, *, folder: Path) -> None:
-        folder.mkdir(parents=True)
-        matrix.ids.to_frame().write_parquet(folder / "ids.parquet", compression="lz4")
-        for name in ("values", "labels", "distances", "runner_up"):
+    def save_matrix(self, matrix: LocalMatrix, *, folder: str) -> None:
+        files = Files(self.storage_options)
+        write_arrow(matrix.ids.to_frame().to_arrow(), join(folder, "ids.parquet"), files=files)
+        for name in MATRIX_ARRAYS:
             array = getattr(matrix, name)
             if array is not None:
-                np.save(folder / f"{name}.npy", array)
+                buffer = io.BytesIO()
+                np.save(buffer, array)
+                files.write_bytes(join(folder, f"{name}.npy"), buffer.getvalue())
 
-    def load_matrix(self, *, folder: Path) -> LocalMatrix:
-        ids = pl.read_parquet(folder / "ids.parquet").to_series()
+    def load_matrix(self, *, folder: str) -> LocalMatrix:
+        files = Files(self.storage_options)
+        ids = pl.from_arrow(read_arrow(join(folder, "ids.parquet"), files=files)).to_series()
         arrays = {
-            name: np.load(folder / f"{name}.npy") if (folder / f"{name}.npy").exists() else None
-            for name in ("values", "labels", "distances", "runner_up")
+            name: np.load(io.BytesIO(files.read_bytes(join(folder, f"{name}.npy"))))
+            if files.exists(join(folder, f"{name}.npy"))
+            else None
+            for name in MATRIX_ARRAYS
         }
         return LocalMatrix(ids=ids, **arrays)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
@@ -25,7 +24,7 @@ from segmatch.engines.spark.frames import (
     visible,
 )
 from segmatch.errors import InputError, first_line
-from segmatch.locations import Files
+from segmatch.locations import Files, join
 
 _SPARK_TYPES = {
     "float": "double",
@@ -100,20 +99,20 @@ class SparkStorage:
             return "frame"
         return "matrix" if isinstance(value, SparkMatrix) else None
 
-    def save_frame(self, frame: DataFrame, *, path: Path) -> None:
-        frame.write.mode("overwrite").parquet(str(path))
+    def save_frame(self, frame: DataFrame, *, path: str) -> None:
+        frame.write.mode("overwrite").parquet(path)
 
-    def load_frame(self, *, path: Path) -> DataFrame:
-        return self.spark.read.parquet(str(path))
+    def load_frame(self, *, path: str) -> DataFrame:
+        return self.spark.read.parquet(path)
 
-    def save_matrix(self, matrix: SparkMatrix, *, folder: Path) -> None:
-        matrix.frame.write.mode("overwrite").parquet(str(folder / "rows"))
+    def save_matrix(self, matrix: SparkMatrix, *, folder: str) -> None:
+        matrix.frame.write.mode("overwrite").parquet(join(folder, "rows"))
         meta = {"id_column": matrix.id_column, "width": matrix.width, "labelled": matrix.labelled}
-        (folder / "matrix.json").write_text(json.dumps(meta))
+        Files(self.storage_options).write_text(join(folder, "matrix.json"), json.dumps(meta))
 
-    def load_matrix(self, *, folder: Path) -> SparkMatrix:
-        meta = json.loads((folder / "matrix.json").read_text())
-        return SparkMatrix(frame=persist(self.spark.read.parquet(str(folder / "rows"))), **meta)
+    def load_matrix(self, *, folder: str) -> SparkMatrix:
+        meta = json.loads(Files(self.storage_options).read_text(join(folder, "matrix.json")))
+        return SparkMatrix(frame=persist(self.spark.read.parquet(join(folder, "rows"))), **meta)
 
 
 def _delta_files(path: str, version: int | None) -> list[str]:
