@@ -13,16 +13,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from segmatch import storage
 from segmatch.config import Config, TrackingConfig, apply_overrides, build_config, load_config
 from segmatch.engines import make_engine
 from segmatch.errors import ModelError
-from segmatch.locations import Files, is_uri, join
+from segmatch.locations import Files, is_table_name, is_uri, join
 from segmatch.model import SegmentModel
 from segmatch.pipeline import Pipeline, StageHook
 from segmatch.plans import MODEL_FILE, SCORING
 from segmatch.report import REPORT_FILE, build_report
 from segmatch.results import RunResult, ScoringResult
-from segmatch.storage import restore_table, table_history
 from segmatch.synthetic import generate_customers
 
 __all__ = [
@@ -171,6 +171,40 @@ def load_model(reference: str | Path, *, tracking_uri: str | None = None) -> Seg
     return SegmentModel.from_json(files.read_text(location), source=location)
 
 
+def _segments_table(output: dict[str, Any]) -> str:
+    """The segments table a training run's output section placed or named."""
+    if output.get("catalog"):
+        return f"{output['catalog']}.{output['schema']}.segments"
+    return join(output["path"], "segments")
+
+
+def table_history(
+    table: str, *, spark: Any | None = None, storage_options: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """A Delta table's versions, newest first: time, operation, rows written, run id.
+
+    ``table`` is a folder or URI (read with delta-rs), or a catalog name
+    ``catalog.schema.table`` (read through ``spark``, or a session segmatch starts).
+    """
+    if is_table_name(table):
+        return make_engine("spark", session=spark).table_history(table)
+    return storage.table_history(table, storage_options=storage_options)
+
+
+def restore_table(
+    table: str,
+    version: int,
+    *,
+    spark: Any | None = None,
+    storage_options: dict[str, str] | None = None,
+) -> int:
+    """Roll a Delta table (folder, URI or catalog name) back to ``version``, recorded as a
+    new version; return the new version."""
+    if is_table_name(table):
+        return make_engine("spark", session=spark).restore_table(table, version)
+    return storage.restore_table(table, version, storage_options=storage_options)
+
+
 def score_customers(
     model: str | Path,
     data: str | Path,
@@ -202,11 +236,15 @@ def score_customers(
         "tracking": {**raw["tracking"], "enabled": False},
     }
     config = build_config(raw, source=f"the training config of model {str(model)!r}")
-    reference = str(segments) if segments else join(fitted.config_["output"]["path"], "segments")
-    known = Files(config.storage_options).exists(reference)
+    trained_output = fitted.config_["output"]
+    reference = str(segments) if segments else _segments_table(trained_output)
+    engine = make_engine(config.engine, spark=config.spark, storage_options=config.storage_options)
+    known = engine.has_table(reference) or (
+        not is_table_name(reference) and Files(config.storage_options).exists(reference)
+    )
     run = Pipeline(
         config,
-        make_engine(config.engine, spark=config.spark, storage_options=config.storage_options),
+        engine,
         plan=SCORING,
         provided={"model": fitted, "reference": reference if known else None},
     )

@@ -244,7 +244,11 @@ def report(
 @app.command()
 def history(
     table: Annotated[
-        str, typer.Argument(help="A Delta table folder or URI, e.g. segmatch-out/segments.")
+        str,
+        typer.Argument(
+            help="A Delta table folder or URI (segmatch-out/segments), or a catalog name "
+            "(main.crm.segments, read through Spark)."
+        ),
     ],
     limit: Annotated[int, typer.Option(min=1, help="How many versions to list.")] = 20,
 ) -> None:
@@ -270,7 +274,7 @@ def history(
 
 @app.command()
 def restore(
-    table: Annotated[str, typer.Argument(help="A Delta table folder or URI.")],
+    table: Annotated[str, typer.Argument(help="A Delta table folder, URI or catalog name.")],
     version: Annotated[int, typer.Argument(min=0, help="The version to roll back to.")],
 ) -> None:
     """Roll a Delta table back to an earlier version (recorded as a new version)."""

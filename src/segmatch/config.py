@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from segmatch.errors import ConfigError, did_you_mean
-from segmatch.locations import is_uri
+from segmatch.locations import TABLE_NAME_PART, is_uri
 from segmatch.tables import TABLES, TableName, WriteMode
 
 ColumnType = Literal["float", "int", "str", "date", "datetime", "bool"]
@@ -184,8 +184,17 @@ class MatchConfig(_Strict):
 class OutputConfig(_Strict):
     """Where results go: one Delta table per output, each with its write mode."""
 
-    #: A local path or a URI (s3://, abfss://, gs://, dbfs:/, /Volumes/...).
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_by_name=True, serialize_by_alias=True
+    )
+
+    #: A local path or a URI (s3://, abfss://, gs://, dbfs:/, /Volumes/...). With a catalog
+    #: and schema it still holds the model, the run summaries, staging and checkpoints.
     path: str = "segmatch-out"
+    #: Name the tables instead of placing them (Spark engine): with both set, the segments
+    #: table is ``catalog.schema.segments`` (Unity Catalog, or the session's own catalog).
+    catalog: str | None = None
+    schema_: str | None = Field(None, alias="schema")
     modes: dict[TableName, WriteMode] = Field(default_factory=dict)
     checkpoints: bool = True
     #: A stage's result is checkpointed only when computing it took at least this long: a
@@ -201,8 +210,24 @@ class OutputConfig(_Strict):
                 raise ValueError(f"the {table} has no key to merge on; use overwrite or append")
         return self
 
+    @model_validator(mode="after")
+    def _catalog_and_schema_together(self) -> OutputConfig:
+        if (self.catalog is None) != (self.schema_ is None):
+            raise ValueError("output.catalog and output.schema name tables together; set both")
+        for key, part in (("catalog", self.catalog), ("schema", self.schema_)):
+            if part is not None and not TABLE_NAME_PART.fullmatch(part):
+                raise ValueError(
+                    f"output.{key} {part!r} is not a plain name (letters, digits, _ and -)"
+                )
+        return self
+
     def mode(self, table: str) -> WriteMode:
         return self.modes.get(table, TABLES[table].default_mode)
+
+    @property
+    def tables_in(self) -> str | None:
+        """``catalog.schema`` when the tables are named, else None."""
+        return None if self.catalog is None else f"{self.catalog}.{self.schema_}"
 
 
 class TrackingConfig(_Strict):
@@ -249,6 +274,15 @@ class Config(_Strict):
     #: Credentials and endpoints for remote locations, passed to delta-rs, Polars and Arrow
     #: (e.g. AWS_ENDPOINT_URL, AWS_REGION); the usual environment variables work as well.
     storage_options: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _named_tables_need_spark(self) -> Config:
+        if self.output.catalog is not None and self.engine != "spark":
+            raise ValueError(
+                "output.catalog and output.schema name tables in a Spark catalog; they need "
+                "engine: spark (the local engine writes Delta tables under output.path)"
+            )
+        return self
 
 
 def config_digest(config: Config) -> str:

@@ -1,6 +1,9 @@
 """Locations are URIs: local paths, ``file://``, ``s3://``/``s3a://``, ``gs://``, ``abfss://``,
 ``dbfs:/`` and ``/Volumes/...``, kept as strings wherever they may be remote.
 
+A table may also be named instead of placed: ``catalog.schema.table`` (Unity Catalog, or a
+Spark session's own catalog), read and written through Spark.
+
 Files beside the tables (run summaries, samples, the model file, reports) go through Arrow's
 file systems, which read the usual environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
 ``AZURE_STORAGE_ACCOUNT_NAME`` …) and the config's ``storage_options``.
@@ -10,11 +13,14 @@ Example:
     's3://bucket/out/runs/r1'
     >>> is_remote("/Volumes/main/crm/out"), is_remote("s3a://bucket/x")
     (False, True)
+    >>> is_table_name("main.crm.segments"), is_table_name("out/segments")
+    (True, False)
 """
 
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +39,28 @@ _S3_OPTIONS = {
     "aws_region": "region",
     "aws_endpoint_url": "endpoint_override",
 }
+
+
+#: One part of a catalog name: plain, or quoted in backticks.
+TABLE_NAME_PART = re.compile(r"[A-Za-z0-9_\-]+")
+#: Last parts that make ``a.b.csv`` a (missing) file rather than a table's name.
+_FILE_SUFFIXES = {"csv", "tsv", "txt", "parquet", "pq", "json", "gz", "zip", "yaml", "yml"}
+_TABLE_NAME = re.compile(r"(`[^`]+`|[A-Za-z0-9_\-]+)(\.(`[^`]+`|[A-Za-z0-9_\-]+)){2}")
+
+
+def is_table_name(location: str | os.PathLike[str]) -> bool:
+    """Whether ``location`` names a catalog table (``catalog.schema.table``) rather than a
+    place: three dotted names, no slash, and no local file or folder so named."""
+    location = os.fspath(location)
+    if not _TABLE_NAME.fullmatch(location) or Path(location).exists():
+        return False
+    return location.rsplit(".", 1)[-1].lower() not in _FILE_SUFFIXES
+
+
+def quoted_table_name(name: str) -> str:
+    """A catalog name with each part in backticks, safe in SQL whatever its characters."""
+    parts = re.findall(r"`[^`]+`|[^.]+", name)
+    return ".".join(part if part.startswith("`") else f"`{part}`" for part in parts)
 
 
 def is_uri(location: str | os.PathLike[str]) -> bool:

@@ -137,7 +137,9 @@ class Pipeline:
             run_id=self.run_id,
             config=self.config,
             engine=self.engine,
-            outputs=StagedOutputs(self.out, self.run_id, files=self.files),
+            outputs=StagedOutputs(
+                self.out, self.run_id, files=self.files, tables_in=self.config.output.tables_in
+            ),
             registry=self.registry,
             input_digest=digest,
             stage_records=self.stage_log.records,

@@ -30,6 +30,7 @@ from segmatch.stages import clean, cluster, export, features, ingest, match, red
 from segmatch.storage import (
     MATCH_SAMPLE_FILE,
     PART_FILE,
+    PROFILES_FILE,
     SCATTER_POINTS,
     SCATTER_SAMPLE_FILE,
     SUMMARY_FILE,
@@ -264,6 +265,7 @@ def finish_training(context: RunContext, values: Mapping[str, Any]) -> RunResult
     scatter = {f"pc_{j + 1}": values_sample[:, j] for j in range(min(2, values_sample.shape[1]))}
     scatter["segment"] = labels_sample
     write_arrow(pa.table(scatter), join(folder, SCATTER_SAMPLE_FILE), files=outputs.files)
+    write_arrow(result.profiles, join(folder, PROFILES_FILE), files=outputs.files)
     write_json(
         result.summary(engine=context.engine.name),
         join(folder, SUMMARY_FILE),

@@ -20,10 +20,10 @@ from segmatch.errors import InputError
 from segmatch.locations import Files, join
 from segmatch.storage import (
     MATCH_SAMPLE_FILE,
+    PROFILES_FILE,
     SCATTER_SAMPLE_FILE,
     SUMMARY_FILE,
     read_arrow,
-    read_delta,
     run_folder,
 )
 
@@ -45,12 +45,7 @@ def build_report(
             "give the output folder of the run"
         )
     summary = json.loads(files.read_text(summary_path))
-    versions = summary["table_versions"]
-    profiles = read_delta(
-        join(str(output), "profiles"),
-        version=versions.get("profiles"),
-        storage_options=storage_options,
-    )
+    profiles = read_arrow(join(folder, PROFILES_FILE), files=files)
     segments = read_arrow(join(folder, SCATTER_SAMPLE_FILE), files=files)
     sample_path = join(folder, MATCH_SAMPLE_FILE)
     matches = read_arrow(sample_path, files=files) if files.exists(sample_path) else None

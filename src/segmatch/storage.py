@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,6 +40,8 @@ RUNS_FOLDER = "runs"
 SUMMARY_FILE = "summary.json"
 MATCH_SAMPLE_FILE = "match_sample.parquet"
 SCATTER_SAMPLE_FILE = "scatter_sample.parquet"
+#: The run's segment profiles beside its summary: the report reads them wherever the tables are.
+PROFILES_FILE = "profiles.parquet"
 #: The one file a table staged from the driver is written as.
 PART_FILE = "part-00000.parquet"
 #: Customers a run keeps, stratified by segment, for its report's PCA scatter.
@@ -73,10 +76,19 @@ class StagedOutputs:
         >>> staged.commit(engine.commit_table, modes={"segments": "overwrite"}, keys={})
     """
 
-    def __init__(self, root: str | Path, run_id: str, *, files: Files | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        run_id: str,
+        *,
+        files: Files | None = None,
+        tables_in: str | None = None,
+    ) -> None:
         self.root = str(root)
         self.run_id = run_id
         self.files = files or Files()
+        #: ``catalog.schema`` when tables are named in a catalog rather than placed in root.
+        self.tables_in = tables_in
         self.staging = join(self.root, STAGING_FOLDER, RUNS_FOLDER, run_id)
         self._tables: list[str] = []
 
@@ -90,7 +102,8 @@ class StagedOutputs:
         return folder
 
     def table_path(self, table: str) -> str:
-        return join(self.root, table)
+        """The table's location: its folder under root, or its catalog name."""
+        return f"{self.tables_in}.{table}" if self.tables_in else join(self.root, table)
 
     def commit(
         self,
@@ -437,22 +450,26 @@ def table_history(
     table = open_table(path, storage_options=storage_options)
     if table is None:
         raise InputError(f"{str(path)!r} is not a Delta table (no {DELTA_LOG})")
-    rows = []
-    for entry in table.history():
-        metrics = entry.get("operationMetrics") or {}
-        # delta-rs keeps commit metadata as top-level keys; Spark's writer as one JSON string.
-        spark_metadata = json.loads(entry.get("userMetadata") or "{}")
-        written = entry.get("segmatch.rows_written") or spark_metadata.get("segmatch.rows_written")
-        rows.append(
-            {
-                "version": entry["version"],
-                "timestamp": entry.get("timestamp"),
-                "operation": entry.get("operation"),
-                "rows_written": int(written or 0) or _rows_written(metrics),
-                "run_id": entry.get("segmatch.run_id") or spark_metadata.get("segmatch.run_id"),
-            }
-        )
-    return rows
+    return [history_row(entry) for entry in table.history()]
+
+
+def history_row(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """One version of a table's history (a delta-rs or Spark ``DESCRIBE HISTORY`` entry) as
+    segmatch shows it: version, time (ms), operation, rows written, run id."""
+    metrics = entry.get("operationMetrics") or {}
+    # delta-rs keeps commit metadata as top-level keys; Spark's writer as one JSON string.
+    spark_metadata = json.loads(entry.get("userMetadata") or "{}")
+    written = entry.get("segmatch.rows_written") or spark_metadata.get("segmatch.rows_written")
+    timestamp = entry.get("timestamp")
+    if isinstance(timestamp, datetime):  # Spark's: naive, in this process's local time
+        timestamp = int(timestamp.timestamp() * 1000)
+    return {
+        "version": entry["version"],
+        "timestamp": timestamp,
+        "operation": entry.get("operation"),
+        "rows_written": int(written or 0) or _rows_written(metrics),
+        "run_id": entry.get("segmatch.run_id") or spark_metadata.get("segmatch.run_id"),
+    }
 
 
 def _rows_written(metrics: Mapping[str, Any]) -> int:
@@ -474,12 +491,7 @@ def restore_table(
     table = open_table(path, storage_options=storage_options)
     if table is None:
         raise InputError(f"{str(path)!r} is not a Delta table (no {DELTA_LOG})")
-    if not 0 <= version <= table.version():
-        raise InputError(
-            f"version {version} of {str(path)!r} does not exist (versions 0 to {table.version()})"
-        )
-    if version == table.version():
-        raise InputError(f"{str(path)!r} is already at version {version}; nothing to restore")
+    check_restorable(str(path), version, latest=table.version())
     try:
         table.restore(
             version,
@@ -488,6 +500,14 @@ def restore_table(
     except DeltaError as exc:
         raise InputError(f"cannot restore {str(path)!r} to version {version}: {exc}") from exc
     return DeltaTable(str(path), storage_options=storage_options).version()
+
+
+def check_restorable(table: str, version: int, *, latest: int) -> None:
+    """Refuse a restore to a version the table does not have, or already is at."""
+    if not 0 <= version <= latest:
+        raise InputError(f"version {version} of {table!r} does not exist (versions 0 to {latest})")
+    if version == latest:
+        raise InputError(f"{table!r} is already at version {version}; nothing to restore")
 
 
 def run_folder(output: Location, run_id: str) -> str:

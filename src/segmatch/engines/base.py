@@ -23,7 +23,13 @@ import pyarrow as pa
 
 from segmatch import kernels
 from segmatch.cells import Cells, top_k_in_cell
-from segmatch.storage import TableCommit, commit_staged
+from segmatch.storage import (
+    TableCommit,
+    commit_staged,
+    open_table,
+    restore_table,
+    table_history,
+)
 from segmatch.tables import TABLES, WriteMode
 
 FrameT = TypeVar("FrameT")
@@ -243,6 +249,18 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
             metadata=metadata,
             storage_options=self.storage_options,
         )
+
+    def has_table(self, location: str) -> bool:
+        """Whether a Delta table is at ``location``."""
+        return open_table(location, storage_options=self.storage_options) is not None
+
+    def table_history(self, location: str) -> list[dict[str, Any]]:
+        """The table's versions, newest first (see :func:`segmatch.storage.history_row`)."""
+        return table_history(location, storage_options=self.storage_options)
+
+    def restore_table(self, location: str, version: int) -> int:
+        """Roll the table back to ``version`` (as a new version); return the new version."""
+        return restore_table(location, version, storage_options=self.storage_options)
 
     @abstractmethod
     def read(

@@ -12,7 +12,7 @@ from segmatch.stages.clean import CleanedRows
 from segmatch.stages.cluster import Clustering
 from segmatch.stages.features import Features
 from segmatch.stages.match import Matches
-from segmatch.storage import PART_FILE, StagedOutputs, open_table, write_arrow
+from segmatch.storage import PART_FILE, StagedOutputs, write_arrow
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def export_results(
             clustering.matrix,
             id_column=id_column,
         )
-        if open_table(previous, storage_options=engine.storage_options) is not None
+        if engine.has_table(previous)
         else None
     )
     segments = engine.segments_frame(

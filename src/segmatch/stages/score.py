@@ -10,10 +10,8 @@ from segmatch import kernels
 from segmatch.config import MatchConfig
 from segmatch.engines.base import Engine, Frame, Matrix
 from segmatch.errors import ModelError
-from segmatch.locations import Files
 from segmatch.model import SegmentModel
 from segmatch.stages.features import Features
-from segmatch.storage import is_delta_table
 
 
 @dataclass(frozen=True)
@@ -54,9 +52,7 @@ def find_lookalikes(
     """Top-k existing customers (from a run's segments table) in each new customer's segment."""
     segments = engine.read(
         path=reference,
-        fmt="delta"
-        if is_delta_table(reference, files=Files(engine.storage_options))
-        else "parquet",
+        fmt="delta" if engine.has_table(reference) else "parquet",
         types={},
         separator=",",
     )

@@ -22,9 +22,9 @@ from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
 
 from segmatch.engines.spark.session import DELTA_EXTENSION, delta_settings
-from segmatch.errors import EngineUnavailableError
-from segmatch.locations import name_of
-from segmatch.storage import TableCommit, commit_staged
+from segmatch.errors import ConfigError, EngineUnavailableError, InputError
+from segmatch.locations import is_table_name, name_of, quoted_table_name
+from segmatch.storage import TableCommit, check_restorable, commit_staged, history_row
 from segmatch.tables import WriteMode
 
 #: The idempotent-write version of a batch: one commit per (table, batch) application id.
@@ -61,13 +61,40 @@ class SparkDelta:
         except (PySparkException, AttributeError):
             return False  # Spark Connect: the server may run anywhere
 
-    def read_delta_table(self, path: str, *, version: int | None) -> DataFrame:
-        """A Delta table (at ``version``) through Delta's reader: deletion vectors and column
-        mapping are honoured."""
-        reader = self.spark.read.format("delta")
+    def read_delta_table(self, location: str, *, version: int | None) -> DataFrame:
+        """A Delta table (at ``version``), by path or catalog name, through Delta's reader:
+        deletion vectors and column mapping are honoured."""
+        reader = self.spark.read
         if version is not None:
             reader = reader.option("versionAsOf", version)
-        return reader.load(str(path))
+        if is_table_name(location):
+            return reader.table(quoted_table_name(location))
+        return reader.format("delta").load(str(location))
+
+    def has_table(self, location: str) -> bool:
+        if is_table_name(location):
+            return self.spark.catalog.tableExists(quoted_table_name(location))
+        return super().has_table(location)  # type: ignore[misc]
+
+    def table_history(self, location: str) -> list[dict[str, Any]]:
+        if not is_table_name(location):
+            return super().table_history(location)  # type: ignore[misc]
+        self._require_table(location)
+        rows = self.spark.sql(f"DESCRIBE HISTORY {_sql_target(location)}").collect()
+        return [history_row(row.asDict()) for row in rows]
+
+    def restore_table(self, location: str, version: int) -> int:
+        if not is_table_name(location):
+            return super().restore_table(location, version)  # type: ignore[misc]
+        self._require_table(location)
+        latest = self._last_commit(location)[0]
+        check_restorable(location, version, latest=latest)
+        self.spark.sql(f"RESTORE TABLE {_sql_target(location)} TO VERSION AS OF {int(version)}")
+        return self._last_commit(location)[0]
+
+    def _require_table(self, name: str) -> None:
+        if not self.spark.catalog.tableExists(quoted_table_name(name)):
+            raise InputError(f"no table {name!r} in the session's catalog")
 
     def commit_table(
         self,
@@ -79,14 +106,14 @@ class SparkDelta:
         app_id: str | None,
         metadata: Mapping[str, str],
     ) -> TableCommit:
+        named = is_table_name(location)
         if not self.has_delta:
-            if not self._shares_driver_disk():
+            if named or not self._shares_driver_disk():
                 raise EngineUnavailableError(no_delta_message())
             return commit_staged(
                 location, staged=staged, mode=mode, keys=keys, app_id=app_id, metadata=metadata
             )
-        path = str(location)
-        before = self._version(path)
+        before = self._version(location)
         frame = _plain_strings(self.spark.read.parquet(str(staged)))
         user_metadata = json.dumps(dict(metadata))
         if before is None or mode != "merge":
@@ -103,18 +130,31 @@ class SparkDelta:
             )
             if app_id:
                 writer = writer.option("txnAppId", app_id).option("txnVersion", BATCH_VERSION)
-            writer.save(path)
+            # The session setting too: Delta drops the writer's userMetadata option when an
+            # append creates a named table (CREATE TABLE AS SELECT).
+            settings = {"spark.databricks.delta.commitInfo.userMetadata": user_metadata}
+            try:
+                with _session_settings(self.spark, settings):
+                    if named:
+                        writer.saveAsTable(quoted_table_name(location))
+                    else:
+                        writer.save(str(location))
+            except AnalysisException as exc:
+                if named and "SCHEMA_NOT_FOUND" in str(exc):
+                    raise ConfigError(_missing_schema(location)) from exc
+                raise
         else:
-            self._merge(frame, path, keys=keys, app_id=app_id, user_metadata=user_metadata)
-        version, rows = self._last_commit(path)
+            self._merge(frame, location, keys=keys, app_id=app_id, user_metadata=user_metadata)
+        version, rows = self._last_commit(location)
+        name = location.rsplit(".", 1)[-1] if named else name_of(location)
         if version == before:
-            return TableCommit(name_of(location), location, version, "skipped", 0, skipped=True)
-        return TableCommit(name_of(location), location, version, mode, rows)
+            return TableCommit(name, location, version, "skipped", 0, skipped=True)
+        return TableCommit(name, location, version, mode, rows)
 
     def _merge(
         self,
         frame: DataFrame,
-        path: str,
+        location: str,
         *,
         keys: Sequence[str],
         app_id: str | None,
@@ -131,7 +171,7 @@ class SparkDelta:
         )
         view = f"segmatch_merge_{uuid.uuid4().hex}"
         source.createOrReplaceTempView(view)
-        existing = set(self.spark.read.format("delta").load(path).columns)
+        existing = set(self.read_delta_table(location, version=None).columns)
         compared = [c for c in source.columns if c not in keys and c in existing]
         on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
         changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in compared)
@@ -148,26 +188,40 @@ class SparkDelta:
         try:
             with _session_settings(self.spark, settings):
                 self.spark.sql(
-                    f"MERGE INTO delta.`{path}` t USING {view} s ON {on} "
+                    f"MERGE INTO {_sql_target(location)} t USING {view} s ON {on} "
                     f"{update}WHEN NOT MATCHED THEN INSERT *"
                 )
         finally:
             self.spark.catalog.dropTempView(view)
 
-    def _version(self, path: str) -> int | None:
+    def _version(self, location: str) -> int | None:
         try:
-            return self._last_commit(path)[0]
+            return self._last_commit(location)[0]
         except AnalysisException:
             return None
 
-    def _last_commit(self, path: str) -> tuple[int, int]:
+    def _last_commit(self, location: str) -> tuple[int, int]:
         """The table's latest version and the rows its commit wrote (inserted or updated)."""
-        last = self.spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()
+        last = self.spark.sql(f"DESCRIBE HISTORY {_sql_target(location)} LIMIT 1").first()
         metrics: dict[str, Any] = last["operationMetrics"] or {}
         merged = sum(
             int(metrics.get(m, 0)) for m in ("numTargetRowsInserted", "numTargetRowsUpdated")
         )
         return int(last["version"]), merged or int(metrics.get("numOutputRows", 0))
+
+
+def _sql_target(location: str) -> str:
+    """A table in SQL: its quoted catalog name, or ``delta.`path```."""
+    return quoted_table_name(location) if is_table_name(location) else f"delta.`{location}`"
+
+
+def _missing_schema(name: str) -> str:
+    schema = name.rsplit(".", 1)[0]
+    return (
+        f"schema {schema!r} does not exist, so table {name!r} cannot be created; create it "
+        f"(CREATE SCHEMA {quoted_table_name(schema)}) or set "
+        "output.catalog and output.schema to one that exists"
+    )
 
 
 def _plain_strings(frame: DataFrame) -> DataFrame:
