@@ -61,6 +61,7 @@ def test_the_bundle_runs_a_real_entry_point_with_a_valid_config():
     assert options == ["--engine", "spark"]
     config = load_config(EXAMPLE / "job.yaml")
     assert config.output.path.startswith("/Volumes/")
+    assert config.output.tables_in == "main.crm"
     assert config.tracking.model_name.count(".") == 2
 
 
