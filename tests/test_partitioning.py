@@ -105,3 +105,42 @@ def test_what_the_driver_collects_does_not_grow_with_the_customers(
         )
         totals[rows] = sum(collected)
     assert totals[24_000] <= 1.1 * totals[6_000], totals
+
+
+def test_spark_medians_narrow_a_wide_bracket_before_collecting_values(spark_session, monkeypatch):
+    """With a tiny cap on collected values, histograms narrow the bracket first: the medians
+    stay exact (ties, even counts, groups) and what the last pass collects stays under the cap."""
+    import numpy as np  # noqa: PLC0415
+    import pyarrow as pa  # noqa: PLC0415
+
+    from segmatch.engines.spark import medians  # noqa: PLC0415 -- Spark tests only
+
+    rng = np.random.default_rng(4)
+    rows = 200_000
+    group = rng.integers(0, 3, rows).astype(np.int32)
+    smooth = rng.normal(size=rows) * 100
+    ties = rng.integers(0, 40, rows).astype(np.float64)
+    frame = spark_session.createDataFrame(
+        pa.table({"g": group, "smooth": smooth, "ties": ties})
+    ).repartition(4)
+    collected = []
+    counted = medians._counted
+
+    def recording(source, group_column, cells, field):
+        found = counted(source, group_column, cells, field)
+        if field == "value":
+            collected.append(len(found))
+        return found
+
+    monkeypatch.setattr(medians, "_counted", recording)
+    overall = medians.exact_medians(frame, ["smooth", "ties"], max_values=20)
+    assert overall[None] == {"smooth": np.median(smooth), "ties": np.median(ties)}
+    assert collected[-1] <= 2 * (20 + 2)
+    grouped = medians.exact_medians(frame, ["smooth", "ties"], group="g", max_values=20)
+    for g in range(3):
+        members = group == g
+        assert grouped[g] == {
+            "smooth": np.median(smooth[members]),
+            "ties": np.median(ties[members]),
+        }
+    assert collected[-1] <= 3 * 2 * (20 + 2)
