@@ -5,9 +5,11 @@ reruns and scoring against the named segments table."""
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from helpers import make_config
 from segmatch.api import restore_table, run_pipeline, score_customers, table_history
+from segmatch.config import load_config
 from segmatch.errors import ConfigError, InputError
 
 CATALOG = "spark_catalog"
@@ -76,6 +78,36 @@ def test_spark_names_every_table_in_the_catalog_with_history_and_restore(
     )
     assert scored.customers == first.customers
     assert scored.outputs["lookalikes"].endswith("lookalikes")
+
+
+def test_spark_reads_a_catalog_table_as_input_at_any_version(
+    spark_session, schema, customers_path, tmp_path
+):
+    customers = f"{CATALOG}.{schema}.customers"
+    source = spark_session.read.parquet(str(customers_path))
+    source.write.format("delta").saveAsTable(customers)
+    source.limit(500).write.format("delta").mode("append").saveAsTable(customers)
+    raw = {
+        "engine": "spark",
+        "input": {"path": customers, "id_column": "idcliente", "version": 0},
+        "output": {"path": str(tmp_path / "out")},
+        "clean": {"max_bad_share": 0.2},
+        "cluster": {"k": 3},
+        "tracking": {"enabled": False},
+        "match": {"enabled": False},
+    }
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(tmp_path / "job.yaml")
+    assert config.input.path == customers  # a name, not resolved against the config's folder
+    first = run_pipeline(config, spark=spark_session)
+    assert first.rows_in == source.count()
+    latest = run_pipeline(
+        load_config(tmp_path / "job.yaml", {"input.version": None}), spark=spark_session
+    )
+    assert latest.rows_in == source.count() + 500
+    assert latest.input_digest != first.input_digest
+    with pytest.raises(ConfigError, match="only the spark engine reads"):
+        load_config(tmp_path / "job.yaml", {"engine": "local"})
 
 
 def test_a_missing_schema_is_named_in_the_error(spark_session, customers_path, tmp_path):

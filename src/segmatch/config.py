@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from segmatch.errors import ConfigError, did_you_mean
-from segmatch.locations import TABLE_NAME_PART, is_uri
+from segmatch.locations import TABLE_NAME_PART, is_table_name, is_uri
 from segmatch.tables import TABLES, TableName, WriteMode
 
 ColumnType = Literal["float", "int", "str", "date", "datetime", "bool"]
@@ -277,10 +277,17 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _named_tables_need_spark(self) -> Config:
-        if self.output.catalog is not None and self.engine != "spark":
+        if self.engine == "spark":
+            return self
+        if self.output.catalog is not None:
             raise ValueError(
                 "output.catalog and output.schema name tables in a Spark catalog; they need "
                 "engine: spark (the local engine writes Delta tables under output.path)"
+            )
+        if is_table_name(self.input.path):
+            raise ValueError(
+                f"input.path {self.input.path!r} names a catalog table, which only the spark "
+                "engine reads (give a file or folder for the local engine)"
             )
         return self
 
@@ -332,6 +339,8 @@ def build_config(raw: dict[str, Any], *, source: str, base_dir: Path | None = No
 
 def _resolve(location: str, base_dir: Path) -> str:
     if is_uri(location) or Path(location).is_absolute():
+        return location
+    if is_table_name(location, base_dir=base_dir):
         return location
     return str((base_dir / location).resolve())
 

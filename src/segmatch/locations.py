@@ -48,11 +48,12 @@ _FILE_SUFFIXES = {"csv", "tsv", "txt", "parquet", "pq", "json", "gz", "zip", "ya
 _TABLE_NAME = re.compile(r"(`[^`]+`|[A-Za-z0-9_\-]+)(\.(`[^`]+`|[A-Za-z0-9_\-]+)){2}")
 
 
-def is_table_name(location: str | os.PathLike[str]) -> bool:
+def is_table_name(location: str | os.PathLike[str], *, base_dir: Path | None = None) -> bool:
     """Whether ``location`` names a catalog table (``catalog.schema.table``) rather than a
-    place: three dotted names, no slash, and no local file or folder so named."""
+    place: three dotted names, no slash, and no local file or folder so named (in
+    ``base_dir``, or the working folder)."""
     location = os.fspath(location)
-    if not _TABLE_NAME.fullmatch(location) or Path(location).exists():
+    if not _TABLE_NAME.fullmatch(location) or ((base_dir or Path()) / location).exists():
         return False
     return location.rsplit(".", 1)[-1].lower() not in _FILE_SUFFIXES
 

@@ -25,7 +25,7 @@ from segmatch.checkpoints import Checkpoints
 from segmatch.config import Config
 from segmatch.engines.base import Engine
 from segmatch.errors import DataQualityError, SegmatchError, StageError
-from segmatch.locations import Files, join
+from segmatch.locations import Files, is_table_name, join
 from segmatch.plans import (
     TRAINING,
     WHOLE_CONFIG,
@@ -43,6 +43,7 @@ from segmatch.storage import (
     StagedOutputs,
     append_json_line,
     input_digest,
+    table_digest,
 )
 
 logger = logging.getLogger("segmatch")
@@ -125,12 +126,21 @@ class Pipeline:
             keep_runs=config.output.keep_runs,
         )
 
+    def _input_digest(self) -> str | None:
+        """What makes this input "the same batch", from metadata (None: no input there)."""
+        source, version = self.config.input.path, self.config.input.version
+        if is_table_name(source):
+            latest = self.engine.table_version(source)
+            if latest is None:
+                return None
+            return table_digest(source, latest if version is None else version)
+        if not self.files.exists(source):
+            return None
+        return input_digest(source, version=version, files=self.files)
+
     def run(self) -> Any:
         """Run every step, then the plan's finish; on failure only a quarantine is committed."""
-        source = self.config.input.path
-        version = self.config.input.version
-        known = self.files.exists(source)
-        digest = input_digest(source, version=version, files=self.files) if known else None
+        digest = self._input_digest()
         self._call("before_run", run_id=self.run_id, config=self.config)
         self.checkpoints.begin(self.run_id)
         context = RunContext(

@@ -554,6 +554,11 @@ def append_json_line(
     files.write_text(str(location), before + line)
 
 
+def table_digest(name: str, version: int) -> str:
+    """The digest of a catalog table's version (see :func:`input_digest`)."""
+    return hashlib.sha256(f"table:{name}:{version}".encode()).hexdigest()
+
+
 def input_digest(
     location: Location, *, version: int | None = None, files: Files | None = None
 ) -> str:

@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from segmatch import kernels
 from segmatch.cells import Cells, top_k_in_cell
+from segmatch.locations import Files
 from segmatch.storage import (
     TableCommit,
     commit_staged,
@@ -253,6 +254,15 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     def has_table(self, location: str) -> bool:
         """Whether a Delta table is at ``location``."""
         return open_table(location, storage_options=self.storage_options) is not None
+
+    def table_version(self, location: str) -> int | None:
+        """The latest version of the Delta table at ``location`` (None: no table there)."""
+        table = open_table(location, storage_options=self.storage_options)
+        return None if table is None else table.version()
+
+    def input_bytes(self, location: str) -> int:
+        """The bytes an input occupies (the partition planner's measure)."""
+        return sum(entry.size for entry in Files(self.storage_options).list_files(location))
 
     def table_history(self, location: str) -> list[dict[str, Any]]:
         """The table's versions, newest first (see :func:`segmatch.storage.history_row`)."""

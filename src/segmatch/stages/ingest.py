@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 from segmatch.config import CleanConfig, FeaturesConfig, InputConfig
 from segmatch.engines.base import Engine, Frame, TransactionColumns
 from segmatch.errors import ColumnNotFoundError, ColumnTypeError, ConfigError, InputError
-from segmatch.locations import Files, name_of
+from segmatch.locations import Files, is_table_name, name_of
 from segmatch.storage import is_delta_table
 
 #: Customer behaviour computed from a transactions table (see the features stage).
@@ -77,8 +77,7 @@ def read_input(
     source = path
     if config.id_column in engine.schema(frame):
         # Spread (and on Spark, cache) the rows first, so every later pass starts from there.
-        size = sum(entry.size for entry in files.list_files(path))
-        frame = engine.distribute(frame, key=config.id_column, input_bytes=size)
+        frame = engine.distribute(frame, key=config.id_column, input_bytes=engine.input_bytes(path))
     rows = engine.count(frame)
     if rows == 0:
         raise InputError(f"input {source!r} is empty: it has a header but no rows")
@@ -241,6 +240,8 @@ def _numeric_stored_as_text(engine, frame, columns, schema, source) -> list[str]
 
 
 def _detect_format(path: str, fmt: str, files: Files) -> str:
+    if is_table_name(path):
+        return "delta"
     if not files.exists(path):
         raise InputError(f"input {path!r} does not exist")
     if fmt != "auto":

@@ -76,6 +76,17 @@ class SparkDelta:
             return self.spark.catalog.tableExists(quoted_table_name(location))
         return super().has_table(location)  # type: ignore[misc]
 
+    def table_version(self, location: str) -> int | None:
+        if is_table_name(location):
+            return self._version(location)
+        return super().table_version(location)  # type: ignore[misc]
+
+    def input_bytes(self, location: str) -> int:
+        if is_table_name(location):
+            detail = self.spark.sql(f"DESCRIBE DETAIL {_sql_target(location)}").first()
+            return int(detail["sizeInBytes"] or 0)
+        return super().input_bytes(location)  # type: ignore[misc]
+
     def table_history(self, location: str) -> list[dict[str, Any]]:
         if not is_table_name(location):
             return super().table_history(location)  # type: ignore[misc]
