@@ -23,6 +23,9 @@ from segmatch import kernels
 #: estimate, far from the cap.
 FILL = 0.75
 SAMPLE_PER_CELL = 128
+#: The sample reaching the driver stays under this many rows however many cells there are
+#: (past ~2,000 cells, fewer rows per box: still ≥ 40 at a billion customers and a 50,000 cap).
+MAX_SAMPLE_ROWS = 2**18
 #: Rows × boxes × width handled at once when ranking boxes, to bound the memory of a batch.
 RANK_BLOCK_VALUES = 4_000_000
 
@@ -104,7 +107,7 @@ def sample_rows_needed(sizes: dict[int, int], *, max_cell_size: int) -> int:
         1 if size <= max_cell_size else math.ceil(size / (FILL * max_cell_size))
         for size in sizes.values()
     )
-    return boxes * SAMPLE_PER_CELL
+    return min(boxes * SAMPLE_PER_CELL, MAX_SAMPLE_ROWS)
 
 
 def _split(
