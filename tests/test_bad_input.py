@@ -192,3 +192,12 @@ def test_cli_reports_bad_input_with_a_non_zero_exit(tmp_path):
     bad_key = CliRunner().invoke(app, ["run", str(config), "--set", "cluster.kk=3"])
     assert bad_key.exit_code == EXIT_USER_ERROR
     assert "unknown key 'cluster.kk'" in bad_key.output
+
+
+def test_repeated_column_names_stop_the_run_naming_them(engine, tmp_path):
+    data = tmp_path / "in.csv"
+    rows = "\n".join(f"c{i},{i % 7},{i % 3},{i % 5}" for i in range(50))
+    data.write_text(f"idcliente,spend,spend,visits\n{rows}\n")
+    with pytest.raises(InputError, match=r"repeats the column name\(s\) 'spend'"):
+        run_pipeline(make_config(data, tmp_path / "out", engine.name))
+    assert_no_output(tmp_path / "out")

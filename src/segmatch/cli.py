@@ -324,6 +324,21 @@ def _optional(value: float | None, pattern: str) -> str:
     return "-" if value is None else pattern.format(value)
 
 
+def _column_plan_line(plan: list[dict[str, str]]) -> str:
+    """Roles with their columns, ignored ones grouped by reason (the full plan is in the run's
+    column_plan.json)."""
+    used: dict[str, list[str]] = {}
+    ignored: dict[str, list[str]] = {}
+    for entry in plan:
+        if entry["role"] == "ignored":
+            ignored.setdefault(entry["reason"], []).append(entry["column"])
+        else:
+            used.setdefault(entry["role"], []).append(entry["column"])
+    parts = [f"{role}: {', '.join(columns)}" for role, columns in used.items()]
+    parts += [f"ignored ({reason}): {', '.join(columns)}" for reason, columns in ignored.items()]
+    return "columns — " + "; ".join(parts)
+
+
 def _matching_line(matching: dict[str, Any]) -> str:
     recall = matching["recall_at_k"]
     checked = (
@@ -353,6 +368,7 @@ def show_summary(result: RunResult) -> None:
             f"tracked as MLflow run {result.mlflow_run_id}; model version "
             f"{result.model_version}{moved}"
         )
+    out.print(_column_plan_line(result.column_plan))
     out.print(_segments_table(result))
     if result.matching:
         out.print(_matching_line(result.matching))

@@ -28,6 +28,7 @@ from segmatch.model import SegmentModel
 from segmatch.results import RunResult, ScoringResult, StageRecord
 from segmatch.stages import clean, cluster, export, features, ingest, match, reduce, scale, score
 from segmatch.storage import (
+    COLUMN_PLAN_FILE,
     MATCH_SAMPLE_FILE,
     PART_FILE,
     PROFILES_FILE,
@@ -266,6 +267,7 @@ def finish_training(context: RunContext, values: Mapping[str, Any]) -> RunResult
     scatter["segment"] = labels_sample
     write_arrow(pa.table(scatter), join(folder, SCATTER_SAMPLE_FILE), files=outputs.files)
     write_arrow(result.profiles, join(folder, PROFILES_FILE), files=outputs.files)
+    write_json(result.column_plan, join(folder, COLUMN_PLAN_FILE), files=outputs.files)
     write_json(
         result.summary(engine=context.engine.name),
         join(folder, SUMMARY_FILE),

@@ -69,6 +69,8 @@ class RunResult:
     model_version: str | None = None
     #: How lookalikes were searched: cells, the largest one, recall@k on a sample.
     matching: dict[str, Any] = field(default_factory=dict)
+    #: Every input column with its role and the reason for it.
+    column_plan: list[dict[str, str]] = field(default_factory=list)
 
     @classmethod
     def from_outputs(
@@ -114,6 +116,7 @@ class RunResult:
             imputed=cleaned.imputed,
             model=values["model"],
             transitions=values["exported"].transitions,
+            column_plan=[asdict(role) for role in raw.plan.roles],
             matching={}
             if matches is None
             else {
@@ -154,6 +157,7 @@ class RunResult:
             "stages": [asdict(r) for r in self.stages],
             "partition_plan": self.partition_plan,
             "matching": self.matching,
+            "column_plan": self.column_plan,
         }
 
     @property

@@ -42,6 +42,7 @@ MATCH_SAMPLE_FILE = "match_sample.parquet"
 SCATTER_SAMPLE_FILE = "scatter_sample.parquet"
 #: The run's segment profiles beside its summary: the report reads them wherever the tables are.
 PROFILES_FILE = "profiles.parquet"
+COLUMN_PLAN_FILE = "column_plan.json"
 #: The one file a table staged from the driver is written as.
 PART_FILE = "part-00000.parquet"
 #: Customers a run keeps, stratified by segment, for its report's PCA scatter.

@@ -308,6 +308,7 @@ class MlflowTracking:
 
     def _log_artifacts(self, mlflow: Any, result: RunResult) -> None:
         mlflow.log_dict(result.config.model_dump(mode="json"), "config.json")
+        mlflow.log_dict(result.column_plan, "column_plan.json")
         mlflow.log_text(
             "\n".join(json.dumps(r.__dict__) for r in self.records) + "\n", "stage_log.jsonl"
         )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from segmatch.config import CleanConfig, FeaturesConfig, InputConfig
 from segmatch.engines.base import Engine, Frame, TransactionColumns
 from segmatch.errors import ColumnNotFoundError, ColumnTypeError, ConfigError, InputError
-from segmatch.locations import Files, is_table_name, name_of
+from segmatch.locations import Files, is_table_name, join, name_of
 from segmatch.storage import is_delta_table
 
 #: Customer behaviour computed from a transactions table (see the features stage).
@@ -22,13 +24,26 @@ BEHAVIOUR_FEATURES = (
 )
 CATEGORY_FEATURE = "distinct_categories"
 
+#: Enough of a CSV file's start to hold its header line.
+HEADER_BYTES = 1 << 20
 #: A text column is a numeric feature with a few bad values only if most values parse.
 MIN_PARSED_SHARE = 0.5
 
 
 @dataclass(frozen=True)
+class ColumnRole:
+    """One input column: what the run does with it, and why."""
+
+    column: str
+    kind: str
+    role: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class ColumnPlan:
-    """What each input column is for, checked against the input's schema."""
+    """What each input column is for, checked against the input's schema; ``roles`` accounts
+    for every column of the input, in its order."""
 
     id_column: str
     validated_numeric: tuple[str, ...]
@@ -39,6 +54,14 @@ class ColumnPlan:
     categorical: tuple[str, ...]
     ranges: dict[str, tuple[float | None, float | None]]
     transactions: TransactionColumns | None
+    roles: tuple[ColumnRole, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        """How many columns have each role."""
+        found: dict[str, int] = {}
+        for role in self.roles:
+            found[role.role] = found.get(role.role, 0) + 1
+        return found
 
 
 @dataclass(frozen=True)
@@ -67,10 +90,14 @@ def read_input(
             f"input.version={config.version} reads an earlier version of a Delta table, but "
             f"{str(path)!r} is {fmt}"
         )
+    if fmt == "csv":
+        _check_header(path, config.csv_separator, files)
+    # Ids are read as written: numeric inference would turn 007 into 7 and 10001 into 10001.0.
+    types = {config.id_column: "str", **config.types} if fmt == "csv" else dict(config.types)
     frame = engine.read(
         path=path,
         fmt=fmt,
-        types=dict(config.types),
+        types=types,
         separator=config.csv_separator,
         version=config.version,
     )
@@ -139,6 +166,25 @@ def plan_columns(
     checked = sorted(
         {*numeric, *(c for c in clean.ranges if c not in numeric)}, key=list(schema).index
     )
+    named = features.numeric is not None
+
+    def role_of(column: str, kind: str) -> tuple[str, str]:
+        if column == config.id_column:
+            return "id", "input.id_column"
+        if column in numeric:
+            how = "listed in features.numeric" if named else "a numeric column"
+            if column in as_text:
+                how += "; stored as text, cells that are not numbers are cleaned like blanks"
+            return "numeric feature", how
+        if column in features.categorical:
+            return "categorical feature", "listed in features.categorical"
+        if column == clean.duplicates.order_by:
+            return "ordering", "clean.duplicates.order_by: picks the latest duplicate"
+        if column in clean.ranges:
+            return "checked", "clean.ranges: rows outside the range are quarantined"
+        return "ignored", _ignored_because(kind)
+
+    roles = tuple(ColumnRole(c, kind, *role_of(c, kind)) for c, kind in schema.items())
     return ColumnPlan(
         id_column=config.id_column,
         validated_numeric=tuple(checked),
@@ -149,6 +195,7 @@ def plan_columns(
         categorical=tuple(features.categorical),
         ranges=dict(clean.ranges),
         transactions=None,
+        roles=roles,
     )
 
 
@@ -185,6 +232,23 @@ def _plan_transactions(
             )
     _check_log_columns(features.log, chosen)
     as_text = _numeric_stored_as_text(engine, frame, money, schema, source)
+    used = {
+        config.id_column: ("id", "input.id_column"),
+        t.timestamp: ("transaction", "input.transactions.timestamp: recency and tenure"),
+        **{c: ("transaction", "input.transactions: spend per customer") for c in money},
+        **({t.invoice: ("transaction", "input.transactions.invoice: orders")} if t.invoice else {}),
+        **(
+            {t.category: ("transaction", "input.transactions.category: distinct categories")}
+            if t.category
+            else {}
+        ),
+    }
+    if clean.duplicates.order_by:
+        used.setdefault(clean.duplicates.order_by, ("ordering", "clean.duplicates.order_by"))
+    roles = tuple(
+        ColumnRole(c, kind, *used.get(c, ("ignored", "not a column of input.transactions")))
+        for c, kind in schema.items()
+    )
     return ColumnPlan(
         id_column=config.id_column,
         validated_numeric=tuple(dict.fromkeys([*money, *clean.ranges])),
@@ -206,7 +270,40 @@ def _plan_transactions(
             drop_returns=t.returns == "drop",
             as_of=t.as_of,
         ),
+        roles=roles,
     )
+
+
+def _check_header(path: str, separator: str, files: Files) -> None:
+    """Stop on repeated column names, which readers would rename and use silently."""
+    if files.is_dir(path):
+        entries = [e for e in files.list_files(path) if not e.relative.startswith((".", "_"))]
+        if not entries:
+            return
+        first = join(path, entries[0].relative)
+    else:
+        first = path
+    filesystem, inner = files.resolve(first)
+    with filesystem.open_input_stream(inner) as stream:
+        head = stream.read(HEADER_BYTES).decode("utf-8-sig", errors="replace")
+    header = next(csv.reader(io.StringIO(head.split("\n", 1)[0]), delimiter=separator), [])
+    names = [name.strip() for name in header]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InputError(
+            f"input {path!r} repeats the column name(s) {', '.join(map(repr, repeated))}; "
+            "rename them so each column has its own name"
+        )
+
+
+def _ignored_because(kind: str) -> str:
+    if kind == "numeric":
+        return "not listed in features.numeric"
+    if kind == "string":
+        return "text: list it under features.categorical to use its levels"
+    if kind == "temporal":
+        return "a date or time: not a feature (transactions derive recency from one)"
+    return f"a {kind} column: not a feature"
 
 
 def _check_log_columns(log: list[str], numeric: list[str]) -> None:

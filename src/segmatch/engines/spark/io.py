@@ -50,14 +50,19 @@ class SparkStorage:
     ) -> DataFrame:
         try:
             if fmt == "csv":
-                frame = self.spark.read.csv(
-                    str(path),
-                    header=True,
-                    inferSchema=True,
-                    sep=separator,
-                    samplingRatio=1.0,
-                    mode="FAILFAST",
+                options = {"header": True, "sep": separator, "mode": "FAILFAST"}
+                inferred = self.spark.read.csv(
+                    str(path), inferSchema=True, samplingRatio=1.0, **options
+                ).schema
+                # Text columns are read as text, never through a number: ids keep their
+                # leading zeros and gain no ".0".
+                schema = T.StructType(
+                    [
+                        T.StructField(f.name, T.StringType()) if types.get(f.name) == "str" else f
+                        for f in inferred.fields
+                    ]
                 )
+                frame = self.spark.read.csv(str(path), schema=schema, **options)
             elif fmt == "parquet":
                 # Hive partition folders (``country=BR/``) become columns; any other folder
                 # layout is read file by file, whatever its nesting.

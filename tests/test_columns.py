@@ -1,0 +1,52 @@
+"""Every input column accounted for: its role and reason in the column plan; ids as written."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import make_config
+from segmatch.api import run_pipeline
+from segmatch.cli import _column_plan_line
+from segmatch.storage import read_delta
+
+
+def mixed_csv(path, rows=120):
+    lines = ["customer_id,spend,visits,score,channel,signup"]
+    for i in range(rows):
+        # Zero-padded and float-looking ids, exactly as an export writes them.
+        customer = f"{i:05d}" if i % 2 else f"{10_000 + i}.0"
+        lines.append(
+            f"{customer},{(i % 7) * 10.5},{i % 5},{i % 11},{'web' if i % 3 else 'store'},"
+            f"2024-01-{1 + i % 28:02d}"
+        )
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_every_column_gets_a_role_and_ids_are_kept_as_written(engine, tmp_path):
+    data = mixed_csv(tmp_path / "customers.csv")
+    config = make_config(
+        data,
+        tmp_path / "out",
+        engine.name,
+        input={"id_column": "customer_id"},
+        features={"numeric": ["spend", "visits"]},
+        cluster={"k": 3},
+    )
+    result = run_pipeline(config, spark=getattr(engine, "spark", None))
+    roles = {entry["column"]: (entry["role"], entry["reason"]) for entry in result.column_plan}
+    assert list(roles) == ["customer_id", "spend", "visits", "score", "channel", "signup"]
+    assert roles["customer_id"] == ("id", "input.id_column")
+    assert roles["spend"][0] == roles["visits"][0] == "numeric feature"
+    assert roles["score"] == ("ignored", "not listed in features.numeric")
+    assert roles["channel"][0] == "ignored" and "features.categorical" in roles["channel"][1]
+    assert roles["signup"][0] == "ignored" and "date" in roles["signup"][1]
+    written = json.loads(
+        (tmp_path / "out" / "runs" / result.run_id / "column_plan.json").read_text()
+    )
+    assert written == result.column_plan
+    line = _column_plan_line(result.column_plan)
+    assert line.startswith("columns — id: customer_id; numeric feature: spend, visits")
+    ids = set(read_delta(tmp_path / "out" / "segments")["customer_id"].to_pylist())
+    assert {"00001", "00003", "10000.0"} <= ids
+    assert len(ids) == 120
