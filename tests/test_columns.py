@@ -50,3 +50,26 @@ def test_every_column_gets_a_role_and_ids_are_kept_as_written(engine, tmp_path):
     ids = set(read_delta(tmp_path / "out" / "segments")["customer_id"].to_pylist())
     assert {"00001", "00003", "10000.0"} <= ids
     assert len(ids) == 120
+
+
+def test_ids_are_trimmed_and_ids_that_then_collide_are_duplicates(engine, tmp_path):
+    lines = ["customer_id,spend,visits"]
+    for i in range(60):
+        lines.append(f"c{i:03d},{i % 7},{i % 5}")
+    lines += ["  c001 ,3,3", " c100,4,1"]  # a padded copy of c001, and a padded new id
+    data = tmp_path / "customers.csv"
+    data.write_text("\n".join(lines) + "\n")
+    config = make_config(data, tmp_path / "out", engine.name, input={"id_column": "customer_id"})
+    result = run_pipeline(config, spark=getattr(engine, "spark", None))
+    assert (result.ids_trimmed, result.duplicates, result.customers) == (2, 1, 61)
+    ids = set(read_delta(tmp_path / "out" / "segments")["customer_id"].to_pylist())
+    assert "c100" in ids and not any(i != i.strip() for i in ids)
+    untrimmed = make_config(
+        data,
+        tmp_path / "kept",
+        engine.name,
+        input={"id_column": "customer_id"},
+        clean={"trim_ids": False},
+    )
+    kept = run_pipeline(untrimmed, spark=getattr(engine, "spark", None))
+    assert (kept.ids_trimmed, kept.duplicates, kept.customers) == (0, 0, 62)

@@ -431,6 +431,8 @@ def _quality_table(result: RunResult) -> Table:
     table.add_row("quarantined", f"{result.quarantined:,}")
     for rule, n in sorted(result.quarantined_by_rule.items()):
         table.add_row(f"  {rule}", f"{n:,}")
+    trimming = "on" if result.config.clean.trim_ids else "off (clean.trim_ids)"
+    table.add_row(f"ids trimmed of spaces ({trimming})", f"{result.ids_trimmed:,}")
     table.add_row("duplicate ids resolved", f"{result.duplicates:,}")
     for column, n in sorted(result.imputed.items()):
         table.add_row(f"imputed {column}", f"{n:,}")

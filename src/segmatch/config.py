@@ -95,6 +95,8 @@ class CleanConfig(_Strict):
     """Validation rules, duplicate handling and imputation."""
 
     duplicates: DuplicatesConfig = DuplicatesConfig()
+    #: Remove spaces around ids (' C1 ' is C1): ids that then collide are duplicates.
+    trim_ids: bool = True
     impute: Literal["median", "mean"] = "median"
     ranges: dict[str, tuple[float | None, float | None]] = Field(default_factory=dict)
     max_bad_share: float = Field(0.05, ge=0.0, le=1.0)

@@ -61,6 +61,7 @@ class RunResult:
     duplicates: int
     imputed: dict[str, int]
     model: SegmentModel
+    ids_trimmed: int = 0
     transitions: pa.Table | None = None
     table_versions: dict[str, int] = field(default_factory=dict)
     input_digest: str | None = None
@@ -114,6 +115,7 @@ class RunResult:
             quarantined_by_rule=cleaned.quarantined_by_rule,
             duplicates=cleaned.duplicates,
             imputed=cleaned.imputed,
+            ids_trimmed=cleaned.ids_trimmed,
             model=values["model"],
             transitions=values["exported"].transitions,
             column_plan=[asdict(role) for role in raw.plan.roles],
@@ -148,6 +150,7 @@ class RunResult:
             "quarantined": self.quarantined,
             "quarantined_by_rule": self.quarantined_by_rule,
             "duplicates": self.duplicates,
+            "ids_trimmed": self.ids_trimmed,
             "imputed": self.imputed,
             "transitions": self.transitions.to_pylist() if self.transitions is not None else [],
             "table_versions": self.table_versions,

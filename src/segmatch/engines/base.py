@@ -337,6 +337,11 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     def cast_to_float(self, frame: FrameT, *, columns: Sequence[str]) -> FrameT: ...
 
     @abstractmethod
+    def trim_text(self, frame: FrameT, *, column: str) -> tuple[FrameT, int]:
+        """The frame with surrounding whitespace removed from a text column, and how many
+        values that changed (0 for a column that is not text)."""
+
+    @abstractmethod
     def deduplicate(
         self,
         frame: FrameT,

@@ -23,6 +23,7 @@ class CleanedRows:
     duplicates: int
     imputed: dict[str, int]
     fill_values: dict[str, float]
+    ids_trimmed: int = 0
 
     @property
     def quarantined_share(self) -> float:
@@ -58,7 +59,10 @@ def clean_rows(
     replace the values learned from these rows, as when scoring new customers.
     """
     plan = raw.plan
-    valid, quarantine = engine.split_quarantine(raw.frame, rules=validation_rules(raw))
+    frame, ids_trimmed = raw.frame, 0
+    if config.trim_ids:
+        frame, ids_trimmed = engine.trim_text(frame, column=plan.id_column)
+    valid, quarantine = engine.split_quarantine(frame, rules=validation_rules(raw))
     by_rule = engine.column_stats(
         quarantine, numeric=[], categorical=[QUARANTINE_RULE], center="median"
     ).levels[QUARANTINE_RULE]
@@ -92,6 +96,7 @@ def clean_rows(
         duplicates=duplicates,
         imputed=imputed,
         fill_values=fill_values or {},
+        ids_trimmed=ids_trimmed,
     )
 
 

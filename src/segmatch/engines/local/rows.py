@@ -95,6 +95,13 @@ class PolarsCleaning:
             _as_float(name, frame.schema[name]).fill_nan(None).alias(name) for name in columns
         )
 
+    def trim_text(self, frame: pl.DataFrame, *, column: str) -> tuple[pl.DataFrame, int]:
+        if frame.schema[column] != pl.String:
+            return frame, 0
+        trimmed = pl.col(column).str.strip_chars()
+        changed = frame.select((trimmed != pl.col(column)).sum()).item()
+        return (frame.with_columns(trimmed) if changed else frame), int(changed or 0)
+
     def deduplicate(
         self,
         frame: pl.DataFrame,

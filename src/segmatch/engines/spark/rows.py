@@ -8,6 +8,7 @@ from typing import Literal
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
+from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
 
 from segmatch.encoding import MISSING_LEVEL
 from segmatch.engines.base import (
@@ -102,6 +103,13 @@ class SparkCleaning:
             value = _as_double(name, types[name])
             casts[name] = F.when(F.isnan(value), F.lit(None)).otherwise(value)
         return frame.withColumns(casts) if casts else frame
+
+    def trim_text(self, frame: DataFrame, *, column: str) -> tuple[DataFrame, int]:
+        if not isinstance(frame.schema[column].dataType, T.StringType):
+            return frame, 0
+        trimmed = F.regexp_replace(F.col(column), r"^\s+|\s+$", "")
+        changed = frame.where(trimmed != F.col(column)).count()
+        return (frame.withColumn(column, trimmed) if changed else frame), changed
 
     def deduplicate(
         self,
