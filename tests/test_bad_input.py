@@ -201,3 +201,24 @@ def test_repeated_column_names_stop_the_run_naming_them(engine, tmp_path):
     with pytest.raises(InputError, match=r"repeats the column name\(s\) 'spend'"):
         run_pipeline(make_config(data, tmp_path / "out", engine.name))
     assert_no_output(tmp_path / "out")
+
+
+def test_a_named_feature_with_no_values_stops_the_run_naming_it(engine, tmp_path):
+    rows = good_rows()
+    rows["legacy"] = [None] * len(rows["spend"])
+    data = write_table(rows, tmp_path / "in.parquet")
+    config = make_config(
+        data, tmp_path / "out", engine.name, features={"numeric": ["spend", "legacy"]}
+    )
+    with pytest.raises(ColumnTypeError, match=r"feature column 'legacy' .* has no values"):
+        run_pipeline(config)
+    assert_no_output(tmp_path / "out")
+
+
+def test_only_constant_features_stop_the_run_saying_why(engine, tmp_path):
+    data = write_table(
+        {"idcliente": [f"c{i}" for i in range(30)], "fee": [5.0] * 30}, tmp_path / "in.parquet"
+    )
+    with pytest.raises(ColumnTypeError, match=r"no informative feature left: fee is constant"):
+        run_pipeline(make_config(data, tmp_path / "out", engine.name))
+    assert_no_output(tmp_path / "out")

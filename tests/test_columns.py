@@ -73,3 +73,19 @@ def test_ids_are_trimmed_and_ids_that_then_collide_are_duplicates(engine, tmp_pa
     )
     kept = run_pipeline(untrimmed, spark=getattr(engine, "spark", None))
     assert (kept.ids_trimmed, kept.duplicates, kept.customers) == (0, 0, 62)
+
+
+def test_constant_and_empty_columns_are_left_out_of_default_features(engine, tmp_path):
+    lines = ["customer_id,spend,visits,plan_fee,legacy_score"]
+    lines += [f"c{i},{i % 7},{i % 5},9.9," for i in range(80)]
+    data = tmp_path / "customers.csv"
+    data.write_text("\n".join(lines) + "\n")
+    config = make_config(data, tmp_path / "out", engine.name, input={"id_column": "customer_id"})
+    result = run_pipeline(config, spark=getattr(engine, "spark", None))
+    roles = {entry["column"]: (entry["role"], entry["reason"]) for entry in result.column_plan}
+    assert roles["plan_fee"] == (
+        "ignored",
+        "constant: every value is 9.9, so it tells no customer apart",
+    )
+    assert roles["legacy_score"][0] == "ignored"
+    assert result.model.numeric_columns == ["spend", "visits"]

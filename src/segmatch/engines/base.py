@@ -337,6 +337,13 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     def cast_to_float(self, frame: FrameT, *, columns: Sequence[str]) -> FrameT: ...
 
     @abstractmethod
+    def value_ranges(
+        self, frame: FrameT, *, columns: Sequence[str]
+    ) -> dict[str, tuple[int, float | None, float | None]]:
+        """Per numeric column, in one pass: its count of values (null and NaN left out), its
+        smallest and its largest."""
+
+    @abstractmethod
     def trim_text(self, frame: FrameT, *, column: str) -> tuple[FrameT, int]:
         """The frame with surrounding whitespace removed from a text column, and how many
         values that changed (0 for a column that is not text)."""

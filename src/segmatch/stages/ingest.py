@@ -163,14 +163,29 @@ def plan_columns(
         require(column, "categorical feature")
     _check_log_columns(features.log, numeric)
     as_text = _numeric_stored_as_text(engine, frame, numeric, schema, source)
+    named = features.numeric is not None
+    dropped = _uninformative(engine, frame, [c for c in numeric if c not in as_text])
+    empty_named = [c for c, why in dropped.items() if named and why.startswith("all null")]
+    if empty_named:
+        raise ColumnTypeError(
+            f"feature column {empty_named[0]!r} of {source!r} has no values (every cell is "
+            "empty); remove it from features.numeric"
+        )
+    numeric = [c for c in numeric if c not in dropped]
+    if not numeric and not features.categorical:
+        raise ColumnTypeError(
+            f"input {source!r} has no informative feature left: "
+            + "; ".join(f"{c} is {why}" for c, why in dropped.items())
+        )
     checked = sorted(
         {*numeric, *(c for c in clean.ranges if c not in numeric)}, key=list(schema).index
     )
-    named = features.numeric is not None
 
     def role_of(column: str, kind: str) -> tuple[str, str]:
         if column == config.id_column:
             return "id", "input.id_column"
+        if column in dropped:
+            return "ignored", dropped[column]
         if column in numeric:
             how = "listed in features.numeric" if named else "a numeric column"
             if column in as_text:
@@ -191,7 +206,7 @@ def plan_columns(
         numeric_as_text=tuple(as_text),
         required=(),
         features=tuple(numeric),
-        log=tuple(features.log),
+        log=tuple(c for c in features.log if c in numeric),
         categorical=tuple(features.categorical),
         ranges=dict(clean.ranges),
         transactions=None,
@@ -296,6 +311,17 @@ def _check_header(path: str, separator: str, files: Files) -> None:
         )
 
 
+def _uninformative(engine: Engine, frame: Frame, columns: list[str]) -> dict[str, str]:
+    """Numeric columns that cannot tell customers apart, with why: all null, or constant."""
+    found = {}
+    for column, (values, low, high) in engine.value_ranges(frame, columns=columns).items():
+        if values == 0:
+            found[column] = "all null: every cell is empty"
+        elif low == high:
+            found[column] = f"constant: every value is {low:g}, so it tells no customer apart"
+    return found
+
+
 def _ignored_because(kind: str) -> str:
     if kind == "numeric":
         return "not listed in features.numeric"
@@ -322,6 +348,11 @@ def _numeric_stored_as_text(engine, frame, columns, schema, source) -> list[str]
         if kind == "numeric":
             continue
         if kind != "string":
+            if kind == "other" and engine.value_ranges(frame, columns=[column])[column][0] == 0:
+                raise ColumnTypeError(
+                    f"feature column {column!r} of {source!r} has no values (every cell is "
+                    "empty); remove it from the features"
+                )
             raise ColumnTypeError(
                 f"feature column {column!r} of {source!r} is not numeric (it reads as {kind})"
             )

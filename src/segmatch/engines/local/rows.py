@@ -95,6 +95,19 @@ class PolarsCleaning:
             _as_float(name, frame.schema[name]).fill_nan(None).alias(name) for name in columns
         )
 
+    def value_ranges(
+        self, frame: pl.DataFrame, *, columns: Sequence[str]
+    ) -> dict[str, tuple[int, float | None, float | None]]:
+        if not columns:
+            return {}
+        present = [pl.col(c).cast(pl.Float64).fill_nan(None) for c in columns]
+        row = frame.select(
+            *(v.count().alias(f"n{i}") for i, v in enumerate(present)),
+            *(v.min().alias(f"lo{i}") for i, v in enumerate(present)),
+            *(v.max().alias(f"hi{i}") for i, v in enumerate(present)),
+        ).row(0, named=True)
+        return {c: (row[f"n{i}"], row[f"lo{i}"], row[f"hi{i}"]) for i, c in enumerate(columns)}
+
     def trim_text(self, frame: pl.DataFrame, *, column: str) -> tuple[pl.DataFrame, int]:
         if frame.schema[column] != pl.String:
             return frame, 0

@@ -104,6 +104,21 @@ class SparkCleaning:
             casts[name] = F.when(F.isnan(value), F.lit(None)).otherwise(value)
         return frame.withColumns(casts) if casts else frame
 
+    def value_ranges(
+        self, frame: DataFrame, *, columns: Sequence[str]
+    ) -> dict[str, tuple[int, float | None, float | None]]:
+        if not columns:
+            return {}
+        present = [
+            F.when(~F.isnan(F.col(c).cast("double")), F.col(c).cast("double")) for c in columns
+        ]
+        row = frame.agg(
+            *(F.count(v).alias(f"n{i}") for i, v in enumerate(present)),
+            *(F.min(v).alias(f"lo{i}") for i, v in enumerate(present)),
+            *(F.max(v).alias(f"hi{i}") for i, v in enumerate(present)),
+        ).first()
+        return {c: (row[f"n{i}"], row[f"lo{i}"], row[f"hi{i}"]) for i, c in enumerate(columns)}
+
     def trim_text(self, frame: DataFrame, *, column: str) -> tuple[DataFrame, int]:
         if not isinstance(frame.schema[column].dataType, T.StringType):
             return frame, 0
