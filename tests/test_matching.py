@@ -96,3 +96,40 @@ def test_spark_matches_200k_customers_in_many_bounded_tasks(spark_session):
     assert matches.rows_out == 200_000 * 10
     tasks = matches.frame.select(F.spark_partition_id().alias("task")).distinct().count()
     assert tasks >= matches.cells / 4
+
+
+def score_against(engine, reference, new, session, **settings):
+    from segmatch.stages.match import search_cells, segment_sizes  # noqa: PLC0415
+
+    (ids, points, labels), (new_ids, new_points, new_labels) = reference, new
+    reference = labelled_matrix(engine, ids, points, labels, session)
+    new = labelled_matrix(engine, [f"n{i}" for i in new_ids], new_points, new_labels, session)
+    config = MatchConfig(**settings)
+    cells = search_cells(engine, reference, config=config, sizes=segment_sizes(engine, reference))
+    frame = engine.top_k_against(reference, new, id_column="customer_id", k=10, cells=cells)
+    table = frame if engine.name == "local" else pl.from_arrow(frame.toArrow())
+    return cells, table.sort("customer_id", "rank")
+
+
+def test_spark_and_local_score_new_customers_in_the_same_cells(spark_session):
+    reference, new = customers(20_000, 3), customers(2_000, 3, seed=9)
+    answers = {
+        name: score_against(
+            make_engine(name, session=spark_session),
+            reference,
+            new,
+            spark_session,
+            max_cell_size=1_500,
+        )
+        for name in ("local", "spark")
+    }
+    (local_cells, local_rows), (spark_cells, spark_rows) = answers["local"], answers["spark"]
+    assert local_cells is not None and local_cells.count >= 20_000 / 1_500
+    assert spark_cells is not None and spark_cells.count == local_cells.count
+    assert local_rows["match_id"].to_list() == spark_rows["match_id"].to_list()
+    _, exact = score_against(make_engine("local"), reference, new, None)
+    assert local_rows.height == exact.height == 2_000 * 10
+    threshold = exact.group_by("customer_id").agg(pl.col("distance").max().alias("kth"))
+    found = local_rows.join(threshold, on="customer_id")
+    recall = (found["distance"] <= found["kth"] + 1e-12).mean()
+    assert recall >= 0.95

@@ -493,6 +493,7 @@ SCORING = Plan(
                 "scored": "scored",
                 "reference": "reference",
                 "id_column": "raw.plan.id_column",
+                "model": "model",
             },
             sections={"config": "match"},
             when=_has_reference,

@@ -54,9 +54,6 @@ BlockKernel = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 Combine = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """Merges two blocks' results into one of the same shape (a sum, by default)."""
 
-QueryKernel = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-"""(points, queries, k) → each query's k nearest points (indices, distances)."""
-
 ColumnKind = Literal["numeric", "string", "temporal", "boolean", "other"]
 
 QUARANTINE_RULE = "quarantine_rule"
@@ -513,42 +510,54 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
 
     def top_k_against(
         self,
-        reference: FrameT,
+        reference: MatrixT,
         matrix: MatrixT,
         *,
         id_column: str,
         k: int,
-        kernel: QueryKernel,
+        cells: Cells | None,
     ) -> FrameT:
-        """For each row of ``matrix``, its k nearest rows of ``reference`` (a segments table
-        with pc_* coordinates) within the same segment."""
+        """For each row of ``matrix``, its k nearest rows of ``reference`` (the customers of a
+        training run, as a labelled matrix) within the same segment: searched per segment, or
+        per search cell of ``cells`` (the cell's new rows against the reference rows copied
+        into it)."""
 
-        def per_segment(new: SegmentRows, pool: SegmentRows) -> pa.Table:
-            if len(new.ids) == 0 or len(pool.ids) == 0:
-                id_type = (new if len(new.ids) else pool).ids.type
-                return match_schema(id_column, id_type).empty_table()
-            neighbours, distance = kernel(pool.values, new.values, k)
+        def per_group(group: SegmentRows) -> pa.Table:
+            assert group.home is not None
+            queries, pool = np.flatnonzero(group.home), np.flatnonzero(~group.home)
+            if len(queries) == 0 or len(pool) == 0:
+                return match_schema(id_column, group.ids.type).empty_table()
+            neighbours, distance = kernels.top_k_from(
+                group.values[pool], group.values[queries], k, workers=1
+            )
             return match_rows(
                 id_column,
-                ids=new.ids,
-                labels=new.labels,
-                candidates=pool.ids,
+                ids=group.ids.take(queries),
+                labels=group.labels[queries],
+                candidates=group.ids.take(pool),
                 neighbours=neighbours,
                 distance=distance,
             )
 
-        return self._rows_per_segment_against(reference, matrix, per_segment, id_column=id_column)
+        return self._rows_per_cell_against(reference, matrix, cells, per_group, id_column=id_column)
 
     @abstractmethod
-    def _rows_per_segment_against(
+    def _rows_per_cell_against(
         self,
-        reference: FrameT,
+        reference: MatrixT,
         matrix: MatrixT,
-        per_segment: Callable[[SegmentRows, SegmentRows], pa.Table],
+        cells: Cells | None,
+        per_group: Callable[[SegmentRows], pa.Table],
         *,
         id_column: str,
     ) -> FrameT:
-        """``per_segment(new rows, reference rows)`` for every segment of ``matrix``."""
+        """``per_group`` on each segment (``cells`` None) or each search cell: the new rows
+        (``home`` True) with the reference rows that belong there (every reference row of the
+        segment, or the copies of those probing the cell)."""
+
+    @abstractmethod
+    def reference_matrix(self, reference: FrameT, *, id_column: str, width: int) -> MatrixT:
+        """A segments table (id, segment, pc_1 … pc_width) as a labelled matrix."""
 
     @abstractmethod
     def rows_for_ids(

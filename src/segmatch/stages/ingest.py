@@ -164,13 +164,16 @@ def plan_columns(
     _check_log_columns(features.log, numeric)
     as_text = _numeric_stored_as_text(engine, frame, numeric, schema, source)
     named = features.numeric is not None
-    dropped = _uninformative(engine, frame, [c for c in numeric if c not in as_text])
-    empty_named = [c for c, why in dropped.items() if named and why.startswith("all null")]
+    uninformative = _uninformative(engine, frame, [c for c in numeric if c not in as_text])
+    empty_named = [c for c, why in uninformative.items() if named and why.startswith("all null")]
     if empty_named:
         raise ColumnTypeError(
             f"feature column {empty_named[0]!r} of {source!r} has no values (every cell is "
             "empty); remove it from features.numeric"
         )
+    # A column the user named is kept (a model scores with the features it was fitted on);
+    # the plan still says it is constant here.
+    dropped = {} if named else uninformative
     numeric = [c for c in numeric if c not in dropped]
     if not numeric and not features.categorical:
         raise ColumnTypeError(
@@ -188,6 +191,8 @@ def plan_columns(
             return "ignored", dropped[column]
         if column in numeric:
             how = "listed in features.numeric" if named else "a numeric column"
+            if column in uninformative:
+                how += f"; {uninformative[column]}"
             if column in as_text:
                 how += "; stored as text, cells that are not numbers are cleaned like blanks"
             return "numeric feature", how

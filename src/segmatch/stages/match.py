@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segmatch import cells as search_cells
+from segmatch import cells as search_cells_module
 from segmatch import kernels
 from segmatch.config import MatchConfig
 from segmatch.engines.base import Engine, Frame, Matrix
@@ -41,17 +41,7 @@ def match_lookalikes(
     """
     matrix = clustering.matrix
     sizes = dict(zip(clustering.segment_ids.tolist(), clustering.sizes.tolist(), strict=True))
-    cap = config.max_cell_size or engine.default_max_cell_size
-    cells = None
-    if cap is not None and max(sizes.values()) > cap:
-        sample = engine.sample_rows(
-            matrix,
-            rows=search_cells.sample_rows_needed(sizes, max_cell_size=cap),
-            seed=SAMPLE_SEED,
-        )
-        cells = search_cells.plan_cells(
-            sample.values, sample.labels, sizes, max_cell_size=cap, probes=config.probes
-        )
+    cells = search_cells(engine, matrix, config=config, sizes=sizes)
     frame = engine.top_k_within_segments(matrix, id_column=id_column, k=config.top_k, cells=cells)
     cell_sizes = list(sizes.values()) if cells is None else _cell_sizes(engine, matrix, cells)
     return Matches(
@@ -72,7 +62,44 @@ def match_lookalikes(
     )
 
 
-def _cell_sizes(engine: Engine, matrix: Matrix, cells: search_cells.Cells) -> np.ndarray:
+def search_cells(
+    engine: Engine, matrix: Matrix, *, config: MatchConfig, sizes: dict[int, int]
+) -> search_cells_module.Cells | None:
+    """Cells for the segments larger than the cap (None: every segment is searched whole)."""
+    cap = config.max_cell_size or engine.default_max_cell_size
+    if cap is None or not sizes or max(sizes.values()) <= cap:
+        return None
+    sample = engine.sample_rows(
+        matrix,
+        rows=search_cells_module.sample_rows_needed(sizes, max_cell_size=cap),
+        seed=SAMPLE_SEED,
+    )
+    return search_cells_module.plan_cells(
+        sample.values, sample.labels, sizes, max_cell_size=cap, probes=config.probes
+    )
+
+
+def segment_sizes(engine: Engine, matrix: Matrix) -> dict[int, int]:
+    """Customers per segment of a labelled matrix, in one pass."""
+
+    def kernel(_values: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        assert labels is not None
+        found, counts = np.unique(labels, return_counts=True)
+        return np.stack([found, counts]).astype(np.float64).T.ravel()
+
+    pairs = engine.reduce_blocks(matrix, kernel=kernel, combine=_merge_counts).reshape(-1, 2)
+    return {int(segment): int(count) for segment, count in pairs}
+
+
+def _merge_counts(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Two blocks' (segment, count) pairs as one list of pairs."""
+    merged: dict[float, float] = {}
+    for segment, count in np.concatenate([first, second]).reshape(-1, 2):
+        merged[segment] = merged.get(segment, 0.0) + count
+    return np.array(sorted(merged.items()), dtype=np.float64).ravel()
+
+
+def _cell_sizes(engine: Engine, matrix: Matrix, cells: search_cells_module.Cells) -> np.ndarray:
     """Customers whose home is each cell, counted in one pass."""
 
     def kernel(values: np.ndarray, labels: np.ndarray | None) -> np.ndarray:

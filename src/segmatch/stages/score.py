@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segmatch import kernels
 from segmatch.config import MatchConfig
 from segmatch.engines.base import Engine, Frame, Matrix
 from segmatch.errors import ModelError
 from segmatch.model import SegmentModel
 from segmatch.stages.features import Features
+from segmatch.stages.match import search_cells, segment_sizes
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,13 @@ def apply_model(engine: Engine, *, features: Features, model: SegmentModel) -> S
 
 
 def find_lookalikes(
-    engine: Engine, *, config: MatchConfig, scored: Scored, reference: str, id_column: str
+    engine: Engine,
+    *,
+    config: MatchConfig,
+    scored: Scored,
+    reference: str,
+    id_column: str,
+    model: SegmentModel,
 ) -> Lookalikes:
     """Top-k existing customers (from a run's segments table) in each new customer's segment."""
     segments = engine.read(
@@ -56,7 +62,13 @@ def find_lookalikes(
         types={},
         separator=",",
     )
+    reference_matrix = engine.reference_matrix(
+        segments, id_column=id_column, width=model.components_.shape[0]
+    )
+    cells = search_cells(
+        engine, reference_matrix, config=config, sizes=segment_sizes(engine, reference_matrix)
+    )
     frame = engine.top_k_against(
-        segments, scored.matrix, id_column=id_column, k=config.top_k, kernel=kernels.top_k_from
+        reference_matrix, scored.matrix, id_column=id_column, k=config.top_k, cells=cells
     )
     return Lookalikes(frame, scored.rows_out, engine.count(frame))

@@ -130,26 +130,53 @@ class PolarsResults:
                 task.advance(int(home.sum()))
         return pl.from_arrow(pa.concat_tables(parts))
 
-    def _rows_per_segment_against(
+    def reference_matrix(
+        self, reference: pl.DataFrame, *, id_column: str, width: int
+    ) -> LocalMatrix:
+        return LocalMatrix(
+            ids=reference.get_column(id_column),
+            values=reference.select(f"pc_{j + 1}" for j in range(width)).to_numpy(),
+            labels=reference.get_column("segment").cast(pl.Int32).to_numpy(),
+        )
+
+    def _rows_per_cell_against(
         self,
-        reference: pl.DataFrame,
+        reference: LocalMatrix,
         matrix: LocalMatrix,
-        per_segment: Callable[[SegmentRows, SegmentRows], pa.Table],
+        cells: Cells | None,
+        per_group: Callable[[SegmentRows], pa.Table],
         *,
         id_column: str,
     ) -> pl.DataFrame:
-        coordinates = [f"pc_{j + 1}" for j in range(matrix.values.shape[1])]
-        labels = labels_of(matrix)
-        ids = matrix.ids.to_arrow()
+        new_labels, old_labels = labels_of(matrix), labels_of(reference)
+        if cells is None:
+            new_group, old_rows, old_group = new_labels, np.arange(len(old_labels)), old_labels
+        else:
+            new_group = cells.homes(matrix.values, new_labels)
+            nearest = cells.nearest(reference.values, old_labels)
+            old_rows, probe = np.nonzero(nearest >= 0)
+            old_group = nearest[old_rows, probe]
+        new_ids = matrix.ids.to_arrow()
+        old_ids = reference.ids.to_arrow().cast(new_ids.type)
+        new_order = np.argsort(new_group, kind="stable")
+        old_order = np.argsort(old_group, kind="stable")
+        groups = np.unique(new_group)
+        new_bounds = np.searchsorted(new_group[new_order], groups, side="left")
+        new_ends = np.searchsorted(new_group[new_order], groups, side="right")
+        old_bounds = np.searchsorted(old_group[old_order], groups, side="left")
+        old_ends = np.searchsorted(old_group[old_order], groups, side="right")
         parts = []
-        for segment in np.unique(labels):
-            members = np.flatnonzero(labels == segment)
-            pool = reference.filter(pl.col("segment") == int(segment))
-            new = SegmentRows(ids.take(members), labels[members], matrix.values[members])
-            existing = SegmentRows(
-                pool.get_column(id_column).to_arrow(),
-                pool.get_column("segment").to_numpy(),
-                pool.select(coordinates).to_numpy(),
+        for g in range(len(groups)):
+            new = new_order[new_bounds[g] : new_ends[g]]
+            old = old_rows[old_order[old_bounds[g] : old_ends[g]]]
+            parts.append(
+                per_group(
+                    SegmentRows(
+                        pa.chunked_array([new_ids.take(new), old_ids.take(old)]),
+                        np.concatenate([new_labels[new], old_labels[old]]),
+                        np.vstack([matrix.values[new], reference.values[old]]),
+                        np.concatenate([np.ones(len(new), bool), np.zeros(len(old), bool)]),
+                    )
+                )
             )
-            parts.append(per_segment(new, existing))
         return pl.from_arrow(pa.concat_tables(parts)) if parts else pl.DataFrame()

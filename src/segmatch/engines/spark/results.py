@@ -133,60 +133,101 @@ class SparkResults:
         id_column: str,
     ) -> DataFrame:
         columns, source_id = matrix.value_columns, matrix.id_column
-        selected = matrix.frame.select(source_id, *columns, LABEL)
-
-        def copies(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            for batch in batches:
-                nearest = cells.nearest(matrix_of(batch, columns), batch.column(LABEL).to_numpy())
-                rows, probe = np.nonzero(nearest >= 0)
-                chosen = batch.take(pa.array(rows))
-                yield pa.RecordBatch.from_arrays(
-                    [*chosen.columns, pa.array(nearest[rows, probe]), pa.array(probe == 0)],
-                    names=[*chosen.schema.names, CELL, HOME],
-                )
-
-        def rows_of(group: pa.Table) -> pa.Table:
-            # Own rows first: the search queries the first rows of the cell.
-            group = group.take(pa.array(np.argsort(~group.column(HOME).to_numpy(), kind="stable")))
-            rows = _segment_rows(group, source_id, columns)
-            return per_cell(replace(rows, home=group.column(HOME).to_numpy()))
-
-        placed = selected.mapInArrow(
-            copies,
-            T.StructType(
-                [
-                    *selected.schema.fields,
-                    T.StructField(CELL, T.IntegerType(), nullable=False),
-                    T.StructField(HOME, T.BooleanType(), nullable=False),
-                ]
-            ),
+        placed = _placed(
+            matrix.frame.select(source_id, *columns, LABEL), cells, columns, asked=None
         )
         schema = _match_schema(matrix.frame, source_id, id_column)
-        # One partition per cell (hash-placed): the tasks grow with the customers, each
-        # holding a few cells at most, and adaptive execution keeps the count as asked.
-        placed = placed.repartition(cells.count, CELL)
-        return persist(placed.groupBy(CELL).applyInArrow(rows_of, schema))
+        return _search_groups(
+            placed, cells, per_cell, id_column=source_id, columns=columns, schema=schema
+        )
 
-    def _rows_per_segment_against(
+    def reference_matrix(self, reference: DataFrame, *, id_column: str, width: int) -> SparkMatrix:
+        frame = reference.select(
+            id_column,
+            *(F.col(f"pc_{j + 1}").cast("double").alias(f"x{j}") for j in range(width)),
+            F.col("segment").cast("int").alias(LABEL),
+        )
+        return SparkMatrix(frame, id_column, width, labelled=True)
+
+    def _rows_per_cell_against(
         self,
-        reference: DataFrame,
+        reference: SparkMatrix,
         matrix: SparkMatrix,
-        per_segment: Callable[[SegmentRows, SegmentRows], pa.Table],
+        cells: Cells | None,
+        per_group: Callable[[SegmentRows], pa.Table],
         *,
         id_column: str,
     ) -> DataFrame:
-        coordinates = [f"pc_{j + 1}" for j in range(matrix.width)]
         columns, source_id = matrix.value_columns, matrix.id_column
+        id_type = matrix.frame.schema[source_id].dataType
+        new = matrix.frame.select(source_id, *columns, LABEL)
+        old = reference.frame.select(
+            F.col(reference.id_column).cast(id_type).alias(source_id), *columns, LABEL
+        )
+        placed = _placed(new, cells, columns, asked=True).unionByName(
+            _placed(old, cells, columns, asked=False)
+        )
+        schema = _match_schema(matrix.frame, source_id, id_column)
+        return _search_groups(
+            placed, cells, per_group, id_column=source_id, columns=columns, schema=schema
+        )
 
-        def rows_of(new: pa.Table, pool: pa.Table) -> pa.Table:
-            return per_segment(
-                _segment_rows(new, source_id, columns), _segment_rows(pool, id_column, coordinates)
+
+def _placed(
+    selected: DataFrame, cells: Cells | None, columns: Sequence[str], *, asked: bool | None
+) -> DataFrame:
+    """``selected`` rows with the group each is searched in (``CELL``) and whether it is asked
+    there (``HOME``). ``asked`` True: new customers, in their home cell; False: reference
+    customers, copied to the cells they probe, never asked; None: a run's own customers,
+    copied to the cells they probe and asked in their home cell. Without cells the group is
+    the segment."""
+    if cells is None:
+        return selected.withColumns({CELL: F.col(LABEL), HOME: F.lit(bool(asked))})
+
+    def place(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            nearest = cells.nearest(matrix_of(batch, columns), batch.column(LABEL).to_numpy())
+            if asked:
+                nearest = nearest[:, :1]
+            rows, probe = np.nonzero(nearest >= 0)
+            home = probe == 0 if asked is None else np.full(len(rows), asked)
+            chosen = batch.take(pa.array(rows))
+            yield pa.RecordBatch.from_arrays(
+                [*chosen.columns, pa.array(nearest[rows, probe]), pa.array(home)],
+                names=[*chosen.schema.names, CELL, HOME],
             )
 
-        schema = _match_schema(matrix.frame, source_id, id_column)
-        new = matrix.frame.select(source_id, *columns, LABEL).groupBy(LABEL)
-        pool = reference.select(id_column, *coordinates, F.col("segment").cast("int").alias(LABEL))
-        return new.cogroup(pool.groupBy(LABEL)).applyInArrow(rows_of, schema)
+    schema = T.StructType(
+        [
+            *selected.schema.fields,
+            T.StructField(CELL, T.IntegerType(), nullable=False),
+            T.StructField(HOME, T.BooleanType(), nullable=False),
+        ]
+    )
+    return selected.mapInArrow(place, schema)
+
+
+def _search_groups(
+    placed: DataFrame,
+    cells: Cells | None,
+    search: Callable[[SegmentRows], pa.Table],
+    *,
+    id_column: str,
+    columns: Sequence[str],
+    schema: T.StructType,
+) -> DataFrame:
+    """``search`` on each group's rows (asked rows first), the answers persisted once."""
+
+    def rows_of(group: pa.Table) -> pa.Table:
+        group = group.take(pa.array(np.argsort(~group.column(HOME).to_numpy(), kind="stable")))
+        rows = _segment_rows(group, id_column, columns)
+        return search(replace(rows, home=group.column(HOME).to_numpy()))
+
+    if cells is not None:
+        # One partition per cell (hash-placed): the tasks grow with the customers, each
+        # holding a few cells at most, and adaptive execution keeps the count as asked.
+        placed = placed.repartition(cells.count, CELL)
+    return persist(placed.groupBy(CELL).applyInArrow(rows_of, schema))
 
 
 def _segment_rows(group: pa.Table, id_column: str, value_columns: Sequence[str]) -> SegmentRows:
