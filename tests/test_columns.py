@@ -89,3 +89,37 @@ def test_constant_and_empty_columns_are_left_out_of_default_features(engine, tmp
     )
     assert roles["legacy_score"][0] == "ignored"
     assert result.model.numeric_columns == ["spend", "visits"]
+
+
+def test_absurd_magnitudes_are_quarantined_naming_the_column(engine, tmp_path):
+    lines = ["customer_id,spend,visits"]
+    lines += [f"c{i},{i % 7},{i % 5}" for i in range(200)]
+    lines += ["huge,1e308,2", "endless,inf,3"]
+    data = tmp_path / "customers.csv"
+    data.write_text("\n".join(lines) + "\n")
+    config = make_config(data, tmp_path / "out", engine.name, input={"id_column": "customer_id"})
+    result = run_pipeline(config, spark=getattr(engine, "spark", None))
+    assert result.quarantined_by_rule == {"too_large": 1, "not_finite": 1}
+    quarantine = read_delta(tmp_path / "out" / "quarantine").to_pylist()
+    assert {(r["customer_id"], r["quarantine_column"]) for r in quarantine} == {
+        ("huge", "spend"),
+        ("endless", "spend"),
+    }
+    assert result.rows_in == result.customers + result.quarantined + result.duplicates
+
+
+def test_a_k_at_the_edge_of_the_range_is_a_warning(tmp_path):
+    lines = ["customer_id,spend,visits"]
+    centres = [(0, 0), (100, 0), (0, 100)]
+    lines += [f"c{i},{centres[i % 3][0] + i % 5},{centres[i % 3][1] + i % 4}" for i in range(300)]
+    data = tmp_path / "customers.csv"
+    data.write_text("\n".join(lines) + "\n")
+    config = make_config(
+        data,
+        tmp_path / "out",
+        input={"id_column": "customer_id"},
+        cluster={"k_min": 2, "k_max": 3},
+    )
+    result = run_pipeline(config)
+    assert result.k == 3
+    assert any("at the top of the range 2–3" in w for w in result.warnings)

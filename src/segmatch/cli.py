@@ -369,6 +369,8 @@ def show_summary(result: RunResult) -> None:
             f"{result.model_version}{moved}"
         )
     out.print(_column_plan_line(result.column_plan))
+    for warning in result.warnings:
+        out.print(f"[yellow]warning:[/] {warning}")
     out.print(_segments_table(result))
     if result.matching:
         out.print(_matching_line(result.matching))

@@ -161,7 +161,38 @@ class RunResult:
             "partition_plan": self.partition_plan,
             "matching": self.matching,
             "column_plan": self.column_plan,
+            "warnings": self.warnings,
         }
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a user should look at before trusting the segmentation."""
+        found = []
+        sweep = self.config.cluster
+        if sweep.k is None and sweep.k_min < sweep.k_max and self.k in (sweep.k_min, sweep.k_max):
+            edge, key, other = (
+                ("top", "k_max", "larger")
+                if self.k == sweep.k_max
+                else ("bottom", "k_min", "smaller")
+            )
+            found.append(
+                f"k = {self.k} is at the {edge} of the range {sweep.k_min}–{sweep.k_max}: widen "
+                f"cluster.{key} to see whether a {other} k scores better"
+            )
+        smallest = min(self.sizes) / max(sum(self.sizes), 1)
+        if sweep.min_cluster_share and smallest < 1.5 * sweep.min_cluster_share:
+            found.append(
+                f"the smallest segment holds {smallest:.1%} of the customers, near "
+                f"cluster.min_cluster_share ({sweep.min_cluster_share:.1%})"
+            )
+        left_out = [
+            f"{entry['column']} ({entry['reason'].split(':')[0]})"
+            for entry in self.column_plan
+            if entry["role"] == "ignored" and entry["reason"].startswith(("constant", "all null"))
+        ]
+        if left_out:
+            found.append(f"numeric columns left out of the features: {', '.join(left_out)}")
+        return found
 
     @property
     def moved_customers(self) -> int:

@@ -9,6 +9,9 @@ from segmatch.engines.base import QUARANTINE_RULE, Engine, Frame, Rule
 from segmatch.errors import DataQualityError
 from segmatch.stages.ingest import RawInput
 
+#: The largest magnitude a feature value may have (its square must stay finite, summed).
+MAX_MAGNITUDE = 1e150
+
 
 @dataclass(frozen=True)
 class CleanedRows:
@@ -37,6 +40,12 @@ def validation_rules(raw: RawInput) -> list[Rule]:
     rules += [Rule("missing_value", column, "not_null") for column in plan.required]
     rules += [Rule("not_numeric", column, "numeric") for column in plan.numeric_as_text]
     rules += [Rule("not_finite", column, "finite") for column in plan.validated_numeric]
+    # Past this magnitude a value's square overflows the moments that scaling and PCA sum.
+    rules += [
+        Rule("too_large", column, "range", low=-MAX_MAGNITUDE, high=MAX_MAGNITUDE)
+        for column in plan.features
+        if column in plan.validated_numeric
+    ]
     rules += [
         Rule("out_of_range", column, "range", low=low, high=high)
         for column, (low, high) in plan.ranges.items()

@@ -26,6 +26,9 @@ CATEGORY_FEATURE = "distinct_categories"
 
 #: Enough of a CSV file's start to hold its header line.
 HEADER_BYTES = 1 << 20
+#: Values of each text column looked at to tell a column of numbers stored as text.
+NUMBER_SAMPLE = 1000
+NUMBER_SHARE = 0.95
 #: A text column is a numeric feature with a few bad values only if most values parse.
 MIN_PARSED_SHARE = 0.5
 
@@ -147,11 +150,13 @@ def plan_columns(
         )
 
     excluded = {config.id_column, clean.duplicates.order_by, *features.categorical}
-    numeric = (
-        list(features.numeric)
-        if features.numeric is not None
-        else [c for c, kind in schema.items() if kind == "numeric" and c not in excluded]
-    )
+    if features.numeric is not None:
+        numeric = list(features.numeric)
+    else:
+        as_numbers = _numbers_as_text(engine, frame, schema, excluded)
+        numeric = [
+            c for c in schema if c not in excluded and (schema[c] == "numeric" or c in as_numbers)
+        ]
     if not numeric and not features.categorical:
         raise ColumnTypeError(
             f"input {source!r} has no numeric column to use as a feature besides the id "
@@ -335,6 +340,30 @@ def _ignored_because(kind: str) -> str:
     if kind == "temporal":
         return "a date or time: not a feature (transactions derive recency from one)"
     return f"a {kind} column: not a feature"
+
+
+def _numbers_as_text(engine: Engine, frame: Frame, schema: dict, excluded: set) -> set[str]:
+    """Text columns whose first values are nearly all numbers (a column with a few junk or
+    blank cells, or a reader that did not take ``inf`` for a number): numeric features, their
+    bad cells cleaned like blanks."""
+    text = [c for c, kind in schema.items() if kind == "string" and c not in excluded]
+    if not text:
+        return set()
+    head = engine.to_arrow(frame, limit=NUMBER_SAMPLE).select(text).to_pydict()
+    found = set()
+    for column, values in head.items():
+        present = [v.strip() for v in values if v is not None and v.strip()]
+        if present and sum(_is_number(v) for v in present) >= NUMBER_SHARE * len(present):
+            found.add(column)
+    return found
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_log_columns(log: list[str], numeric: list[str]) -> None:
