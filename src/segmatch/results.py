@@ -169,7 +169,9 @@ class RunResult:
         """What a user should look at before trusting the segmentation."""
         found = []
         sweep = self.config.cluster
-        if sweep.k is None and sweep.k_min < sweep.k_max and self.k in (sweep.k_min, sweep.k_max):
+        # k = 2 at the bottom of a range that starts at 2 has nowhere smaller to go.
+        edges = {sweep.k_max, *([sweep.k_min] if sweep.k_min > 2 else [])}
+        if sweep.k is None and sweep.k_min < sweep.k_max and self.k in edges:
             edge, key, other = (
                 ("top", "k_max", "larger")
                 if self.k == sweep.k_max
