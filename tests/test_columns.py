@@ -123,3 +123,15 @@ def test_a_k_at_the_edge_of_the_range_is_a_warning(tmp_path):
     result = run_pipeline(config)
     assert result.k == 3
     assert any("at the top of the range 2–3" in w for w in result.warnings)
+
+
+def test_a_gzipped_csv_is_read_as_csv(engine, tmp_path):
+    import gzip  # noqa: PLC0415
+
+    rows = "\n".join(f"{i:04d},{i % 7},{i % 5}" for i in range(90))
+    data = tmp_path / "customers.csv.gz"
+    data.write_bytes(gzip.compress(f"customer_id,spend,visits\n{rows}\n".encode()))
+    config = make_config(data, tmp_path / "out", engine.name, input={"id_column": "customer_id"})
+    result = run_pipeline(config, spark=getattr(engine, "spark", None))
+    assert result.customers == 90
+    assert "0007" in read_delta(tmp_path / "out" / "segments")["customer_id"].to_pylist()

@@ -24,6 +24,8 @@ BEHAVIOUR_FEATURES = (
 )
 CATEGORY_FEATURE = "distinct_categories"
 
+#: Compression both engines read by a CSV file's extension.
+COMPRESSED_SUFFIXES = {".gz"}
 #: Enough of a CSV file's start to hold its header line.
 HEADER_BYTES = 1 << 20
 #: Values of each text column looked at to tell a column of numbers stored as text.
@@ -414,7 +416,10 @@ def _detect_format(path: str, fmt: str, files: Files) -> str:
         if any(entry.relative.endswith(".parquet") for entry in files.list_files(path)):
             return "parquet"
         raise InputError(f"input folder {path!r} holds neither a Delta table nor Parquet files")
-    suffix = PurePosixPath(name_of(path)).suffix.lower()
+    suffixes = [s.lower() for s in PurePosixPath(name_of(path)).suffixes]
+    if len(suffixes) > 1 and suffixes[-1] in COMPRESSED_SUFFIXES:
+        suffixes.pop()  # customers.csv.gz is a CSV file, compressed; both readers inflate it
+    suffix = suffixes[-1] if suffixes else ""
     if suffix in {".csv", ".txt", ".tsv"}:
         return "csv"
     if suffix in {".parquet", ".pq"}:
