@@ -135,3 +135,34 @@ def test_a_gzipped_csv_is_read_as_csv(engine, tmp_path):
     result = run_pipeline(config, spark=getattr(engine, "spark", None))
     assert result.customers == 90
     assert "0007" in read_delta(tmp_path / "out" / "segments")["customer_id"].to_pylist()
+
+
+def test_a_cp1252_export_with_semicolons_is_read_with_its_encoding(engine, tmp_path):
+    rows = [f"ç{i:03d};{i % 7};{i % 5};{'São Paulo' if i % 2 else 'Brasília'}" for i in range(80)]
+    data = tmp_path / "clientes.csv"
+    data.write_bytes(("código;gasto;visitas;cidade\n" + "\n".join(rows) + "\n").encode("cp1252"))
+    config = make_config(
+        data,
+        tmp_path / "out",
+        engine.name,
+        input={"id_column": "código", "csv_separator": ";", "encoding": "cp1252"},
+    )
+    result = run_pipeline(config, spark=getattr(engine, "spark", None))
+    roles = {entry["column"]: entry["role"] for entry in result.column_plan}
+    assert roles == {
+        "código": "id",
+        "gasto": "numeric feature",
+        "visitas": "numeric feature",
+        "cidade": "ignored",
+    }
+    assert "ç007" in read_delta(tmp_path / "out" / "segments")["código"].to_pylist()
+
+
+def test_an_unknown_encoding_is_named():
+    import pytest  # noqa: PLC0415
+
+    from segmatch.config import build_config  # noqa: PLC0415
+    from segmatch.errors import ConfigError  # noqa: PLC0415
+
+    with pytest.raises(ConfigError, match="unknown text encoding 'latin-9000'"):
+        build_config({"input": {"path": "x.csv", "encoding": "latin-9000"}}, source="test")

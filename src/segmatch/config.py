@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import typing
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segmatch.errors import ConfigError, did_you_mean
 from segmatch.locations import TABLE_NAME_PART, is_table_name, is_uri
@@ -64,8 +65,21 @@ class InputConfig(_Strict):
     id_column: str = "idcliente"
     types: dict[str, ColumnType] = Field(default_factory=dict)
     csv_separator: str = Field(",", min_length=1, max_length=1)
+    #: The text encoding of a CSV input (utf-8 with or without BOM; latin-1, cp1252 …).
+    encoding: str = "utf-8"
     version: int | None = Field(None, ge=0)
     transactions: TransactionsConfig | None = None
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(
+                f"unknown text encoding {value!r} (e.g. utf-8, latin-1, cp1252)"
+            ) from None
+        return value
 
     @model_validator(mode="after")
     def _transactions_need_mapping(self) -> InputConfig:

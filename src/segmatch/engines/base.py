@@ -278,8 +278,10 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         types: dict[str, str],
         separator: str,
         version: int | None = None,
+        encoding: str = "utf-8",
     ) -> FrameT:
-        """Read a file, a folder of Parquet files, or a Delta table (at ``version``)."""
+        """Read a file, a folder of Parquet files, or a Delta table (at ``version``); a CSV
+        file's text in ``encoding`` (a Python codec name)."""
 
     @abstractmethod
     def schema(self, frame: FrameT) -> dict[str, ColumnKind]: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from dataclasses import dataclass
@@ -96,7 +97,7 @@ def read_input(
             f"{str(path)!r} is {fmt}"
         )
     if fmt == "csv":
-        _check_header(path, config.csv_separator, files)
+        _check_header(path, config.csv_separator, config.encoding, files)
     # Ids are read as written: numeric inference would turn 007 into 7 and 10001 into 10001.0.
     types = {config.id_column: "str", **config.types} if fmt == "csv" else dict(config.types)
     frame = engine.read(
@@ -105,6 +106,7 @@ def read_input(
         types=types,
         separator=config.csv_separator,
         version=config.version,
+        encoding=config.encoding,
     )
     source = path
     if config.id_column in engine.schema(frame):
@@ -301,7 +303,7 @@ def _plan_transactions(
     )
 
 
-def _check_header(path: str, separator: str, files: Files) -> None:
+def _check_header(path: str, separator: str, encoding: str, files: Files) -> None:
     """Stop on repeated column names, which readers would rename and use silently."""
     if files.is_dir(path):
         entries = [e for e in files.list_files(path) if not e.relative.startswith((".", "_"))]
@@ -312,7 +314,10 @@ def _check_header(path: str, separator: str, files: Files) -> None:
         first = path
     filesystem, inner = files.resolve(first)
     with filesystem.open_input_stream(inner) as stream:
-        head = stream.read(HEADER_BYTES).decode("utf-8-sig", errors="replace")
+        head = stream.read(HEADER_BYTES)
+    if codecs.lookup(encoding).name == "utf-8":
+        encoding = "utf-8-sig"
+    head = head.decode(encoding, errors="replace")
     header = next(csv.reader(io.StringIO(head.split("\n", 1)[0]), delimiter=separator), [])
     names = [name.strip() for name in header]
     repeated = sorted({name for name in names if names.count(name) > 1})

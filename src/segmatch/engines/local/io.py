@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import io
 from typing import Literal
 
@@ -42,14 +43,20 @@ class PolarsStorage:
         types: dict[str, str],
         separator: str,
         version: int | None = None,
+        encoding: str = "utf-8",
     ) -> pl.DataFrame:
         overrides = {name: _POLARS_TYPES[kind] for name, kind in types.items()}
         options = self.storage_options or None
         try:
             if fmt == "csv":
+                source = path
+                if codecs.lookup(encoding).name != "utf-8":
+                    # Polars reads UTF-8 only: other encodings are decoded here first.
+                    text = Files(self.storage_options).read_bytes(path).decode(encoding)
+                    source = io.BytesIO(text.encode("utf-8"))
                 frame = _with_dates(
                     pl.read_csv(
-                        path,
+                        source,
                         storage_options=options,
                         infer_schema_length=None,
                         separator=separator,

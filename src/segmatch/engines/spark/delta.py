@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pyspark.errors import AnalysisException, PySparkException
@@ -21,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
 
+from segmatch.engines.spark.frames import session_settings
 from segmatch.engines.spark.session import DELTA_EXTENSION, delta_settings
 from segmatch.errors import ConfigError, EngineUnavailableError, InputError
 from segmatch.locations import is_table_name, name_of, quoted_table_name
@@ -145,7 +145,7 @@ class SparkDelta:
             # append creates a named table (CREATE TABLE AS SELECT).
             settings = {"spark.databricks.delta.commitInfo.userMetadata": user_metadata}
             try:
-                with _session_settings(self.spark, settings):
+                with session_settings(self.spark, settings):
                     if named:
                         writer.saveAsTable(quoted_table_name(location))
                     else:
@@ -197,7 +197,7 @@ class SparkDelta:
                 "spark.databricks.delta.write.txnVersion": str(BATCH_VERSION),
             }
         try:
-            with _session_settings(self.spark, settings):
+            with session_settings(self.spark, settings):
                 self.spark.sql(
                     f"MERGE INTO {_sql_target(location)} t USING {view} s ON {on} "
                     f"{update}WHEN NOT MATCHED THEN INSERT *"
@@ -250,19 +250,3 @@ def _plain_strings(frame: DataFrame) -> DataFrame:
             for f in frame.schema.fields
         )
     )
-
-
-@contextmanager
-def _session_settings(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
-    """Session settings for one statement, the previous values restored after it."""
-    previous = {key: spark.conf.get(key, None) for key in settings}
-    for key, value in settings.items():
-        spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 from typing import Literal
 
@@ -36,6 +37,12 @@ _SPARK_TYPES = {
 }
 
 
+#: The charsets Spark 4 reads CSV in (others need a legacy setting checked at every read).
+_SPARK_CHARSETS = {"UTF-8", "ISO-8859-1", "US-ASCII", "UTF-16", "UTF-16BE", "UTF-16LE", "UTF-32"}
+#: Python codec names Java spells differently.
+_JAVA_CHARSETS = {"utf-8": "UTF-8", "iso8859-1": "ISO-8859-1", "cp1252": "windows-1252"}
+
+
 class SparkStorage:
     """Reads inputs, stages outputs as Parquet, checkpoints frames and matrices."""
 
@@ -47,10 +54,16 @@ class SparkStorage:
         types: dict[str, str],
         separator: str,
         version: int | None = None,
+        encoding: str = "utf-8",
     ) -> DataFrame:
         try:
             if fmt == "csv":
-                options = {"header": True, "sep": separator, "mode": "FAILFAST"}
+                options = {
+                    "header": True,
+                    "sep": separator,
+                    "mode": "FAILFAST",
+                    "encoding": _spark_charset(encoding),
+                }
                 inferred = self.spark.read.csv(
                     str(path), inferSchema=True, samplingRatio=1.0, **options
                 ).schema
@@ -62,7 +75,9 @@ class SparkStorage:
                         for f in inferred.fields
                     ]
                 )
-                frame = self.spark.read.csv(str(path), schema=schema, **options)
+                frame = _single_byte_text(
+                    self.spark.read.csv(str(path), schema=schema, **options), encoding
+                )
             elif fmt == "parquet":
                 # Hive partition folders (``country=BR/``) become columns; any other folder
                 # layout is read file by file, whatever its nesting.
@@ -118,6 +133,40 @@ class SparkStorage:
     def load_matrix(self, *, folder: str) -> SparkMatrix:
         meta = json.loads(Files(self.storage_options).read_text(join(folder, "matrix.json")))
         return SparkMatrix(frame=persist(self.spark.read.parquet(join(folder, "rows"))), **meta)
+
+
+def _spark_charset(encoding: str) -> str:
+    """The charset Spark reads a CSV in: its own name for the encoding, or, for a one-byte
+    encoding Spark 4 does not take (cp1252 …), ISO-8859-1, translated after reading."""
+    name = _JAVA_CHARSETS.get(codecs.lookup(encoding).name, encoding.upper())
+    if name in _SPARK_CHARSETS:
+        return name
+    if len(bytes(range(256)).decode(encoding, errors="replace")) != 256:
+        raise InputError(
+            f"Spark reads CSV only in {', '.join(sorted(_SPARK_CHARSETS))} or a one-byte "
+            f"encoding; {encoding!r} is neither: convert the file to UTF-8"
+        )
+    return "ISO-8859-1"
+
+
+def _single_byte_text(frame: DataFrame, encoding: str) -> DataFrame:
+    """Text read as ISO-8859-1 turned into ``encoding``'s characters (names included): each
+    byte is one character in both, so a translation of the upper 128 is exact."""
+    if _spark_charset(encoding) != "ISO-8859-1" or codecs.lookup(encoding).name == "iso8859-1":
+        return frame
+    upper = bytes(range(128, 256))
+    read, meant = upper.decode("latin-1"), upper.decode(encoding, errors="replace")
+    table = str.maketrans(read, meant)
+    return frame.select(
+        *(
+            (
+                F.translate(F.col(f"`{f.name}`"), read, meant)
+                if isinstance(f.dataType, T.StringType)
+                else F.col(f"`{f.name}`")
+            ).alias(f.name.translate(table))
+            for f in frame.schema.fields
+        )
+    )
 
 
 def _delta_files(path: str, version: int | None) -> list[str]:
