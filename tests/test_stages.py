@@ -29,7 +29,7 @@ def run_to_features(engine, config):
 
 
 def test_ingest_infers_csv_types_from_the_whole_file(engine, tmp_path):
-    rows = [{"idcliente": f"c{i}", "limit": 1000 + i, "spend": 1.0} for i in range(3000)]
+    rows = [{"idcliente": f"c{i}", "limit": 1000 + i, "spend": float(i % 5)} for i in range(3000)]
     rows[2500]["limit"] = 1500.5  # a float far beyond the first rows, as in CC_GENERAL
     data = write_table(rows, tmp_path / "in.csv")
     config = make_config(data, tmp_path / "out")

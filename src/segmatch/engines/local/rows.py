@@ -47,7 +47,8 @@ class PolarsRules:
             condition = condition | (value < low)
         if high is not None:
             condition = condition | (value > high)
-        return condition.fill_null(False)
+        # NaN compares above every number, but it is a missing value (imputed), not an outlier.
+        return (condition & ~value.is_nan()).fill_null(False)
 
     def any_of(self, conditions: Sequence[pl.Expr]) -> pl.Expr:
         return pl.any_horizontal(conditions)

@@ -55,7 +55,8 @@ class SparkRules:
             condition = condition | (value < low)
         if high is not None:
             condition = condition | (value > high)
-        return F.coalesce(condition, F.lit(False))
+        # NaN compares above every number, but it is a missing value (imputed), not an outlier.
+        return F.coalesce(condition & ~F.isnan(value), F.lit(False))
 
     def any_of(self, conditions: Sequence[Column]) -> Column:
         combined = F.lit(False)
