@@ -65,14 +65,6 @@ class Cells:
                 out[block, :take] = boxes[np.argsort(gap, axis=1, kind="stable")[:, :take]]
         return out
 
-    def to_json(self) -> dict[str, object]:
-        return {
-            "segment": self.segment.tolist(),
-            "low": self.low.tolist(),
-            "high": self.high.tolist(),
-            "probes": self.probes,
-        }
-
 
 def plan_cells(
     sample: np.ndarray,
