@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         data = generate_customers(Path(folder) / "c.parquet", rows=args.rows, seed=42)
-        base = demo_config(data, Path(folder) / "out", tracking=False)
+        base = demo_config(data, Path(folder) / "out", tracking=False, categorical=())
         config = base.model_copy(
             update={
                 "cluster": base.cluster.model_copy(update={"k": args.k}),

@@ -24,7 +24,7 @@ def main() -> None:
     os.chdir(args.work)  # the MLflow store goes in the work folder
     from segmatch.api import demo_config, run_pipeline  # noqa: PLC0415
 
-    base = demo_config(args.data, f"{args.work}/out", engine=args.engine)
+    base = demo_config(args.data, f"{args.work}/out", engine=args.engine, categorical=())
     config = base.model_copy(
         update={
             "cluster": base.cluster.model_copy(update={"k": args.k}),

@@ -28,7 +28,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         data = args.data or generate_customers(root / "customers.parquet", rows=args.rows, seed=42)
-        base = demo_config(data, root / "warm-up", engine="spark", tracking=False)
+        base = demo_config(data, root / "warm-up", engine="spark", tracking=False, categorical=())
         session = session_for(base.spark)
         session.sparkContext.setLogLevel("ERROR")
         cluster = base.cluster.model_copy(update={"k": args.k or None})

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pyarrow as pa
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
 from helpers import make_config
-from segmatch.api import run_pipeline
+from segmatch.api import demo_config, run_pipeline
 from segmatch.cli import _column_plan_line
+from segmatch.config import build_config
+from segmatch.errors import ConfigError, InputError
 from segmatch.storage import read_delta
+from segmatch.synthetic import customer_table, generate_customers, latent_segments
 
 
 def mixed_csv(path, rows=120):
@@ -153,16 +161,170 @@ def test_a_cp1252_export_with_semicolons_is_read_with_its_encoding(engine, tmp_p
         "código": "id",
         "gasto": "numeric feature",
         "visitas": "numeric feature",
-        "cidade": "ignored",
+        "cidade": "categorical feature",
     }
     assert "ç007" in read_delta(tmp_path / "out" / "segments")["código"].to_pylist()
 
 
 def test_an_unknown_encoding_is_named():
-    import pytest  # noqa: PLC0415
-
-    from segmatch.config import build_config  # noqa: PLC0415
-    from segmatch.errors import ConfigError  # noqa: PLC0415
-
     with pytest.raises(ConfigError, match="unknown text encoding 'latin-9000'"):
         build_config({"input": {"path": "x.csv", "encoding": "latin-9000"}}, source="test")
+
+
+def roles_of(result) -> dict[str, tuple[str, str]]:
+    return {entry["column"]: (entry["role"], entry["reason"]) for entry in result.column_plan}
+
+
+def test_numbers_with_a_decimal_comma_and_thousands_dots_are_read_as_numbers(engine, tmp_path):
+    # A Brazilian export: BOM, ';' between fields, 1.234,56 for 1234.56, zero-padded ids.
+    spend = [1234.56 + 1000 * (i % 4) for i in range(90)]
+    rows = [
+        f"{i:05d};{s:,.2f};{i % 5};{'web' if i % 3 else 'loja'}".replace(",", "_")
+        .replace(".", ",")
+        .replace("_", ".")
+        for i, s in enumerate(spend)
+    ]
+    data = tmp_path / "clientes.csv"
+    data.write_bytes(("id;saldo;visitas;canal\n" + "\n".join(rows) + "\n").encode("utf-8-sig"))
+    assert rows[1].split(";")[1] == "2.234,56"
+    config = make_config(
+        data,
+        tmp_path / "out",
+        engine.name,
+        input={"id_column": "id", "csv_separator": ";", "decimal": ",", "thousands": "."},
+        cluster={"k": 2},
+    )
+    result = run_pipeline(config, spark=getattr(engine, "spark", None))
+    roles = roles_of(result)
+    assert [roles[c][0] for c in ("id", "saldo", "visitas", "canal")] == [
+        "id",
+        "numeric feature",
+        "numeric feature",
+        "categorical feature",
+    ]
+    assert result.quarantined == 0 and result.customers == 90
+    profiles = result.profiles.to_pylist()
+    overall = sum(p["saldo_mean"] * p["size"] for p in profiles) / 90
+    assert overall == pytest.approx(np.mean(spend))
+    assert "00042" in read_delta(tmp_path / "out" / "segments")["id"].to_pylist()
+
+
+def test_a_decimal_comma_column_stops_a_run_that_does_not_set_it(engine, tmp_path):
+    rows = [f"c{i};{i % 9},{i % 10}0;{i % 5}" for i in range(60)]
+    data = tmp_path / "clientes.csv"
+    data.write_text("id;saldo;visitas\n" + "\n".join(rows) + "\n")
+    config = make_config(
+        data, tmp_path / "out", engine.name, input={"id_column": "id", "csv_separator": ";"}
+    )
+    with pytest.raises(InputError, match=r"column 'saldo' .*'\d,\d0'.*input\.decimal: ','"):
+        run_pipeline(config, spark=getattr(engine, "spark", None))
+    assert not (tmp_path / "out" / "segments").exists()
+
+
+def test_the_thousands_mark_cannot_be_the_decimal_mark():
+    with pytest.raises(ConfigError, match=r"input\.thousands '\.' is also the decimal mark"):
+        build_config({"input": {"path": "x.csv", "thousands": "."}}, source="test")
+
+
+def test_a_table_without_an_id_column_gets_row_positions(engine, tmp_path):
+    rows = [f"{(i * 37) % 101},{i % 13},{i % 7}" for i in range(1, 601)]
+    rows[449] = "inf,1,1"  # row 450 breaks a rule: the quarantine names it by position
+    data = tmp_path / "customers.csv"
+    data.write_text("spend,visits,tenure\n" + "\n".join(rows) + "\n")
+    config = make_config(data, tmp_path / "out", engine.name, input={"id_column": None})
+    spark = getattr(engine, "spark", None)
+    if spark is not None:
+        # Several scan partitions, so a position must add the rows of the ones before it.
+        spark.conf.set("spark.sql.files.maxPartitionBytes", "2048")
+    try:
+        result = run_pipeline(config, spark=spark)
+    finally:
+        if spark is not None:
+            spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    assert roles_of(result)["row_number"][0] == "id"
+    assert "position" in roles_of(result)["row_number"][1]
+    quarantine = read_delta(tmp_path / "out" / "quarantine").to_pylist()
+    assert [(r["row_number"], r["quarantine_column"]) for r in quarantine] == [("450", "spend")]
+    ids = read_delta(tmp_path / "out" / "segments")["row_number"].to_pylist()
+    assert sorted(ids, key=int) == [str(i) for i in range(1, 601) if i != 450]
+
+
+def test_few_level_text_columns_become_categorical_features_with_top_levels(engine, tmp_path):
+    data = mixed_csv(tmp_path / "customers.csv")
+    config = make_config(
+        data, tmp_path / "out", engine.name, input={"id_column": "customer_id"}, cluster={"k": 2}
+    )
+    result = run_pipeline(config, spark=getattr(engine, "spark", None))
+    roles = roles_of(result)
+    assert roles["channel"][0] == "categorical feature"
+    assert "2 levels" in roles["channel"][1] and "features.max_levels=20" in roles["channel"][1]
+    assert roles["signup"][0] == "ignored"
+    assert result.model.categorical_levels == {"channel": ["web", "store"]}
+    profiles = read_delta(tmp_path / "out" / "profiles").to_pylist()
+    for profile in profiles:
+        levels = profile["channel_top"].split(", ")
+        assert {level.split()[0] for level in levels} <= {"web", "store"}
+        assert sum(int(level.split()[1].rstrip("%")) for level in levels) in (99, 100, 101)
+
+
+def test_a_run_with_only_categorical_features(engine, tmp_path):
+    tiers = ["gold", "silver", "bronze"]
+    rows = [f"c{i},{tiers[i % 3]},{'web' if i % 3 == 0 else 'store'}" for i in range(90)]
+    data = tmp_path / "customers.csv"
+    data.write_text("customer_id,tier,channel\n" + "\n".join(rows) + "\n")
+    config = make_config(
+        data,
+        tmp_path / "out",
+        engine.name,
+        input={"id_column": "customer_id"},
+        features={"numeric": [], "categorical": ["tier", "channel"]},
+        cluster={"k": 3},
+    )
+    result = run_pipeline(config, spark=getattr(engine, "spark", None))
+    assert result.k == 3 and result.customers == 90
+    profiles = read_delta(tmp_path / "out" / "profiles").to_pylist()
+    assert sorted(p["tier_top"] for p in profiles) == ["bronze 100%", "gold 100%", "silver 100%"]
+
+
+def test_numeric_codes_are_used_but_flagged(tmp_path):
+    rows = [f"c{i},{i % 7 * 3.5},{1 + i % 3},{i % 2}" for i in range(90)]
+    data = tmp_path / "customers.csv"
+    data.write_text("customer_id,spend,Region,is_member\n" + "\n".join(rows) + "\n")
+    config = make_config(data, tmp_path / "out", input={"id_column": "customer_id"})
+    result = run_pipeline(config)
+    roles = roles_of(result)
+    assert roles["Region"][0] == "numeric feature"
+    assert "looks like a numeric code (values 1, 2, 3)" in roles["Region"][1]
+    assert "numeric code" not in roles["is_member"][1]
+    assert any(w.startswith("Region look(s) like numeric codes") for w in result.warnings)
+
+
+def test_a_zstd_compressed_csv_is_read_as_csv(engine, tmp_path):
+    rows = "\n".join(f"{i:04d},{i % 7},{i % 5}" for i in range(90))
+    data = tmp_path / "customers.csv.zst"
+    with pa.CompressedOutputStream(str(data), "zstd") as stream:
+        stream.write(f"customer_id,spend,visits\n{rows}\n".encode())
+    config = make_config(data, tmp_path / "out", engine.name, input={"id_column": "customer_id"})
+    result = run_pipeline(config, spark=getattr(engine, "spark", None))
+    assert result.customers == 90
+    assert "0007" in read_delta(tmp_path / "out" / "segments")["customer_id"].to_pylist()
+
+
+def test_categoricals_recover_the_latent_segments_at_least_as_well(tmp_path):
+    rows = 8000
+    data = generate_customers(tmp_path / "base.parquet", rows=rows, seed=5, dirty_share=0.0)
+    truth = dict(
+        zip(
+            customer_table(rows=rows, seed=5, dirty_share=0.0)["idcliente"].to_pylist(),
+            latent_segments(rows=rows, seed=5),
+            strict=True,
+        )
+    )
+    scores = {}
+    for name, categorical in (("numeric", ()), ("mixed", ("channel", "region"))):
+        config = demo_config(data, tmp_path / name, tracking=False, categorical=categorical)
+        run_pipeline(config, overrides={"cluster.k": 6})
+        segments = read_delta(tmp_path / name / "segments")
+        expected = [truth[i] for i in segments["idcliente"].to_pylist()]
+        scores[name] = adjusted_rand_score(expected, segments["segment"].to_numpy())
+    assert scores["mixed"] >= scores["numeric"] > 0.6, scores

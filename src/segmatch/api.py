@@ -118,9 +118,16 @@ def report_run(result: RunResult) -> str:
 
 
 def demo_config(
-    data: Path, out: Path, *, seed: int = 42, engine: str = "local", tracking: bool = True
+    data: Path,
+    out: Path,
+    *,
+    seed: int = 42,
+    engine: str = "local",
+    tracking: bool = True,
+    categorical: tuple[str, ...] = ("channel", "region"),
 ) -> Config:
-    """The config the demo runs on the synthetic customer base."""
+    """The config the demo runs on the synthetic customer base (``categorical=()``: numeric
+    features only, as the benchmark's baseline pipeline uses)."""
     return build_config(
         {
             "engine": engine,
@@ -139,6 +146,7 @@ def demo_config(
                     "tenure_days",
                 ],
                 "log": ["income", "recency_days", "frequency", "monetary"],
+                "categorical": list(categorical),
             },
             "reduce": {"variance": 0.9},
             "cluster": {"k_min": 2, "k_max": 10, "seed": seed},

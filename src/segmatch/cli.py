@@ -388,7 +388,10 @@ def show_summary(result: RunResult) -> None:
 def _segments_table(result: RunResult) -> Table:
     """Segments as columns, so a dozen features still fit a terminal."""
     profiles = result.profiles.to_pylist()
-    table = Table(title="Segments (median of each feature)", title_justify="left")
+    table = Table(
+        title="Segments (median of each numeric feature; most frequent levels)",
+        title_justify="left",
+    )
     table.add_column("")
     for row in profiles:
         table.add_column(f"segment {row['segment']}", justify="right")
@@ -396,6 +399,8 @@ def _segments_table(result: RunResult) -> Table:
     table.add_row("share", *(f"{row['share']:.1%}" for row in profiles), end_section=True)
     for name in result.model.numeric_columns:
         table.add_row(name, *(_number(row[f"{name}_median"]) for row in profiles))
+    for name in result.model.categorical_levels:
+        table.add_row(name, *(row[f"{name}_top"].replace(", ", "\n") for row in profiles))
     return table
 
 

@@ -62,11 +62,20 @@ class InputConfig(_Strict):
     path: str
     format: Literal["auto", "csv", "parquet", "delta"] = "auto"
     shape: Literal["customers", "transactions"] = "customers"
-    id_column: str = "idcliente"
+    #: The column that names each customer, read as text exactly as written. ``null``: the
+    #: input has none, and each row's position (1 for the first row) becomes its id, in a
+    #: column named ``row_number``.
+    id_column: str | None = "idcliente"
     types: dict[str, ColumnType] = Field(default_factory=dict)
     csv_separator: str = Field(",", min_length=1, max_length=1)
     #: The text encoding of a CSV input (utf-8 with or without BOM; latin-1, cp1252 …).
     encoding: str = "utf-8"
+    #: A CSV input's decimal mark. Unset: ``.``, and a column of numbers written with a
+    #: decimal comma stops the run with a message saying to set it.
+    decimal: Literal[".", ","] | None = None
+    #: A CSV input's thousands separator (``.``, ``,``, a space …), removed before numbers
+    #: are read.
+    thousands: str | None = Field(None, min_length=1, max_length=1)
     version: int | None = Field(None, ge=0)
     transactions: TransactionsConfig | None = None
 
@@ -80,6 +89,14 @@ class InputConfig(_Strict):
                 f"unknown text encoding {value!r} (e.g. utf-8, latin-1, cp1252)"
             ) from None
         return value
+
+    @model_validator(mode="after")
+    def _number_marks_differ(self) -> InputConfig:
+        if self.thousands is not None and self.thousands == (self.decimal or "."):
+            raise ValueError(
+                f"input.thousands {self.thousands!r} is also the decimal mark; they must differ"
+            )
+        return self
 
     @model_validator(mode="after")
     def _transactions_need_mapping(self) -> InputConfig:
@@ -119,9 +136,12 @@ class CleanConfig(_Strict):
 class FeaturesConfig(_Strict):
     """Which columns become features, and how."""
 
+    #: Unset: every numeric column (and every column of numbers stored as text).
     numeric: list[str] | None = None
     log: list[str] = Field(default_factory=list)
-    categorical: list[str] = Field(default_factory=list)
+    #: Unset, with ``numeric`` unset too: every text column with at most ``max_levels``
+    #: levels. A list names them; ``[]`` uses none.
+    categorical: list[str] | None = None
     max_levels: int = Field(20, ge=1)
     min_level_share: float = Field(0.01, ge=0.0, lt=1.0)
 

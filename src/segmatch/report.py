@@ -64,11 +64,14 @@ def _page(summary: dict, profiles: pa.Table, segments: pa.Table, matches: pa.Tab
         _section("sweep", "Choosing k", _sweep(summary)),
         _section("sizes", "Segment sizes", _sizes(rows)),
         _section(
-            "heatmap", "Segment profiles", _heatmap(rows, features) + _medians(rows, features)
+            "heatmap",
+            "Segment profiles",
+            (_heatmap(rows, features) if features else "") + _medians(rows, features),
         ),
         _section("scatter", "Customers in PCA space", _scatter(segments, summary)),
         _section("matches", "Lookalikes (a sample)", _matches(matches, features)),
         _section("quality", "Data quality", _quality(summary)),
+        _section("columns", "Columns", _columns(summary.get("column_plan", []))),
     ]
     if summary.get("transitions"):
         sections.append(
@@ -203,8 +206,17 @@ def _heatmap(rows: list[dict], features: list[str]) -> str:
 
 def _medians(rows: list[dict], features: list[str]) -> str:
     body = [[f, *(_number(r[f"{f}_median"]) for r in rows)] for f in features]
-    header = ["median of", *(f"segment {r['segment']}" for r in rows)]
-    return "<h3>Medians in original units</h3>" + _table(header, body)
+    categorical = [c.removesuffix("_top") for c in (rows[0] if rows else {}) if c.endswith("_top")]
+    body += [[c, *(r[f"{c}_top"] for r in rows)] for c in categorical]
+    header = ["median / top levels of", *(f"segment {r['segment']}" for r in rows)]
+    return "<h3>Medians and most frequent levels, in original units</h3>" + _table(header, body)
+
+
+def _columns(plan: list[dict]) -> str:
+    body = [[entry["column"], entry["role"], entry["reason"]] for entry in plan]
+    return "<p>What the run did with each input column, and why.</p>" + _table(
+        ["column", "role", "reason"], body
+    )
 
 
 def _scatter(segments: pa.Table, summary: dict) -> str:

@@ -193,7 +193,17 @@ class RunResult:
             if entry["role"] == "ignored" and entry["reason"].startswith(("constant", "all null"))
         ]
         if left_out:
-            found.append(f"numeric columns left out of the features: {', '.join(left_out)}")
+            found.append(f"columns left out of the features: {', '.join(left_out)}")
+        codes = [
+            entry["column"]
+            for entry in self.column_plan
+            if entry["role"] == "numeric feature" and "looks like a numeric code" in entry["reason"]
+        ]
+        if codes:
+            found.append(
+                f"{', '.join(codes)} look(s) like numeric codes but are used as magnitudes; list "
+                "them under features.categorical if they are codes"
+            )
         return found
 
     @property

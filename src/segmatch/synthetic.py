@@ -126,6 +126,11 @@ def customer_table(*, rows: int, seed: int = 7, dirty_share: float = DIRTY_SHARE
     return pa.concat_tables([table, resent])
 
 
+def latent_segments(*, rows: int, seed: int = 7) -> np.ndarray:
+    """Each generated customer's latent segment, in row order (before re-sent duplicates)."""
+    return np.random.default_rng(seed).choice(len(SEGMENT_WEIGHTS), size=rows, p=SEGMENT_WEIGHTS)
+
+
 def _categorical(rng: np.random.Generator, odds: np.ndarray, levels: np.ndarray) -> np.ndarray:
     cumulative = odds.cumsum(axis=1)
     draws = rng.random(len(odds))[:, None]

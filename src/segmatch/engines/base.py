@@ -191,6 +191,30 @@ def match_rows(
     )
 
 
+#: Levels of a categorical feature a profile names per segment, most frequent first.
+TOP_LEVELS = 3
+
+
+def with_top_levels(
+    profiles: pa.Table, counts: Mapping[str, Mapping[tuple[int, str], int]]
+) -> pa.Table:
+    """Profiles with ``<column>_top`` per categorical feature: each segment's most frequent
+    levels and their shares within it, e.g. ``web 62%, app 25%, store 10%``."""
+    for column, by_segment in counts.items():
+        per_segment: dict[int, list[tuple[str, int]]] = {}
+        for (segment, level), count in by_segment.items():
+            per_segment.setdefault(segment, []).append((level, count))
+        described = []
+        for segment in profiles.column("segment").to_pylist():
+            levels = sorted(per_segment.get(segment, []), key=lambda item: (-item[1], item[0]))
+            total = sum(count for _, count in levels) or 1
+            described.append(
+                ", ".join(f"{level} {count / total:.0%}" for level, count in levels[:TOP_LEVELS])
+            )
+        profiles = profiles.append_column(f"{column}_top", pa.array(described, pa.string()))
+    return profiles
+
+
 def match_schema(id_column: str, id_type: pa.DataType) -> pa.Schema:
     """The Arrow schema of lookalike rows whose ids have ``id_type``."""
     types = [id_type, pa.int32(), id_type, pa.int16(), pa.float64(), pa.float64()]
@@ -279,9 +303,23 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         separator: str,
         version: int | None = None,
         encoding: str = "utf-8",
+        infer_numbers: bool = True,
     ) -> FrameT:
         """Read a file, a folder of Parquet files, or a Delta table (at ``version``); a CSV
-        file's text in ``encoding`` (a Python codec name)."""
+        file's text in ``encoding`` (a Python codec name), its untyped columns as text when
+        ``infer_numbers`` is false."""
+
+    @abstractmethod
+    def add_row_numbers(self, frame: FrameT, *, column: str) -> FrameT:
+        """The frame as read with ``column``: each row's position, as text (``"1"`` first).
+        For a folder of files, the order is the one the engine reads them in."""
+
+    @abstractmethod
+    def normalize_numbers(
+        self, frame: FrameT, *, columns: Sequence[str], decimal: str, thousands: str | None
+    ) -> FrameT:
+        """Text columns of numbers rewritten the way a number parses: ``thousands`` removed,
+        ``decimal`` made a point."""
 
     @abstractmethod
     def schema(self, frame: FrameT) -> dict[str, ColumnKind]: ...
@@ -569,6 +607,12 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
 
     @abstractmethod
     def segment_profiles(
-        self, frame: FrameT, matrix: MatrixT, *, columns: Sequence[str]
+        self,
+        frame: FrameT,
+        matrix: MatrixT,
+        *,
+        columns: Sequence[str],
+        categorical: Sequence[str] = (),
     ) -> pa.Table:
-        """Per segment: size, share, and the mean and median of each column."""
+        """Per segment: size, share, the mean and median of each numeric column, and the top
+        levels of each categorical one (``with_top_levels``)."""

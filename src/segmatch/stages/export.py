@@ -27,9 +27,13 @@ class Exported:
 
 
 def segment_profiles(engine: Engine, features: Features, clustering: Clustering) -> pa.Table:
-    """Size, share, mean and median of every feature in original units, per segment."""
+    """Size, share, mean and median of every numeric feature in original units, and the top
+    levels of every categorical one, per segment."""
     return engine.segment_profiles(
-        features.customers, clustering.matrix, columns=list(features.numeric)
+        features.customers,
+        clustering.matrix,
+        columns=list(features.numeric),
+        categorical=list(features.levels),
     )
 
 

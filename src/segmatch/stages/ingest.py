@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import math
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -26,7 +27,7 @@ BEHAVIOUR_FEATURES = (
 CATEGORY_FEATURE = "distinct_categories"
 
 #: Compression both engines read by a CSV file's extension.
-COMPRESSED_SUFFIXES = {".gz"}
+COMPRESSED_SUFFIXES = {".gz", ".zst"}
 #: Enough of a CSV file's start to hold its header line.
 HEADER_BYTES = 1 << 20
 #: Values of each text column looked at to tell a column of numbers stored as text.
@@ -34,6 +35,10 @@ NUMBER_SAMPLE = 1000
 NUMBER_SHARE = 0.95
 #: A text column is a numeric feature with a few bad values only if most values parse.
 MIN_PARSED_SHARE = 0.5
+#: The id column made from row positions when ``input.id_column`` is null.
+ROW_NUMBER_COLUMN = "row_number"
+#: A numeric column of at most this many small positive integers may be a code (1 = north…).
+MAX_CODE_VALUES = 12
 
 
 @dataclass(frozen=True)
@@ -98,8 +103,11 @@ def read_input(
         )
     if fmt == "csv":
         _check_header(path, config.csv_separator, config.encoding, files)
+    id_column = config.id_column or ROW_NUMBER_COLUMN
     # Ids are read as written: numeric inference would turn 007 into 7 and 10001 into 10001.0.
-    types = {config.id_column: "str", **config.types} if fmt == "csv" else dict(config.types)
+    types = {id_column: "str", **config.types} if fmt == "csv" else dict(config.types)
+    # A reader would take 1.234 (one thousand two hundred and thirty-four) for a fraction.
+    marked_numbers = fmt == "csv" and (config.decimal == "," or config.thousands is not None)
     frame = engine.read(
         path=path,
         fmt=fmt,
@@ -107,11 +115,22 @@ def read_input(
         separator=config.csv_separator,
         version=config.version,
         encoding=config.encoding,
+        infer_numbers=not marked_numbers,
     )
     source = path
-    if config.id_column in engine.schema(frame):
+    if config.id_column is None:
+        if ROW_NUMBER_COLUMN in engine.schema(frame):
+            raise InputError(
+                f"input {source!r} already has a column {ROW_NUMBER_COLUMN!r}; with "
+                "input.id_column: null that name is taken by the row positions — name the id "
+                "column instead"
+            )
+        frame = engine.add_row_numbers(frame, column=ROW_NUMBER_COLUMN)
+    if marked_numbers:
+        frame = _normalize_numbers(engine, frame, config, keep_text={id_column, *config.types})
+    if id_column in engine.schema(frame):
         # Spread (and on Spark, cache) the rows first, so every later pass starts from there.
-        frame = engine.distribute(frame, key=config.id_column, input_bytes=engine.input_bytes(path))
+        frame = engine.distribute(frame, key=id_column, input_bytes=engine.input_bytes(path))
     rows = engine.count(frame)
     if rows == 0:
         raise InputError(f"input {source!r} is empty: it has a header but no rows")
@@ -130,12 +149,18 @@ def plan_columns(
 ) -> ColumnPlan:
     """Match the config's column names to the input's schema."""
     schema = engine.schema(frame)
+    id_column = config.id_column or ROW_NUMBER_COLUMN
+    id_reason = (
+        "input.id_column"
+        if config.id_column
+        else "input.id_column is null: the row's position in the input (1 = first row)"
+    )
 
     def require(column: str, role: str) -> None:
         if column not in schema:
             raise ColumnNotFoundError(column, schema, source=source, role=role)
 
-    require(config.id_column, "id")
+    require(id_column, "id")
     for column in clean.ranges:
         require(column, "range (clean.ranges)")
     if clean.duplicates.order_by:
@@ -151,24 +176,39 @@ def plan_columns(
             schema=schema,
             require=require,
             source=source,
+            id_column=id_column,
+            id_reason=id_reason,
         )
 
-    excluded = {config.id_column, clean.duplicates.order_by, *features.categorical}
+    named_categorical = list(features.categorical or [])
+    excluded = {id_column, clean.duplicates.order_by, *named_categorical}
+    sample = _head(engine, frame, [c for c in schema if c not in excluded])
+    text = {c: values for c, values in sample.items() if schema[c] == "string"}
+    as_numbers = {c for c, values in text.items() if _share_parsed(values) >= NUMBER_SHARE}
     if features.numeric is not None:
         numeric = list(features.numeric)
     else:
-        as_numbers = _numbers_as_text(engine, frame, schema, excluded)
+        if config.decimal is None:
+            _stop_on_decimal_commas(text, as_numbers, source)
         numeric = [
             c for c in schema if c not in excluded and (schema[c] == "numeric" or c in as_numbers)
         ]
-    if not numeric and not features.categorical:
+    levels_seen = {c: _distinct(values) for c, values in text.items() if c not in as_numbers}
+    auto_categorical = features.categorical is None and features.numeric is None
+    categorical = named_categorical or (
+        [c for c, seen in levels_seen.items() if 2 <= seen <= features.max_levels]
+        if auto_categorical
+        else []
+    )
+    if not numeric and not categorical:
         raise ColumnTypeError(
-            f"input {source!r} has no numeric column to use as a feature besides the id "
-            f"{config.id_column!r}; name the features in features.numeric"
+            f"input {source!r} has no numeric or categorical column to use as a feature besides "
+            f"the id {id_column!r}; name the features in features.numeric or "
+            "features.categorical"
         )
     for column in numeric:
         require(column, "numeric feature")
-    for column in features.categorical:
+    for column in categorical:
         require(column, "categorical feature")
     _check_log_columns(features.log, numeric)
     as_text = _numeric_stored_as_text(engine, frame, numeric, schema, source)
@@ -184,7 +224,8 @@ def plan_columns(
     # the plan still says it is constant here.
     dropped = {} if named else uninformative
     numeric = [c for c in numeric if c not in dropped]
-    if not numeric and not features.categorical:
+    codes = _numeric_codes(sample, numeric)
+    if not numeric and not categorical:
         raise ColumnTypeError(
             f"input {source!r} has no informative feature left: "
             + "; ".join(f"{c} is {why}" for c, why in dropped.items())
@@ -194,8 +235,8 @@ def plan_columns(
     )
 
     def role_of(column: str, kind: str) -> tuple[str, str]:
-        if column == config.id_column:
-            return "id", "input.id_column"
+        if column == id_column:
+            return "id", id_reason
         if column in dropped:
             return "ignored", dropped[column]
         if column in numeric:
@@ -203,25 +244,37 @@ def plan_columns(
             if column in uninformative:
                 how += f"; {uninformative[column]}"
             if column in as_text:
-                how += "; stored as text, cells that are not numbers are cleaned like blanks"
+                bad = as_text[column]
+                how += (
+                    f"; stored as text, {bad:,} cell(s) not a number (quarantined as not_numeric)"
+                    if bad
+                    else "; stored as text, every cell a number"
+                )
+            if column in codes:
+                how += f"; {codes[column]}"
             return "numeric feature", how
-        if column in features.categorical:
-            return "categorical feature", "listed in features.categorical"
+        if column in categorical:
+            if column in named_categorical:
+                return "categorical feature", "listed in features.categorical"
+            return "categorical feature", (
+                f"text with {levels_seen[column]} levels (at most features.max_levels="
+                f"{features.max_levels}): one-hot, weighted like one numeric variable"
+            )
         if column == clean.duplicates.order_by:
             return "ordering", "clean.duplicates.order_by: picks the latest duplicate"
         if column in clean.ranges:
             return "checked", "clean.ranges: rows outside the range are quarantined"
-        return "ignored", _ignored_because(kind)
+        return "ignored", _ignored_because(kind, sample.get(column), auto_categorical, features)
 
     roles = tuple(ColumnRole(c, kind, *role_of(c, kind)) for c, kind in schema.items())
     return ColumnPlan(
-        id_column=config.id_column,
+        id_column=id_column,
         validated_numeric=tuple(checked),
         numeric_as_text=tuple(as_text),
         required=(),
         features=tuple(numeric),
         log=tuple(c for c in features.log if c in numeric),
-        categorical=tuple(features.categorical),
+        categorical=tuple(categorical),
         ranges=dict(clean.ranges),
         transactions=None,
         roles=roles,
@@ -229,7 +282,7 @@ def plan_columns(
 
 
 def _plan_transactions(
-    engine, frame, config, *, features, clean, schema, require, source
+    engine, frame, config, *, features, clean, schema, require, source, id_column, id_reason
 ) -> ColumnPlan:
     t = config.transactions
     require(t.timestamp, "timestamp (input.transactions.timestamp)")
@@ -262,7 +315,7 @@ def _plan_transactions(
     _check_log_columns(features.log, chosen)
     as_text = _numeric_stored_as_text(engine, frame, money, schema, source)
     used = {
-        config.id_column: ("id", "input.id_column"),
+        id_column: ("id", id_reason),
         t.timestamp: ("transaction", "input.transactions.timestamp: recency and tenure"),
         **{c: ("transaction", "input.transactions: spend per customer") for c in money},
         **({t.invoice: ("transaction", "input.transactions.invoice: orders")} if t.invoice else {}),
@@ -279,7 +332,7 @@ def _plan_transactions(
         for c, kind in schema.items()
     )
     return ColumnPlan(
-        id_column=config.id_column,
+        id_column=id_column,
         validated_numeric=tuple(dict.fromkeys([*money, *clean.ranges])),
         numeric_as_text=tuple(as_text),
         required=(t.timestamp, *money),
@@ -288,7 +341,7 @@ def _plan_transactions(
         categorical=(),
         ranges=dict(clean.ranges),
         transactions=TransactionColumns(
-            id_column=config.id_column,
+            id_column=id_column,
             timestamp=t.timestamp,
             amount=t.amount,
             quantity=t.quantity,
@@ -339,9 +392,24 @@ def _uninformative(engine: Engine, frame: Frame, columns: list[str]) -> dict[str
     return found
 
 
-def _ignored_because(kind: str) -> str:
+def _ignored_because(
+    kind: str, values: list | None, auto_categorical: bool, features: FeaturesConfig
+) -> str:
     if kind == "numeric":
         return "not listed in features.numeric"
+    if kind == "string" and values is not None and auto_categorical:
+        present = [v for v in values if v is not None and str(v).strip()]
+        seen = _distinct(values)
+        if seen == 0:
+            return "all null: every cell is empty"
+        if seen == 1:
+            return "constant text: one value, so it tells no customer apart"
+        if seen == len(present):
+            return f"id-like: a different value on each of the first {len(present):,} rows"
+        return (
+            f"text with more than features.max_levels={features.max_levels} levels; list it "
+            "under features.categorical to use its most frequent levels"
+        )
     if kind == "string":
         return "text: list it under features.categorical to use its levels"
     if kind == "temporal":
@@ -349,28 +417,90 @@ def _ignored_because(kind: str) -> str:
     return f"a {kind} column: not a feature"
 
 
-def _numbers_as_text(engine: Engine, frame: Frame, schema: dict, excluded: set) -> set[str]:
-    """Text columns whose first values are nearly all numbers (a column with a few junk or
-    blank cells, or a reader that did not take ``inf`` for a number): numeric features, their
-    bad cells cleaned like blanks."""
-    text = [c for c, kind in schema.items() if kind == "string" and c not in excluded]
-    if not text:
-        return set()
-    head = engine.to_arrow(frame, limit=NUMBER_SAMPLE).select(text).to_pydict()
-    found = set()
-    for column, values in head.items():
-        present = [v.strip() for v in values if v is not None and v.strip()]
-        if present and sum(_is_number(v) for v in present) >= NUMBER_SHARE * len(present):
-            found.add(column)
-    return found
+def _head(engine: Engine, frame: Frame, columns: list[str]) -> dict[str, list]:
+    """The first values of each column (a cheap look, whatever the input's size)."""
+    if not columns:
+        return {}
+    return engine.to_arrow(frame, limit=NUMBER_SAMPLE).select(columns).to_pydict()
 
 
-def _is_number(text: str) -> bool:
+def _present(values: list) -> list[str]:
+    return [v.strip() for v in values if v is not None and v.strip()]
+
+
+def _distinct(values: list) -> int:
+    return len({v.strip() if isinstance(v, str) else v for v in values if v is not None} - {""})
+
+
+def _share_parsed(values: list, *, decimal: str = ".", thousands: str | None = None) -> float:
+    """The share of a text column's present values that read as numbers (0 with none)."""
+    present = _present(values)
+    if not present:
+        return 0.0
+    return sum(_is_number(v, decimal=decimal, thousands=thousands) for v in present) / len(present)
+
+
+def _is_number(text: str, *, decimal: str = ".", thousands: str | None = None) -> bool:
+    if thousands is not None:
+        text = text.replace(thousands, "")
     try:
-        float(text)
+        float(text.replace(decimal, ".") if decimal != "." else text)
     except ValueError:
         return False
     return True
+
+
+def _normalize_numbers(
+    engine: Engine, frame: Frame, config: InputConfig, *, keep_text: set[str]
+) -> Frame:
+    """Rewrite the text columns that hold numbers in the input's notation so they parse."""
+    schema = engine.schema(frame)
+    candidates = [c for c, kind in schema.items() if kind == "string" and c not in keep_text]
+    marks = {"decimal": config.decimal or ".", "thousands": config.thousands}
+    columns = [
+        column
+        for column, values in _head(engine, frame, candidates).items()
+        if _share_parsed(values, **marks) >= MIN_PARSED_SHARE
+    ]
+    return engine.normalize_numbers(frame, columns=columns, **marks) if columns else frame
+
+
+def _stop_on_decimal_commas(text: dict[str, list], as_numbers: set[str], source: str) -> None:
+    """A column of numbers with a decimal comma would be dropped as text: stop and say why."""
+    for column, values in text.items():
+        if column not in as_numbers and _share_parsed(values, decimal=",") >= NUMBER_SHARE:
+            example = next(v for v in _present(values) if "," in v)
+            raise InputError(
+                f"column {column!r} of {source!r} holds numbers written with a comma (e.g. "
+                f"{example!r}): set input.decimal: ',' if the comma marks decimals, or "
+                "input.thousands: ',' if it separates thousands (or leave the column out by "
+                "naming the features in features.numeric)"
+            )
+
+
+def _numeric_codes(sample: dict[str, list], columns: list[str]) -> dict[str, str]:
+    """Numeric columns whose values look like codes (a few small positive integers)."""
+    found = {}
+    for column in columns:
+        numbers = (
+            float(v)
+            for v in sample.get(column, [])
+            if v is not None and (not isinstance(v, str) or _is_number(v))
+        )
+        values = {v for v in numbers if not math.isnan(v)}
+        if not values or not all(v.is_integer() for v in values):
+            continue
+        if (
+            2 <= len(values) <= MAX_CODE_VALUES
+            and min(values) >= 1
+            and max(values) <= (MAX_CODE_VALUES)
+        ):
+            shown = ", ".join(f"{v:g}" for v in sorted(values))
+            found[column] = (
+                f"looks like a numeric code (values {shown}): used as a magnitude; list it "
+                "under features.categorical if it is a code"
+            )
+    return found
 
 
 def _check_log_columns(log: list[str], numeric: list[str]) -> None:
@@ -382,8 +512,9 @@ def _check_log_columns(log: list[str], numeric: list[str]) -> None:
             )
 
 
-def _numeric_stored_as_text(engine, frame, columns, schema, source) -> list[str]:
-    as_text = []
+def _numeric_stored_as_text(engine, frame, columns, schema, source) -> dict[str, int]:
+    """Feature columns stored as text, with how many of their cells are not numbers."""
+    as_text = {}
     for column in columns:
         kind = schema[column]
         if kind == "numeric":
@@ -400,11 +531,13 @@ def _numeric_stored_as_text(engine, frame, columns, schema, source) -> list[str]
         check = engine.check_numeric_text(frame, column=column)
         if check.non_null == 0 or check.failed > (1 - MIN_PARSED_SHARE) * check.non_null:
             example = f"; e.g. value {check.example!r}" if check.example is not None else ""
+            if check.example is not None and _is_number(check.example, decimal=","):
+                example += " (a decimal comma? set input.decimal: ',')"
             raise ColumnTypeError(
                 f"feature column {column!r} of {source!r} is not numeric: {check.failed:,} of "
                 f"{check.non_null:,} values are not numbers{example}"
             )
-        as_text.append(column)
+        as_text[column] = check.failed
     return as_text
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import io
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -44,6 +45,7 @@ class PolarsStorage:
         separator: str,
         version: int | None = None,
         encoding: str = "utf-8",
+        infer_numbers: bool = True,
     ) -> pl.DataFrame:
         overrides = {name: _POLARS_TYPES[kind] for name, kind in types.items()}
         options = self.storage_options or None
@@ -58,6 +60,7 @@ class PolarsStorage:
                     pl.read_csv(
                         source,
                         storage_options=options,
+                        infer_schema=infer_numbers,
                         infer_schema_length=None,
                         separator=separator,
                         schema_overrides=overrides,
@@ -83,6 +86,25 @@ class PolarsStorage:
         if fmt != "csv" and overrides:
             frame = _cast_columns(frame, overrides, source=str(path))
         return frame
+
+    def add_row_numbers(self, frame: pl.DataFrame, *, column: str) -> pl.DataFrame:
+        return frame.with_row_index(column, offset=1).with_columns(pl.col(column).cast(pl.String))
+
+    def normalize_numbers(
+        self,
+        frame: pl.DataFrame,
+        *,
+        columns: Sequence[str],
+        decimal: str,
+        thousands: str | None,
+    ) -> pl.DataFrame:
+        def rewritten(column: str) -> pl.Expr:
+            text = pl.col(column)
+            if thousands is not None:
+                text = text.str.replace_all(thousands, "", literal=True)
+            return text.str.replace_all(decimal, ".", literal=True)
+
+        return frame.with_columns(rewritten(c) for c in columns)
 
     def schema(self, frame: pl.DataFrame) -> dict[str, ColumnKind]:
         return {name: _kind(dtype) for name, dtype in frame.schema.items()}

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from segmatch import kernels
 from segmatch.cells import Cells
-from segmatch.engines.base import SegmentRows
+from segmatch.engines.base import SegmentRows, with_top_levels
 from segmatch.engines.local.matrix import LocalMatrix, labels_of
 from segmatch.progress import progress
 
@@ -62,13 +62,26 @@ class PolarsResults:
         )
 
     def segment_profiles(
-        self, frame: pl.DataFrame, matrix: LocalMatrix, *, columns: Sequence[str]
+        self,
+        frame: pl.DataFrame,
+        matrix: LocalMatrix,
+        *,
+        columns: Sequence[str],
+        categorical: Sequence[str] = (),
     ) -> pa.Table:
         total = frame.height
+        labelled = frame.select(*columns, *categorical).with_columns(
+            pl.Series("segment", labels_of(matrix))
+        )
+        counts = {
+            column: {
+                (segment, level): n
+                for segment, level, n in labelled.group_by("segment", column).len().iter_rows()
+            }
+            for column in categorical
+        }
         profiles = (
-            frame.select(columns)
-            .with_columns(pl.Series("segment", labels_of(matrix)))
-            .group_by("segment")
+            labelled.group_by("segment")
             .agg(
                 pl.len().cast(pl.Int64).alias("size"),
                 *(pl.col(c).mean().alias(f"{c}_mean") for c in columns),
@@ -77,7 +90,8 @@ class PolarsResults:
             .with_columns((pl.col("size") / total).alias("share"))
             .sort("segment")
         )
-        return profiles.select("segment", "size", "share", *profiles.columns[2:-1]).to_arrow()
+        numeric = profiles.select("segment", "size", "share", *profiles.columns[2:-1])
+        return with_top_levels(numeric.to_arrow(), counts)
 
     def _rows_per_segment(
         self,

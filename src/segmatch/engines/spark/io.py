@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import json
+from collections.abc import Sequence
 from typing import Literal
 
 import pyarrow as pa
@@ -26,6 +27,9 @@ from segmatch.engines.spark.frames import (
 )
 from segmatch.errors import InputError, first_line
 from segmatch.locations import Files, join
+
+#: ``monotonically_increasing_id`` keeps the partition index above this bit.
+ROW_PARTITION_SHIFT = 33
 
 _SPARK_TYPES = {
     "float": "double",
@@ -55,6 +59,7 @@ class SparkStorage:
         separator: str,
         version: int | None = None,
         encoding: str = "utf-8",
+        infer_numbers: bool = True,
     ) -> DataFrame:
         try:
             if fmt == "csv":
@@ -65,7 +70,7 @@ class SparkStorage:
                     "encoding": _spark_charset(encoding),
                 }
                 inferred = self.spark.read.csv(
-                    str(path), inferSchema=True, samplingRatio=1.0, **options
+                    str(path), inferSchema=infer_numbers, samplingRatio=1.0, **options
                 ).schema
                 # Text columns are read as text, never through a number: ids keep their
                 # leading zeros and gain no ".0".
@@ -100,6 +105,35 @@ class SparkStorage:
         except (PySparkException, Py4JJavaError, OSError, ValueError, DeltaError) as exc:
             raise InputError(f"cannot read {fmt} input {str(path)!r}: {first_line(exc)}") from exc
         return frame
+
+    def add_row_numbers(self, frame: DataFrame, *, column: str) -> DataFrame:
+        # The row key of a frame as read holds the scan partition in its high bits and the
+        # row's place in that partition below: one count per partition gives every offset.
+        partition = F.shiftright(F.col(ROW), ROW_PARTITION_SHIFT)
+        counts = frame.groupBy(partition.alias("partition")).count().collect()
+        offsets, start = {}, 1
+        for row in sorted(counts, key=lambda r: r["partition"]):
+            offsets[row["partition"]] = start
+            start += row["count"]
+        if not offsets:
+            return frame.withColumn(column, F.lit(None).cast("string"))
+        offset = F.element_at(
+            F.create_map(*(F.lit(v) for pair in offsets.items() for v in pair)), partition
+        )
+        in_partition = F.col(ROW).bitwiseAND(F.lit((1 << ROW_PARTITION_SHIFT) - 1))
+        return frame.withColumn(column, (offset + in_partition).cast("string"))
+
+    def normalize_numbers(
+        self,
+        frame: DataFrame,
+        *,
+        columns: Sequence[str],
+        decimal: str,
+        thousands: str | None,
+    ) -> DataFrame:
+        # translate maps the decimal mark to "." and drops the thousands mark (no partner).
+        marks = decimal + (thousands or "")
+        return frame.withColumns({c: F.translate(F.col(c), marks, ".") for c in columns})
 
     def schema(self, frame: DataFrame) -> dict[str, ColumnKind]:
         return {f.name: _kind(f.dataType) for f in frame.schema.fields if f.name != ROW}

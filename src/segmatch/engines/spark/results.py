@@ -17,6 +17,7 @@ from segmatch.cells import Cells
 from segmatch.engines.base import (
     SegmentRows,
     match_schema,
+    with_top_levels,
 )
 from segmatch.engines.spark.frames import (
     DISTANCE,
@@ -75,9 +76,14 @@ class SparkResults:
         return frame.where(F.col(id_column).isin(list(ids))).select(id_column, *columns).toArrow()
 
     def segment_profiles(
-        self, frame: DataFrame, matrix: SparkMatrix, *, columns: Sequence[str]
+        self,
+        frame: DataFrame,
+        matrix: SparkMatrix,
+        *,
+        columns: Sequence[str],
+        categorical: Sequence[str] = (),
     ) -> pa.Table:
-        labelled = frame.select(matrix.id_column, *columns).join(
+        labelled = frame.select(matrix.id_column, *columns, *categorical).join(
             matrix.frame.select(matrix.id_column, F.col(LABEL).alias("segment")),
             on=matrix.id_column,
         )
@@ -91,7 +97,14 @@ class SparkResults:
             .orderBy("segment")
             .collect()
         )
-        medians = exact_medians(labelled, columns, group="segment")
+        medians = exact_medians(labelled, columns, group="segment") if columns else {}
+        counts = {
+            column: {
+                (r["segment"], r["level"]): r["count"]
+                for r in labelled.groupBy("segment", F.col(column).alias("level")).count().collect()
+            }
+            for column in categorical
+        }
         labelled.unpersist()
         total = sum(r["size"] for r in rows)
         table = {
@@ -106,7 +119,7 @@ class SparkResults:
                 for c in columns
             },
         }
-        return pa.table(table)
+        return with_top_levels(pa.table(table), counts)
 
     def _rows_per_segment(
         self,
