@@ -262,7 +262,7 @@ def test_few_level_text_columns_become_categorical_features_with_top_levels(engi
     assert result.model.categorical_levels == {"channel": ["web", "store"]}
     profiles = read_delta(tmp_path / "out" / "profiles").to_pylist()
     for profile in profiles:
-        levels = profile["channel_top"].split(", ")
+        levels = profile["channel_top"].split("; ")
         assert {level.split()[0] for level in levels} <= {"web", "store"}
         assert sum(int(level.split()[1].rstrip("%")) for level in levels) in (99, 100, 101)
 

@@ -14,7 +14,9 @@ from helpers import in_ci
 from segmatch.api import demo_config, run_pipeline
 from segmatch.cli import app
 
-SECTIONS = ("overview", "timeline", "sweep", "sizes", "heatmap", "scatter", "matches", "quality")
+SECTIONS = (
+    "overview", "timeline", "sweep", "sizes", "heatmap", "scatter", "matches", "quality", "columns",
+)  # fmt: skip
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -49,6 +51,9 @@ def test_the_report_is_self_contained_and_has_every_section(reported):
     assert fetched == []  # nothing to download: it opens offline
     assert "<script" not in page
     assert Path(second.outputs["report"]).stat().st_size < 5 * 2**20
+    # The demo's categorical features: top levels beside the medians, roles in the plan.
+    assert "<td>channel</td>" in page and re.search(r"<td>(web|store|app|phone) \d+%;", page)
+    assert "<td>updated_at</td><td>ordering</td>" in page
 
 
 def test_the_report_renders_in_headless_chromium(reported, tmp_path):

@@ -45,6 +45,11 @@ def test_scoring_the_training_data_gives_the_runs_segments(trained, customers_pa
     assert segments_by_id(scored.outputs["scores"]) == segments_by_id(out / "segments")
     scores = read_delta(scored.outputs["scores"]).to_pylist()
     assert all(0.0 <= r["confidence"] <= 1.0 for r in scores)
+    # Scored again, the training customers are beyond their segment's 99th percentile 1% of
+    # the time (less where a segment's count does not divide evenly).
+    flagged = sum(r["beyond_training_p99"] for r in scores)
+    assert flagged == scored.beyond_training_p99
+    assert 0.005 * len(scores) < flagged <= 0.01 * len(scores) + result.k
     lookalikes = read_delta(scored.outputs["lookalikes"]).to_pylist()
     assert len(lookalikes) == 10 * result.customers
     first = [r for r in lookalikes if r["idcliente"] == scores[0]["idcliente"]]
@@ -59,14 +64,16 @@ def test_scoring_new_customers_through_the_cli(trained, tmp_path):
     _, out = trained
     new = write_table(
         {
-            "idcliente": ["n1", "n2"],
-            "age": [30.0, 70.0],
-            "income": [30000.0, None],
-            "recency_days": [10.0, 300.0],
-            "frequency": [25, 1],
-            "monetary": [1200.0, 40.0],
-            "tenure_days": [600.0, 4000.0],
-            "updated_at": [None, None],
+            "idcliente": ["n1", "n2", "odd"],
+            "age": [30.0, 70.0, 94.0],
+            "income": [30000.0, None, 9_000_000.0],
+            "recency_days": [10.0, 300.0, 0.0],
+            "frequency": [25, 1, 900],
+            "monetary": [1200.0, 40.0, 5_000_000.0],
+            "tenure_days": [600.0, 4000.0, 20000.0],
+            "channel": ["web", "store", "phone"],
+            "region": ["north", None, "islands"],
+            "updated_at": [None, None, None],
         },
         tmp_path / "new.csv",
     )
@@ -83,7 +90,9 @@ def test_scoring_new_customers_through_the_cli(trained, tmp_path):
         ],
     )
     assert outcome.exit_code == 0, outcome.output
-    assert read_delta(tmp_path / "s" / "scores").num_rows == 2
+    scores = {r["idcliente"]: r for r in read_delta(tmp_path / "s" / "scores").to_pylist()}
+    assert len(scores) == 3 and scores["odd"]["beyond_training_p99"] is True
+    assert "farther from their segment's centre than 99% of its training" in outcome.output
 
 
 def test_scoring_input_missing_a_feature_column(trained, tmp_path):

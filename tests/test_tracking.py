@@ -134,6 +134,32 @@ def test_a_failed_run_is_marked_failed(tracked, tmp_path):
     assert runs[0].info.status == "FAILED" and "does not exist" in runs[0].data.tags["error"]
 
 
+class FailingExport:
+    """A hook that stops the run as its export starts: after the model was registered."""
+
+    def before_stage(self, *, run_id: str, stage: str) -> None:
+        if stage == "export":
+            raise RuntimeError("the disk filled up")
+
+
+def test_a_run_that_fails_after_registering_withdraws_its_model_version(
+    tracked, customers_path, tmp_path
+):
+    config = tracked_config(customers_path, tmp_path / "out", "withdrawn")
+    with pytest.raises(RuntimeError, match="the disk filled up"):
+        run_pipeline(config, hooks=(FailingExport(),))
+    assert tracked.search_model_versions("name='withdrawn'") == []
+    runs = tracked.search_runs(
+        [tracked.get_experiment_by_name("segmatch").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    assert runs[0].info.status == "FAILED"
+    assert runs[0].data.tags["withdrawn_model_version"] == "1"
+    assert not (tmp_path / "out" / "segments").exists()
+    assert not (tmp_path / "out" / "model.json").exists()
+
+
 def test_bad_model_uri_and_missing_feature_column_get_clear_errors(
     tracked, customers_path, tmp_path
 ):

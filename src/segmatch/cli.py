@@ -221,6 +221,13 @@ def score(
         f"scored {result.customers:,} customers ({result.quarantined:,} quarantined) in "
         f"{sum(r.seconds for r in result.stages):.2f} s"
     )
+    share = result.beyond_training_p99 / max(result.customers, 1)
+    # By construction 1% of customers like the training ones lie beyond that distance.
+    style = "[yellow]warning:[/] " if share > 0.05 else ""
+    out.print(
+        f"{style}{result.beyond_training_p99:,} new customers ({share:.1%}) are farther from their "
+        "segment's centre than 99% of its training customers (scores.beyond_training_p99)"
+    )
     for name, path in result.outputs.items():
         out.print(f"  {name}: {path}")
 
@@ -400,7 +407,7 @@ def _segments_table(result: RunResult) -> Table:
     for name in result.model.numeric_columns:
         table.add_row(name, *(_number(row[f"{name}_median"]) for row in profiles))
     for name in result.model.categorical_levels:
-        table.add_row(name, *(row[f"{name}_top"].replace(", ", "\n") for row in profiles))
+        table.add_row(name, *(row[f"{name}_top"].replace("; ", "\n") for row in profiles))
     return table
 
 

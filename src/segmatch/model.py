@@ -46,11 +46,24 @@ class SegmentModel:
     pca_mean_: np.ndarray | None = None
     centroids_: np.ndarray | None = None
     segment_ids_: np.ndarray | None = None
+    #: Per segment (in the order of ``segment_ids_``), the distance to its centroid that 99%
+    #: of its training customers are within: a new customer beyond it is unlike them.
+    distance_p99_: np.ndarray | None = None
     config_: dict[str, Any] = field(default_factory=dict)
 
     @property
     def feature_names(self) -> list[str]:
         return feature_names(self.numeric_columns, self.categorical_levels)
+
+    @property
+    def usual_distance(self) -> dict[int, float]:
+        """Segment id → the training run's 99th percentile of distance to its centroid
+        (empty for a model saved before it was recorded)."""
+        if self.distance_p99_ is None or self.segment_ids_ is None:
+            return {}
+        return {
+            int(s): float(d) for s, d in zip(self.segment_ids_, self.distance_p99_, strict=True)
+        }
 
     @property
     def n_segments(self) -> int:

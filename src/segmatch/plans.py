@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import pyarrow as pa
 
 from segmatch._version import __version__
@@ -183,8 +184,14 @@ def fitted_model(
         pca_mean_=reduced.mean,
         centroids_=clustering.centroids,
         segment_ids_=clustering.segment_ids,
+        distance_p99_=_distance_p99(engine, clustering),
         config_=config.model_dump(mode="json"),
     )
+
+
+def _distance_p99(engine: Engine, clustering: cluster.Clustering) -> np.ndarray:
+    quantiles = engine.distance_quantiles(clustering.matrix, q=0.99)
+    return np.array([quantiles.get(int(s), np.nan) for s in clustering.segment_ids])
 
 
 def registered_model(
@@ -280,10 +287,15 @@ def finish_scoring(context: RunContext, values: Mapping[str, Any]) -> ScoringRes
     """Stage the scores, lookalikes and quarantine, then commit them."""
     engine, outputs = context.engine, context.outputs
     id_column = values["raw"].plan.id_column
-    engine.write_parquet(
-        engine.scores_frame(values["scored"].matrix, id_column=id_column),
-        folder=outputs.path_for("scores"),
+    scores = engine.scores_frame(
+        values["scored"].matrix,
+        id_column=id_column,
+        usual_distance=values["model"].usual_distance,
     )
+    engine.write_parquet(scores, folder=outputs.path_for("scores"))
+    flags = engine.column_stats(
+        scores, numeric=[], categorical=["beyond_training_p99"], center="median"
+    ).levels["beyond_training_p99"]
     if values.get("lookalikes") is not None:
         engine.write_parquet(values["lookalikes"].frame, folder=outputs.path_for("lookalikes"))
     export.write_quarantine(engine, values["cleaned"], outputs)
@@ -292,6 +304,7 @@ def finish_scoring(context: RunContext, values: Mapping[str, Any]) -> ScoringRes
         run_id=context.run_id,
         customers=values["scored"].rows_out,
         quarantined=values["cleaned"].quarantined,
+        beyond_training_p99=flags.get("true", 0),
         outputs={name: c.path for name, c in commits.items()},
         stages=list(context.stage_records),
     )
@@ -400,6 +413,15 @@ TRAINING = Plan(
             stage=False,
         ),
         Step(
+            "match",
+            "matches",
+            match.match_lookalikes,
+            needs={"clustering": "labelled", "id_column": "raw.plan.id_column"},
+            sections={"config": "match"},
+            checkpoint=True,
+            when=_needs_matches,
+        ),
+        Step(
             "register",
             "registered",
             registered_model,
@@ -410,15 +432,6 @@ TRAINING = Plan(
                 "registry": "registry",
             },
             stage=False,
-        ),
-        Step(
-            "match",
-            "matches",
-            match.match_lookalikes,
-            needs={"clustering": "labelled", "id_column": "raw.plan.id_column"},
-            sections={"config": "match"},
-            checkpoint=True,
-            when=_needs_matches,
         ),
         Step(
             "export",

@@ -229,5 +229,7 @@ class ScoringResult:
     run_id: str
     customers: int
     quarantined: int
+    #: New customers farther from their segment's centroid than 99% of its training customers.
+    beyond_training_p99: int
     outputs: dict[str, str]
     stages: list[StageRecord]

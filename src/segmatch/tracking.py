@@ -115,6 +115,8 @@ class MlflowTracking:
         self.config = config
         self.records: list[StageRecord] = []
         self.mlflow_run_id: str | None = None
+        #: The model version this run registered, withdrawn again if the run fails.
+        self.registered_version: str | None = None
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segmatch-mlflow")
         self._opened: Future[str] | None = None
         self._champion: Future[SegmentModel | None] | None = None
@@ -198,13 +200,21 @@ class MlflowTracking:
             model_path = Path(folder) / "model.json"
             model_path.write_text(model_json, encoding="utf-8")
             with mlflow.start_run(run_id=self.mlflow_run_id):
-                return self._log_model(mlflow, model_path, model)
+                self.registered_version = self._log_model(mlflow, model_path, model)
+                return self.registered_version
 
     def _finish(self, result: RunResult | None, error: BaseException | None) -> None:
         mlflow = import_mlflow()
         client = mlflow.MlflowClient(tracking_uri(self.config))
         if error is not None or result is None:
             client.set_tag(self.mlflow_run_id, "error", str(error)[:5000])
+            if self.registered_version is not None:
+                # A failed run's outputs were never committed: its model must not be found
+                # in the registry as if they had been.
+                client.delete_model_version(self.config.model_name, self.registered_version)
+                client.set_tag(
+                    self.mlflow_run_id, "withdrawn_model_version", self.registered_version
+                )
             self._log_stage_metrics(client)
             client.set_terminated(self.mlflow_run_id, status="FAILED")
             return

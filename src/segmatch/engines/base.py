@@ -199,7 +199,7 @@ def with_top_levels(
     profiles: pa.Table, counts: Mapping[str, Mapping[tuple[int, str], int]]
 ) -> pa.Table:
     """Profiles with ``<column>_top`` per categorical feature: each segment's most frequent
-    levels and their shares within it, e.g. ``web 62%, app 25%, store 10%``."""
+    levels and their shares within it, e.g. ``web 62%; app 25%; store 10%``."""
     for column, by_segment in counts.items():
         per_segment: dict[int, list[tuple[str, int]]] = {}
         for (segment, level), count in by_segment.items():
@@ -209,7 +209,7 @@ def with_top_levels(
             levels = sorted(per_segment.get(segment, []), key=lambda item: (-item[1], item[0]))
             total = sum(count for _, count in levels) or 1
             described.append(
-                ", ".join(f"{level} {count / total:.0%}" for level, count in levels[:TOP_LEVELS])
+                "; ".join(f"{level} {count / total:.0%}" for level, count in levels[:TOP_LEVELS])
             )
         profiles = profiles.append_column(f"{column}_top", pa.array(described, pa.string()))
     return profiles
@@ -545,8 +545,17 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         """Rows (id, segment, distance, pc_1 … pc_d, then each label as a text column)."""
 
     @abstractmethod
-    def scores_frame(self, matrix: MatrixT, *, id_column: str) -> FrameT:
-        """Rows (id, segment, distance, confidence) of an assigned matrix."""
+    def scores_frame(
+        self, matrix: MatrixT, *, id_column: str, usual_distance: Mapping[int, float]
+    ) -> FrameT:
+        """Rows (id, segment, distance, confidence, ``beyond_training_p99``) of an assigned
+        matrix: the flag says whether the distance exceeds ``usual_distance`` of the row's
+        segment (null for a segment without one)."""
+
+    @abstractmethod
+    def distance_quantiles(self, matrix: MatrixT, *, q: float) -> dict[int, float]:
+        """Per segment of an assigned matrix, the ``q`` quantile of its rows' distances to
+        their centroid (linear interpolation, exact)."""
 
     def top_k_against(
         self,

@@ -37,7 +37,7 @@ NUMBER_SHARE = 0.95
 MIN_PARSED_SHARE = 0.5
 #: The id column made from row positions when ``input.id_column`` is null.
 ROW_NUMBER_COLUMN = "row_number"
-#: A numeric column of at most this many small positive integers may be a code (1 = north…).
+#: A numeric column of at most this many integers counting from 1 may be a code (1 = north…).
 MAX_CODE_VALUES = 12
 
 
@@ -490,11 +490,8 @@ def _numeric_codes(sample: dict[str, list], columns: list[str]) -> dict[str, str
         values = {v for v in numbers if not math.isnan(v)}
         if not values or not all(v.is_integer() for v in values):
             continue
-        if (
-            2 <= len(values) <= MAX_CODE_VALUES
-            and min(values) >= 1
-            and max(values) <= (MAX_CODE_VALUES)
-        ):
+        # Codes count from 1 (Region 1, 2, 3); a count or a measure (tenure 6–12) need not.
+        if len(values) >= 2 and min(values) == 1 and max(values) <= MAX_CODE_VALUES:
             shown = ", ".join(f"{v:g}" for v in sorted(values))
             found[column] = (
                 f"looks like a numeric code (values {shown}): used as a magnitude; list it "

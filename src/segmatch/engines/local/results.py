@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -44,15 +44,28 @@ class PolarsResults:
             }
         ).with_columns(pl.lit(value, pl.String).alias(name) for name, value in labels.items())
 
-    def scores_frame(self, matrix: LocalMatrix, *, id_column: str) -> pl.DataFrame:
+    def scores_frame(
+        self, matrix: LocalMatrix, *, id_column: str, usual_distance: Mapping[int, float]
+    ) -> pl.DataFrame:
+        labels = labels_of(matrix)
+        limits = pl.Series(labels).replace_strict(
+            dict(usual_distance), default=None, return_dtype=pl.Float64
+        )
         return pl.DataFrame(
             {
                 id_column: matrix.ids,
-                "segment": labels_of(matrix),
+                "segment": labels,
                 "distance": matrix.distances,
                 "confidence": kernels.confidence(matrix.distances, matrix.runner_up),
             }
-        )
+        ).with_columns((pl.col("distance") > limits).alias("beyond_training_p99"))
+
+    def distance_quantiles(self, matrix: LocalMatrix, *, q: float) -> dict[int, float]:
+        labels = labels_of(matrix)
+        return {
+            int(label): float(np.quantile(matrix.distances[labels == label], q))
+            for label in np.unique(labels)
+        }
 
     def rows_for_ids(
         self, frame: pl.DataFrame, *, id_column: str, ids: Sequence[object], columns: Sequence[str]

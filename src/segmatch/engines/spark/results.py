@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -59,16 +59,37 @@ class SparkResults:
             *(F.lit(value).cast("string").alias(name) for name, value in labels.items()),
         )
 
-    def scores_frame(self, matrix: SparkMatrix, *, id_column: str) -> DataFrame:
+    def scores_frame(
+        self, matrix: SparkMatrix, *, id_column: str, usual_distance: Mapping[int, float]
+    ) -> DataFrame:
         confidence = F.when(
             F.col(RUNNER_UP) > 0, F.lit(1.0) - F.col(DISTANCE) / F.col(RUNNER_UP)
         ).otherwise(F.lit(0.0))
+        limit = (
+            F.element_at(
+                F.create_map(*(F.lit(v) for pair in usual_distance.items() for v in pair)).cast(
+                    "map<int,double>"
+                ),
+                F.col(LABEL),
+            )
+            if usual_distance
+            else F.lit(None).cast("double")
+        )
         return matrix.frame.select(
             F.col(matrix.id_column).alias(id_column),
             F.col(LABEL).alias("segment"),
             F.col(DISTANCE),
             confidence.alias("confidence"),
+            (F.col(DISTANCE) > limit).alias("beyond_training_p99"),
         )
+
+    def distance_quantiles(self, matrix: SparkMatrix, *, q: float) -> dict[int, float]:
+        rows = (
+            matrix.frame.groupBy(LABEL)
+            .agg(F.percentile(F.col(DISTANCE), F.lit(q)).alias("quantile"))
+            .collect()
+        )
+        return {int(r[LABEL]): float(r["quantile"]) for r in rows}
 
     def rows_for_ids(
         self, frame: DataFrame, *, id_column: str, ids: Sequence[Any], columns: Sequence[str]
