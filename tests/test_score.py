@@ -170,10 +170,11 @@ def test_mlflow_models_serve_answers_a_scoring_request(
                 time.sleep(0.5)
         customers = read_delta(tmp_path / "run" / "segments").slice(0, 5)["idcliente"].to_pylist()
         rows = pq.read_table(customers_path).to_pandas().drop_duplicates("idcliente", keep="last")
+        numeric = result.model.numeric_columns
         rows = (
             rows.set_index("idcliente")
-            .loc[customers, result.model.numeric_columns]
-            .astype("float64")
+            .loc[customers, [*numeric, *result.model.categorical_levels]]
+            .astype(dict.fromkeys(numeric, "float64"))
         )
         body = json.dumps(
             {"dataframe_split": rows.reset_index(drop=True).to_dict(orient="split")}

@@ -98,12 +98,14 @@ def test_the_registered_model_scores_like_the_run(tracked, customers_path, tmp_p
     rows = customers.drop_duplicates("idcliente", keep="last").merge(
         segments[["idcliente", "segment"]], on="idcliente"
     )
-    predicted = loaded.predict(rows[result.model.numeric_columns].astype("float64"))
+    numeric, categorical = result.model.numeric_columns, list(result.model.categorical_levels)
+    inputs_frame = rows[numeric + categorical].astype(dict.fromkeys(numeric, "float64"))
+    predicted = loaded.predict(inputs_frame)
     np.testing.assert_array_equal(predicted["segment"].to_numpy(), rows["segment"].to_numpy())
     assert ((predicted["confidence"] >= 0) & (predicted["confidence"] <= 1)).all()
     # Where segmatch is not installed, the model loads with the code it carries.
     inputs = tmp_path / "rows.parquet"
-    rows[result.model.numeric_columns].astype("float64").to_parquet(inputs)
+    inputs_frame.to_parquet(inputs)
     completed = subprocess.run(
         [sys.executable, "-c", LOAD_WITHOUT_SEGMATCH, "models:/t-roundtrip@champion", str(inputs)],
         capture_output=True,
