@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from helpers import ENGINES
+from helpers import BUCKET, ENGINES
 from segmatch.engines import make_engine
 from segmatch.engines.base import Engine
 from segmatch.synthetic import generate_customers
@@ -78,3 +82,50 @@ def customers_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_customers(
         tmp_path_factory.mktemp("data") / "customers.parquet", rows=3000, seed=11
     )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """An S3-compatible server on 127.0.0.1 for this module, with one bucket."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "s3_server.py"), "127.0.0.1", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(endpoint, timeout=2):
+                break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("the S3-compatible test server (moto_server) did not start")
+            time.sleep(0.3)
+    settings = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "segmatch",
+        "AWS_SECRET_ACCESS_KEY": "segmatch-secret",
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    }
+    previous = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    import boto3  # noqa: PLC0415 -- comes with moto, only these tests need it
+
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    yield endpoint
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.terminate()
+    server.wait(timeout=30)

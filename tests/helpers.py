@@ -17,6 +17,8 @@ import pytest
 from segmatch.config import Config, build_config
 
 ENGINES = ["local", "spark"]
+#: The bucket the S3-compatible test server (``s3_server``) holds.
+BUCKET = "segmatch-tests"
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 

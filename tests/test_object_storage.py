@@ -5,73 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import textwrap
-import time
-import urllib.request
-from pathlib import Path
 
 import polars as pl
 import pytest
 
-from helpers import make_config, run_script
+from helpers import BUCKET, make_config, run_script
 from segmatch.api import run_pipeline, score_customers
 from segmatch.locations import Files
 from segmatch.pipeline import CHECKPOINTED, STAGES
 from segmatch.storage import read_delta, table_history
 from segmatch.synthetic import generate_customers
-
-BUCKET = "segmatch-tests"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    """An S3-compatible server on 127.0.0.1 for this module, with one bucket."""
-    port = free_port()
-    server_cli = Path(sys.executable).parent / "moto_server"
-    server = subprocess.Popen(
-        [str(server_cli), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(endpoint, timeout=2):
-                break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("the S3-compatible test server (moto_server) did not start")
-            time.sleep(0.3)
-    settings = {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "segmatch",
-        "AWS_SECRET_ACCESS_KEY": "segmatch-secret",
-        "AWS_REGION": "us-east-1",
-        "AWS_ALLOW_HTTP": "true",
-    }
-    previous = {key: os.environ.get(key) for key in settings}
-    os.environ.update(settings)
-    import boto3  # noqa: PLC0415 -- comes with moto, only these tests need it
-
-    boto3.client("s3").create_bucket(Bucket=BUCKET)
-    yield endpoint
-    for key, value in previous.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    server.terminate()
-    server.wait(timeout=30)
 
 
 def test_the_local_engine_reads_and_writes_object_storage(s3_server, tmp_path):

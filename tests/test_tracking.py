@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from helpers import make_config
 from segmatch.api import demo_config, rebuild_report, run_pipeline
 from segmatch.cli import app
-from segmatch.errors import InputError, ModelError
+from segmatch.errors import InputError, ModelError, RunFailedError
 from segmatch.model import SegmentModel
 from segmatch.pipeline import STAGES
 from segmatch.storage import read_delta
@@ -148,7 +148,7 @@ def test_a_run_that_fails_after_registering_withdraws_its_model_version(
     tracked, customers_path, tmp_path
 ):
     config = tracked_config(customers_path, tmp_path / "out", "withdrawn")
-    with pytest.raises(RuntimeError, match="the disk filled up"):
+    with pytest.raises(RunFailedError, match="RuntimeError: the disk filled up"):
         run_pipeline(config, hooks=(FailingExport(),))
     assert tracked.search_model_versions("name='withdrawn'") == []
     runs = tracked.search_runs(

@@ -237,6 +237,9 @@ class OutputConfig(_Strict):
     #: quicker stage costs less to recompute on resume than to write (on Spark, a whole job).
     checkpoint_min_seconds: float = Field(20.0, ge=0.0)
     keep_runs: int = Field(2, ge=0)
+    #: How long a run waits for another run committing to the same output before it gives up
+    #: (committing nothing): runs commit one at a time, each one's tables and model together.
+    lease_timeout: float = Field(600.0, ge=0.0)
     report: bool = True
 
     @model_validator(mode="after")

@@ -52,6 +52,10 @@ class ModelError(SegmatchError):
     """A fitted model is missing, unfitted, or does not fit the data it is applied to."""
 
 
+class OutputBusyError(SegmatchError):
+    """Another run holds the output's lease: this run committed nothing."""
+
+
 class EngineUnavailableError(SegmatchError):
     """The engine asked for needs an optional dependency that is not installed."""
 
@@ -62,6 +66,21 @@ class StageError(SegmatchError):
     def __init__(self, stage: str, cause: BaseException) -> None:
         super().__init__(f"stage {stage!r} failed: {type(cause).__name__}: {cause}")
         self.stage = stage
+
+
+class RunFailedError(SegmatchError):
+    """A run failed on something segmatch did not expect; its traceback is in the run's log."""
+
+    def __init__(self, run_id: str, step: str, cause: BaseException, log: str | None) -> None:
+        underlying = cause.__cause__ if isinstance(cause, StageError) and cause.__cause__ else cause
+        where = f"the traceback is in {log}" if log else "its traceback could not be written"
+        super().__init__(
+            f"run {run_id} failed in {step}: {type(underlying).__name__}: "
+            f"{first_line(underlying)}; {where}"
+        )
+        self.run_id = run_id
+        self.step = step
+        self.log = log
 
 
 def first_line(exc: BaseException) -> str:

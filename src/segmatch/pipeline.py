@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import resource
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 from segmatch.checkpoints import Checkpoints
 from segmatch.config import Config
 from segmatch.engines.base import Engine
-from segmatch.errors import DataQualityError, SegmatchError, StageError
+from segmatch.errors import DataQualityError, RunFailedError, SegmatchError, StageError
 from segmatch.locations import Files, is_table_name, join
 from segmatch.plans import (
     TRAINING,
@@ -38,11 +39,13 @@ from segmatch.plans import (
 )
 from segmatch.results import StageRecord
 from segmatch.storage import (
+    ERROR_LOG_FILE,
     STAGE_LOG_FILE,
     STAGING_FOLDER,
     StagedOutputs,
     append_json_line,
     input_digest,
+    run_folder,
     table_digest,
 )
 
@@ -157,21 +160,39 @@ class Pipeline:
         )
         values = self._run_values(context)
         keys: dict[str, str] = {"input_digest": digest or ""}
+        step_name = "starting"
         try:
             try:
                 for step in self.plan.steps:
+                    step_name = f"stage {step.name!r}" if step.stage else f"step {step.name!r}"
                     self._run_step(step, values, keys)
             except DataQualityError as error:
                 raise commit_quarantine(context, values, error) from None
+            step_name = "the commit of its outputs"
             result = self.plan.finish(context, values)
         except BaseException as error:
             self._call("after_run", run_id=self.run_id, result=None, error=error)
+            unexpected = isinstance(error, Exception) and not isinstance(error, SegmatchError)
+            if unexpected or isinstance(error, StageError):
+                raise RunFailedError(
+                    self.run_id, step_name, error, self._write_traceback(error)
+                ) from error
             raise
         finally:
             context.outputs.discard()
         self.checkpoints.finish(self.run_id)
         self._call("after_run", run_id=self.run_id, result=result, error=None)
         return result
+
+    def _write_traceback(self, error: BaseException) -> str | None:
+        """Put the failure's whole traceback in the run's folder; return where (or None)."""
+        location = join(run_folder(self.out, self.run_id), ERROR_LOG_FILE)
+        try:
+            self.files.write_text(location, "".join(traceback.format_exception(error)))
+        except Exception:  # the run's own error is the one to report
+            logger.warning("could not write the traceback of run %s to %s", self.run_id, location)
+            return None
+        return location
 
     def _run_values(self, context: RunContext) -> _Values:
         """The values every step may need before any step ran: the run's own."""

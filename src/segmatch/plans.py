@@ -24,6 +24,7 @@ from segmatch._version import __version__
 from segmatch.config import Config, config_digest
 from segmatch.engines.base import Engine
 from segmatch.errors import DataQualityError
+from segmatch.lease import OutputLease, TableState
 from segmatch.locations import Files, join
 from segmatch.model import SegmentModel
 from segmatch.results import RunResult, ScoringResult, StageRecord
@@ -214,17 +215,84 @@ def registered_model(
 
 
 def commit_tables(
-    context: RunContext, *, id_column: str, model_version: str | None
+    context: RunContext,
+    *,
+    id_column: str,
+    model_version: str | None,
+    model: tuple[str, str] | None = None,
 ) -> dict[str, TableCommit]:
-    """Commit the staged tables; the same batch (config + input) is committed only once."""
-    batch = hashlib.sha256(f"{config_digest(context.config)}:{context.input_digest}".encode())
-    return context.outputs.commit(
-        context.engine.commit_table,
-        modes={name: context.config.output.mode(name) for name in TABLES},
-        keys={name: spec.key_for(id_column) for name, spec in TABLES.items()},
-        batch_id=batch.hexdigest()[:24] if context.input_digest else None,
-        metadata={"segmatch.model_version": model_version} if model_version else {},
+    """Commit the staged tables (and move the staged ``model`` file into place) as one unit
+    under the output's lease.
+
+    A run that holds the lease is the only one committing to the output. If it fails
+    part-way, the tables it committed are put back to the versions the lease records, so the
+    output still holds one run's tables and model; a training run that succeeds becomes the
+    current run. Tables a run that died holding the lease had committed are put back first.
+    The batch (config + input) the output already holds is not committed again.
+    """
+    outputs = context.outputs
+    batch = (
+        hashlib.sha256(
+            f"{config_digest(context.config)}:{context.input_digest}".encode()
+        ).hexdigest()[:24]
+        if context.input_digest
+        else None
     )
+    lease = OutputLease(outputs.root, storage_options=context.engine.storage_options)
+    claim = lease.acquire(context.run_id, timeout=context.config.output.lease_timeout)
+    tables = dict(claim.previous.tables)
+    if claim.interrupted is not None:
+        tables = _put_back(context, tables)
+    staged = outputs.staged_tables
+    if batch is not None and all(
+        name in tables
+        and tables[name].batch == batch
+        and context.engine.table_version(outputs.table_path(name)) == tables[name].version
+        for name in staged
+    ):
+        lease.release(claim, current_run=claim.previous.current_run, tables=tables)
+        return {
+            name: TableCommit(
+                name, outputs.table_path(name), tables[name].version, "skipped", 0, True
+            )
+            for name in staged
+        }
+    try:
+        commits = outputs.commit(
+            context.engine.commit_table,
+            modes={name: context.config.output.mode(name) for name in TABLES},
+            keys={name: spec.key_for(id_column) for name, spec in TABLES.items()},
+            # Unique per commit: a batch the output held before another one is committed again.
+            batch_id=f"{batch}-{claim.version}" if batch else None,
+            metadata={"segmatch.model_version": model_version} if model_version else {},
+        )
+        if model is not None:
+            outputs.files.move(*model)
+    except BaseException:
+        lease.release(
+            claim, current_run=claim.previous.current_run, tables=_put_back(context, tables)
+        )
+        raise
+    tables |= {
+        name: TableState(commit.version, context.run_id, batch) for name, commit in commits.items()
+    }
+    lease.release(
+        claim,
+        current_run=context.run_id if model is not None else claim.previous.current_run,
+        tables=tables,
+    )
+    return commits
+
+
+def _put_back(context: RunContext, tables: Mapping[str, TableState]) -> dict[str, TableState]:
+    """Restore every table that moved past the version the lease records for it."""
+    restored = dict(tables)
+    for name, table in tables.items():
+        location = context.outputs.table_path(name)
+        if context.engine.table_version(location) not in (None, table.version):
+            version = context.engine.restore_table(location, table.version)
+            restored[name] = TableState(version, table.run_id, table.batch)
+    return restored
 
 
 def commit_quarantine(context: RunContext, values: Mapping[str, Any], error: DataQualityError):
@@ -243,9 +311,13 @@ def finish_training(context: RunContext, values: Mapping[str, Any]) -> RunResult
     stage_log = pa.Table.from_pylist([asdict(record) for record in context.stage_records])
     write_arrow(stage_log, join(outputs.path_for("stage_log"), PART_FILE), files=outputs.files)
     id_column = values["raw"].plan.id_column
-    commits = commit_tables(context, id_column=id_column, model_version=registered.version)
     model_path = join(outputs.root, MODEL_FILE)
-    outputs.files.move(registered.path, model_path)
+    commits = commit_tables(
+        context,
+        id_column=id_column,
+        model_version=registered.version,
+        model=(registered.path, model_path),
+    )
     result = RunResult.from_outputs(
         run_id=context.run_id,
         config=context.config,

@@ -43,6 +43,8 @@ SCATTER_SAMPLE_FILE = "scatter_sample.parquet"
 #: The run's segment profiles beside its summary: the report reads them wherever the tables are.
 PROFILES_FILE = "profiles.parquet"
 COLUMN_PLAN_FILE = "column_plan.json"
+#: The whole traceback of a run that failed on something unexpected.
+ERROR_LOG_FILE = "error.log"
 #: The one file a table staged from the driver is written as.
 PART_FILE = "part-00000.parquet"
 #: Customers a run keeps, stratified by segment, for its report's PCA scatter.
@@ -101,6 +103,11 @@ class StagedOutputs:
         if table not in self._tables:
             self._tables.append(table)
         return folder
+
+    @property
+    def staged_tables(self) -> tuple[str, ...]:
+        """The tables staged so far and not yet committed."""
+        return tuple(self._tables)
 
     def table_path(self, table: str) -> str:
         """The table's location: its folder under root, or its catalog name."""
