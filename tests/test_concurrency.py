@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 from deltalake import CommitProperties, write_deltalake
+from typer.testing import CliRunner
 
 from helpers import BUCKET
 from segmatch.api import run_pipeline
+from segmatch.cli import app
 from segmatch.config import build_config
 from segmatch.errors import RunFailedError
 from segmatch.lease import OutputLease
@@ -271,6 +273,10 @@ def test_a_run_that_died_holding_the_lease_is_rolled_back_by_the_next(tmp_path):
     assert "RESTORE" in history[1]["operation"].upper()
     assert OutputLease(out).current().current_run == second.run_id
     assert first.run_id != second.run_id
+    listing = CliRunner().invoke(app, ["history", join(out, "segments")], terminal_width=200)
+    assert listing.exit_code == 0, listing.output
+    assert f"committed by run {second.run_id}" in listing.output
+    assert "← current" in listing.output
 
 
 class ExplodingCommit:

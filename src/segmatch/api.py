@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from segmatch import storage
 from segmatch.config import Config, TrackingConfig, apply_overrides, build_config, load_config
 from segmatch.engines import make_engine
 from segmatch.errors import ModelError
+from segmatch.lease import OutputLease
 from segmatch.locations import Files, is_table_name, is_uri, join
 from segmatch.model import SegmentModel
 from segmatch.pipeline import Pipeline, StageHook
@@ -186,6 +188,19 @@ def _segments_table(output: dict[str, Any]) -> str:
     return join(output["path"], "segments")
 
 
+def current_version(
+    table: str, *, storage_options: dict[str, str] | None = None
+) -> tuple[int, str] | None:
+    """The version of an output table the output's lease names as current, and the run that
+    committed it (None for a catalog name or a table no segmatch run committed under a lease)."""
+    if is_table_name(table):
+        return None
+    location = os.fspath(table).rstrip("/")
+    root, _, name = location.rpartition("/")
+    recorded = OutputLease(root or ".", storage_options=storage_options).current().tables.get(name)
+    return (recorded.version, recorded.run_id) if recorded else None
+
+
 def table_history(
     table: str, *, spark: Any | None = None, storage_options: dict[str, str] | None = None
 ) -> list[dict[str, Any]]:
@@ -250,10 +265,19 @@ def score_customers(
     known = engine.has_table(reference) or (
         not is_table_name(reference) and Files(config.storage_options).exists(reference)
     )
+    version = None
+    if not segments and not is_table_name(trained_output["path"]):
+        current = OutputLease(trained_output["path"], storage_options=config.storage_options)
+        recorded = current.current().tables.get("segments")
+        version = recorded.version if recorded else None
     run = Pipeline(
         config,
         engine,
         plan=SCORING,
-        provided={"model": fitted, "reference": reference if known else None},
+        provided={
+            "model": fitted,
+            "reference": reference if known else None,
+            "reference_version": version,
+        },
     )
     return run.run()

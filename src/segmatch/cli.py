@@ -262,10 +262,11 @@ def history(
     """List a Delta table's versions: time, operation, rows written, and the run that wrote it."""
     try:
         versions = api.table_history(table)[:limit]
+        current = api.current_version(table)
     except SegmatchError as error:
         raise _fail(error) from None
     listing = Table(title=f"History of {table}", title_justify="left")
-    for column in ("version", "time (UTC)", "operation", "rows written", "run id"):
+    for column in ("version", "time (UTC)", "operation", "rows written", "run id", ""):
         listing.add_column(column)
     for entry in versions:
         stamp = datetime.fromtimestamp(entry["timestamp"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
@@ -275,8 +276,11 @@ def history(
             entry["operation"] or "-",
             f"{entry['rows_written']:,}" if entry["rows_written"] else "-",
             entry["run_id"] or "-",
+            "← current" if current and current[0] == entry["version"] else "",
         )
     out.print(listing)
+    if current is not None:
+        out.print(f"current: version {current[0]}, committed by run {current[1]}")
 
 
 @app.command()

@@ -126,7 +126,11 @@ class OutputLease:
 
     def current(self) -> LeaseState:
         """The lease as it is now (an empty state where no run committed under it yet)."""
-        return self._read()[1]
+        try:
+            table = DeltaTable(self.location, storage_options=self.storage_options)
+        except TableNotFoundError:
+            return LeaseState()
+        return _state(table)
 
     def acquire(self, run_id: str, *, timeout: float) -> Claim:
         """Hold the lease, waiting up to ``timeout`` seconds for a live holder to finish."""
@@ -176,19 +180,7 @@ class OutputLease:
 
     def _read(self) -> tuple[DeltaTable, LeaseState]:
         table = self._open()
-        rows = table.to_pyarrow_table().to_pylist()
-        # Two runs creating the lease at once may each add a free row: a held row wins.
-        row = next((r for r in rows if r["holder"] is not None), rows[0] if rows else None)
-        if row is None:
-            return table, LeaseState()
-        return table, LeaseState(
-            holder=row["holder"],
-            holder_host=row["holder_host"],
-            holder_pid=row["holder_pid"],
-            acquired_at=row["acquired_at"],
-            current_run=row["current_run"],
-            tables={k: TableState(**v) for k, v in json.loads(row["tables"] or "{}").items()},
-        )
+        return table, _state(table)
 
     def _open(self) -> DeltaTable:
         """The lease table, created free (one row, no holder) where there is none yet.
@@ -216,6 +208,22 @@ class OutputLease:
         except CommitFailedError:
             return None
         return table.version()
+
+
+def _state(table: DeltaTable) -> LeaseState:
+    rows = table.to_pyarrow_table().to_pylist()
+    # Two runs creating the lease at once may each add a free row: a held row wins.
+    row = next((r for r in rows if r["holder"] is not None), rows[0] if rows else None)
+    if row is None:
+        return LeaseState()
+    return LeaseState(
+        holder=row["holder"],
+        holder_host=row["holder_host"],
+        holder_pid=row["holder_pid"],
+        acquired_at=row["acquired_at"],
+        current_run=row["current_run"],
+        tables={k: TableState(**v) for k, v in json.loads(row["tables"] or "{}").items()},
+    )
 
 
 def _row(state: LeaseState) -> pa.Table:

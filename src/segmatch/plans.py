@@ -577,6 +577,7 @@ SCORING = Plan(
             needs={
                 "scored": "scored",
                 "reference": "reference",
+                "reference_version": "reference_version",
                 "id_column": "raw.plan.id_column",
                 "model": "model",
             },

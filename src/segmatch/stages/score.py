@@ -52,15 +52,20 @@ def find_lookalikes(
     config: MatchConfig,
     scored: Scored,
     reference: str,
+    reference_version: int | None,
     id_column: str,
     model: SegmentModel,
 ) -> Lookalikes:
-    """Top-k existing customers (from a run's segments table) in each new customer's segment."""
+    """Top-k existing customers (from a run's segments table, at ``reference_version``: the one
+    its output's lease names, so a run committing there meanwhile is not seen half-done) in
+    each new customer's segment."""
+    is_delta = engine.has_table(reference)
     segments = engine.read(
         path=reference,
-        fmt="delta" if engine.has_table(reference) else "parquet",
+        fmt="delta" if is_delta else "parquet",
         types={},
         separator=",",
+        version=reference_version if is_delta else None,
     )
     reference_matrix = engine.reference_matrix(
         segments, id_column=id_column, width=model.components_.shape[0]
