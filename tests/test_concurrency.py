@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import pytest
 import yaml
 from deltalake import CommitProperties, write_deltalake
@@ -62,7 +63,15 @@ def finish(process: subprocess.Popen) -> Outcome:
     return Outcome(process.returncode, found.group(1) if found else None, stdout, stderr)
 
 
-def write_config(path: Path, *, data: Path, out: str, engine: str, lease_timeout: float) -> Path:
+def write_config(
+    path: Path,
+    *,
+    data: Path,
+    out: str,
+    engine: str,
+    lease_timeout: float,
+    tracking: str | None = None,
+) -> Path:
     path.write_text(
         yaml.safe_dump(
             {
@@ -78,7 +87,11 @@ def write_config(path: Path, *, data: Path, out: str, engine: str, lease_timeout
                     "checkpoints": False,
                     "lease_timeout": lease_timeout,
                 },
-                "tracking": {"enabled": False},
+                "tracking": (
+                    {"enabled": True, "uri": tracking, "model_name": "pairs"}
+                    if tracking
+                    else {"enabled": False}
+                ),
                 "spark": {"master": "local[1]", "conf": {"spark.ui.enabled": "false"}},
             }
         )
@@ -123,7 +136,15 @@ def check_one_run_is_current(out: str, outcomes: list[Outcome], tables=TRAINING_
     return lease.current_run
 
 
-def run_pairs(tmp_path: Path, *, out: str, engine: str, pairs: int, seed: int) -> list[str]:
+def run_pairs(
+    tmp_path: Path,
+    *,
+    out: str,
+    engine: str,
+    pairs: int,
+    seed: int,
+    tracking: str | None = None,
+) -> list[str]:
     rng = random.Random(seed)
     results = []
     for pair in range(pairs):
@@ -145,6 +166,7 @@ def run_pairs(tmp_path: Path, *, out: str, engine: str, pairs: int, seed: int) -
                 out=out,
                 engine=engine,
                 lease_timeout=timeout,
+                tracking=tracking,
             )
             for side in range(2)
         ]
@@ -153,7 +175,9 @@ def run_pairs(tmp_path: Path, *, out: str, engine: str, pairs: int, seed: int) -
             for config in configs
         ]
         outcomes = [finish(process) for process in processes]
-        check_one_run_is_current(out, outcomes)
+        current = check_one_run_is_current(out, outcomes)
+        if tracking:
+            check_the_registry_agrees(tracking, current, outcomes)
         results.append("/".join("ok" if o.returncode == 0 else "busy" for o in outcomes))
     return results
 
@@ -161,6 +185,27 @@ def run_pairs(tmp_path: Path, *, out: str, engine: str, pairs: int, seed: int) -
 def test_twenty_pairs_of_local_runs_on_one_output_never_mix(tmp_path):
     outcomes = run_pairs(tmp_path, out=str(tmp_path / "out"), engine="local", pairs=20, seed=1)
     assert len(outcomes) == 20
+    print("pair outcomes:", outcomes)
+
+
+def check_the_registry_agrees(uri: str, current: str, outcomes: list[Outcome]) -> None:
+    """The champion is the current run's model; a run that failed registered nothing."""
+    client = mlflow.MlflowClient(uri)
+    champion = client.get_model_version_by_alias("pairs", "champion")
+    assert client.get_run(champion.run_id).data.tags["segmatch.run_id"] == current
+    registered = {
+        client.get_run(v.run_id).data.tags["segmatch.run_id"]
+        for v in client.search_model_versions("name='pairs'")
+    }
+    for outcome in outcomes:
+        assert (outcome.run_id in registered) == (outcome.returncode == 0), outcome.run_id
+
+
+def test_tracked_pairs_keep_the_champion_with_the_current_tables(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    outcomes = run_pairs(
+        tmp_path, out=str(tmp_path / "out"), engine="local", pairs=4, seed=4, tracking=uri
+    )
     print("pair outcomes:", outcomes)
 
 

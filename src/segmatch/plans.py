@@ -92,6 +92,10 @@ class ModelRegistry(Protocol):
 
     def register(self, *, run_id: str, model_json: str, model: SegmentModel) -> str | None: ...
 
+    def promote(self, *, version: str, silhouette: float) -> None:
+        """Make a registered version the one new runs and scoring start from (``champion``);
+        called while the run holds its output's lease, so it follows the tables' order."""
+
 
 class FolderRegistry:
     """Untracked runs: the previous model is the output folder's; nothing gets a version."""
@@ -108,6 +112,9 @@ class FolderRegistry:
 
     def register(self, *, run_id: str, model_json: str, model: SegmentModel) -> str | None:
         return None
+
+    def promote(self, *, version: str, silhouette: float) -> None:
+        """Nothing to do: the output folder's model.json is the previous model."""
 
 
 @dataclass
@@ -220,6 +227,7 @@ def commit_tables(
     id_column: str,
     model_version: str | None,
     model: tuple[str, str] | None = None,
+    silhouette: float | None = None,
 ) -> dict[str, TableCommit]:
     """Commit the staged tables (and move the staged ``model`` file into place) as one unit
     under the output's lease.
@@ -268,6 +276,8 @@ def commit_tables(
         )
         if model is not None:
             outputs.files.move(*model)
+            if model_version is not None and silhouette is not None:
+                context.registry.promote(version=model_version, silhouette=silhouette)
     except BaseException:
         lease.release(
             claim, current_run=claim.previous.current_run, tables=_put_back(context, tables)
@@ -317,6 +327,7 @@ def finish_training(context: RunContext, values: Mapping[str, Any]) -> RunResult
         id_column=id_column,
         model_version=registered.version,
         model=(registered.path, model_path),
+        silhouette=values["labelled"].silhouette,
     )
     result = RunResult.from_outputs(
         run_id=context.run_id,

@@ -8,11 +8,13 @@ work, which then overlap with the engine's start and the first stages instead of
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,6 +59,22 @@ def tracking_uri(config: TrackingConfig) -> str:
     if on_databricks():
         return "databricks"
     return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
+
+
+@contextlib.contextmanager
+def _store_setup_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock beside a SQLite store (other stores set themselves up)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def experiment_name(config: TrackingConfig) -> str:
@@ -143,17 +161,21 @@ class MlflowTracking:
         mlflow = import_mlflow()
         uri = tracking_uri(self.config)
         mlflow.set_tracking_uri(uri)
-        client = mlflow.MlflowClient(uri)
-        experiment = client.get_experiment_by_name(experiment_name(self.config))
-        if experiment is None:
-            location = None
-            if uri.startswith("sqlite:///"):
-                location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-            experiment_id = client.create_experiment(
-                experiment_name(self.config), artifact_location=location
-            )
-        else:
-            experiment_id = experiment.experiment_id
+        with _store_setup_lock(uri):
+            # Runs started together on a new store would both create its tables and the
+            # experiment: MLflow's migrations and its unique names make one of them fail.
+            client = mlflow.MlflowClient(uri)
+            experiment = client.get_experiment_by_name(experiment_name(self.config))
+            if experiment is None:
+                location = None
+                if uri.startswith("sqlite:///"):
+                    folder = Path(uri.removeprefix("sqlite:///")).parent
+                    location = (folder / "mlartifacts").as_uri()
+                experiment_id = client.create_experiment(
+                    experiment_name(self.config), artifact_location=location
+                )
+            else:
+                experiment_id = experiment.experiment_id
         run = client.create_run(
             experiment_id,
             run_name=run_id,
@@ -174,6 +196,16 @@ class MlflowTracking:
     def register(self, *, run_id: str, model_json: str, model: SegmentModel) -> str | None:
         """Log the model as a pyfunc of this run and register it; return its version."""
         return self._on_worker(lambda: self._register(model_json, model))
+
+    def promote(self, *, version: str, silhouette: float) -> None:
+        """Move ``champion`` to the version (unless the silhouette dropped too far)."""
+
+        def move_alias() -> None:
+            client = import_mlflow().MlflowClient(tracking_uri(self.config))
+            if self._should_promote(client, silhouette):
+                client.set_registered_model_alias(self.config.model_name, CHAMPION, version)
+
+        self._on_worker(move_alias)
 
     def after_stage(self, *, record: StageRecord, error: BaseException | None) -> None:
         self.records.append(record)
@@ -283,10 +315,6 @@ class MlflowTracking:
         self._log_artifacts(mlflow, result)
         if result.model_version is not None:
             mlflow.log_param("model_version", result.model_version)
-            if self._should_promote(client, result.silhouette):
-                client.set_registered_model_alias(
-                    self.config.model_name, CHAMPION, result.model_version
-                )
         mlflow.set_tags(
             {
                 "input_digest": result.input_digest or "",
