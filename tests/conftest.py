@@ -129,3 +129,21 @@ def s3_server():
             os.environ[key] = value
     server.terminate()
     server.wait(timeout=30)
+
+
+def _needs_spark(item: pytest.Item) -> bool:
+    """A test that starts or uses Spark: the session fixture, the spark engine as a parameter,
+    or a subprocess on Spark (those tests name it)."""
+    if "spark_session" in getattr(item, "fixturenames", ()):
+        return True
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "spark" in map(str, callspec.params.values()):
+        return True
+    return "spark" in item.name.lower() or "connect" in item.name.lower()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark Spark tests, so `make test-quick` runs the rest (the local engine's) alone."""
+    for item in items:
+        if _needs_spark(item):
+            item.add_marker(pytest.mark.spark)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from helpers import make_config, write_table
 from segmatch.api import run_pipeline
@@ -86,7 +86,7 @@ def test_id_column_missing_lists_the_columns(engine, tmp_path):
     config = make_config(data, tmp_path / "out", engine.name, input={"id_column": "idclient"})
     with pytest.raises(
         ColumnNotFoundError,
-        match=r"id column 'idclient' not found .* Did you mean 'idcliente'\? Columns present: "
+        match=r"id column 'idclient' not found\. Did you mean 'idcliente'\?\nColumns present: "
         r"'idcliente', 'spend', 'visits'",
     ):
         run_pipeline(config)
@@ -98,7 +98,9 @@ def test_feature_column_missing(engine, tmp_path):
     config = make_config(
         data, tmp_path / "out", engine.name, features={"numeric": ["spend", "vists"]}
     )
-    with pytest.raises(ColumnNotFoundError, match=r"numeric feature column 'vists' .*'visits'"):
+    with pytest.raises(
+        ColumnNotFoundError, match=r"numeric feature column 'vists' not found\. .*'visits'"
+    ):
         run_pipeline(config)
     assert_no_output(tmp_path / "out")
 

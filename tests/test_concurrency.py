@@ -20,7 +20,7 @@ import mlflow
 import pytest
 import yaml
 from deltalake import CommitProperties, write_deltalake
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from helpers import BUCKET
 from segmatch.api import run_pipeline
@@ -33,7 +33,7 @@ from segmatch.storage import read_delta, table_history
 from segmatch.synthetic import generate_customers
 
 TRAINING_TABLES = ("segments", "matches", "profiles", "quarantine", "stage_log")
-RUN_ID = re.compile(r"run ([0-9a-f]{32})")
+RUN_ID = re.compile(r"run ([0-9a-f]{32}) started")
 START = (
     "import sys, time; time.sleep(float(sys.argv.pop(1))); from segmatch.cli import main; main()"
 )

@@ -222,7 +222,7 @@ def test_bad_delta_inputs_get_clear_errors(tmp_path):
         app_id=None,
         metadata={},
     )
-    with pytest.raises(ColumnNotFoundError, match=r"id column 'idcliente' not found .*'client'"):
+    with pytest.raises(ColumnNotFoundError, match=r"id column 'idcliente' not found\. .*'client'"):
         run_pipeline(make_config(source, tmp_path / "out"))
     with pytest.raises(InputError, match=r"input\.version=0 .* is parquet"):
         data = write_table({"idcliente": ["a"], "x": [1.0]}, tmp_path / "in.parquet")

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from sklearn.metrics import adjusted_rand_score
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from helpers import make_config
 from segmatch import kernels

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from helpers import in_ci
 from segmatch.api import demo_config, run_pipeline

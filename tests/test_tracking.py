@@ -12,12 +12,18 @@ import mlflow
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from helpers import make_config
-from segmatch.api import demo_config, rebuild_report, run_pipeline
+from segmatch.api import demo_config, rebuild_report, recent_runs, run_pipeline
 from segmatch.cli import app
-from segmatch.errors import InputError, ModelError, RunFailedError
+from segmatch.errors import (
+    ColumnNotFoundError,
+    DataQualityError,
+    InputError,
+    ModelError,
+    RunFailedError,
+)
 from segmatch.model import SegmentModel
 from segmatch.pipeline import STAGES
 from segmatch.storage import read_delta
@@ -121,19 +127,40 @@ def test_the_registered_model_scores_like_the_run(tracked, customers_path, tmp_p
     )
 
 
-def test_a_failed_run_is_marked_failed(tracked, tmp_path):
-    config = make_config(tmp_path / "missing.csv", tmp_path / "out")
-    config = config.model_copy(
-        update={"tracking": config.tracking.model_copy(update={"enabled": True})}
-    )
-    with pytest.raises(InputError):
+def test_an_invalid_input_creates_no_mlflow_run(tracked, customers_path, tmp_path):
+    config = tracked_config(tmp_path / "missing.csv", tmp_path / "out", "t-invalid")
+    before = tracked.search_runs([tracked.get_experiment_by_name("segmatch").experiment_id])
+    with pytest.raises(InputError, match="does not exist"):
         run_pipeline(config)
+    misnamed = tracked_config(customers_path, tmp_path / "out", "t-invalid")
+    misnamed = misnamed.model_copy(
+        update={"features": misnamed.features.model_copy(update={"numeric": ["age", "incom"]})}
+    )
+    with pytest.raises(ColumnNotFoundError, match="numeric feature column 'incom' not found"):
+        run_pipeline(misnamed)
+    after = tracked.search_runs([tracked.get_experiment_by_name("segmatch").experiment_id])
+    assert len(after) == len(before)
+
+
+def test_a_run_failing_after_it_started_is_marked_failed_with_its_reason(
+    tracked, customers_path, tmp_path, tracking_store
+):
+    config = tracked_config(customers_path, tmp_path / "out", "t-failed")
+    strict = config.model_copy(
+        update={"clean": config.clean.model_copy(update={"max_bad_share": 0.0})}
+    )
+    with pytest.raises(DataQualityError):
+        run_pipeline(strict)
     runs = tracked.search_runs(
         [tracked.get_experiment_by_name("segmatch").experiment_id],
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
-    assert runs[0].info.status == "FAILED" and "does not exist" in runs[0].data.tags["error"]
+    assert runs[0].info.status == "FAILED" and "quarantine" in runs[0].data.tags["error"]
+    latest = recent_runs(uri=tracking_store, limit=1)[0]
+    assert latest["input"] == str(customers_path) and "quarantine" in latest["error"]
+    listed = CliRunner().invoke(app, ["runs", "--uri", tracking_store, "--limit", "1"])
+    assert "FAILED: " in listed.output
 
 
 class FailingExport:

@@ -9,14 +9,17 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from segmatch import storage
 from segmatch.config import Config, TrackingConfig, apply_overrides, build_config, load_config
 from segmatch.engines import make_engine
+from segmatch.engines.base import Engine
 from segmatch.errors import ModelError
 from segmatch.lease import OutputLease
 from segmatch.locations import Files, is_table_name, is_uri, join
@@ -25,6 +28,8 @@ from segmatch.pipeline import Pipeline, StageHook
 from segmatch.plans import MODEL_FILE, SCORING
 from segmatch.report import REPORT_FILE, build_report
 from segmatch.results import RunResult, ScoringResult
+from segmatch.stages import ingest
+from segmatch.storage import SUMMARY_FILE, run_folder
 from segmatch.synthetic import generate_customers
 
 __all__ = [
@@ -46,7 +51,7 @@ __all__ = [
 def run_pipeline(
     config: Config | str | Path,
     *,
-    overrides: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | dict[tuple[str, ...], Any] | None = None,
     hooks: tuple[StageHook, ...] = (),
     run_id: str | None = None,
     spark: Any | None = None,
@@ -65,29 +70,30 @@ def run_pipeline(
             apply_overrides(config.model_dump(mode="json"), overrides), source="overrides"
         )
     run_id = run_id or uuid.uuid4().hex
-    if not config.tracking.enabled:
+    tracker = None
+    if config.tracking.enabled:
+        from segmatch.tracking import MlflowTracking  # noqa: PLC0415 -- keeps mlflow optional
+
+        # MLflow's import overlaps the engine's start and the checks; its run is created only
+        # once the config and the input are known to be good.
+        tracker = MlflowTracking(config.tracking)
+        tracker.warm_up()
+    try:
         engine = make_engine(
             config.engine,
             spark=config.spark,
             session=spark,
             storage_options=config.storage_options,
         )
+        check_input(engine, config)
+    except BaseException as error:
+        if tracker is not None:
+            tracker.after_run(run_id=run_id, result=None, error=error)
+        raise
+    if tracker is None:
         result = Pipeline(config, engine, hooks=hooks, run_id=run_id).run()
     else:
-        from segmatch.tracking import MlflowTracking  # noqa: PLC0415 -- keeps mlflow optional
-
-        tracker = MlflowTracking(config.tracking)
         tracker.start(config, run_id=run_id)
-        try:
-            engine = make_engine(
-                config.engine,
-                spark=config.spark,
-                session=spark,
-                storage_options=config.storage_options,
-            )
-        except BaseException as error:
-            tracker.after_run(run_id=run_id, result=None, error=error)
-            raise
         result = Pipeline(
             config, engine, hooks=(*hooks, tracker), run_id=run_id, registry=tracker
         ).run()
@@ -96,14 +102,45 @@ def run_pipeline(
     return result
 
 
+def check_input(engine: Engine, config: Config, *, named_by: str = "the config names") -> list[str]:
+    """Check that the input is there, readable, and has every column the config names (all
+    problems in one error); return its columns."""
+    return ingest.check_input(
+        engine,
+        config=config.input,
+        features=config.features,
+        clean=config.clean,
+        named_by=named_by,
+    )
+
+
+def validate(
+    config: str | Path | Config, *, overrides: dict[str, Any] | None = None
+) -> tuple[Config, list[str]]:
+    """Everything a run checks before it starts, and nothing else: the config, the input and
+    the columns it names. Returns the config and the input's columns."""
+    if not isinstance(config, Config):
+        config = load_config(config, overrides)
+    engine = make_engine(config.engine, spark=config.spark, storage_options=config.storage_options)
+    return config, check_input(engine, config)
+
+
 def rebuild_report(
     run_id: str, *, output: str | Path | None = None, tracking_uri: str | None = None
 ) -> str:
-    """Rebuild a run's report; without ``output``, MLflow says where the run wrote."""
-    if output is None:
-        from segmatch.tracking import run_output_path  # noqa: PLC0415 -- mlflow is heavy
+    """Rebuild a run's report. ``run_id`` is segmatch's id of the run or MLflow's; without
+    ``output`` (or when the id is MLflow's), MLflow says where the run wrote."""
+    files = Files()
+    if output is None or not files.exists(join(run_folder(output, run_id), SUMMARY_FILE)):
+        from segmatch.tracking import locate_run  # noqa: PLC0415 -- mlflow is heavy
 
-        output = run_output_path(run_id, TrackingConfig(uri=tracking_uri))
+        try:
+            run_id, tracked_output = locate_run(run_id, TrackingConfig(uri=tracking_uri))
+        except ModelError:
+            if output is None:
+                raise
+        else:
+            output = output or tracked_output
     return build_report(output, run_id)
 
 
@@ -153,7 +190,7 @@ def demo_config(
             "reduce": {"variance": 0.9},
             "cluster": {"k_min": 2, "k_max": 10, "seed": seed},
             "output": {"path": str(out)},
-            "tracking": {"enabled": tracking},
+            "tracking": {"enabled": tracking, "model_name": "segmatch-demo"},
         },
         source="the demo",
     )
@@ -166,19 +203,69 @@ def recent_runs(*, uri: str | None = None, limit: int = 20) -> list[dict[str, An
     return tracked_runs(TrackingConfig(uri=uri), limit=limit)
 
 
-def load_model(reference: str | Path, *, tracking_uri: str | None = None) -> SegmentModel:
-    """A model from an MLflow URI (``models:/segmatch@champion``, ``runs:/…/model``), a
-    ``model.json`` file, or a run's output folder."""
+@dataclass(frozen=True)
+class LoadedModel:
+    """A fitted model and where it came from: what ``segmatch score`` prints first."""
+
+    model: SegmentModel
+    reference: str
+    #: The registered model's name and version (None for a model.json).
+    name: str | None
+    version: str | None
+    #: segmatch's id of the run that trained it.
+    run_id: str | None
+
+    def describe(self) -> str:
+        registered = f"{self.name} version {self.version}" if self.name else self.reference
+        trained = self.model.config_.get("input", {}).get("path", "?")
+        features = len(self.model.numeric_columns) + len(self.model.categorical_levels)
+        return (
+            f"model {registered}: {self.model.n_segments} segments on {features} feature(s), "
+            f"trained by run {self.run_id or '?'} on {trained}"
+        )
+
+
+DEFAULT_MODEL = "the champion of the only registered model"
+
+
+def load_model(reference: str | Path | None, *, tracking_uri: str | None = None) -> LoadedModel:
+    """A model from an MLflow URI (``models:/segmatch-demo@champion``, ``runs:/…/model``), a
+    ``model.json`` file, or a run's output folder. With no reference: the champion of the only
+    registered model (several: an error that lists them)."""
+    tracking = TrackingConfig(uri=tracking_uri)
+    if reference is None:
+        from segmatch.tracking import registered_models  # noqa: PLC0415 -- mlflow is heavy
+
+        names = registered_models(tracking)
+        if len(names) != 1:
+            raise ModelError(
+                "name the model to score with, e.g. --model models:/NAME@champion; registered "
+                f"models with a champion: {', '.join(names) or 'none'}"
+            )
+        reference = f"models:/{names[0]}@champion"
     text = str(reference)
     if text.startswith(("models:/", "runs:/")):
-        from segmatch.tracking import load_segment_model  # noqa: PLC0415 -- mlflow is heavy
+        from segmatch.tracking import (  # noqa: PLC0415 -- mlflow is heavy
+            load_segment_model,
+            registered_version,
+        )
 
-        return load_segment_model(text, tracking=TrackingConfig(uri=tracking_uri))
+        known = registered_version(text, tracking=tracking) or {}
+        return LoadedModel(
+            load_segment_model(text, tracking=tracking),
+            text,
+            known.get("name"),
+            known.get("version"),
+            known.get("run_id"),
+        )
     files = Files()
     location = join(text, MODEL_FILE) if files.is_dir(text) else text
     if not files.exists(location):
         raise ModelError(f"no segmatch model at {text!r} (expected an MLflow URI or {MODEL_FILE})")
-    return SegmentModel.from_json(files.read_text(location), source=location)
+    content = files.read_text(location)
+    model = SegmentModel.from_json(content, source=location)
+    run_id = json.loads(content).get("metadata", {}).get("run_id")
+    return LoadedModel(model, location, None, None, run_id)
 
 
 def _segments_table(output: dict[str, Any]) -> str:
@@ -229,7 +316,7 @@ def restore_table(
 
 
 def score_customers(
-    model: str | Path,
+    model: str | Path | LoadedModel | None,
     data: str | Path,
     out: str | Path,
     *,
@@ -239,10 +326,15 @@ def score_customers(
 ) -> ScoringResult:
     """Assign new customers to the saved segments, with the same ingest/clean/features code.
 
-    ``segments`` is the segments table whose customers are offered as lookalikes; by default
-    the one in the training run's output folder, when it is there.
+    ``model`` is a reference :func:`load_model` takes, or what it returned. ``segments`` is the
+    segments table whose customers are offered as lookalikes; by default the one in the
+    training run's output folder, when it is there.
     """
-    fitted = load_model(model, tracking_uri=tracking_uri)
+    loaded = (
+        model if isinstance(model, LoadedModel) else load_model(model, tracking_uri=tracking_uri)
+    )
+    fitted = loaded.model
+    model = loaded.reference
     if not fitted.config_:
         raise ModelError(f"model {str(model)!r} carries no training config; retrain it")
     raw = fitted.config_
@@ -262,6 +354,7 @@ def score_customers(
     trained_output = fitted.config_["output"]
     reference = str(segments) if segments else _segments_table(trained_output)
     engine = make_engine(config.engine, spark=config.spark, storage_options=config.storage_options)
+    check_input(engine, config, named_by=f"that {loaded.describe()} needs")
     known = engine.has_table(reference) or (
         not is_table_name(reference) and Files(config.storage_options).exists(reference)
     )

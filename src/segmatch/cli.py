@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+import click
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -21,19 +21,14 @@ from segmatch import api
 from segmatch._version import __version__
 from segmatch.errors import SegmatchError
 from segmatch.locations import is_uri
-from segmatch.progress import ProgressTask, install_sink
-from segmatch.results import RunResult
+from segmatch.progress import LibraryLog, ProgressTask, install_sink
+from segmatch.results import RunResult, ScoringResult
 
-app = typer.Typer(
-    help="Customer segmentation and profile matching: timed, tracked, versioned.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
 
 EXIT_USER_ERROR = 2
+HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 class _TerminalProgress:
@@ -71,74 +66,144 @@ class _CurrentStderrHandler(logging.StreamHandler):
         return None
 
 
-def _set_up_output(quiet: bool) -> None:
+def _set_up_output(quiet: bool, verbose: bool = False) -> None:
+    """segmatch's own lines on standard error; other libraries' logging and Python warnings
+    into the run's ``run.log`` (and on standard error too with ``--verbose``)."""
     handler = _CurrentStderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
-    root = logging.getLogger("segmatch")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING if quiet else logging.INFO)
-    root.propagate = False
+    own = logging.getLogger("segmatch")
+    own.handlers[:] = [handler]
+    own.setLevel(logging.WARNING if quiet else logging.INFO)
+    own.propagate = False
+    # MLflow would otherwise attach its own handler to standard error when imported.
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    everything_else = logging.getLogger()
+    verbose_handler = _CurrentStderrHandler()
+    verbose_handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    everything_else.handlers[:] = [
+        LibraryLog(on_terminal=verbose),
+        *([verbose_handler] if verbose else []),
+    ]
+    everything_else.setLevel(logging.INFO)
+    logging.captureWarnings(True)
     interactive = sys.stderr.isatty() and not os.environ.get("CI")
     install_sink(_TerminalProgress(err) if interactive and not quiet else None)
 
 
-def _fail(error: SegmatchError) -> typer.Exit:
+def _fail(error: SegmatchError) -> click.exceptions.Exit:
     err.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
-    return typer.Exit(code=EXIT_USER_ERROR)
+    return click.exceptions.Exit(EXIT_USER_ERROR)
 
 
-def _parse_sets(values: list[str]) -> dict[str, object]:
-    parsed = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"--set expects KEY=VALUE, got {item!r}")
-        parsed[key.strip()] = yaml.safe_load(raw)
+def config_key(text: str) -> tuple[str, ...]:
+    """``cluster.k`` → ("cluster", "k"); a quoted part keeps its dots:
+    ``spark.conf."spark.sql.shuffle.partitions"`` → ("spark", "conf", "spark.sql…")."""
+    parts, current, quote = [], "", None
+    for char in text:
+        if quote:
+            if char == quote:
+                quote = None
+            else:
+                current += char
+        elif char in "\"'":
+            quote = char
+        elif char == ".":
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    if quote or not all([*parts, current]):
+        raise click.BadParameter(
+            f"{text!r} is not a config key (e.g. cluster.k)", param_hint="--set"
+        )
+    return (*parts, current)
+
+
+def _overrides(options: dict[str, Any]) -> dict[tuple[str, ...], object]:
+    """--set, --spark-conf, --engine, --out and --track/--no-track as config overrides."""
+    parsed: dict[tuple[str, ...], object] = {}
+    for option, items in (("--set", options["sets"]), ("--spark-conf", options["spark_conf"])):
+        for item in items:
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip():
+                raise click.BadParameter(f"expects KEY=VALUE, got {item!r}", param_hint=option)
+            if option == "--set":
+                parsed[config_key(key.strip())] = yaml.safe_load(raw)
+            else:
+                parsed["spark", "conf", key.strip()] = raw
+    if options["engine"]:
+        parsed["engine",] = options["engine"]
+    if options.get("out_dir"):
+        target = options["out_dir"]
+        parsed["output", "path"] = target if is_uri(target) else str(Path(target).resolve())
+    if options["track"] is not None:
+        parsed["tracking", "enabled"] = options["track"]
     return parsed
 
 
-def _version(value: bool) -> None:
-    if value:
-        out.print(f"segmatch {__version__}")
-        raise typer.Exit()
+def _job_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every command that runs a job takes (run, demo, validate)."""
+    for decorator in reversed(
+        [
+            click.option(
+                "--engine", type=click.Choice(["local", "spark"]), help="Engine to run on."
+            ),
+            click.option(
+                "--set",
+                "sets",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="Override a config key (repeatable), e.g. --set cluster.k=6; quote a part "
+                "holding dots: --set 'spark.conf.\"spark.sql.shuffle.partitions\"=8'.",
+            ),
+            click.option(
+                "--spark-conf",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="A Spark setting (repeatable): --spark-conf spark.sql.shuffle.partitions=8.",
+            ),
+            click.option(
+                "--track/--no-track",
+                default=None,
+                help="Record the run in MLflow or not (default: the config's tracking.enabled).",
+            ),
+        ]
+    ):
+        command = decorator(command)
+    return command
 
 
-@app.callback()
-def main_options(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
-    ] = False,
-) -> None:
+def _output_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option(
+        "-v", "--verbose", is_flag=True, help="Show other libraries' log lines and warnings too."
+    )(command)
+    return click.option("-q", "--quiet", is_flag=True, help="Only the summary.")(command)
+
+
+@click.group(context_settings=HELP)
+@click.version_option(
+    __version__, "--version", prog_name="segmatch", message="%(prog)s %(version)s"
+)
+def app() -> None:
     """Customer segmentation and profile matching: timed, tracked, versioned."""
 
 
-@app.command()
-def run(
-    config: Annotated[Path, typer.Argument(help="YAML file describing the job.")],
-    engine: Annotated[str | None, typer.Option(help="Engine to run on (local or spark).")] = None,
-    out_dir: Annotated[
-        str | None,
-        typer.Option("--out", help="Output folder or URI (overrides output.path)."),
-    ] = None,
-    as_of: Annotated[
-        int | None,
-        typer.Option("--as-of", min=0, help="Read this version of a Delta input (time travel)."),
-    ] = None,
-    sets: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a config key, e.g. --set cluster.k=6 (repeatable)."),
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
-) -> None:
-    """Run the pipeline on your own data, as described by CONFIG."""
-    _set_up_output(quiet)
-    overrides = _parse_sets(sets or [])
-    if engine:
-        overrides["engine"] = engine
-    if out_dir:
-        overrides["output.path"] = out_dir if is_uri(out_dir) else str(Path(out_dir).resolve())
+@app.command(context_settings=HELP)
+@click.argument("config", type=click.Path(path_type=Path))
+@_job_options
+@click.option(
+    "--out", "out_dir", metavar="DIR", help="Output folder or URI (overrides output.path)."
+)
+@click.option(
+    "--as-of", type=click.IntRange(min=0), help="Read this version of a Delta input (time travel)."
+)
+@_output_options
+def run(config: Path, as_of: int | None, quiet: bool, verbose: bool, **options: Any) -> None:
+    """Run the pipeline as the YAML file CONFIG describes."""
+    _set_up_output(quiet, verbose)
+    overrides = _overrides(options)
     if as_of is not None:
-        overrides["input.version"] = as_of
+        overrides["input", "version"] = as_of
     try:
         result = api.run_pipeline(config, overrides=overrides)
     except SegmatchError as error:
@@ -146,101 +211,103 @@ def run(
     show_summary(result)
 
 
-@app.command()
-def demo(
-    rows: Annotated[int, typer.Option(min=10, help="Customers to generate.")] = 100_000,
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for data and outputs.")] = Path(
-        "segmatch-demo"
-    ),
-    seed: Annotated[int, typer.Option(help="Seed for the data and for k-means.")] = 42,
-    engine: Annotated[str, typer.Option(help="Engine to run on (local or spark).")] = "local",
-    track: Annotated[
-        bool, typer.Option("--track/--no-track", help="Record the run in MLflow.")
-    ] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
-) -> None:
-    """Generate a synthetic customer base and run the whole pipeline on it."""
-    _set_up_output(quiet)
+@app.command(context_settings=HELP)
+@click.argument("config", type=click.Path(path_type=Path))
+@_job_options
+def validate(config: Path, **options: Any) -> None:
+    """Check a config, its input and its columns; run nothing.
+
+    Reports every problem of CONFIG at once: unknown keys, an input that is missing or
+    unreadable, every column it names that the input lacks."""
+    try:
+        checked, columns = api.validate(config, overrides=_overrides({**options, "out_dir": None}))
+    except SegmatchError as error:
+        raise _fail(error) from None
+    out.print(
+        f"{config}: valid — input {checked.input.path} ({len(columns)} columns), engine "
+        f"{checked.engine}, output {checked.output.path}"
+        + (f", model {checked.tracking.model_name}" if checked.tracking.enabled else "")
+    )
+
+
+@app.command(context_settings=HELP)
+@click.option("--rows", type=click.IntRange(min=10), default=100_000, show_default=True,
+              help="Customers to generate.")  # fmt: skip
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default="segmatch-demo",
+              show_default=True, help="Folder for data and outputs.")  # fmt: skip
+@click.option("--seed", type=int, default=42, show_default=True,
+              help="Seed for the data and for k-means.")  # fmt: skip
+@_job_options
+@_output_options
+def demo(rows: int, out_dir: Path, seed: int, quiet: bool, verbose: bool, **options: Any) -> None:
+    """Generate synthetic customers and run the whole pipeline."""
+    _set_up_output(quiet, verbose)
     out_dir = out_dir.resolve()
     data = out_dir / "data" / f"customers_{rows}_{seed}.parquet"
     try:
         if not data.exists():
             err.print(f"generating {rows:,} synthetic customers → {data}")
             api.generate_customers(data, rows=rows, seed=seed)
-        result = api.run_pipeline(
-            api.demo_config(data, out_dir / "output", seed=seed, engine=engine, tracking=track)
-        )
+        config = api.demo_config(data, out_dir / "output", seed=seed)
+        result = api.run_pipeline(config, overrides=_overrides({**options, "out_dir": None}))
     except SegmatchError as error:
         raise _fail(error) from None
     show_summary(result)
 
 
-@app.command()
-def generate(
-    rows: Annotated[int, typer.Option(min=1, help="Customers to generate.")] = 100_000,
-    out_path: Annotated[
-        Path, typer.Option("--out", help="File to write (.parquet or .csv).")
-    ] = Path("customers.parquet"),
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same file).")] = 7,
-    dirty_share: Annotated[
-        float, typer.Option(min=0.0, max=0.5, help="Share of rows carrying a fault.")
-    ] = 0.004,
-) -> None:
-    """Write the synthetic customer data set (seeded, deterministic)."""
+@app.command(context_settings=HELP)
+@click.option("--rows", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="Customers to generate.")  # fmt: skip
+@click.option("--out", "out_path", type=click.Path(path_type=Path), default="customers.parquet",
+              show_default=True, help="File to write (.parquet or .csv).")  # fmt: skip
+@click.option("--seed", type=int, default=7, show_default=True,
+              help="Random seed (same seed, same file).")  # fmt: skip
+@click.option("--dirty-share", type=click.FloatRange(0.0, 0.5), default=0.004, show_default=True,
+              help="Share of rows carrying a fault.")  # fmt: skip
+def generate(rows: int, out_path: Path, seed: int, dirty_share: float) -> None:
+    """Write the synthetic customer data set (seeded)."""
     path = api.generate_customers(out_path, rows=rows, seed=seed, dirty_share=dirty_share)
     out.print(f"wrote {rows:,} customers (plus re-sent duplicates) to {path}")
 
 
-@app.command()
+@app.command(context_settings=HELP)
+@click.option("--model", metavar="MODEL",
+              help="models:/NAME@ALIAS, runs:/ID/model, a model.json or a run's output folder "
+              "(default: the champion of the only registered model).")  # fmt: skip
+@click.option("--input", "input_path", default="customers.csv", show_default=True,
+              help="New customers (CSV, Parquet, Delta; path or URI).")  # fmt: skip
+@click.option("--out", "out_dir", default="segmatch-scores", show_default=True,
+              help="Folder or URI for scores and lookalikes.")  # fmt: skip
+@click.option("--segments", metavar="TABLE",
+              help="Segments table offering lookalikes (default: the training run's).")  # fmt: skip
+@_output_options
 def score(
-    model: Annotated[
-        str,
-        typer.Option(
-            help="models:/NAME@ALIAS, runs:/ID/model, a model.json or a run's output folder."
-        ),
-    ] = "models:/segmatch@champion",
-    input_path: Annotated[
-        str, typer.Option("--input", help="New customers (CSV, Parquet, Delta; path or URI).")
-    ] = "customers.csv",
-    out_dir: Annotated[
-        str, typer.Option("--out", help="Folder or URI for scores and lookalikes.")
-    ] = "segmatch-scores",
-    segments: Annotated[
-        str | None,
-        typer.Option(help="Segments table offering lookalikes (default: the training run's)."),
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
+    model: str | None,
+    input_path: str,
+    out_dir: str,
+    segments: str | None,
+    quiet: bool,
+    verbose: bool,
 ) -> None:
-    """Assign new customers to the saved segments and find their existing lookalikes."""
-    _set_up_output(quiet)
+    """Assign new customers to saved segments, find lookalikes."""
+    _set_up_output(quiet, verbose)
     try:
-        result = api.score_customers(model, input_path, out_dir, segments=segments)
+        loaded = api.load_model(model)
+        out.print(loaded.describe())
+        result = api.score_customers(loaded, input_path, out_dir, segments=segments)
     except SegmatchError as error:
         raise _fail(error) from None
-    out.print(
-        f"scored {result.customers:,} customers ({result.quarantined:,} quarantined) in "
-        f"{sum(r.seconds for r in result.stages):.2f} s"
-    )
-    share = result.beyond_training_p99 / max(result.customers, 1)
-    # By construction 1% of customers like the training ones lie beyond that distance.
-    style = "[yellow]warning:[/] " if share > 0.05 else ""
-    out.print(
-        f"{style}{result.beyond_training_p99:,} new customers ({share:.1%}) are farther from their "
-        "segment's centre than 99% of its training customers (scores.beyond_training_p99)"
-    )
-    for name, path in result.outputs.items():
-        out.print(f"  {name}: {path}")
+    show_scores(result)
 
 
-@app.command()
-def report(
-    run_id: Annotated[str, typer.Argument(help="The run's id (shown in its summary).")],
-    output: Annotated[
-        str | None,
-        typer.Option(help="The run's output folder or URI (default: asked from MLflow)."),
-    ] = None,
-) -> None:
-    """(Re)build a run's HTML report from its stored outputs."""
+@app.command(context_settings=HELP)
+@click.argument("run_id")
+@click.option("--output", metavar="DIR",
+              help="The run's output folder or URI (default: asked from MLflow).")  # fmt: skip
+def report(run_id: str, output: str | None) -> None:
+    """Rebuild a run's HTML report.
+
+    RUN_ID is segmatch's run id (in the tables and the summary) or MLflow's id of the run."""
     try:
         path = api.rebuild_report(run_id, output=output)
     except SegmatchError as error:
@@ -248,18 +315,15 @@ def report(
     out.print(f"report: {path}")
 
 
-@app.command()
-def history(
-    table: Annotated[
-        str,
-        typer.Argument(
-            help="A Delta table folder or URI (segmatch-out/segments), or a catalog name "
-            "(main.crm.segments, read through Spark)."
-        ),
-    ],
-    limit: Annotated[int, typer.Option(min=1, help="How many versions to list.")] = 20,
-) -> None:
-    """List a Delta table's versions: time, operation, rows written, and the run that wrote it."""
+@app.command(context_settings=HELP)
+@click.argument("table")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="How many versions to list.")  # fmt: skip
+def history(table: str, limit: int) -> None:
+    """List a Delta table's versions and the runs that wrote them.
+
+    TABLE is a Delta folder or URI (segmatch-out/segments) or a catalog name
+    (main.crm.segments, read through Spark)."""
     try:
         versions = api.table_history(table)[:limit]
         current = api.current_version(table)
@@ -283,12 +347,13 @@ def history(
         out.print(f"current: version {current[0]}, committed by run {current[1]}")
 
 
-@app.command()
-def restore(
-    table: Annotated[str, typer.Argument(help="A Delta table folder, URI or catalog name.")],
-    version: Annotated[int, typer.Argument(min=0, help="The version to roll back to.")],
-) -> None:
-    """Roll a Delta table back to an earlier version (recorded as a new version)."""
+@app.command(context_settings=HELP)
+@click.argument("table")
+@click.argument("version", type=click.IntRange(min=0))
+def restore(table: str, version: int) -> None:
+    """Roll a Delta table back to an earlier version.
+
+    TABLE is a Delta folder, URI or catalog name; the restore is recorded as a new version."""
     try:
         new_version = api.restore_table(table, version)
     except SegmatchError as error:
@@ -296,32 +361,38 @@ def restore(
     out.print(f"{table} restored to version {version} (now version {new_version})")
 
 
-@app.command()
-def runs(
-    limit: Annotated[int, typer.Option(min=1, help="How many runs to list.")] = 20,
-    uri: Annotated[
-        str | None, typer.Option(help="MLflow tracking URI (default: ./mlflow.db).")
-    ] = None,
-) -> None:
-    """List recent runs: id, date, rows, k, silhouette, total seconds, model version."""
+@app.command(context_settings=HELP)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="How many runs to list.")  # fmt: skip
+@click.option("--uri", help="MLflow tracking URI (default: ./mlflow.db).")
+def runs(limit: int, uri: str | None) -> None:
+    """List recent tracked runs, failures with their reason.
+
+    Id, date, status, input, rows, k, silhouette, seconds and model version of each run."""
+    _set_up_output(quiet=True)
     table = Table(title="Recent runs", title_justify="left")
     for column in (
         "run id",
         "started (UTC)",
         "status",
+        "input",
         "rows",
         "k",
         "silhouette",
         "seconds",
         "model",
     ):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for run in api.recent_runs(uri=uri, limit=limit):
         started = datetime.fromtimestamp(run["started"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        status = run["status"]
+        if run["error"]:
+            status += f": {run['error'].splitlines()[0][:120]}"
         table.add_row(
             run["run_id"],
             started,
-            run["status"],
+            status,
+            run["input"] or "-",
             run["rows"] or "-",
             _optional(run["k"], "{:.0f}"),
             _optional(run["silhouette"], "{:.4f}"),
@@ -369,16 +440,20 @@ def show_summary(result: RunResult) -> None:
         f"[bold]{result.k}[/] segments, silhouette [bold]{result.silhouette:.3f}[/] "
         f"(exact, squared Euclidean), {result.total_seconds:.2f} s"
     )
+    moved = (
+        f"; {result.moved_customers:,} customers changed segment since the last run"
+        if result.transitions is not None
+        else ""
+    )
     if result.mlflow_run_id:
-        moved = (
-            f", {result.moved_customers:,} customers changed segment since the last run"
-            if result.transitions is not None
-            else ""
-        )
+        # The run id above names the run everywhere (tables, run folder, MLflow run name);
+        # MLflow's own id is shown for its UI. Every command takes either.
         out.print(
-            f"tracked as MLflow run {result.mlflow_run_id}; model version "
-            f"{result.model_version}{moved}"
+            f"model {result.config.tracking.model_name} version {result.model_version} "
+            f"(MLflow run {result.mlflow_run_id}, named {result.run_id}){moved}"
         )
+    elif moved:
+        out.print(moved.removeprefix("; "))
     out.print(_column_plan_line(result.column_plan))
     for warning in result.warnings:
         out.print(f"[yellow]warning:[/] {warning}")
@@ -389,6 +464,41 @@ def show_summary(result: RunResult) -> None:
         out.print(_sweep_table(result))
     out.print(_stages_table(result))
     out.print(_quality_table(result))
+    outputs = Table(title="Outputs", show_header=False, title_justify="left")
+    for name, path in result.outputs.items():
+        version = result.table_versions.get(name)
+        outputs.add_row(name, str(path), "" if version is None else f"Delta version {version}")
+    out.print(outputs)
+
+
+def show_scores(result: ScoringResult) -> None:
+    """Per segment: new customers, share, median confidence, how many are unlike training."""
+    out.print()
+    out.print(
+        f"[bold]scored {result.customers:,} customers[/] ({result.quarantined:,} quarantined) in "
+        f"{sum(r.seconds for r in result.stages):.2f} s"
+    )
+    table = Table(title="New customers per segment", title_justify="left")
+    for column in ("segment", "customers", "share", "median confidence", "unlike training"):
+        table.add_column(column, justify="right")
+    for row in result.segments.to_pylist():
+        beyond = round((row["beyond_training_p99_mean"] or 0.0) * row["size"])
+        table.add_row(
+            str(row["segment"]),
+            f"{row['size']:,}",
+            f"{row['share']:.1%}",
+            f"{row['confidence_median']:.2f}",
+            f"{beyond:,}",
+        )
+    out.print(table)
+    share = result.beyond_training_p99 / max(result.customers, 1)
+    # By construction 1% of customers like the training ones lie beyond that distance.
+    style = "[yellow]warning:[/] " if share > 0.05 else ""
+    out.print(
+        f"{style}{result.beyond_training_p99:,} new customers ({share:.1%}) are unlike the "
+        "training data: farther from their segment's centre than 99% of its training customers "
+        "(scores.beyond_training_p99)"
+    )
     outputs = Table(title="Outputs", show_header=False, title_justify="left")
     for name, path in result.outputs.items():
         version = result.table_versions.get(name)

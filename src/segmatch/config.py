@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import re
 import typing
 from datetime import datetime
 from pathlib import Path
@@ -241,6 +242,9 @@ class OutputConfig(_Strict):
     #: (committing nothing): runs commit one at a time, each one's tables and model together.
     lease_timeout: float = Field(600.0, ge=0.0)
     report: bool = True
+    #: Which input columns the segments table (and scoring's scores table) carries beside the
+    #: segment: the features (read a segment without a join), every column, or none.
+    segments_columns: Literal["features", "all", "none"] = "features"
 
     @model_validator(mode="after")
     def _merged_tables_have_keys(self) -> OutputConfig:
@@ -275,7 +279,9 @@ class TrackingConfig(_Strict):
     enabled: bool = True
     uri: str | None = None
     experiment: str = "segmatch"
-    model_name: str = "segmatch"
+    #: The registered model. Unset, each data set gets its own: ``segmatch-<config file name>``
+    #: (or the output folder's name), so ``@champion`` never crosses data sets.
+    model_name: str | None = None
     max_silhouette_drop: float | None = Field(None, ge=0.0)
 
 
@@ -314,6 +320,20 @@ class Config(_Strict):
     #: (e.g. AWS_ENDPOINT_URL, AWS_REGION); the usual environment variables work as well.
     storage_options: dict[str, str] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _model_named_after_the_output(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        tracking = raw.get("tracking") or {}
+        if not isinstance(tracking, dict) or tracking.get("model_name"):
+            return raw
+        output = raw.get("output") or {}
+        named = output.get("schema") if isinstance(output, dict) else None
+        path = output.get("path") if isinstance(output, dict) else None
+        folder = str(path or OutputConfig().path).rstrip("/").rpartition("/")[2]
+        return {**raw, "tracking": {**tracking, "model_name": model_name_for(named or folder)}}
+
     @model_validator(mode="after")
     def _named_tables_need_spark(self) -> Config:
         if self.engine == "spark":
@@ -329,6 +349,12 @@ class Config(_Strict):
                 "engine reads (give a file or folder for the local engine)"
             )
         return self
+
+
+def model_name_for(data_set: str) -> str:
+    """``segmatch-<data set>``, in the letters MLflow's registry accepts everywhere."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", data_set).strip("-") or "default"
+    return slug if slug.startswith("segmatch") else f"segmatch-{slug}"
 
 
 def config_digest(config: Config) -> str:
@@ -353,6 +379,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {str(path)!r} should hold a mapping of sections")
     apply_overrides(raw, overrides or {})
+    tracking = raw.get("tracking")
+    if isinstance(tracking, dict | None) and not (tracking or {}).get("model_name"):
+        raw["tracking"] = {**(tracking or {}), "model_name": model_name_for(path.stem)}
     return build_config(raw, source=str(path), base_dir=path.parent)
 
 
@@ -384,13 +413,16 @@ def _resolve(location: str, base_dir: Path) -> str:
     return str((base_dir / location).resolve())
 
 
-def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Set dotted keys (``cluster.k``) in a raw config mapping; returns the mapping."""
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
+def apply_overrides(
+    raw: dict[str, Any], overrides: dict[str, Any] | dict[tuple[str, ...], Any]
+) -> dict[str, Any]:
+    """Set keys in a raw config mapping: dotted (``cluster.k``), or as parts (``("spark",
+    "conf", "spark.sql.shuffle.partitions")``) when a part holds dots; returns the mapping."""
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".") if isinstance(key, str) else key
         node = raw
-        for key in parents:
-            node = node.setdefault(key, {})
+        for parent in parents:
+            node = node.setdefault(parent, {})
         node[leaf] = value
     return raw
 

@@ -25,13 +25,23 @@ class InputError(SegmatchError):
 class ColumnNotFoundError(InputError):
     """A column named in the config does not exist in the input."""
 
-    def __init__(self, column: str, available: Iterable[str], *, source: str, role: str) -> None:
+    def __init__(
+        self,
+        column: str,
+        available: Iterable[str],
+        *,
+        source: str,
+        role: str,
+        message: str | None = None,
+    ) -> None:
         available = list(available)
         hint = did_you_mean(column, available)
         listed = ", ".join(repr(c) for c in available[:30])
         more = f" (and {len(available) - 30} more)" if len(available) > 30 else ""
         super().__init__(
-            f"{role} column {column!r} not found in {source}.{hint} Columns present: {listed}{more}"
+            message
+            or f"{role} column {column!r} not found in {source}.{hint} Columns present: "
+            f"{listed}{more}"
         )
         self.column = column
 

@@ -37,9 +37,11 @@ from segmatch.plans import (
     Step,
     commit_quarantine,
 )
+from segmatch.progress import library_log
 from segmatch.results import StageRecord
 from segmatch.storage import (
     ERROR_LOG_FILE,
+    RUN_LOG_FILE,
     STAGE_LOG_FILE,
     STAGING_FOLDER,
     StagedOutputs,
@@ -87,10 +89,6 @@ class StageLog:
         self.records.append(record)
         logger.info(record.line())
         append_json_line(self.path, asdict(record), files=self.files)
-
-    def after_run(self, *, run_id: str, result: Any, error: BaseException | None) -> None:
-        if error is not None:
-            logger.info("run %s failed: %s", run_id, error)
 
 
 class Pipeline:
@@ -172,6 +170,7 @@ class Pipeline:
             result = self.plan.finish(context, values)
         except BaseException as error:
             self._call("after_run", run_id=self.run_id, result=None, error=error)
+            self._write_library_log()
             unexpected = isinstance(error, Exception) and not isinstance(error, SegmatchError)
             if unexpected or isinstance(error, StageError):
                 raise RunFailedError(
@@ -182,7 +181,21 @@ class Pipeline:
             context.outputs.discard()
         self.checkpoints.finish(self.run_id)
         self._call("after_run", run_id=self.run_id, result=result, error=None)
+        self._write_library_log()
         return result
+
+    def _write_library_log(self) -> None:
+        """What other libraries logged during the run, kept in its folder (the CLI keeps it off
+        the terminal)."""
+        captured = library_log()
+        text = captured.take() if captured is not None else ""
+        if not text:
+            return
+        location = join(run_folder(self.out, self.run_id), RUN_LOG_FILE)
+        try:
+            self.files.write_text(location, text)
+        except Exception:  # the run's own outcome is the one to report
+            logger.warning("could not write the library log of run %s to %s", self.run_id, location)
 
     def _write_traceback(self, error: BaseException) -> str | None:
         """Put the failure's whole traceback in the run's folder; return where (or None)."""

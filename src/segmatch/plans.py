@@ -90,7 +90,11 @@ class ModelRegistry(Protocol):
 
     def previous(self) -> SegmentModel | None: ...
 
-    def register(self, *, run_id: str, model_json: str, model: SegmentModel) -> str | None: ...
+    def register(
+        self, *, run_id: str, model_json: str, model: SegmentModel, input_digest: str | None
+    ) -> str | None:
+        """Register the model and return its version; the version of an identical earlier
+        run (same config, same input) is returned instead of a new one."""
 
     def promote(self, *, version: str, silhouette: float) -> None:
         """Make a registered version the one new runs and scoring start from (``champion``);
@@ -110,7 +114,9 @@ class FolderRegistry:
             return None
         return SegmentModel.from_json(self.files.read_text(saved), source=saved)
 
-    def register(self, *, run_id: str, model_json: str, model: SegmentModel) -> str | None:
+    def register(
+        self, *, run_id: str, model_json: str, model: SegmentModel, input_digest: str | None
+    ) -> str | None:
         return None
 
     def promote(self, *, version: str, silhouette: float) -> None:
@@ -209,12 +215,15 @@ def registered_model(
     outputs: StagedOutputs,
     run_id: str,
     registry: ModelRegistry,
+    input_digest: str | None,
 ) -> RegisteredModel:
     """Stage the model file and register it, so the output rows can name its version."""
     text = model.to_json(run_id=run_id, segmatch_version=__version__)
     staged = join(outputs.staging, MODEL_FILE)
     outputs.files.write_text(staged, text)
-    version = registry.register(run_id=run_id, model_json=text, model=model)
+    version = registry.register(
+        run_id=run_id, model_json=text, model=model, input_digest=input_digest
+    )
     return RegisteredModel(staged, version)
 
 
@@ -375,10 +384,20 @@ def finish_scoring(context: RunContext, values: Mapping[str, Any]) -> ScoringRes
         id_column=id_column,
         usual_distance=values["model"].usual_distance,
     )
+    features = values["features"]
+    choice = context.config.output.segments_columns
+    scores = engine.with_customer_columns(
+        scores,
+        features.customers,
+        id_column=id_column,
+        columns=export.customer_columns(engine, scores, features, choice=choice),
+    )
     engine.write_parquet(scores, folder=outputs.path_for("scores"))
-    flags = engine.column_stats(
-        scores, numeric=[], categorical=["beyond_training_p99"], center="median"
-    ).levels["beyond_training_p99"]
+    by_segment = engine.segment_profiles(
+        engine.cast_to_float(scores, columns=["beyond_training_p99"]),
+        values["scored"].matrix,
+        columns=["confidence", "beyond_training_p99"],
+    )
     if values.get("lookalikes") is not None:
         engine.write_parquet(values["lookalikes"].frame, folder=outputs.path_for("lookalikes"))
     export.write_quarantine(engine, values["cleaned"], outputs)
@@ -387,9 +406,16 @@ def finish_scoring(context: RunContext, values: Mapping[str, Any]) -> ScoringRes
         run_id=context.run_id,
         customers=values["scored"].rows_out,
         quarantined=values["cleaned"].quarantined,
-        beyond_training_p99=flags.get("true", 0),
+        beyond_training_p99=round(
+            sum(
+                (row["beyond_training_p99_mean"] or 0.0) * row["size"]
+                for row in by_segment.to_pylist()
+            )
+        ),
         outputs={name: c.path for name, c in commits.items()},
         stages=list(context.stage_records),
+        segments=by_segment,
+        table_versions={name: c.version for name, c in commits.items()},
     )
 
 
@@ -513,6 +539,7 @@ TRAINING = Plan(
                 "outputs": "outputs",
                 "run_id": "run_id",
                 "registry": "registry",
+                "input_digest": "input_digest",
             },
             stage=False,
         ),
@@ -529,6 +556,7 @@ TRAINING = Plan(
                 "id_column": "raw.plan.id_column",
                 "model_version": "registered.version",
             },
+            sections={"output": "output"},
         ),
     ),
     finish=finish_training,

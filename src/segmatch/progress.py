@@ -6,6 +6,7 @@ installs a terminal sink only when standard error is a terminal and ``CI`` is un
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
@@ -51,3 +52,28 @@ def progress(description: str, total: int | None = None) -> Iterator[ProgressTas
     """
     with _sink.task(description, total) as task:
         yield task
+
+
+class LibraryLog(logging.Handler):
+    """Keeps what other libraries log (and Python warnings) off the terminal: a run writes it
+    to its folder as ``run.log``. The CLI installs one on the root logger."""
+
+    def __init__(self, *, on_terminal: bool = False) -> None:
+        super().__init__(logging.INFO)
+        #: Whether the lines are also shown on the terminal (``--verbose``).
+        self.on_terminal = on_terminal
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def take(self) -> str:
+        """The lines logged since the last call, as text (they are then forgotten)."""
+        taken, self.lines = self.lines, []
+        return "".join(f"{line}\n" for line in taken)
+
+
+def library_log() -> LibraryLog | None:
+    """The root logger's LibraryLog, when the CLI installed one."""
+    return next((h for h in logging.getLogger().handlers if isinstance(h, LibraryLog)), None)

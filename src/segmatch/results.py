@@ -233,3 +233,7 @@ class ScoringResult:
     beyond_training_p99: int
     outputs: dict[str, str]
     stages: list[StageRecord]
+    #: Per segment: size, share, mean and median confidence, and the share of new customers
+    #: beyond the training distance (``beyond_training_p99_mean``).
+    segments: pa.Table
+    table_versions: dict[str, int]

@@ -45,6 +45,7 @@ PROFILES_FILE = "profiles.parquet"
 COLUMN_PLAN_FILE = "column_plan.json"
 #: The whole traceback of a run that failed on something unexpected.
 ERROR_LOG_FILE = "error.log"
+RUN_LOG_FILE = "run.log"
 #: The one file a table staged from the driver is written as.
 PART_FILE = "part-00000.parquet"
 #: Customers a run keeps, stratified by segment, for its report's PCA scatter.

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -24,13 +25,15 @@ import numpy as np
 from segmatch import model as segmatch_model
 from segmatch._version import __version__
 from segmatch.config import Config, TrackingConfig, config_digest
-from segmatch.errors import ConfigError, ModelError
+from segmatch.errors import ConfigError, ModelError, first_line
 from segmatch.locations import name_of
 from segmatch.model import SegmentModel
+from segmatch.progress import library_log
 from segmatch.results import RunResult, StageRecord
 
 CHAMPION = "champion"
 RUN_ID_TAG = "segmatch.run_id"
+INPUT_TAG = "segmatch.input"
 MODEL_ARTIFACT = "segment_model"
 PARAM_BATCH = 100
 
@@ -43,6 +46,13 @@ def import_mlflow() -> Any:
     os.environ.setdefault("DO_NOT_TRACK", "true")
     import mlflow  # noqa: PLC0415 -- heavy (~2.5 s): only when tracking is on
 
+    captured = library_log()
+    if captured is not None and not captured.on_terminal:
+        # MLflow prints some notices ("Successfully registered model …") straight to
+        # standard error rather than through logging; the terminal shows segmatch's lines.
+        from mlflow.utils.logging_utils import disable_logging  # noqa: PLC0415
+
+        disable_logging()
     return mlflow
 
 
@@ -86,7 +96,7 @@ def experiment_name(config: TrackingConfig) -> str:
 
 def check_model_name(config: TrackingConfig) -> None:
     """On Databricks models register in Unity Catalog, under three-part names."""
-    if on_databricks() and config.model_name.count(".") != 2:
+    if on_databricks() and (config.model_name or "").count(".") != 2:
         raise ConfigError(
             f"tracking.model_name={config.model_name!r}: on Databricks, models register in "
             "Unity Catalog as catalog.schema.model (e.g. main.crm.segmatch_customers)"
@@ -102,7 +112,16 @@ def _pyfunc_class() -> type:
 
     def predict(self, context, model_input, params=None):
         frame = pd.DataFrame(model_input)
-        columns = {name: frame[name].to_numpy() for name in frame.columns}
+        # The signature takes any type (CSV integers, decimals, text digits): numbers are
+        # converted here, and a value that is not one is an error naming the column.
+        columns: dict[str, Any] = {name: frame[name].to_numpy() for name in frame.columns}
+        for name in self.model.numeric_columns:
+            if name in frame.columns:
+                try:
+                    columns[name] = pd.to_numeric(frame[name]).to_numpy(dtype=np.float64)
+                except (TypeError, ValueError) as exc:
+                    message = f"column {name!r} holds a value that is not a number: {exc}"
+                    raise ValueError(message) from None
         segment, distance, confidence = self.model.score(self.model.features_from_columns(columns))
         return pd.DataFrame({"segment": segment, "distance": distance, "confidence": confidence})
 
@@ -133,15 +152,21 @@ class MlflowTracking:
         self.config = config
         self.records: list[StageRecord] = []
         self.mlflow_run_id: str | None = None
+        self.config_digest: str | None = None
         #: The model version this run registered, withdrawn again if the run fails.
         self.registered_version: str | None = None
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segmatch-mlflow")
         self._opened: Future[str] | None = None
         self._champion: Future[SegmentModel | None] | None = None
 
+    def warm_up(self) -> None:
+        """Queue MLflow's import (seconds of Python) before anything is known; returns at once."""
+        self._worker.submit(import_mlflow)
+
     def start(self, config: Config, *, run_id: str) -> None:
         """Queue the run's opening, the champion's download (the cluster stage's ids need it)
         and the imports that logging a model needs; returns at once."""
+        self.config_digest = config_digest(config)
         self._opened = self._worker.submit(self.open_run, config, run_id=run_id)
         self._champion = self._worker.submit(champion_model, self.config)
         self._worker.submit(_warm_model_logging)
@@ -181,6 +206,7 @@ class MlflowTracking:
             run_name=run_id,
             tags={
                 RUN_ID_TAG: run_id,
+                INPUT_TAG: str(config.input.path),
                 "config_hash": config_digest(config),
                 "segmatch_version": __version__,
                 **({"git_commit": commit} if (commit := _git_commit()) else {}),
@@ -193,9 +219,15 @@ class MlflowTracking:
         if self._opened is None:
             self.start(config, run_id=run_id)
 
-    def register(self, *, run_id: str, model_json: str, model: SegmentModel) -> str | None:
-        """Log the model as a pyfunc of this run and register it; return its version."""
-        return self._on_worker(lambda: self._register(model_json, model))
+    def register(
+        self, *, run_id: str, model_json: str, model: SegmentModel, input_digest: str | None
+    ) -> str | None:
+        """Log the model as a pyfunc of this run and register it; return its version.
+
+        A rerun of the latest version's run (same config digest, same input digest) fits the
+        same model: its version is returned and nothing new is registered.
+        """
+        return self._on_worker(lambda: self._register(model_json, model, input_digest))
 
     def promote(self, *, version: str, silhouette: float) -> None:
         """Move ``champion`` to the version (unless the silhouette dropped too far)."""
@@ -226,14 +258,39 @@ class MlflowTracking:
             self._opened.result()
         return self._worker.submit(task).result()
 
-    def _register(self, model_json: str, model: SegmentModel) -> str:
+    def _register(self, model_json: str, model: SegmentModel, input_digest: str | None) -> str:
         mlflow = import_mlflow()
+        client = mlflow.MlflowClient(tracking_uri(self.config))
+        same = self._identical_version(client, input_digest)
+        if same is not None:
+            client.set_tag(self.mlflow_run_id, "reused_model_version", same)
+            return same
         with tempfile.TemporaryDirectory(prefix="segmatch-model-") as folder:
             model_path = Path(folder) / "model.json"
             model_path.write_text(model_json, encoding="utf-8")
             with mlflow.start_run(run_id=self.mlflow_run_id):
                 self.registered_version = self._log_model(mlflow, model_path, model)
                 return self.registered_version
+
+    def _identical_version(self, client: Any, input_digest: str | None) -> str | None:
+        """The latest registered version, when its run had this run's config and input."""
+        if input_digest is None or self.config_digest is None:
+            return None
+        try:
+            latest = client.search_model_versions(
+                f"name='{self.config.model_name}'", max_results=1, order_by=["version_number DESC"]
+            )
+        except Exception:  # no such model yet
+            return None
+        if not latest:
+            return None
+        tags = client.get_run(latest[0].run_id).data.tags
+        same_config = tags.get("config_hash") == self.config_digest
+        return (
+            str(latest[0].version)
+            if same_config and tags.get("input_digest") == input_digest
+            else None
+        )
 
     def _finish(self, result: RunResult | None, error: BaseException | None) -> None:
         mlflow = import_mlflow()
@@ -337,8 +394,13 @@ class MlflowTracking:
         from mlflow.data.meta_dataset import MetaDataset  # noqa: PLC0415
 
         path = config.input.path
+        with warnings.catch_warnings():
+            # MLflow registers its local-file source class twice and warns that a path "can be
+            # interpreted in multiple ways" (both of them the same class): nothing to act on.
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(str(path))
         dataset = MetaDataset(
-            source=resolve_dataset_source(str(path)),
+            source=source,
             name=name_of(path),
             digest=(digest or "unknown")[:32],
         )
@@ -368,13 +430,11 @@ class MlflowTracking:
         import pandas as pd  # noqa: PLC0415 -- pandas comes with mlflow
 
         example = pd.DataFrame(model.example_rows())
-        segment, distance, confidence = model.score(model.features_from_columns(example))
-        output = pd.DataFrame({"segment": segment, "distance": distance, "confidence": confidence})
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=_pyfunc_class()(),
             artifacts={MODEL_ARTIFACT: str(model_path)},
-            signature=mlflow.models.infer_signature(example, output),
+            signature=_signature(mlflow, model),
             input_example=example,
             registered_model_name=self.config.model_name,
             # The model carries the segmatch code it runs, so it loads and serves where
@@ -395,6 +455,20 @@ class MlflowTracking:
             return True
         previous = champion_silhouette(client, self.config.model_name)
         return previous is None or silhouette >= previous - self.config.max_silhouette_drop
+
+
+def _signature(mlflow: Any, model: SegmentModel) -> Any:
+    """Every feature column by name, of any type: MLflow then takes the columns in any order
+    and names the missing ones, and refuses no integer (a CSV's ``Age``) a double would hold;
+    the model converts them itself."""
+    from mlflow.types.schema import AnyType, ColSpec, Schema  # noqa: PLC0415
+
+    names = [*model.numeric_columns, *model.categorical_levels]
+    outputs = [ColSpec("long", "segment"), ColSpec("double", "distance")]
+    return mlflow.models.ModelSignature(
+        inputs=Schema([ColSpec(AnyType(), name) for name in names]),
+        outputs=Schema([*outputs, ColSpec("double", "confidence")]),
+    )
 
 
 def _warm_model_logging() -> None:
@@ -420,10 +494,11 @@ def log_text(config: TrackingConfig, run_id: str, text: str, name: str) -> None:
     mlflow.MlflowClient(tracking_uri(config)).log_text(run_id, text, name)
 
 
-def run_output_path(run_id: str, config: TrackingConfig) -> str:
-    """The output folder a tracked run wrote to (its ``output.path`` param).
+def locate_run(run_id: str, config: TrackingConfig) -> tuple[str, str]:
+    """segmatch's id of a tracked run and the output folder it wrote to.
 
-    ``run_id`` is segmatch's run id (the one in the tables), or MLflow's own id of the run.
+    ``run_id`` is either of the run's ids: segmatch's (in the tables, the run folder and the
+    MLflow run's name) or MLflow's own.
     """
     mlflow = import_mlflow()
     client = mlflow.MlflowClient(tracking_uri(config))
@@ -437,13 +512,16 @@ def run_output_path(run_id: str, config: TrackingConfig) -> str:
         if experiment is not None and run_id.isalnum()
         else []
     )
-    if runs:
-        return runs[0].data.params["output.path"]
-    try:
-        run = client.get_run(run_id)
-    except Exception as exc:
-        raise ModelError(f"no MLflow run {run_id!r} in {tracking_uri(config)}: {exc}") from exc
-    return run.data.params["output.path"]
+    if not runs:
+        try:
+            runs = [client.get_run(run_id)]
+        except Exception as exc:
+            raise ModelError(f"no MLflow run {run_id!r} in {tracking_uri(config)}: {exc}") from exc
+    run = runs[0]
+    output = run.data.params.get("output.path")
+    if output is None:
+        raise ModelError(f"MLflow run {run_id!r} never finished: it recorded no output folder")
+    return run.data.tags.get(RUN_ID_TAG, run.info.run_id), output
 
 
 def champion_model(config: TrackingConfig) -> SegmentModel | None:
@@ -467,6 +545,41 @@ def load_segment_model(model_uri: str, *, tracking: TrackingConfig) -> SegmentMo
         raise ModelError(f"cannot load a segmatch model from {model_uri!r}: {exc}") from exc
 
 
+def registered_version(model_uri: str, *, tracking: TrackingConfig) -> dict[str, str] | None:
+    """Name, version and training run (segmatch's id) of ``models:/NAME@ALIAS`` or
+    ``models:/NAME/VERSION``; None for other URIs."""
+    if not model_uri.startswith("models:/"):
+        return None
+    name, _, which = model_uri.removeprefix("models:/").rpartition("@")
+    mlflow = import_mlflow()
+    client = mlflow.MlflowClient(tracking_uri(tracking))
+    try:
+        if name:
+            version = client.get_model_version_by_alias(name, which)
+        else:
+            name, _, number = model_uri.removeprefix("models:/").rpartition("/")
+            version = client.get_model_version(name, number)
+        run = client.get_run(version.run_id)
+    except Exception as exc:
+        known = sorted(m.name for m in client.search_registered_models())
+        raise ModelError(
+            f"no model {model_uri!r} in {tracking_uri(tracking)}: {first_line(exc)}; registered "
+            f"models: {', '.join(known) or 'none'}"
+        ) from exc
+    return {
+        "name": name,
+        "version": str(version.version),
+        "run_id": run.data.tags.get(RUN_ID_TAG, run.info.run_id),
+    }
+
+
+def registered_models(tracking: TrackingConfig) -> list[str]:
+    """Names of the registered models that have a champion."""
+    mlflow = import_mlflow()
+    client = mlflow.MlflowClient(tracking_uri(tracking))
+    return sorted(m.name for m in client.search_registered_models() if CHAMPION in m.aliases)
+
+
 def recent_runs(config: TrackingConfig, *, limit: int = 20) -> list[dict[str, Any]]:
     """The latest runs of the experiment: id, date, rows, k, silhouette, seconds, model version."""
     mlflow = import_mlflow()
@@ -488,6 +601,8 @@ def recent_runs(config: TrackingConfig, *, limit: int = 20) -> list[dict[str, An
             "silhouette": run.data.metrics.get("silhouette"),
             "seconds": run.data.metrics.get("total_seconds"),
             "model_version": run.data.params.get("model_version"),
+            "input": run.data.tags.get(INPUT_TAG) or run.data.params.get("input_path"),
+            "error": run.data.tags.get("error"),
         }
         for run in runs
     ]

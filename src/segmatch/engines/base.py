@@ -553,6 +553,13 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         segment (null for a segment without one)."""
 
     @abstractmethod
+    def with_customer_columns(
+        self, rows: FrameT, customers: FrameT, *, id_column: str, columns: Sequence[str]
+    ) -> FrameT:
+        """``rows`` (segments or scores, made from the matrix built from ``customers``) with
+        each customer's ``columns`` beside them, in the rows' order."""
+
+    @abstractmethod
     def distance_quantiles(self, matrix: MatrixT, *, q: float) -> dict[int, float]:
         """Per segment of an assigned matrix, the ``q`` quantile of its rows' distances to
         their centroid (linear interpolation, exact)."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import pyarrow as pa
 
-from segmatch.engines.base import Engine
+from segmatch.config import OutputConfig
+from segmatch.engines.base import Engine, Frame
 from segmatch.locations import join
 from segmatch.stages.clean import CleanedRows
 from segmatch.stages.cluster import Clustering
@@ -24,6 +26,25 @@ class Exported:
     tables: tuple[str, ...]
     rows_in: int
     rows_out: int
+
+
+def customer_columns(
+    engine: Engine,
+    rows: Frame,
+    features: Features,
+    *,
+    choice: Literal["features", "all", "none"],
+) -> list[str]:
+    """The input columns a segments (or scores) table carries (``output.segments_columns``),
+    in original units; a name the table already uses (segment, distance…) is left out."""
+    if choice == "none":
+        return []
+    taken = set(engine.schema(rows))
+    if choice == "features":
+        wanted = [*features.numeric, *features.levels]
+    else:
+        wanted = list(engine.schema(features.customers))
+    return [c for c in wanted if c not in taken]
 
 
 def segment_profiles(engine: Engine, features: Features, clustering: Clustering) -> pa.Table:
@@ -85,6 +106,7 @@ def export_results(
     matches: Matches | None,
     id_column: str,
     model_version: str | None,
+    output: OutputConfig,
 ) -> Exported:
     """Stage every output table of the run; compare segments with the previous run's.
 
@@ -105,6 +127,12 @@ def export_results(
         clustering.matrix,
         id_column=id_column,
         labels={"run_id": outputs.run_id, "model_version": model_version},
+    )
+    segments = engine.with_customer_columns(
+        segments,
+        features.customers,
+        id_column=id_column,
+        columns=customer_columns(engine, segments, features, choice=output.segments_columns),
     )
     engine.write_parquet(segments, folder=outputs.path_for("segments"))
     rows = engine.count(segments)

@@ -11,7 +11,13 @@ from pathlib import PurePosixPath
 
 from segmatch.config import CleanConfig, FeaturesConfig, InputConfig
 from segmatch.engines.base import Engine, Frame, TransactionColumns
-from segmatch.errors import ColumnNotFoundError, ColumnTypeError, ConfigError, InputError
+from segmatch.errors import (
+    ColumnNotFoundError,
+    ColumnTypeError,
+    ConfigError,
+    InputError,
+    did_you_mean,
+)
 from segmatch.locations import Files, is_table_name, join, name_of
 from segmatch.storage import is_delta_table
 
@@ -94,29 +100,9 @@ def read_input(
 ) -> RawInput:
     """Read the configured input and build its column plan; fail fast on a bad schema."""
     path = config.path
-    files = Files(engine.storage_options)
-    fmt = _detect_format(path, config.format, files)
-    if config.version is not None and fmt != "delta":
-        raise InputError(
-            f"input.version={config.version} reads an earlier version of a Delta table, but "
-            f"{str(path)!r} is {fmt}"
-        )
-    if fmt == "csv":
-        _check_header(path, config.csv_separator, config.encoding, files)
+    frame = _open_input(engine, config)
     id_column = config.id_column or ROW_NUMBER_COLUMN
-    # Ids are read as written: numeric inference would turn 007 into 7 and 10001 into 10001.0.
-    types = {id_column: "str", **config.types} if fmt == "csv" else dict(config.types)
-    # A reader would take 1.234 (one thousand two hundred and thirty-four) for a fraction.
-    marked_numbers = fmt == "csv" and (config.decimal == "," or config.thousands is not None)
-    frame = engine.read(
-        path=path,
-        fmt=fmt,
-        types=types,
-        separator=config.csv_separator,
-        version=config.version,
-        encoding=config.encoding,
-        infer_numbers=not marked_numbers,
-    )
+    marked_numbers = _marked_numbers(config, engine)
     source = path
     if config.id_column is None:
         if ROW_NUMBER_COLUMN in engine.schema(frame):
@@ -136,6 +122,89 @@ def read_input(
         raise InputError(f"input {source!r} is empty: it has a header but no rows")
     plan = plan_columns(engine, frame, config, features=features, clean=clean, source=source)
     return RawInput(frame=frame, rows=rows, source=source, plan=plan)
+
+
+def _marked_numbers(config: InputConfig, engine: Engine) -> bool:
+    """Whether a CSV's numbers are written with ``input.decimal``/``input.thousands``: then
+    they are read as text (a reader would take 1.234, one thousand..., for a fraction)."""
+    fmt = _detect_format(config.path, config.format, Files(engine.storage_options))
+    return fmt == "csv" and (config.decimal == "," or config.thousands is not None)
+
+
+def _open_input(engine: Engine, config: InputConfig) -> Frame:
+    """The input as the engine's (lazy where it can be) frame, its header checked."""
+    path = config.path
+    files = Files(engine.storage_options)
+    fmt = _detect_format(path, config.format, files)
+    if config.version is not None and fmt != "delta":
+        raise InputError(
+            f"input.version={config.version} reads an earlier version of a Delta table, but "
+            f"{str(path)!r} is {fmt}"
+        )
+    if fmt == "csv":
+        _check_header(path, config.csv_separator, config.encoding, files)
+    id_column = config.id_column or ROW_NUMBER_COLUMN
+    # Ids are read as written: numeric inference would turn 007 into 7 and 10001 into 10001.0.
+    types = {id_column: "str", **config.types} if fmt == "csv" else dict(config.types)
+    return engine.read(
+        path=path,
+        fmt=fmt,
+        types=types,
+        separator=config.csv_separator,
+        version=config.version,
+        encoding=config.encoding,
+        infer_numbers=not _marked_numbers(config, engine),
+    )
+
+
+def check_input(
+    engine: Engine,
+    *,
+    config: InputConfig,
+    features: FeaturesConfig,
+    clean: CleanConfig,
+    named_by: str = "the config names",
+) -> list[str]:
+    """Check, before a run starts, that the input is there and readable and has every column
+    the config names; every missing column is listed in one error. Returns the input's
+    columns. Reads the schema only (for local files, the header and a few rows)."""
+    schema = list(engine.schema(_open_input(engine, config)))
+    named: dict[str, str] = {}
+    if config.id_column:
+        named[config.id_column] = "id column"
+    for column in config.types:
+        named.setdefault(column, "typed column (input.types)")
+    for column in features.numeric or []:
+        named.setdefault(column, "numeric feature column")
+    for column in features.categorical or []:
+        named.setdefault(column, "categorical feature column")
+    for column in clean.ranges:
+        named.setdefault(column, "range column (clean.ranges)")
+    if clean.duplicates.order_by:
+        named.setdefault(clean.duplicates.order_by, "ordering column (clean.duplicates.order_by)")
+    t = config.transactions
+    if t is not None:
+        for key in ("timestamp", "amount", "quantity", "unit_price", "invoice", "category"):
+            if getattr(t, key):
+                named.setdefault(getattr(t, key), f"input.transactions.{key} column")
+    missing = [(column, role) for column, role in named.items() if column not in schema]
+    if missing:
+        listed = "".join(
+            f"\n  - {role} {column!r} not found.{did_you_mean(column, schema)}"
+            for column, role in missing
+        )
+        shown = ", ".join(map(repr, schema[:30])) + (" …" if len(schema) > 30 else "")
+        raise ColumnNotFoundError(
+            missing[0][0],
+            schema,
+            source=config.path,
+            role=missing[0][1],
+            message=f"input {config.path!r} lacks {len(missing)} column(s) {named_by}:"
+            f"{listed}\nColumns present: {shown}",
+        )
+    if features.numeric is not None:
+        _check_log_columns(features.log, list(features.numeric))
+    return schema
 
 
 def plan_columns(

@@ -60,6 +60,18 @@ class PolarsResults:
             }
         ).with_columns((pl.col("distance") > limits).alias("beyond_training_p99"))
 
+    def with_customer_columns(
+        self, rows: pl.DataFrame, customers: pl.DataFrame, *, id_column: str, columns: Sequence[str]
+    ) -> pl.DataFrame:
+        # The matrix keeps the customers' row order, so the columns line up without a join.
+        if not columns:
+            return rows
+        if rows.height != customers.height:
+            raise ValueError(
+                f"{rows.height:,} result rows for {customers.height:,} customers: not aligned"
+            )
+        return pl.concat([rows, customers.select(columns)], how="horizontal")
+
     def distance_quantiles(self, matrix: LocalMatrix, *, q: float) -> dict[int, float]:
         labels = labels_of(matrix)
         return {

@@ -83,6 +83,13 @@ class SparkResults:
             (F.col(DISTANCE) > limit).alias("beyond_training_p99"),
         )
 
+    def with_customer_columns(
+        self, rows: DataFrame, customers: DataFrame, *, id_column: str, columns: Sequence[str]
+    ) -> DataFrame:
+        if not columns:
+            return rows
+        return rows.join(customers.select(id_column, *columns), on=id_column, how="left")
+
     def distance_quantiles(self, matrix: SparkMatrix, *, q: float) -> dict[int, float]:
         rows = (
             matrix.frame.groupBy(LABEL)
