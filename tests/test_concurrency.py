@@ -19,8 +19,8 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from deltalake import CommitProperties, write_deltalake
 from click.testing import CliRunner
+from deltalake import CommitProperties, write_deltalake
 
 from helpers import BUCKET
 from segmatch.api import run_pipeline

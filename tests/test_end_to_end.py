@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from sklearn.metrics import adjusted_rand_score
 from click.testing import CliRunner
+from sklearn.metrics import adjusted_rand_score
 
 from helpers import make_config
 from segmatch import kernels

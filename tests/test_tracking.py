@@ -10,11 +10,11 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from helpers import make_config
 from segmatch.api import demo_config, rebuild_report, recent_runs, run_pipeline
 from segmatch.cli import app
 from segmatch.errors import (
@@ -27,6 +27,7 @@ from segmatch.errors import (
 from segmatch.model import SegmentModel
 from segmatch.pipeline import STAGES
 from segmatch.storage import read_delta
+from segmatch.synthetic import generate_customers
 from segmatch.tracking import load_segment_model
 
 LOAD_WITHOUT_SEGMATCH = textwrap.dedent(
@@ -226,3 +227,33 @@ def test_a_report_is_found_by_the_run_id_of_the_tables(
     rebuilt = rebuild_report(result.run_id, tracking_uri=tracking_store)
     assert rebuilt == str(tmp_path / "out" / "runs" / result.run_id / "report.html")
     assert Path(rebuilt).exists()
+
+
+def readme_block(after: str) -> str:
+    """The README's first ``python`` block after the line containing ``after``."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = text.index("```python", text.index(after)) + len("```python")
+    return text[start : text.index("```", start)]
+
+
+def test_the_readme_model_example_runs_on_an_ordinary_csv(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    data = generate_customers(tmp_path / "customers.parquet", rows=3000, seed=3)
+    result = run_pipeline(demo_config(data, tmp_path / "out", seed=3))
+    assert result.config.tracking.model_name == "segmatch-demo"
+    generate_customers(tmp_path / "new_customers.csv", rows=1000, seed=9)
+    new = pd.read_csv(tmp_path / "new_customers.csv")
+    assert new["age"].dtype == "int64"  # what trips a model with a signature of doubles
+    namespace: dict = {}
+    exec(readme_block("The registered model takes an ordinary DataFrame"), namespace)
+    loaded = namespace["model"]
+    predicted = loaded.predict(new)
+    expected = result.model.predict(result.model.features_from_columns(new))
+    np.testing.assert_array_equal(predicted["segment"].to_numpy(), expected)
+    # Columns in another order, as text digits, extra ones: the same answer.
+    shuffled = new[list(reversed(new.columns))].assign(age=new["age"].astype(str), extra=1)
+    np.testing.assert_array_equal(loaded.predict(shuffled)["segment"].to_numpy(), expected)
+    with pytest.raises(Exception, match="income") as missing:
+        loaded.predict(new.drop(columns=["income", "region"]))
+    assert "region" in str(missing.value)

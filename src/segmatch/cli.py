@@ -180,7 +180,7 @@ def _output_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("-q", "--quiet", is_flag=True, help="Only the summary.")(command)
 
 
-@click.group(context_settings=HELP)
+@click.group(name="segmatch", context_settings=HELP)
 @click.version_option(
     __version__, "--version", prog_name="segmatch", message="%(prog)s %(version)s"
 )
@@ -293,7 +293,7 @@ def score(
     _set_up_output(quiet, verbose)
     try:
         loaded = api.load_model(model)
-        out.print(loaded.describe())
+        out.print(loaded.describe(), soft_wrap=True)
         result = api.score_customers(loaded, input_path, out_dir, segments=segments)
     except SegmatchError as error:
         raise _fail(error) from None
@@ -382,12 +382,12 @@ def runs(limit: int, uri: str | None) -> None:
         "seconds",
         "model",
     ):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column == "run id")
     for run in api.recent_runs(uri=uri, limit=limit):
         started = datetime.fromtimestamp(run["started"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
         status = run["status"]
         if run["error"]:
-            status += f": {run['error'].splitlines()[0][:120]}"
+            status += f": {run['error'].splitlines()[0][:80]}"
         table.add_row(
             run["run_id"],
             started,
@@ -450,11 +450,12 @@ def show_summary(result: RunResult) -> None:
         # MLflow's own id is shown for its UI. Every command takes either.
         out.print(
             f"model {result.config.tracking.model_name} version {result.model_version} "
-            f"(MLflow run {result.mlflow_run_id}, named {result.run_id}){moved}"
+            f"(MLflow run {result.mlflow_run_id}, named {result.run_id}){moved}",
+            soft_wrap=True,
         )
     elif moved:
         out.print(moved.removeprefix("; "))
-    out.print(_column_plan_line(result.column_plan))
+    out.print(_column_plan_line(result.column_plan), soft_wrap=True)
     for warning in result.warnings:
         out.print(f"[yellow]warning:[/] {warning}")
     out.print(_segments_table(result))

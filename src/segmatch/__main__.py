@@ -1,0 +1,5 @@
+"""``python -m segmatch``: the command line."""
+
+from segmatch.cli import main
+
+main()
