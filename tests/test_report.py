@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import shutil
 import subprocess
@@ -92,6 +94,77 @@ def test_the_report_renders_in_headless_chromium(reported, tmp_path):
         check=True,
     )
     assert shot.stat().st_size > 50_000
+
+
+# Measures the laid-out page: every table, figure and paragraph inside its card, and no legend
+# over a plot's data area (the report's figures name them: legend-*, plot-area-*).
+LAYOUT_PROBE = """<script>
+const problems = [];
+for (const section of document.querySelectorAll("section")) {
+  const card = section.getBoundingClientRect();
+  for (const element of section.querySelectorAll("table, figure, svg, p, h2, h3")) {
+    const box = element.getBoundingClientRect();
+    if (box.right > card.right + 1 || box.left < card.left - 1) {
+      problems.push(`${section.id}: a ${element.tagName} spans ${box.left}..${box.right} `
+        + `outside its card ${card.left}..${card.right}`);
+    }
+  }
+}
+const areas = [...document.querySelectorAll('[id^="plot-area"]')];
+const legends = [...document.querySelectorAll('[id^="legend"]')];
+for (const legend of legends) {
+  const l = legend.getBoundingClientRect();
+  for (const area of areas) {
+    const a = area.getBoundingClientRect();
+    if (l.left < a.right && l.right > a.left && l.top < a.bottom && l.bottom > a.top) {
+      problems.push(`${legend.id} covers ${area.id}`);
+    }
+  }
+}
+const probe = document.createElement("pre");
+probe.id = "layout-probe";
+probe.textContent = JSON.stringify({problems, legends: legends.length, areas: areas.length});
+document.body.appendChild(probe);
+</script>"""
+
+
+def layout_problems(report: Path, tmp_path: Path, width: int) -> dict:
+    probed = tmp_path / f"probed-{width}.html"
+    probed.write_text(report.read_text().replace("</body>", LAYOUT_PROBE + "</body>"))
+    dom = subprocess.run(
+        [
+            chromium(),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / f'profile-{width}'}",
+            f"--window-size={width},900",
+            "--dump-dom",
+            probed.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    found = re.search(r'<pre id="layout-probe">(.*?)</pre>', dom.stdout, re.S)
+    assert found, dom.stdout[-2000:]
+    return json.loads(html.unescape(found.group(1)))
+
+
+@pytest.mark.parametrize("width", [1400, 1024])
+def test_nothing_overflows_its_card_and_no_legend_covers_data(reported, tmp_path, width):
+    _, second, _ = reported
+    measured = layout_problems(Path(second.outputs["report"]), tmp_path, width)
+    assert measured["legends"] >= 2 and measured["areas"] >= 3
+    assert measured["problems"] == []
+
+
+def test_the_report_explains_what_it_draws(reported):
+    _, second, _ = reported
+    page = Path(second.outputs["report"]).read_text()
+    rejected = [c for c in second.candidates if c.rejected]
+    assert ("✕ marks a rejected k" in page) == bool(rejected)
+    # The timeline says where the time between the stages went.
+    assert re.search(r"The stages took [\d.]+ s of the [\d.]+ s .* between them went to", page)
 
 
 def test_report_command_rebuilds_a_report_from_stored_outputs(reported):

@@ -132,9 +132,18 @@ def _timeline(stages: list[dict]) -> str:
         )
     ax.set_yticks(range(len(stages)), [s["stage"] for s in stages])
     ax.invert_yaxis()
-    ax.set_xlabel("seconds since the run started")
+    ax.set_xlabel("seconds since the first stage started")
     ax.margins(x=0.35)
-    return _svg(fig)
+    ax.patch.set_gid("plot-area-timeline")
+    inside = sum(s["seconds"] for s in stages)
+    span = max(start - origin + s["seconds"] for s, start in zip(stages, starts, strict=True))
+    caption = (
+        f"<p>The stages took {inside:.2f} s of the {span:.2f} s from the first stage's start to "
+        f"the last one's end; the {max(span - inside, 0.0):.2f} s between them went to steps "
+        "that are not stages (registering the model, waiting for tracking) and to writing each "
+        "stage's record.</p>"
+    )
+    return _svg(fig) + caption
 
 
 def _sweep(summary: dict) -> str:
@@ -144,17 +153,47 @@ def _sweep(summary: dict) -> str:
     plt = _pyplot()
     ks = [c["k"] for c in candidates]
     fig, left = plt.subplots(figsize=(8, 3.6))
-    left.plot(ks, [c["silhouette"] for c in candidates], "o-", color=PALETTE[0])
-    for c in candidates:
-        if c["rejected"]:
-            left.plot(c["k"], c["silhouette"], "x", color=PALETTE[3], markersize=10)
-    left.axvline(summary["k"], color=PALETTE[2], linestyle="--", label=f"chosen k={summary['k']}")
+    lines = left.plot(
+        ks, [c["silhouette"] for c in candidates], "o-", color=PALETTE[0], label="silhouette"
+    )
+    rejected = [c for c in candidates if c["rejected"]]
+    if rejected:
+        lines += left.plot(
+            [c["k"] for c in rejected],
+            [c["silhouette"] for c in rejected],
+            "x",
+            color=PALETTE[3],
+            markersize=10,
+            linestyle="none",
+            label="rejected k",
+        )
+    lines.append(
+        left.axvline(
+            summary["k"], color=PALETTE[2], linestyle="--", label=f"chosen k={summary['k']}"
+        )
+    )
     left.set_xlabel("k")
     left.set_ylabel("silhouette", color=PALETTE[0])
     right = left.twinx()
-    right.plot(ks, [c["inertia"] for c in candidates], "s--", color=PALETTE[1], alpha=0.7)
+    lines += right.plot(
+        ks,
+        [c["inertia"] for c in candidates],
+        "s--",
+        color=PALETTE[1],
+        alpha=0.7,
+        label="inertia",
+    )
     right.set_ylabel("inertia", color=PALETTE[1])
-    left.legend(loc="lower right")
+    left.patch.set_gid("plot-area-sweep")
+    # Above the plot, never over a point.
+    legend = left.legend(
+        handles=lines,
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.02),
+        ncols=len(lines),
+        frameon=False,
+    )
+    legend.set_gid("legend-sweep")
     rows = [
         [
             c["k"],
@@ -165,7 +204,8 @@ def _sweep(summary: dict) -> str:
         ]
         for c in candidates
     ]
-    note = f"<p>Swept on {summary['sweep_rows']:,} customers; ✕ marks a rejected k.</p>"
+    marks = "; ✕ marks a rejected k" if rejected else ""
+    note = f"<p>Swept on {summary['sweep_rows']:,} customers{marks}.</p>"
     return _svg(fig) + note + _table(["k", "silhouette", "inertia", "smallest", ""], rows)
 
 
@@ -226,6 +266,8 @@ def _scatter(segments: pa.Table, summary: dict) -> str:
     x, y = sample["pc_1"].to_numpy(), sample["pc_2"].to_numpy()
     labels = sample["segment"].to_numpy()
     plt = _pyplot()
+    from matplotlib.lines import Line2D  # noqa: PLC0415 -- plotting only when a report is built
+
     fig, ax = plt.subplots(figsize=(7, 5))
     for segment in np.unique(labels):
         mask = labels == segment
@@ -242,7 +284,18 @@ def _scatter(segments: pa.Table, summary: dict) -> str:
     ax.scatter(centroids[:, 0], centroids[:, 1], marker="X", s=140, c="black", label="centroids")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
-    ax.legend(fontsize=7, markerscale=2, loc="best")
+    ax.patch.set_gid("plot-area-scatter")
+    # Beside the plot, every marker at one legible size (points are drawn tiny, centroids big).
+    handles = [
+        Line2D([], [], marker="o", linestyle="none", markersize=6, color=_colour(int(s)))
+        for s in np.unique(labels)
+    ]
+    handles.append(Line2D([], [], marker="X", linestyle="none", markersize=8, color="black"))
+    names = [f"segment {s}" for s in np.unique(labels)] + ["centroids"]
+    legend = ax.legend(
+        handles, names, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False
+    )
+    legend.set_gid("legend-scatter")
     drawn = f"{sample.num_rows:,} of {summary['customers']:,} customers drawn"
     return _svg(fig) + f"<p>{drawn} (a sample stratified by segment).</p>"
 
@@ -251,15 +304,19 @@ def _matches(matches: pa.Table | None, features: list[str]) -> str:
     if matches is None or matches.num_rows == 0:
         return "<p>Matching was switched off for this run.</p>"
     parts = []
+    # One row per lookalike, features as columns: as wide as the features, not the matches.
     for customer in dict.fromkeys(matches["customer"].to_pylist()):
         rows = matches.filter(pa.compute.equal(matches["customer"], customer)).to_pylist()
-        header = ["", *(("customer" if r["rank"] == 0 else f"#{r['rank']}") for r in rows)]
         body = [
-            ["id", *(str(r["match_id"]) for r in rows)],
-            ["similarity", *("" if r["rank"] == 0 else f"{r['similarity']:.3f}" for r in rows)],
+            [
+                "customer" if r["rank"] == 0 else f"#{r['rank']}",
+                str(r["match_id"]),
+                "" if r["rank"] == 0 else f"{r['similarity']:.3f}",
+                *(_number(r[f]) for f in features),
+            ]
+            for r in rows
         ]
-        body += [[f, *(_number(r[f]) for r in rows)] for f in features]
-        parts.append(_table(header, body))
+        parts.append(_table(["", "id", "similarity", *features], body))
     return "".join(parts)
 
 
@@ -295,7 +352,8 @@ def _pyplot() -> Any:
 def _svg(fig: Any) -> str:
     buffer = io.StringIO()
     fig.tight_layout()
-    fig.savefig(buffer, format="svg", dpi=110)
+    # "tight" keeps legends placed outside the plot inside the picture.
+    fig.savefig(buffer, format="svg", dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
     text = buffer.getvalue()
     return f"<figure>{text[text.index('<svg') :]}</figure>"
@@ -306,7 +364,8 @@ def _table(columns: list[str], rows: list[list[Any]], *, header: bool = True) ->
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
     )
-    return f"<table>{f'<tr>{head}</tr>' if header else ''}{body}</table>"
+    table = f"<table>{f'<tr>{head}</tr>' if header else ''}{body}</table>"
+    return f'<div class="scroll">{table}</div>'
 
 
 def _number(value: Any) -> str:
@@ -331,4 +390,5 @@ h2{font-size:17px;margin:6px 0 12px}h3{font-size:14px}figure{margin:0;overflow-x
 svg{max-width:100%;height:auto}table{border-collapse:collapse;font-size:13px;margin:8px 0}
 td,th{border-bottom:1px solid #eee;padding:4px 10px;text-align:right}
 td:first-child,th:first-child{text-align:left}th{background:#f3f5f7}
+.scroll{overflow-x:auto;max-width:100%}
 """

@@ -500,8 +500,11 @@ def locate_run(run_id: str, config: TrackingConfig) -> tuple[str, str]:
     ``run_id`` is either of the run's ids: segmatch's (in the tables, the run folder and the
     MLflow run's name) or MLflow's own.
     """
+    uri = tracking_uri(config)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise ModelError(f"no run {run_id!r}: there is no MLflow store at {uri}")
     mlflow = import_mlflow()
-    client = mlflow.MlflowClient(tracking_uri(config))
+    client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name(experiment_name(config))
     runs = (
         client.search_runs(
