@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segmatch.api import run_pipeline
+from segmatch.api import run_pipeline, validate
 from segmatch.engines import make_engine
 from segmatch.storage import read_delta
 
@@ -67,3 +67,14 @@ def test_the_transactions_example_keeps_text_ids(tmp_path):
     assert result.model.numeric_columns[:3] == ["recency_days", "frequency", "monetary_total"]
     ids = read_delta(tmp_path / "segments")["customer_id"].to_pylist()
     assert len(ids) == 300 and "C-00007" in ids
+
+
+def test_every_example_at_the_top_of_examples_runs_from_a_fresh_clone():
+    """The examples a README reader tries first carry their data in the repository; those
+    on public data sets live in examples/public_data and say where the data goes."""
+    for config in sorted(EXAMPLES.glob("*.yaml")):
+        checked, columns = validate(config)
+        assert Path(checked.input.path).is_relative_to(EXAMPLES), config.name
+        assert columns, config.name
+    for config in sorted((EXAMPLES / "public_data").glob("*.yaml")):
+        assert "not in this repository" in config.read_text(), config.name

@@ -2,7 +2,7 @@
 
 Example:
     >>> from segmatch.api import run_pipeline
-    >>> result = run_pipeline("examples/cc_general.yaml")  # doctest: +SKIP
+    >>> result = run_pipeline("examples/mixed_customers.yaml")  # doctest: +SKIP
     >>> result.k  # doctest: +SKIP
     4
 """

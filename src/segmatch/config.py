@@ -367,7 +367,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     """Read a YAML config; relative paths in it are taken from the config file's folder.
 
     Example:
-        >>> cfg = load_config("examples/cc_general.yaml")  # doctest: +SKIP
+        >>> cfg = load_config("examples/mixed_customers.yaml")  # doctest: +SKIP
     """
     path = Path(path)
     if not path.is_file():

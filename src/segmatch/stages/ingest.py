@@ -611,7 +611,7 @@ def _detect_format(path: str, fmt: str, files: Files) -> str:
     if is_table_name(path):
         return "delta"
     if not files.exists(path):
-        raise InputError(f"input {path!r} does not exist")
+        raise InputError(f"input {path!r} does not exist (input.path)")
     if fmt != "auto":
         return fmt
     if files.is_dir(path):
