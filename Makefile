@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
 
-.PHONY: demo test lint bench install install-dev clean
+.PHONY: demo test test-quick lint bench install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ lint: install-dev
 ## test: install, lint, and run the whole test suite
 test: lint
 	$(BIN)/python -m pytest
+
+## test-quick: the local-engine tests only (no Spark, none of the slow ones), for a daily loop
+test-quick: install-dev
+	$(BIN)/python -m pytest -q -m "not spark and not slow"
 
 clean:
 	rm -rf segmatch-demo segmatch-out .pytest_cache .ruff_cache

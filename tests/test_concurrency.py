@@ -182,6 +182,7 @@ def run_pairs(
     return results
 
 
+@pytest.mark.slow
 def test_twenty_pairs_of_local_runs_on_one_output_never_mix(tmp_path):
     outcomes = run_pairs(tmp_path, out=str(tmp_path / "out"), engine="local", pairs=20, seed=1)
     assert len(outcomes) == 20
@@ -201,6 +202,7 @@ def check_the_registry_agrees(uri: str, current: str, outcomes: list[Outcome]) -
         assert (outcome.run_id in registered) == (outcome.returncode == 0), outcome.run_id
 
 
+@pytest.mark.slow
 def test_tracked_pairs_keep_the_champion_with_the_current_tables(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     outcomes = run_pairs(
@@ -209,6 +211,7 @@ def test_tracked_pairs_keep_the_champion_with_the_current_tables(tmp_path):
     print("pair outcomes:", outcomes)
 
 
+@pytest.mark.slow
 def test_pairs_of_local_runs_on_object_storage_never_mix(s3_server, tmp_path):
     out = f"s3://{BUCKET}/concurrent/{tmp_path.name}"
     outcomes = run_pairs(tmp_path, out=out, engine="local", pairs=4, seed=2)
@@ -220,6 +223,7 @@ def test_pairs_of_spark_runs_on_one_output_never_mix(tmp_path):
     print("pair outcomes:", outcomes)
 
 
+@pytest.mark.slow
 def test_a_scoring_run_and_a_training_run_writing_at_once(tmp_path):
     data = generate_customers(tmp_path / "customers.parquet", rows=1500, seed=4)
     out = str(tmp_path / "out")
@@ -250,7 +254,9 @@ def test_a_scoring_run_and_a_training_run_writing_at_once(tmp_path):
             assert latest_run(join(out, table)) == scored.run_id
 
 
-@pytest.mark.parametrize("store", ["local disk", "object storage"])
+@pytest.mark.parametrize(
+    "store", ["local disk", pytest.param("object storage", marks=pytest.mark.slow)]
+)
 def test_a_lease_taken_from_one_version_is_held_by_one_run(store, request, tmp_path):
     if store == "local disk":
         out = str(tmp_path / "out")

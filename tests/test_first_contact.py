@@ -55,6 +55,7 @@ def write_job(folder: Path, name: str, data: Path) -> Path:
     return job
 
 
+@pytest.mark.slow
 def test_a_tracked_session_from_run_to_score_as_a_user_sees_it(tmp_path):
     first = generate_customers(tmp_path / "shop_a.parquet", rows=3000, seed=1)
     second = generate_customers(tmp_path / "shop_b.parquet", rows=2000, seed=2)

@@ -17,6 +17,9 @@ from segmatch.pipeline import CHECKPOINTED, STAGES
 from segmatch.storage import read_delta, table_history
 from segmatch.synthetic import generate_customers
 
+# An S3-compatible server per module: seconds to start, so not in the quick loop.
+pytestmark = pytest.mark.slow
+
 
 def test_the_local_engine_reads_and_writes_object_storage(s3_server, tmp_path):
     data = generate_customers(tmp_path / "customers.parquet", rows=3000, seed=11)

@@ -15,7 +15,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 def test_cc_general_reads_credit_limit_as_float_and_segments(tmp_path):
     shared_data("cc_general/CC_GENERAL.csv")
-    result = run_pipeline(EXAMPLES / "public_data" / "cc_general.yaml", overrides={"output.path": str(tmp_path)})
+    result = run_pipeline(
+        EXAMPLES / "public_data" / "cc_general.yaml", overrides={"output.path": str(tmp_path)}
+    )
     assert result.customers == 8950
     assert result.imputed == {"CREDIT_LIMIT": 1, "MINIMUM_PAYMENTS": 313}
     assert 2 <= result.k <= 10 and result.silhouette > 0.3
@@ -23,7 +25,9 @@ def test_cc_general_reads_credit_limit_as_float_and_segments(tmp_path):
 
 def test_online_retail_transactions_become_customers(tmp_path):
     shared_data("online_retail/online_retail.parquet")
-    result = run_pipeline(EXAMPLES / "public_data" / "online_retail.yaml", overrides={"output.path": str(tmp_path)})
+    result = run_pipeline(
+        EXAMPLES / "public_data" / "online_retail.yaml", overrides={"output.path": str(tmp_path)}
+    )
     assert result.rows_in == 541_909
     assert result.quarantined_by_rule["null_id"] == 135_080
     assert result.customers == 4372

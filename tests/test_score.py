@@ -120,6 +120,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_mlflow_models_serve_answers_a_scoring_request(
     tracking_store, customers_path, tmp_path, monkeypatch
 ):

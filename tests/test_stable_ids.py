@@ -97,8 +97,8 @@ def test_the_champion_is_the_reference_when_tracking_is_on(
     shuffled = shuffled_copy(customers_path, tmp_path / "shuffled.parquet", seed=2)
     other = config.model_copy(
         update={
-            "input": config.input.model_copy(update={"path": shuffled}),
-            "output": config.output.model_copy(update={"path": tmp_path / "b"}),
+            "input": config.input.model_copy(update={"path": str(shuffled)}),
+            "output": config.output.model_copy(update={"path": str(tmp_path / "b")}),
             "cluster": config.cluster.model_copy(update={"seed": 99}),
         }
     )

@@ -94,6 +94,7 @@ def test_a_run_records_params_metrics_tags_inputs_and_artifacts(tracked, custome
     } <= artifacts
 
 
+@pytest.mark.slow
 def test_the_registered_model_scores_like_the_run(tracked, customers_path, tmp_path):
     out = tmp_path / "out"
     result = run_pipeline(tracked_config(customers_path, out, "t-roundtrip"))
@@ -202,6 +203,7 @@ def test_bad_model_uri_and_missing_feature_column_get_clear_errors(
         result.model.features_from_columns({"age": [30.0]})
 
 
+@pytest.mark.slow
 def test_tracking_off_never_imports_mlflow(customers_path, tmp_path):
     code = (
         "import sys; from segmatch.api import run_pipeline, demo_config;"
