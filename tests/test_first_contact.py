@@ -149,7 +149,7 @@ def test_flags_are_shown_as_flags_and_run_and_demo_share_their_options():
     assert re.search(r"-q, --quiet\s+Only the summary", run_help)
 
 
-def test_a_key_holding_dots_is_set_quoted_or_with_spark_conf(customers_path, tmp_path):
+def test_a_key_holding_dots_is_set_quoted_or_as_a_setting(customers_path, tmp_path):
     assert config_key("cluster.k") == ("cluster", "k")
     quoted = config_key('spark.conf."spark.sql.shuffle.partitions"')
     assert quoted == ("spark", "conf", "spark.sql.shuffle.partitions")

@@ -301,6 +301,17 @@ class SparkConfig(_Strict):
     max_partitions: int = Field(2000, ge=1)
     fixed_partitions: int | None = Field(None, ge=1)
 
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _settings_as_text(cls, conf: Any) -> Any:
+        """Spark takes every setting as text; YAML (and --set) reads ``8`` as a number."""
+        if not isinstance(conf, dict):
+            return conf
+        return {
+            key: str(value).lower() if isinstance(value, bool) else str(value)
+            for key, value in conf.items()
+        }
+
 
 class Config(_Strict):
     """The whole job, as described by one YAML file."""
