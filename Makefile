@@ -6,15 +6,19 @@ DEMO_ARGS ?=
 
 .PHONY: demo test test-quick lint bench install install-dev clean
 
+# pip's own notices (running as root, a newer pip) are not about segmatch: kept off the terminal.
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+PIP_INSTALL := $(PIP) install --quiet --root-user-action=ignore
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(PIP_INSTALL) --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(PIP_INSTALL) -e .
 
 install-dev: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(PIP_INSTALL) -e ".[dev]"
 
 ## demo: install, generate 100,000 synthetic customers, run the whole pipeline, show the summary
 demo: install
