@@ -147,3 +147,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _needs_spark(item):
             item.add_marker(pytest.mark.spark)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """List what tests reported as ``quality`` (silhouette and inertia on real data sets)."""
+    lines = [
+        f"{report.nodeid}: {value}"
+        for report in terminalreporter.stats.get("passed", [])
+        for name, value in report.user_properties
+        if name == "quality" and report.when == "call"
+    ]
+    if lines:
+        terminalreporter.write_sep("-", "clustering quality on the shared data sets")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -29,6 +29,9 @@ def test_quick_benchmark_produces_a_complete_table(tmp_path):
     for entry in report["results"]:
         assert entry["wall_seconds"] > 0 and entry["peak_mib"] > 0
         assert -1 <= entry["silhouette"] <= 1 and entry["stages"]
+        assert -1 <= entry["silhouette_exact"] <= 1 and entry["inertia"] > 0
+        # Every pipeline finds the generator's segments, more or less well.
+        assert 0.3 < entry["ari"] <= 1
         assert entry["baseline_over_this"] > 0
     assert {"cores", "memory_gib", "python"} <= set(report["machine"])
     assert report["libraries"]["segmatch"] != "not installed"

@@ -7,9 +7,11 @@ from datetime import datetime
 
 import numpy as np
 import pytest
+from sklearn.datasets import make_blobs
 
 from helpers import make_config, write_table
 from segmatch.api import run_pipeline
+from segmatch.config import ClusterConfig
 from segmatch.encoding import OTHER_LEVEL
 from segmatch.stages import clean, cluster, features, ingest, match, reduce, scale
 from segmatch.stages.features import choose_levels
@@ -410,3 +412,29 @@ def test_moments_in_one_pass_match_numpy_even_for_a_large_mean_and_tiny_spread(e
     assert rows == n
     np.testing.assert_allclose(mean, values.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(covariance, np.cov(values, rowvar=False), rtol=1e-6, atol=1e-12)
+
+
+def test_a_poor_seeding_does_not_flip_the_k_the_sweep_picks(engine, tmp_path):
+    """Nine separated groups; with this seed a single k-means++ seeding of k = 9 lands two
+    centroids in one group and the sweep picks 10. The best of the default seedings does not."""
+    centers = np.array([[x * 5.0, y * 5.0] for x in range(3) for y in range(3)])
+    points, _ = make_blobs(n_samples=2700, centers=centers, cluster_std=0.8, random_state=3)
+    data = write_table(
+        {"idcliente": [f"c{i}" for i in range(len(points))], "x": points[:, 0], "y": points[:, 1]},
+        tmp_path / "in.parquet",
+    )
+    chosen = {}
+    for n_init in (1, ClusterConfig().n_init):
+        config, reduced = _reduced(
+            engine,
+            data,
+            tmp_path / f"out_{n_init}",
+            cluster={"k_min": 2, "k_max": 12, "seed": 10, "n_init": n_init},
+            reduce={"components": 2},
+        )
+        chosen[n_init] = cluster.cluster_customers(engine, config=config.cluster, reduced=reduced)
+    single, best = chosen[1], chosen[ClusterConfig().n_init]
+    assert single.k == 10  # the poor seeding this test is about
+    assert best.k == 9
+    nine = {c.k: c for c in single.candidates}[9], {c.k: c for c in best.candidates}[9]
+    assert nine[1].inertia < nine[0].inertia and nine[1].silhouette > nine[0].silhouette
