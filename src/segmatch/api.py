@@ -225,9 +225,6 @@ class LoadedModel:
         )
 
 
-DEFAULT_MODEL = "the champion of the only registered model"
-
-
 def load_model(reference: str | Path | None, *, tracking_uri: str | None = None) -> LoadedModel:
     """A model from an MLflow URI (``models:/segmatch-demo@champion``, ``runs:/…/model``), a
     ``model.json`` file, or a run's output folder. With no reference: the champion of the only

@@ -132,7 +132,7 @@ def _overrides(options: dict[str, Any]) -> dict[tuple[str, ...], object]:
             else:
                 parsed["spark", "conf", key.strip()] = raw
     if options["engine"]:
-        parsed["engine",] = options["engine"]
+        parsed[("engine",)] = options["engine"]
     if options.get("out_dir"):
         target = options["out_dir"]
         parsed["output", "path"] = target if is_uri(target) else str(Path(target).resolve())

@@ -100,9 +100,8 @@ def read_input(
 ) -> RawInput:
     """Read the configured input and build its column plan; fail fast on a bad schema."""
     path = config.path
-    frame = _open_input(engine, config)
+    frame, marked_numbers = _open_input(engine, config)
     id_column = config.id_column or ROW_NUMBER_COLUMN
-    marked_numbers = _marked_numbers(config, engine)
     source = path
     if config.id_column is None:
         if ROW_NUMBER_COLUMN in engine.schema(frame):
@@ -124,15 +123,10 @@ def read_input(
     return RawInput(frame=frame, rows=rows, source=source, plan=plan)
 
 
-def _marked_numbers(config: InputConfig, engine: Engine) -> bool:
-    """Whether a CSV's numbers are written with ``input.decimal``/``input.thousands``: then
-    they are read as text (a reader would take 1.234, one thousand..., for a fraction)."""
-    fmt = _detect_format(config.path, config.format, Files(engine.storage_options))
-    return fmt == "csv" and (config.decimal == "," or config.thousands is not None)
-
-
-def _open_input(engine: Engine, config: InputConfig) -> Frame:
-    """The input as the engine's (lazy where it can be) frame, its header checked."""
+def _open_input(engine: Engine, config: InputConfig) -> tuple[Frame, bool]:
+    """The input as the engine's (lazy where it can be) frame, its header checked, and whether
+    its numbers are written with ``input.decimal``/``input.thousands``: a CSV's are then read
+    as text (a reader would take 1.234, one thousand…, for a fraction)."""
     path = config.path
     files = Files(engine.storage_options)
     fmt = _detect_format(path, config.format, files)
@@ -146,15 +140,17 @@ def _open_input(engine: Engine, config: InputConfig) -> Frame:
     id_column = config.id_column or ROW_NUMBER_COLUMN
     # Ids are read as written: numeric inference would turn 007 into 7 and 10001 into 10001.0.
     types = {id_column: "str", **config.types} if fmt == "csv" else dict(config.types)
-    return engine.read(
+    marked_numbers = fmt == "csv" and (config.decimal == "," or config.thousands is not None)
+    frame = engine.read(
         path=path,
         fmt=fmt,
         types=types,
         separator=config.csv_separator,
         version=config.version,
         encoding=config.encoding,
-        infer_numbers=not _marked_numbers(config, engine),
+        infer_numbers=not marked_numbers,
     )
+    return frame, marked_numbers
 
 
 def check_input(
@@ -168,7 +164,7 @@ def check_input(
     """Check, before a run starts, that the input is there and readable and has every column
     the config names; every missing column is listed in one error. Returns the input's
     columns. Reads the schema only (for local files, the header and a few rows)."""
-    schema = list(engine.schema(_open_input(engine, config)))
+    schema = list(engine.schema(_open_input(engine, config)[0]))
     named: dict[str, str] = {}
     if config.id_column:
         named[config.id_column] = "id column"
