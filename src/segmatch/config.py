@@ -181,7 +181,9 @@ class ClusterConfig(_Strict):
     max_iter: int = Field(300, ge=1)
     #: Convergence: k-means stops once the summed squared centroid shift of an iteration falls
     #: below ``tol`` × the mean variance of the clustered coordinates (scikit-learn's rule).
-    tol: float = Field(1e-4, gt=0.0, lt=1.0)
+    #: Tighter than scikit-learn's 1e-4: on 5M synthetic customers 1e-4 stopped the refine on
+    #: every row one pass short of the optimum (adjusted Rand index 0.875 against 0.878).
+    tol: float = Field(1e-6, gt=0.0, lt=1.0)
     #: Seedings per fit (alternately k-means++ and k-means||, each converged on a subsample), the
     #: lowest inertia kept and refined. Two seedings still both landed in a poor optimum on 1M
     #: synthetic customers (adjusted Rand index 0.73 against the latent segments); eight: 0.88.
