@@ -22,6 +22,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from segmatch import kernels
 from segmatch.checkpoints import Checkpoints
 from segmatch.config import Config
 from segmatch.engines.base import Engine
@@ -141,6 +142,8 @@ class Pipeline:
 
     def run(self) -> Any:
         """Run every step, then the plan's finish; on failure only a quarantine is committed."""
+        if any(step.name == "cluster" for step in self.plan.steps):
+            kernels.import_kmeans_ahead()
         digest = self._input_digest()
         self._call("before_run", run_id=self.run_id, config=self.config)
         self.checkpoints.begin(self.run_id)

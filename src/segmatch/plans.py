@@ -379,18 +379,15 @@ def finish_scoring(context: RunContext, values: Mapping[str, Any]) -> ScoringRes
     """Stage the scores, lookalikes and quarantine, then commit them."""
     engine, outputs = context.engine, context.outputs
     id_column = values["raw"].plan.id_column
+    features = values["features"]
     scores = engine.scores_frame(
         values["scored"].matrix,
         id_column=id_column,
         usual_distance=values["model"].usual_distance,
-    )
-    features = values["features"]
-    choice = context.config.output.segments_columns
-    scores = engine.with_customer_columns(
-        scores,
-        features.customers,
-        id_column=id_column,
-        columns=export.customer_columns(engine, scores, features, choice=choice),
+        customers=features.customers,
+        columns=export.customer_columns(
+            engine, features, choice=context.config.output.segments_columns
+        ),
     )
     engine.write_parquet(scores, folder=outputs.path_for("scores"))
     by_segment = engine.segment_profiles(

@@ -215,6 +215,12 @@ def with_top_levels(
     return profiles
 
 
+def customer_columns_beside(own: Sequence[str], columns: Sequence[str]) -> list[str]:
+    """The customer columns a result table takes beside its own: a name it uses is left out."""
+    taken = set(own)
+    return [c for c in columns if c not in taken]
+
+
 def match_schema(id_column: str, id_type: pa.DataType) -> pa.Schema:
     """The Arrow schema of lookalike rows whose ids have ``id_type``."""
     types = [id_type, pa.int32(), id_type, pa.int16(), pa.float64(), pa.float64()]
@@ -424,8 +430,14 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         numeric: Sequence[str],
         log: Sequence[str],
         levels: dict[str, Sequence[str]],
+        carry: Sequence[str] = (),
     ) -> MatrixT:
-        """One row per customer: numeric columns (signed-log where listed), then one-hot levels."""
+        """One row per customer: numeric columns (signed-log where listed), then one-hot levels.
+
+        ``carry`` names columns of ``frame`` the results will want beside the segments (for
+        profiles and the segments table); an engine that cannot line rows up without a join
+        keeps them in the matrix.
+        """
 
     # -- passes over the matrix ----------------------------------------------------------
     @abstractmethod
@@ -540,24 +552,32 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     # -- results -------------------------------------------------------------------------
     @abstractmethod
     def segments_frame(
-        self, matrix: MatrixT, *, id_column: str, labels: dict[str, str | None]
+        self,
+        matrix: MatrixT,
+        *,
+        id_column: str,
+        labels: dict[str, str | None],
+        customers: FrameT,
+        columns: Sequence[str] = (),
     ) -> FrameT:
-        """Rows (id, segment, distance, pc_1 … pc_d, then each label as a text column)."""
+        """Rows (id, segment, distance, pc_1 … pc_d, then each label as a text column), then
+        each customer's ``columns`` from ``customers``, the frame the matrix was built from
+        (see :func:`customer_columns_beside`)."""
 
     @abstractmethod
     def scores_frame(
-        self, matrix: MatrixT, *, id_column: str, usual_distance: Mapping[int, float]
+        self,
+        matrix: MatrixT,
+        *,
+        id_column: str,
+        usual_distance: Mapping[int, float],
+        customers: FrameT,
+        columns: Sequence[str] = (),
     ) -> FrameT:
         """Rows (id, segment, distance, confidence, ``beyond_training_p99``) of an assigned
-        matrix: the flag says whether the distance exceeds ``usual_distance`` of the row's
-        segment (null for a segment without one)."""
-
-    @abstractmethod
-    def with_customer_columns(
-        self, rows: FrameT, customers: FrameT, *, id_column: str, columns: Sequence[str]
-    ) -> FrameT:
-        """``rows`` (segments or scores, made from the matrix built from ``customers``) with
-        each customer's ``columns`` beside them, in the rows' order."""
+        matrix, then each customer's ``columns`` as for :meth:`segments_frame`: the flag says
+        whether the distance exceeds ``usual_distance`` of the row's segment (null for a
+        segment without one)."""
 
     @abstractmethod
     def distance_quantiles(self, matrix: MatrixT, *, q: float) -> dict[int, float]:

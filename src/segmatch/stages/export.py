@@ -8,7 +8,7 @@ from typing import Literal
 import pyarrow as pa
 
 from segmatch.config import OutputConfig
-from segmatch.engines.base import Engine, Frame
+from segmatch.engines.base import Engine
 from segmatch.locations import join
 from segmatch.stages.clean import CleanedRows
 from segmatch.stages.cluster import Clustering
@@ -29,22 +29,15 @@ class Exported:
 
 
 def customer_columns(
-    engine: Engine,
-    rows: Frame,
-    features: Features,
-    *,
-    choice: Literal["features", "all", "none"],
+    engine: Engine, features: Features, *, choice: Literal["features", "all", "none"]
 ) -> list[str]:
     """The input columns a segments (or scores) table carries (``output.segments_columns``),
-    in original units; a name the table already uses (segment, distance…) is left out."""
+    in original units; the engine leaves out a name the table already uses (segment…)."""
     if choice == "none":
         return []
-    taken = set(engine.schema(rows))
     if choice == "features":
-        wanted = [*features.numeric, *features.levels]
-    else:
-        wanted = list(engine.schema(features.customers))
-    return [c for c in wanted if c not in taken]
+        return [*features.numeric, *features.levels]
+    return list(engine.schema(features.customers))
 
 
 def segment_profiles(engine: Engine, features: Features, clustering: Clustering) -> pa.Table:
@@ -127,12 +120,8 @@ def export_results(
         clustering.matrix,
         id_column=id_column,
         labels={"run_id": outputs.run_id, "model_version": model_version},
-    )
-    segments = engine.with_customer_columns(
-        segments,
-        features.customers,
-        id_column=id_column,
-        columns=customer_columns(engine, segments, features, choice=output.segments_columns),
+        customers=features.customers,
+        columns=customer_columns(engine, features, choice=output.segments_columns),
     )
     engine.write_parquet(segments, folder=outputs.path_for("segments"))
     rows = engine.count(segments)

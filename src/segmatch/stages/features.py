@@ -71,7 +71,12 @@ def build_features(
         }
     levels = levels or {}
     matrix = engine.feature_matrix(
-        customers, id_column=plan.id_column, numeric=plan.features, log=plan.log, levels=levels
+        customers,
+        id_column=plan.id_column,
+        numeric=plan.features,
+        log=plan.log,
+        levels=levels,
+        carry=[*plan.features, *plan.categorical],
     )
     return Features(
         customers=customers,

@@ -37,7 +37,9 @@ class NumpyPasses:
         numeric: Sequence[str],
         log: Sequence[str],
         levels: dict[str, Sequence[str]],
+        carry: Sequence[str] = (),
     ) -> LocalMatrix:
+        del carry  # the matrix keeps the frame's row order: results line up without carrying
         width = len(numeric) + sum(len(v) for v in levels.values())
         values = np.empty((frame.height, width), dtype=np.float64)
         for j, name in enumerate(numeric):

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from segmatch import kernels
 from segmatch.cells import Cells
-from segmatch.engines.base import SegmentRows, with_top_levels
+from segmatch.engines.base import SegmentRows, customer_columns_beside, with_top_levels
 from segmatch.engines.local.matrix import LocalMatrix, labels_of
 from segmatch.progress import progress
 
@@ -32,10 +32,16 @@ class PolarsResults:
         )
 
     def segments_frame(
-        self, matrix: LocalMatrix, *, id_column: str, labels: dict[str, str | None]
+        self,
+        matrix: LocalMatrix,
+        *,
+        id_column: str,
+        labels: dict[str, str | None],
+        customers: pl.DataFrame,
+        columns: Sequence[str] = (),
     ) -> pl.DataFrame:
         coordinates = {f"pc_{j + 1}": matrix.values[:, j] for j in range(matrix.values.shape[1])}
-        return pl.DataFrame(
+        rows = pl.DataFrame(
             {
                 id_column: matrix.ids,
                 "segment": labels_of(matrix),
@@ -43,15 +49,22 @@ class PolarsResults:
                 **coordinates,
             }
         ).with_columns(pl.lit(value, pl.String).alias(name) for name, value in labels.items())
+        return _with_customer_columns(rows, customers, columns)
 
     def scores_frame(
-        self, matrix: LocalMatrix, *, id_column: str, usual_distance: Mapping[int, float]
+        self,
+        matrix: LocalMatrix,
+        *,
+        id_column: str,
+        usual_distance: Mapping[int, float],
+        customers: pl.DataFrame,
+        columns: Sequence[str] = (),
     ) -> pl.DataFrame:
         labels = labels_of(matrix)
         limits = pl.Series(labels).replace_strict(
             dict(usual_distance), default=None, return_dtype=pl.Float64
         )
-        return pl.DataFrame(
+        rows = pl.DataFrame(
             {
                 id_column: matrix.ids,
                 "segment": labels,
@@ -59,18 +72,7 @@ class PolarsResults:
                 "confidence": kernels.confidence(matrix.distances, matrix.runner_up),
             }
         ).with_columns((pl.col("distance") > limits).alias("beyond_training_p99"))
-
-    def with_customer_columns(
-        self, rows: pl.DataFrame, customers: pl.DataFrame, *, id_column: str, columns: Sequence[str]
-    ) -> pl.DataFrame:
-        # The matrix keeps the customers' row order, so the columns line up without a join.
-        if not columns:
-            return rows
-        if rows.height != customers.height:
-            raise ValueError(
-                f"{rows.height:,} result rows for {customers.height:,} customers: not aligned"
-            )
-        return pl.concat([rows, customers.select(columns)], how="horizontal")
+        return _with_customer_columns(rows, customers, columns)
 
     def distance_quantiles(self, matrix: LocalMatrix, *, q: float) -> dict[int, float]:
         labels = labels_of(matrix)
@@ -219,3 +221,17 @@ class PolarsResults:
                 )
             )
         return pl.from_arrow(pa.concat_tables(parts)) if parts else pl.DataFrame()
+
+
+def _with_customer_columns(
+    rows: pl.DataFrame, customers: pl.DataFrame, columns: Sequence[str]
+) -> pl.DataFrame:
+    # The matrix keeps the customers' row order, so the columns line up without a join.
+    wanted = customer_columns_beside(rows.columns, columns)
+    if not wanted:
+        return rows
+    if rows.height != customers.height:
+        raise ValueError(
+            f"{rows.height:,} result rows for {customers.height:,} customers: not aligned"
+        )
+    return pl.concat([rows, customers.select(wanted)], how="horizontal")

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 
 ROW = "__segmatch_row"
 
@@ -19,16 +20,32 @@ LABEL, DISTANCE, RUNNER_UP = "label", "distance", "runner_up"
 
 @dataclass(frozen=True)
 class SparkMatrix:
-    """Feature vectors as columns x0 … x{width-1} beside the id; labels once assigned."""
+    """Feature vectors as columns x0 … x{width-1} beside the id; labels once assigned.
+
+    ``carried`` customer columns ride along (as c0, c1 …, so no name of the input can clash
+    with the matrix's own), so results that show them need no join back to the customers.
+    """
 
     frame: DataFrame
     id_column: str
     width: int
     labelled: bool = False
+    carried: tuple[str, ...] = ()
 
     @property
     def value_columns(self) -> list[str]:
         return [f"x{j}" for j in range(self.width)]
+
+    @property
+    def carried_columns(self) -> list[str]:
+        return [f"c{i}" for i in range(len(self.carried))]
+
+    def carries(self, columns: Sequence[str]) -> bool:
+        return set(columns) <= set(self.carried)
+
+    def customer_column(self, name: str) -> Column:
+        """A carried column under its own name."""
+        return F.col(f"c{self.carried.index(name)}").alias(name)
 
 
 def matrix_of(table: pa.Table, columns: Sequence[str]) -> np.ndarray:

@@ -161,11 +161,17 @@ class SparkStorage:
 
     def save_matrix(self, matrix: SparkMatrix, *, folder: str) -> None:
         matrix.frame.write.mode("overwrite").parquet(join(folder, "rows"))
-        meta = {"id_column": matrix.id_column, "width": matrix.width, "labelled": matrix.labelled}
+        meta = {
+            "id_column": matrix.id_column,
+            "width": matrix.width,
+            "labelled": matrix.labelled,
+            "carried": list(matrix.carried),
+        }
         Files(self.storage_options).write_text(join(folder, "matrix.json"), json.dumps(meta))
 
     def load_matrix(self, *, folder: str) -> SparkMatrix:
         meta = json.loads(Files(self.storage_options).read_text(join(folder, "matrix.json")))
+        meta["carried"] = tuple(meta.get("carried", ()))
         return SparkMatrix(frame=persist(self.spark.read.parquet(join(folder, "rows"))), **meta)
 
 

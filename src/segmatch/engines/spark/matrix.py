@@ -41,6 +41,7 @@ class SparkPasses:
         numeric: Sequence[str],
         log: Sequence[str],
         levels: dict[str, Sequence[str]],
+        carry: Sequence[str] = (),
     ) -> SparkMatrix:
         expressions: list[Column] = []
         for name in numeric:
@@ -50,10 +51,13 @@ class SparkPasses:
             text = F.col(one_hot.column).cast("string")
             hit = ~text.isin(list(one_hot.named)) if one_hot.is_other else text == one_hot.level
             expressions.append(F.coalesce(hit, F.lit(False)).cast("double"))
+        carried = tuple(dict.fromkeys(c for c in carry if c != id_column))
         selected = frame.select(
-            F.col(id_column), *(e.alias(f"x{j}") for j, e in enumerate(expressions))
+            F.col(id_column),
+            *(F.col(name).alias(f"c{i}") for i, name in enumerate(carried)),
+            *(e.alias(f"x{j}") for j, e in enumerate(expressions)),
         )
-        return SparkMatrix(persist(selected), id_column, len(expressions))
+        return SparkMatrix(persist(selected), id_column, len(expressions), carried=carried)
 
     def matrix_rows(self, matrix: SparkMatrix) -> int:
         return matrix.frame.count()
@@ -88,22 +92,25 @@ class SparkPasses:
 
     def affine(self, matrix: SparkMatrix, *, shift: np.ndarray, linear: np.ndarray) -> SparkMatrix:
         width, out = matrix.width, linear.shape[1]
-        id_column = matrix.id_column
+        kept = [matrix.id_column, *matrix.carried_columns]
 
         def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             for batch in batches:
                 result = (values_of(batch, width) - shift) @ linear
                 yield pa.RecordBatch.from_arrays(
-                    [batch.column(id_column), *(pa.array(result[:, j]) for j in range(out))],
-                    names=[id_column, *(f"x{j}" for j in range(out))],
+                    [
+                        *(batch.column(c) for c in kept),
+                        *(pa.array(result[:, j]) for j in range(out)),
+                    ],
+                    names=[*kept, *(f"x{j}" for j in range(out))],
                 )
 
         schema = T.StructType(
-            [matrix.frame.schema[id_column]]
+            [matrix.frame.schema[c] for c in kept]
             + [T.StructField(f"x{j}", T.DoubleType()) for j in range(out)]
         )
-        mapped = matrix.frame.select(id_column, *matrix.value_columns).mapInArrow(apply, schema)
-        return SparkMatrix(persist(mapped), id_column, out)
+        mapped = matrix.frame.select(*kept, *matrix.value_columns).mapInArrow(apply, schema)
+        return replace(matrix, frame=persist(mapped), width=out, labelled=False)
 
     def sample_rows(self, matrix: SparkMatrix, *, rows: int, seed: int) -> SegmentRows:
         table = self._smallest_hashes(matrix, rows=rows, seed=seed, labelled=True)
@@ -182,7 +189,8 @@ class SparkPasses:
         return centroids
 
     def assign(self, matrix: SparkMatrix, *, centroids: np.ndarray) -> SparkMatrix:
-        width, id_column, value_columns = matrix.width, matrix.id_column, matrix.value_columns
+        width = matrix.width
+        kept = [matrix.id_column, *matrix.carried_columns, *matrix.value_columns]
 
         def nearest(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             for batch in batches:
@@ -191,15 +199,15 @@ class SparkPasses:
                 )
                 yield pa.RecordBatch.from_arrays(
                     [
-                        *(batch.column(c) for c in [id_column, *value_columns]),
+                        *(batch.column(c) for c in kept),
                         pa.array(labels.astype(np.int32)),
                         pa.array(distances),
                         pa.array(runner_up),
                     ],
-                    names=[id_column, *value_columns, LABEL, DISTANCE, RUNNER_UP],
+                    names=[*kept, LABEL, DISTANCE, RUNNER_UP],
                 )
 
-        base = matrix.frame.select(id_column, *matrix.value_columns)
+        base = matrix.frame.select(*kept)
         schema = T.StructType(
             [
                 *base.schema.fields,
@@ -208,7 +216,7 @@ class SparkPasses:
                 T.StructField(RUNNER_UP, T.DoubleType()),
             ]
         )
-        return SparkMatrix(persist(base.mapInArrow(nearest, schema)), id_column, width, True)
+        return replace(matrix, frame=persist(base.mapInArrow(nearest, schema)), labelled=True)
 
     def relabel(self, matrix: SparkMatrix, *, ids: np.ndarray) -> SparkMatrix:
         mapping = F.create_map(*[F.lit(v) for i, new in enumerate(ids) for v in (i, int(new))])

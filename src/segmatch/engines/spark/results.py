@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_type
@@ -16,6 +16,7 @@ from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_type
 from segmatch.cells import Cells
 from segmatch.engines.base import (
     SegmentRows,
+    customer_columns_beside,
     match_schema,
     with_top_levels,
 )
@@ -49,18 +50,31 @@ class SparkResults:
         )
 
     def segments_frame(
-        self, matrix: SparkMatrix, *, id_column: str, labels: dict[str, str | None]
+        self,
+        matrix: SparkMatrix,
+        *,
+        id_column: str,
+        labels: dict[str, str | None],
+        customers: DataFrame,
+        columns: Sequence[str] = (),
     ) -> DataFrame:
-        return matrix.frame.select(
-            F.col(matrix.id_column).alias(id_column),
-            F.col(LABEL).alias("segment"),
-            F.col(DISTANCE),
-            *(F.col(f"x{j}").alias(f"pc_{j + 1}") for j in range(matrix.width)),
-            *(F.lit(value).cast("string").alias(name) for name, value in labels.items()),
-        )
+        own = {
+            id_column: F.col(matrix.id_column),
+            "segment": F.col(LABEL),
+            DISTANCE: F.col(DISTANCE),
+            **{f"pc_{j + 1}": F.col(f"x{j}") for j in range(matrix.width)},
+            **{name: F.lit(value).cast("string") for name, value in labels.items()},
+        }
+        return _with_customer_columns(matrix, own, customers, columns, id_column=id_column)
 
     def scores_frame(
-        self, matrix: SparkMatrix, *, id_column: str, usual_distance: Mapping[int, float]
+        self,
+        matrix: SparkMatrix,
+        *,
+        id_column: str,
+        usual_distance: Mapping[int, float],
+        customers: DataFrame,
+        columns: Sequence[str] = (),
     ) -> DataFrame:
         confidence = F.when(
             F.col(RUNNER_UP) > 0, F.lit(1.0) - F.col(DISTANCE) / F.col(RUNNER_UP)
@@ -75,20 +89,14 @@ class SparkResults:
             if usual_distance
             else F.lit(None).cast("double")
         )
-        return matrix.frame.select(
-            F.col(matrix.id_column).alias(id_column),
-            F.col(LABEL).alias("segment"),
-            F.col(DISTANCE),
-            confidence.alias("confidence"),
-            (F.col(DISTANCE) > limit).alias("beyond_training_p99"),
-        )
-
-    def with_customer_columns(
-        self, rows: DataFrame, customers: DataFrame, *, id_column: str, columns: Sequence[str]
-    ) -> DataFrame:
-        if not columns:
-            return rows
-        return rows.join(customers.select(id_column, *columns), on=id_column, how="left")
+        own = {
+            id_column: F.col(matrix.id_column),
+            "segment": F.col(LABEL),
+            DISTANCE: F.col(DISTANCE),
+            "confidence": confidence,
+            "beyond_training_p99": F.col(DISTANCE) > limit,
+        }
+        return _with_customer_columns(matrix, own, customers, columns, id_column=id_column)
 
     def distance_quantiles(self, matrix: SparkMatrix, *, q: float) -> dict[int, float]:
         rows = (
@@ -111,11 +119,21 @@ class SparkResults:
         columns: Sequence[str],
         categorical: Sequence[str] = (),
     ) -> pa.Table:
-        labelled = frame.select(matrix.id_column, *columns, *categorical).join(
-            matrix.frame.select(matrix.id_column, F.col(LABEL).alias("segment")),
-            on=matrix.id_column,
+        wanted = [*columns, *categorical]
+        # Carried columns are already beside the labels (and cached with them): no join.
+        joined = not matrix.carries(wanted)
+        labelled = (
+            persist(
+                frame.select(matrix.id_column, *wanted).join(
+                    matrix.frame.select(matrix.id_column, F.col(LABEL).alias("segment")),
+                    on=matrix.id_column,
+                )
+            )
+            if joined
+            else matrix.frame.select(
+                *(matrix.customer_column(c) for c in wanted), F.col(LABEL).alias("segment")
+            )
         )
-        labelled = persist(labelled)
         rows = (
             labelled.groupBy("segment")
             .agg(
@@ -133,7 +151,8 @@ class SparkResults:
             }
             for column in categorical
         }
-        labelled.unpersist()
+        if joined:
+            labelled.unpersist()
         total = sum(r["size"] for r in rows)
         table = {
             "segment": pa.array([r["segment"] for r in rows], pa.int32()),
@@ -281,3 +300,23 @@ def _match_schema(frame: DataFrame, source_id: str, id_column: str) -> T.StructT
     """The Spark schema of lookalike rows whose ids have the type of ``frame[source_id]``."""
     id_type = to_arrow_type(frame.schema[source_id].dataType)
     return from_arrow_schema(match_schema(id_column, id_type))
+
+
+def _with_customer_columns(
+    matrix: SparkMatrix,
+    own: dict[str, Column],
+    customers: DataFrame,
+    columns: Sequence[str],
+    *,
+    id_column: str,
+) -> DataFrame:
+    """Result rows from the matrix, with the customers' ``columns`` beside them: straight from
+    the matrix when it carries them, else by one join."""
+    wanted = customer_columns_beside(list(own), columns)
+    rows = [value.alias(name) for name, value in own.items()]
+    if matrix.carries(wanted):
+        return matrix.frame.select(*rows, *(matrix.customer_column(c) for c in wanted))
+    selected = matrix.frame.select(*rows)
+    if not wanted:
+        return selected
+    return selected.join(customers.select(id_column, *wanted), on=id_column, how="left")
