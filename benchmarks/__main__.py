@@ -38,8 +38,14 @@ PIPELINES = {
     "baseline": ["-m", "benchmarks.baseline_spark", "{data}", "{work}"],
     "segmatch spark": ["-m", "benchmarks.segmatch_run", "{data}", "{work}", "--engine", "spark"],
     "segmatch local": ["-m", "benchmarks.segmatch_run", "{data}", "{work}", "--engine", "local"],
+    "segmatch local again": [
+        "-m", "benchmarks.segmatch_run", "{data}", "{work}", "--engine", "local",
+    ],
     "sklearn script": ["-m", "benchmarks.sklearn_script", "{data}"],
-}
+}  # fmt: skip
+#: A pipeline run again in another's folder: the MLflow store and the Delta tables already
+#: exist there, as on every run after a user's first.
+SAME_FOLDER = {"segmatch local again": "segmatch local"}
 LIBRARIES = ("segmatch", "pyspark", "polars", "numpy", "scikit-learn", "deltalake", "mlflow")
 
 
@@ -76,8 +82,8 @@ def benchmark(rows: int, k: int, root: Path) -> list[dict]:
     data = generate_customers(root / f"customers_{rows}.parquet", rows=rows, seed=42)
     measured = []
     for name, template in PIPELINES.items():
-        work = root / f"{name.replace(' ', '_')}_{rows}"
-        work.mkdir()
+        work = root / f"{SAME_FOLDER.get(name, name).replace(' ', '_')}_{rows}"
+        work.mkdir(exist_ok=name in SAME_FOLDER)
         command = [
             sys.executable,
             *(p.format(data=data, work=work) for p in template),
@@ -87,7 +93,7 @@ def benchmark(rows: int, k: int, root: Path) -> list[dict]:
         try:
             result, wall, peak = run_measured(command, cwd=Path.cwd())
         except RuntimeError as failure:
-            print(f"  {rows:>10,} {name:15s} FAILED: {str(failure)[-300:]}", flush=True)
+            print(f"  {rows:>10,} {name:20s} FAILED: {str(failure)[-300:]}", flush=True)
             measured.append({"pipeline": name, "rows": rows, "failed": str(failure)[-2000:]})
             continue
         if name == "sklearn script":
@@ -97,7 +103,7 @@ def benchmark(rows: int, k: int, root: Path) -> list[dict]:
             )
         scores = quality(*stored_segments(name, work), rows=rows)
         measured.append({**result, **scores, "rows": rows, "wall_seconds": wall, "peak_mib": peak})
-        print(f"  {rows:>10,} {name:15s} {wall:7.1f} s  peak {peak:7.0f} MiB  "
+        print(f"  {rows:>10,} {name:20s} {wall:7.1f} s  peak {peak:7.0f} MiB  "
               f"silhouette {scores['silhouette_exact']:.4f}  inertia {scores['inertia']:,.0f}  "
               f"ARI {scores['ari']:.4f}", flush=True)  # fmt: skip
     baseline = measured[0].get("wall_seconds")

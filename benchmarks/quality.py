@@ -25,6 +25,7 @@ STORED = {
     "baseline": "segments",
     "segmatch spark": "out/segments",
     "segmatch local": "out/segments",
+    "segmatch local again": "out/segments",
     "sklearn script": "labels.parquet",
 }
 

@@ -25,7 +25,13 @@ def test_quick_benchmark_produces_a_complete_table(tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads((tmp_path / "quick.json").read_text())
     pipelines = [r["pipeline"] for r in report["results"]]
-    assert pipelines == ["baseline", "segmatch spark", "segmatch local", "sklearn script"]
+    assert pipelines == [
+        "baseline",
+        "segmatch spark",
+        "segmatch local",
+        "segmatch local again",
+        "sklearn script",
+    ]
     for entry in report["results"]:
         assert entry["wall_seconds"] > 0 and entry["peak_mib"] > 0
         assert -1 <= entry["silhouette"] <= 1 and entry["stages"]
@@ -42,5 +48,5 @@ def test_quick_benchmark_produces_a_complete_table(tmp_path):
     assert "match" in report["scale"]["stages"]
     assert [r["rows"] for r in report["linearity"]] == [20_000]
     table = (tmp_path / "quick.md").read_text()
-    assert table.count("\n| 20,000 |") == 5  # four pipelines, one linearity row
+    assert table.count("\n| 20,000 |") == 6  # five pipelines, one linearity row
     assert "Matching, top-10" in table and "Scale run" in table

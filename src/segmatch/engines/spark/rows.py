@@ -152,24 +152,28 @@ class SparkCleaning:
         categorical: Sequence[str],
         center: Literal["median", "mean"],
     ) -> ColumnStats:
-        columns = [*numeric, *categorical]
         aggregations = [
-            F.count(F.when(F.col(c).isNull(), 1)).alias(f"n{i}") for i, c in enumerate(columns)
+            F.count(F.when(F.col(c).isNull(), 1)).alias(f"n{i}") for i, c in enumerate(numeric)
         ]
         if center == "mean":
             aggregations += [F.avg(F.col(c)).alias(f"c{i}") for i, c in enumerate(numeric)]
         row = frame.agg(*aggregations).first() if aggregations else None
+        nulls = {c: row[f"n{i}"] for i, c in enumerate(numeric)} if row else {}
         if center == "median":
             centers = exact_medians(frame, numeric)[None] if numeric else {}
         else:
             centers = {c: row[f"c{i}"] for i, c in enumerate(numeric)} if row else {}
         levels = {}
         for name in categorical:
-            level = F.coalesce(F.col(name).cast("string"), F.lit(MISSING_LEVEL))
-            counts = frame.groupBy(level.alias("level")).count().collect()
-            levels[name] = {r["level"]: r["count"] for r in counts}
+            # One job per column gives its levels and its nulls (the null group).
+            counts = frame.groupBy(F.col(name).cast("string").alias("level")).count().collect()
+            nulls[name] = sum(r["count"] for r in counts if r["level"] is None)
+            levels[name] = {}
+            for r in counts:
+                level = MISSING_LEVEL if r["level"] is None else r["level"]
+                levels[name][level] = levels[name].get(level, 0) + r["count"]
         return ColumnStats(
-            nulls={c: row[f"n{i}"] for i, c in enumerate(columns)} if row else {},
+            nulls=nulls,
             centers={c: float(v) if v is not None else 0.0 for c, v in centers.items()},
             levels=levels,
         )
