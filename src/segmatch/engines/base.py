@@ -557,7 +557,7 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         *,
         id_column: str,
         labels: dict[str, str | None],
-        customers: FrameT,
+        customers: FrameT | None = None,
         columns: Sequence[str] = (),
     ) -> FrameT:
         """Rows (id, segment, distance, pc_1 … pc_d, then each label as a text column), then
@@ -571,7 +571,7 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         *,
         id_column: str,
         usual_distance: Mapping[int, float],
-        customers: FrameT,
+        customers: FrameT | None = None,
         columns: Sequence[str] = (),
     ) -> FrameT:
         """Rows (id, segment, distance, confidence, ``beyond_training_p99``) of an assigned

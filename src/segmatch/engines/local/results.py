@@ -37,7 +37,7 @@ class PolarsResults:
         *,
         id_column: str,
         labels: dict[str, str | None],
-        customers: pl.DataFrame,
+        customers: pl.DataFrame | None = None,
         columns: Sequence[str] = (),
     ) -> pl.DataFrame:
         coordinates = {f"pc_{j + 1}": matrix.values[:, j] for j in range(matrix.values.shape[1])}
@@ -57,7 +57,7 @@ class PolarsResults:
         *,
         id_column: str,
         usual_distance: Mapping[int, float],
-        customers: pl.DataFrame,
+        customers: pl.DataFrame | None = None,
         columns: Sequence[str] = (),
     ) -> pl.DataFrame:
         labels = labels_of(matrix)
@@ -224,12 +224,14 @@ class PolarsResults:
 
 
 def _with_customer_columns(
-    rows: pl.DataFrame, customers: pl.DataFrame, columns: Sequence[str]
+    rows: pl.DataFrame, customers: pl.DataFrame | None, columns: Sequence[str]
 ) -> pl.DataFrame:
     # The matrix keeps the customers' row order, so the columns line up without a join.
     wanted = customer_columns_beside(rows.columns, columns)
     if not wanted:
         return rows
+    if customers is None:
+        raise ValueError(f"customer columns {wanted} asked for without the customers' frame")
     if rows.height != customers.height:
         raise ValueError(
             f"{rows.height:,} result rows for {customers.height:,} customers: not aligned"

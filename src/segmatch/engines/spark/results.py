@@ -55,7 +55,7 @@ class SparkResults:
         *,
         id_column: str,
         labels: dict[str, str | None],
-        customers: DataFrame,
+        customers: DataFrame | None = None,
         columns: Sequence[str] = (),
     ) -> DataFrame:
         own = {
@@ -73,7 +73,7 @@ class SparkResults:
         *,
         id_column: str,
         usual_distance: Mapping[int, float],
-        customers: DataFrame,
+        customers: DataFrame | None = None,
         columns: Sequence[str] = (),
     ) -> DataFrame:
         confidence = F.when(
@@ -305,7 +305,7 @@ def _match_schema(frame: DataFrame, source_id: str, id_column: str) -> T.StructT
 def _with_customer_columns(
     matrix: SparkMatrix,
     own: dict[str, Column],
-    customers: DataFrame,
+    customers: DataFrame | None,
     columns: Sequence[str],
     *,
     id_column: str,
@@ -319,4 +319,6 @@ def _with_customer_columns(
     selected = matrix.frame.select(*rows)
     if not wanted:
         return selected
+    if customers is None:
+        raise ValueError(f"customer columns {wanted} asked for without the customers' frame")
     return selected.join(customers.select(id_column, *wanted), on=id_column, how="left")
