@@ -102,7 +102,10 @@ def benchmark(rows: int, k: int, root: Path) -> list[dict]:
                 [*command, "--store", str(work / STORED[name])], check=True, capture_output=True
             )
         scores = quality(*stored_segments(name, work), rows=rows)
-        measured.append({**result, **scores, "rows": rows, "wall_seconds": wall, "peak_mib": peak})
+        measured.append(
+            {**result, **scores, "pipeline": name, "rows": rows, "wall_seconds": wall,
+             "peak_mib": peak}
+        )  # fmt: skip
         print(f"  {rows:>10,} {name:20s} {wall:7.1f} s  peak {peak:7.0f} MiB  "
               f"silhouette {scores['silhouette_exact']:.4f}  inertia {scores['inertia']:,.0f}  "
               f"ARI {scores['ari']:.4f}", flush=True)  # fmt: skip

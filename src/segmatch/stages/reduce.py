@@ -9,7 +9,7 @@ import numpy as np
 from segmatch import kernels
 from segmatch.config import ReduceConfig
 from segmatch.engines.base import Engine, Matrix
-from segmatch.stages.scale import Scaled, moments
+from segmatch.stages.scale import Scaled
 
 
 @dataclass(frozen=True)
@@ -24,12 +24,19 @@ class Reduced:
 
 
 def reduce_dimensions(engine: Engine, *, config: ReduceConfig, scaled: Scaled) -> Reduced:
-    """PCA from one covariance pass: a fixed count of components or a share of variance."""
-    _, mean, covariance = moments(engine, scaled.matrix)
+    """PCA of the scaled features' covariance: a fixed count of components or a share of
+    variance; scaling and projection applied in one pass.
+
+    ((x − center) / scale − mean) · axesᵀ = (x − center − scale · mean) · diag(1 / scale) · axesᵀ
+    """
     components = kernels.principal_components(
-        covariance,
+        scaled.covariance,
         components=config.components,
         variance=config.variance_target,
     )
-    matrix = engine.affine(scaled.matrix, shift=mean, linear=components.axes.T)
-    return Reduced(matrix, mean, components, scaled.rows_out, scaled.rows_out)
+    matrix = engine.affine(
+        scaled.unscaled,
+        shift=scaled.center + scaled.scale * scaled.mean,
+        linear=components.axes.T / scaled.scale[:, None],
+    )
+    return Reduced(matrix, scaled.mean, components, scaled.rows_out, scaled.rows_out)

@@ -16,11 +16,17 @@ from segmatch.stages.features import Features
 
 @dataclass(frozen=True)
 class Scaled:
-    """The scaled matrix and the centre and scale that produced it."""
+    """The centre and scale of every feature, and the scaled features' mean and covariance.
 
-    matrix: Matrix
+    The scaled matrix is never built: its moments follow from the unscaled ones, and the reduce
+    stage applies scaling and projection together, in one pass over ``unscaled``.
+    """
+
+    unscaled: Matrix
     center: np.ndarray
     scale: np.ndarray
+    mean: np.ndarray
+    covariance: np.ndarray
     rows_in: int
     rows_out: int
 
@@ -75,16 +81,22 @@ def scale_features(engine: Engine, *, config: ScaleConfig, features: Features) -
     A constant column keeps scale 1, so it maps to zero instead of dividing by zero.
     """
     numeric = len(features.numeric)
+    _, mean, covariance = moments(engine, features.matrix)
     if config.method == "standard":
-        _, center, covariance = moments(engine, features.matrix)
+        center = mean
         spread = np.sqrt(np.maximum(np.diag(covariance), 0.0))
     else:
-        low, center, high = engine.quantiles(features.matrix, q=[0.25, 0.5, 0.75])
+        low, median, high = engine.quantiles(features.matrix, q=[0.25, 0.5, 0.75])
         spread = high - low
-        if len(center) > numeric:
-            _, mean, _ = moments(engine, features.matrix)
-            center = np.concatenate([center[:numeric], mean[numeric:]])
+        center = np.concatenate([median[:numeric], mean[numeric:]])
     spread = np.concatenate([spread[:numeric], _level_scales(features, center[numeric:])])
     scale = np.where(spread > 1e-12, spread, 1.0)
-    matrix = engine.affine(features.matrix, shift=center, linear=np.diag(1.0 / scale))
-    return Scaled(matrix, center, scale, features.rows_out, features.rows_out)
+    return Scaled(
+        unscaled=features.matrix,
+        center=center,
+        scale=scale,
+        mean=(mean - center) / scale,
+        covariance=covariance / np.outer(scale, scale),
+        rows_in=features.rows_out,
+        rows_out=features.rows_out,
+    )

@@ -23,7 +23,7 @@ from segmatch.engines.spark.frames import (
     ROW,
     persist,
 )
-from segmatch.engines.spark.medians import exact_medians
+from segmatch.engines.spark.medians import medians_and_counts
 
 
 class SparkRules:
@@ -152,17 +152,23 @@ class SparkCleaning:
         categorical: Sequence[str],
         center: Literal["median", "mean"],
     ) -> ColumnStats:
-        aggregations = [
-            F.count(F.when(F.col(c).isNull(), 1)).alias(f"n{i}") for i, c in enumerate(numeric)
-        ]
-        if center == "mean":
-            aggregations += [F.avg(F.col(c)).alias(f"c{i}") for i, c in enumerate(numeric)]
-        row = frame.agg(*aggregations).first() if aggregations else None
-        nulls = {c: row[f"n{i}"] for i, c in enumerate(numeric)} if row else {}
-        if center == "median":
-            centers = exact_medians(frame, numeric)[None] if numeric else {}
-        else:
-            centers = {c: row[f"c{i}"] for i, c in enumerate(numeric)} if row else {}
+        nulls: dict[str, int] = {}
+        centers: dict[str, float | None] = {}
+        if numeric and center == "median":
+            # The medians' first aggregation also counts each column's values: no pass for nulls.
+            medians, rows, values = medians_and_counts(frame, numeric)
+            centers = medians.get(None, dict.fromkeys(numeric))
+            nulls = {c: rows.get(None, 0) - values.get(None, {}).get(c, 0) for c in numeric}
+        elif numeric:
+            row = frame.agg(
+                *(
+                    F.count(F.when(F.col(c).isNull(), 1)).alias(f"n{i}")
+                    for i, c in enumerate(numeric)
+                ),
+                *(F.avg(F.col(c)).alias(f"c{i}") for i, c in enumerate(numeric)),
+            ).first()
+            nulls = {c: row[f"n{i}"] for i, c in enumerate(numeric)}
+            centers = {c: row[f"c{i}"] for i, c in enumerate(numeric)}
         levels = {}
         for name in categorical:
             # One job per column gives its levels and its nulls (the null group).
