@@ -22,7 +22,6 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from segmatch import kernels
 from segmatch.checkpoints import Checkpoints
 from segmatch.config import Config
 from segmatch.engines.base import Engine
@@ -142,8 +141,9 @@ class Pipeline:
 
     def run(self) -> Any:
         """Run every step, then the plan's finish; on failure only a quarantine is committed."""
-        if any(step.name == "cluster" for step in self.plan.steps):
-            kernels.import_kmeans_ahead()
+        for step in self.plan.steps:
+            if step.prepare is not None:
+                step.prepare()
         digest = self._input_digest()
         self._call("before_run", run_id=self.run_id, config=self.config)
         self.checkpoints.begin(self.run_id)

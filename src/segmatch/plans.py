@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
+from segmatch import kernels
 from segmatch._version import __version__
 from segmatch.config import Config, config_digest
 from segmatch.engines.base import Engine
@@ -60,7 +61,8 @@ class Step:
     optionally followed by attributes (``"raw.plan"``). ``sections`` maps keywords to config
     sections. A ``stage`` is timed, logged and recorded; a ``checkpoint`` stage's result may be
     saved and reused by a rerun whose key matches. ``key_of`` fingerprints the result itself
-    when the inputs alone do not identify it (ids taken from a previous model).
+    when the inputs alone do not identify it (ids taken from a previous model). ``prepare``
+    starts, at the run's start and without waiting, what the step will need (a slow import).
     """
 
     name: str
@@ -73,6 +75,7 @@ class Step:
     when: Callable[[Config, Mapping[str, Any]], bool] | None = None
     key_of: Callable[[Any], Any] | None = None
     keyed_by: tuple[str, ...] = ()
+    prepare: Callable[[], None] | None = None
 
     @property
     def roots(self) -> list[str]:
@@ -488,6 +491,7 @@ TRAINING = Plan(
             needs={"reduced": "reduced"},
             sections={"config": "cluster"},
             checkpoint=True,
+            prepare=kernels.import_kmeans_ahead,
         ),
         Step(
             "stable_ids",
