@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ from helpers import make_config, write_table
 from segmatch.api import run_pipeline
 from segmatch.errors import ColumnNotFoundError, InputError
 from segmatch.storage import (
+    StagedOutputs,
+    commit_staged,
     commit_table,
     input_digest,
     open_table,
@@ -250,3 +253,22 @@ def test_the_input_digest_comes_from_metadata_and_follows_every_change(tmp_path)
     assert (
         input_digest(source, version=0) != input_digest(source) == input_digest(source, version=1)
     )
+
+
+def test_tables_committing_side_by_side_all_finish_before_one_failure_is_raised(tmp_path):
+    outputs = StagedOutputs(tmp_path / "out", "run-1")
+    for name in ("segments", "profiles", "quarantine"):
+        stage(Path(outputs.path_for(name)), pa.table({"id": ["a", "b"], "v": [1, 2]}))
+    started = threading.Barrier(3, timeout=30)
+
+    def committer(location, *, staged, **arguments):
+        started.wait()  # all three commits are under way at once
+        if location.endswith("profiles"):
+            raise OSError("the store refused profiles")
+        return commit_staged(location, staged=staged, **arguments)
+
+    with pytest.raises(OSError, match="refused profiles"):
+        outputs.commit(committer, modes={}, keys={}, concurrency=3)
+    for name in ("segments", "quarantine"):
+        assert read_delta(outputs.table_path(name)).num_rows == 2
+    assert open_table(outputs.table_path("profiles")) is None

@@ -285,6 +285,7 @@ def commit_tables(
             # Unique per commit: a batch the output held before another one is committed again.
             batch_id=f"{batch}-{claim.version}" if batch else None,
             metadata={"segmatch.model_version": model_version} if model_version else {},
+            concurrency=context.engine.commit_concurrency,
         )
         if model is not None:
             outputs.files.move(*model)
@@ -392,14 +393,14 @@ def finish_scoring(context: RunContext, values: Mapping[str, Any]) -> ScoringRes
             engine, features, choice=context.config.output.segments_columns
         ),
     )
-    engine.write_parquet(scores, folder=outputs.path_for("scores"))
+    engine.stage_table(scores, outputs=outputs, table="scores")
     by_segment = engine.segment_profiles(
         engine.cast_to_float(scores, columns=["beyond_training_p99"]),
         values["scored"].matrix,
         columns=["confidence", "beyond_training_p99"],
     )
     if values.get("lookalikes") is not None:
-        engine.write_parquet(values["lookalikes"].frame, folder=outputs.path_for("lookalikes"))
+        engine.stage_table(values["lookalikes"].frame, outputs=outputs, table="lookalikes")
     export.write_quarantine(engine, values["cleaned"], outputs)
     commits = commit_tables(context, id_column=id_column, model_version=None)
     return ScoringResult(

@@ -15,6 +15,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -76,7 +77,7 @@ class StagedOutputs:
 
     Example:
         >>> staged = StagedOutputs("s3://bucket/out", "run-1")  # doctest: +SKIP
-        >>> engine.write_parquet(frame, folder=staged.path_for("segments"))  # doctest: +SKIP
+        >>> engine.stage_table(frame, outputs=staged, table="segments")  # doctest: +SKIP
         >>> staged.commit(engine.commit_table, modes={"segments": "overwrite"}, keys={})
     """
 
@@ -95,6 +96,7 @@ class StagedOutputs:
         self.tables_in = tables_in
         self.staging = join(self.root, STAGING_FOLDER, RUNS_FOLDER, run_id)
         self._tables: list[str] = []
+        self._held: dict[str, Any] = {}
 
     def path_for(self, table: str) -> str:
         """The folder to write ``table``'s Parquet files to."""
@@ -104,6 +106,13 @@ class StagedOutputs:
         if table not in self._tables:
             self._tables.append(table)
         return folder
+
+    def hold(self, table: str, rows: Any) -> None:
+        """Stage ``table`` as rows the engine keeps (a lazy frame) instead of files: its
+        committer writes them to the Delta table directly."""
+        self._held[table] = rows
+        if table not in self._tables:
+            self._tables.append(table)
 
     @property
     def staged_tables(self) -> tuple[str, ...]:
@@ -122,25 +131,37 @@ class StagedOutputs:
         keys: Mapping[str, Sequence[str]],
         batch_id: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        concurrency: int = 1,
     ) -> dict[str, TableCommit]:
         """Commit every staged table to its Delta table; return what each commit did.
 
-        ``committer`` is the engine's way to commit one table (:func:`commit_staged` here).
+        ``committer`` is the engine's way to commit one table (:func:`commit_staged` here);
+        up to ``concurrency`` tables commit at once. When one fails, the others still finish
+        before its error is raised, so the caller can put back every table that moved.
         The staging folder stays until :meth:`discard` (other staged files may follow).
         """
         properties = {"segmatch.run_id": self.run_id, **(metadata or {})}
-        done = {
-            table: committer(
+
+        def commit(table: str) -> TableCommit:
+            return committer(
                 self.table_path(table),
-                staged=join(self.staging, table),
+                staged=self._held.get(table, join(self.staging, table)),
                 mode=modes.get(table, "overwrite"),
                 keys=keys.get(table, ()),
                 app_id=f"segmatch:{table}:{batch_id}" if batch_id else None,
                 metadata=properties,
             )
-            for table in self._tables
-        }
+
+        workers = max(1, min(concurrency, len(self._tables)))
+        if workers == 1:
+            done = {table: commit(table) for table in self._tables}
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="segmatch-commit") as pool:
+                futures = {table: pool.submit(commit, table) for table in self._tables}
+                wait(futures.values())
+            done = {table: future.result() for table, future in futures.items()}
         self._tables.clear()
+        self._held.clear()
         return done
 
     def discard(self) -> None:
@@ -149,13 +170,14 @@ class StagedOutputs:
 
 
 class TableCommitter(Protocol):
-    """Commits one table's staged Parquet folder to its Delta table."""
+    """Commits one table's staged rows (a Parquet folder, or rows the engine held) to its
+    Delta table."""
 
     def __call__(
         self,
         location: str,
         *,
-        staged: str,
+        staged: Any,
         mode: WriteMode,
         keys: Sequence[str],
         app_id: str | None,

@@ -25,6 +25,7 @@ from segmatch import kernels
 from segmatch.cells import Cells, top_k_in_cell
 from segmatch.locations import Files
 from segmatch.storage import (
+    StagedOutputs,
     TableCommit,
     commit_staged,
     open_table,
@@ -236,6 +237,8 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     default_max_cell_size: int | None = None
     #: Credentials and endpoints for remote locations (the config's ``storage_options``).
     storage_options: dict[str, str] = {}  # noqa: RUF012 -- replaced per engine, never mutated
+    #: Tables a run commits at the same time.
+    commit_concurrency: int = 1
 
     @property
     def partitions(self) -> int:
@@ -334,8 +337,9 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     def count(self, frame: FrameT) -> int: ...
 
     @abstractmethod
-    def write_parquet(self, frame: FrameT, *, folder: str) -> None:
-        """Write the frame as Parquet files into ``folder`` (staged for a Delta commit)."""
+    def stage_table(self, frame: FrameT, *, outputs: StagedOutputs, table: str) -> None:
+        """Stage the frame as ``table``'s rows for the run's commit: Parquet files in
+        ``outputs.path_for(table)``, or the frame held for a commit that writes it itself."""
 
     @abstractmethod
     def stored_kind(self, value: Any) -> Literal["frame", "matrix"] | None:

@@ -86,7 +86,7 @@ def lookalike_sample(
 
 def write_quarantine(engine: Engine, cleaned: CleanedRows, outputs: StagedOutputs) -> None:
     """Stage the quarantined rows, with the rule each one broke."""
-    engine.write_parquet(cleaned.quarantine, folder=outputs.path_for("quarantine"))
+    engine.stage_table(cleaned.quarantine, outputs=outputs, table="quarantine")
 
 
 def export_results(
@@ -123,10 +123,10 @@ def export_results(
         customers=features.customers,
         columns=customer_columns(engine, features, choice=output.segments_columns),
     )
-    engine.write_parquet(segments, folder=outputs.path_for("segments"))
+    engine.stage_table(segments, outputs=outputs, table="segments")
     rows = engine.count(segments)
     if matches is not None:
-        engine.write_parquet(matches.frame, folder=outputs.path_for("matches"))
+        engine.stage_table(matches.frame, outputs=outputs, table="matches")
         rows += matches.rows_out
     profiles = segment_profiles(engine, features, clustering)
     write_arrow(profiles, join(outputs.path_for("profiles"), PART_FILE), files=outputs.files)

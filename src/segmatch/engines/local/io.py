@@ -16,7 +16,7 @@ from segmatch.engines.base import ColumnKind
 from segmatch.engines.local.matrix import LocalMatrix
 from segmatch.errors import InputError, first_line
 from segmatch.locations import Files, is_remote, join
-from segmatch.storage import PART_FILE, read_arrow, write_arrow
+from segmatch.storage import PART_FILE, StagedOutputs, read_arrow, write_arrow
 
 #: Values of a text column checked before it is parsed whole as dates.
 DATE_SAMPLE = 200
@@ -112,8 +112,10 @@ class PolarsStorage:
     def count(self, frame: pl.DataFrame) -> int:
         return frame.height
 
-    def write_parquet(self, frame: pl.DataFrame, *, folder: str) -> None:
-        frame.write_parquet(join(folder, PART_FILE), storage_options=self.storage_options or None)
+    def stage_table(self, frame: pl.DataFrame, *, outputs: StagedOutputs, table: str) -> None:
+        frame.write_parquet(
+            join(outputs.path_for(table), PART_FILE), storage_options=self.storage_options or None
+        )
 
     def stored_kind(self, value: object) -> Literal["frame", "matrix"] | None:
         if isinstance(value, pl.DataFrame):

@@ -41,6 +41,9 @@ class SparkEngine(
     #: A task holds a cell's customers and the copies probing it; 50,000 keeps that to tens of
     #: MB per task while a million customers still make dozens of tasks.
     default_max_cell_size = 50_000
+    #: A commit through Delta's writer is mostly the driver's round trips and small log jobs
+    #: (about 1 s for a table of a few rows): the run's tables commit side by side.
+    commit_concurrency = 8
 
     def __init__(self, *, settings: SparkConfig, session: SparkSession | None = None) -> None:
         self.settings = settings

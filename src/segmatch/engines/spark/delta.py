@@ -111,7 +111,7 @@ class SparkDelta:
         self,
         location: str,
         *,
-        staged: str,
+        staged: str | DataFrame,
         mode: WriteMode,
         keys: Sequence[str],
         app_id: str | None,
@@ -125,7 +125,8 @@ class SparkDelta:
                 location, staged=staged, mode=mode, keys=keys, app_id=app_id, metadata=metadata
             )
         before = self._version(location)
-        frame = _plain_strings(self.spark.read.parquet(str(staged)))
+        rows = staged if isinstance(staged, DataFrame) else self.spark.read.parquet(str(staged))
+        frame = _plain_strings(rows)
         user_metadata = json.dumps(dict(metadata))
         if before is None or mode != "merge":
             # A merge into a table that does not exist yet creates it.
@@ -141,9 +142,11 @@ class SparkDelta:
             )
             if app_id:
                 writer = writer.option("txnAppId", app_id).option("txnVersion", BATCH_VERSION)
-            # The session setting too: Delta drops the writer's userMetadata option when an
-            # append creates a named table (CREATE TABLE AS SELECT).
-            settings = {"spark.databricks.delta.commitInfo.userMetadata": user_metadata}
+            # Delta drops the writer's userMetadata option when a write to a named table runs
+            # as CREATE (or REPLACE) TABLE AS SELECT: there the session setting carries it.
+            settings = (
+                {"spark.databricks.delta.commitInfo.userMetadata": user_metadata} if named else {}
+            )
             try:
                 with session_settings(self.spark, settings):
                     if named:

@@ -27,6 +27,7 @@ from segmatch.engines.spark.frames import (
 )
 from segmatch.errors import InputError, first_line
 from segmatch.locations import Files, join
+from segmatch.storage import StagedOutputs
 
 #: ``monotonically_increasing_id`` keeps the partition index above this bit.
 ROW_PARTITION_SHIFT = 33
@@ -141,8 +142,13 @@ class SparkStorage:
     def count(self, frame: DataFrame) -> int:
         return frame.count()
 
-    def write_parquet(self, frame: DataFrame, *, folder: str) -> None:
-        visible(frame).write.mode("overwrite").parquet(str(folder))
+    def stage_table(self, frame: DataFrame, *, outputs: StagedOutputs, table: str) -> None:
+        if self.has_delta:
+            # Delta's writer commits the frame itself: staging its rows as Parquet would
+            # write every row twice (measured at 1M customers: 3.0 s of 10 s of commit).
+            outputs.hold(table, visible(frame))
+        else:
+            visible(frame).write.mode("overwrite").parquet(outputs.path_for(table))
 
     def to_arrow(self, frame: DataFrame, *, limit: int | None = None) -> pa.Table:
         rows = visible(frame)

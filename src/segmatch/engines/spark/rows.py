@@ -192,7 +192,9 @@ class SparkCleaning:
             name: F.coalesce(F.col(name).cast("string"), F.lit(MISSING_LEVEL))
             for name in categorical
         }
-        return persist(frame.withColumns(filled)) if filled else frame
+        # Not cached: the feature matrix built from these rows is, and the fill is a projection
+        # over the deduplicated rows' cache.
+        return frame.withColumns(filled) if filled else frame
 
     def aggregate_transactions(self, frame: DataFrame, *, columns: TransactionColumns) -> DataFrame:
         c = columns
