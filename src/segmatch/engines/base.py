@@ -249,8 +249,14 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         """The last partitioning decision and its inputs (empty when nothing was planned)."""
         return {}
 
-    def distribute(self, frame: FrameT, *, key: str, input_bytes: int) -> FrameT:
-        """Spread the rows over the engine's workers by ``key`` (nothing to do in one process)."""
+    def distribute(
+        self, frame: FrameT, *, key: str, input_bytes: int, trimmed_key: bool = False
+    ) -> FrameT:
+        """Spread the rows over the engine's workers by ``key`` (nothing to do in one process).
+
+        ``trimmed_key``: the key is compared without the spaces around it from cleaning on
+        (:meth:`trim_text`), so rows whose keys then match are placed together.
+        """
         return frame
 
     # -- reading and writing -------------------------------------------------------------

@@ -115,7 +115,12 @@ def read_input(
         frame = _normalize_numbers(engine, frame, config, keep_text={id_column, *config.types})
     if id_column in engine.schema(frame):
         # Spread (and on Spark, cache) the rows first, so every later pass starts from there.
-        frame = engine.distribute(frame, key=id_column, input_bytes=engine.input_bytes(path))
+        frame = engine.distribute(
+            frame,
+            key=id_column,
+            input_bytes=engine.input_bytes(path),
+            trimmed_key=clean.trim_ids,
+        )
     rows = engine.count(frame)
     if rows == 0:
         raise InputError(f"input {source!r} is empty: it has a header but no rows")

@@ -68,6 +68,11 @@ def persist(frame: DataFrame) -> DataFrame:
     return frame.persist(StorageLevel.MEMORY_AND_DISK)
 
 
+def trimmed(text: Column) -> Column:
+    """Text without the spaces around it."""
+    return F.regexp_replace(text, r"^\s+|\s+$", "")
+
+
 def visible(frame: DataFrame) -> DataFrame:
     return frame.drop(ROW) if ROW in frame.columns else frame
 

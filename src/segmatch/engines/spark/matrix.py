@@ -57,7 +57,9 @@ class SparkPasses:
             *(F.col(name).alias(f"c{i}") for i, name in enumerate(carried)),
             *(e.alias(f"x{j}") for j, e in enumerate(expressions)),
         )
-        return SparkMatrix(persist(selected), id_column, len(expressions), carried=carried)
+        # Not cached: scaling makes one pass over it and the reduce stage's projection another,
+        # each a projection over the cleaned rows' cache; caching it cost more than both.
+        return SparkMatrix(selected, id_column, len(expressions), carried=carried)
 
     def matrix_rows(self, matrix: SparkMatrix) -> int:
         return matrix.frame.count()

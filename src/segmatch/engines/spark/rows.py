@@ -22,6 +22,7 @@ from segmatch.engines.base import (
 from segmatch.engines.spark.frames import (
     ROW,
     persist,
+    trimmed,
 )
 from segmatch.engines.spark.medians import medians_and_counts
 
@@ -123,9 +124,10 @@ class SparkCleaning:
     def trim_text(self, frame: DataFrame, *, column: str) -> tuple[DataFrame, int]:
         if not isinstance(frame.schema[column].dataType, T.StringType):
             return frame, 0
-        trimmed = F.regexp_replace(F.col(column), r"^\s+|\s+$", "")
-        changed = frame.where(trimmed != F.col(column)).count()
-        return (frame.withColumn(column, trimmed) if changed else frame), changed
+        trim = trimmed(F.col(column))
+        changed = frame.where(trim != F.col(column)).count()
+        # Trimmed even when nothing changed: the rows were spread by this expression.
+        return frame.withColumn(column, trim), changed
 
     def deduplicate(
         self,

@@ -10,9 +10,10 @@ from typing import Any
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
+from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
 
 from segmatch.config import SparkConfig
-from segmatch.engines.spark.frames import persist
+from segmatch.engines.spark.frames import persist, trimmed
 from segmatch.partitioning import plan_partitions
 
 #: Rows of the probe that counts the partitions Spark gives a scan, when the session has no
@@ -136,7 +137,9 @@ class SparkPlanning:
     def partition_plan(self) -> dict[str, Any]:
         return self._plan.as_dict() if self._plan else {}
 
-    def distribute(self, frame: DataFrame, *, key: str, input_bytes: int) -> DataFrame:
+    def distribute(
+        self, frame: DataFrame, *, key: str, input_bytes: int, trimmed_key: bool = False
+    ) -> DataFrame:
         self._plan = plan_partitions(
             input_bytes=input_bytes,
             cores=self.cores,
@@ -147,4 +150,9 @@ class SparkPlanning:
         )
         # Joins and aggregations after this point shuffle into as many partitions as planned.
         self.spark.conf.set("spark.sql.shuffle.partitions", str(self._plan.partitions))
-        return persist(frame.repartition(self._plan.partitions, key))
+        by = F.col(key)
+        if trimmed_key and isinstance(frame.schema[key].dataType, T.StringType):
+            # Spread by the very expression cleaning trims the key with: Spark then sees the
+            # trimmed key as already partitioned, and deduplication shuffles nothing again.
+            by = trimmed(by)
+        return persist(frame.repartition(self._plan.partitions, by))
