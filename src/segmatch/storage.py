@@ -1,10 +1,10 @@
 """Where outputs land: Delta Lake tables written through delta-rs.
 
-A run stages each table as Parquet files first; only when every stage has succeeded are the
-files committed, one Delta commit per table. A reader sees the previous version or the new
-one, never a half-written table. Commits carry the run id in their metadata, and a batch id
-(config + input digest) as a Delta application transaction, so committing the same batch
-twice changes nothing.
+A run stages each table first (Parquet files, or rows an engine holds for its own Delta
+writer); only when every stage has succeeded is each table committed, one Delta commit per
+table. A reader sees the previous version or the new one, never a half-written table. Commits
+carry the run id in their metadata, and a batch id (config + input digest) as a Delta
+application transaction, so committing the same batch twice changes nothing.
 """
 
 from __future__ import annotations

@@ -196,8 +196,8 @@ class SparkCleaning:
             name: F.coalesce(F.col(name).cast("string"), F.lit(MISSING_LEVEL))
             for name in categorical
         }
-        # Not cached: the feature matrix built from these rows is, and the fill is a projection
-        # over the deduplicated rows' cache.
+        # Not cached: the fill is a projection over the deduplicated rows' cache, and the two
+        # passes that read it (scaling, then the reduced matrix's cache) cost less than a cache.
         return frame.withColumns(filled) if filled else frame
 
     def aggregate_transactions(self, frame: DataFrame, *, columns: TransactionColumns) -> DataFrame:
