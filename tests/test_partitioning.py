@@ -73,6 +73,8 @@ def test_what_the_driver_collects_does_not_grow_with_the_customers(
     per-cluster sums, bounded samples and summaries may reach it, never the data itself."""
     from pyspark.sql.classic.dataframe import DataFrame  # noqa: PLC0415 -- Spark tests only
 
+    from segmatch.engines.spark import quantiles  # noqa: PLC0415 -- Spark tests only
+
     collected: list[int] = []
     collect, to_arrow = DataFrame.collect, DataFrame.toArrow
 
@@ -88,6 +90,9 @@ def test_what_the_driver_collects_does_not_grow_with_the_customers(
 
     monkeypatch.setattr(DataFrame, "collect", counted_collect)
     monkeypatch.setattr(DataFrame, "toArrow", counted_arrow)
+    # Exact quantiles collect the values of the buckets around the wanted rank, up to a cap
+    # that these sizes do not reach; lowered, both sizes narrow first, as from ~1M rows on.
+    monkeypatch.setattr(quantiles, "MAX_VALUES_COLLECTED", 100)
     totals = {}
     for rows in (6_000, 24_000):
         data = generate_customers(tmp_path / f"customers-{rows}.parquet", rows=rows, seed=11)
@@ -107,13 +112,13 @@ def test_what_the_driver_collects_does_not_grow_with_the_customers(
     assert totals[24_000] <= 1.1 * totals[6_000], totals
 
 
-def test_spark_medians_narrow_a_wide_bracket_before_collecting_values(spark_session, monkeypatch):
-    """With a tiny cap on collected values, histograms narrow the bracket first: the medians
+def test_spark_medians_narrow_a_wide_range_before_collecting_values(spark_session, monkeypatch):
+    """With a tiny cap on collected values, histograms narrow each range first: the medians
     stay exact (ties, even counts, groups) and what the last pass collects stays under the cap."""
     import numpy as np  # noqa: PLC0415
     import pyarrow as pa  # noqa: PLC0415
 
-    from segmatch.engines.spark import medians  # noqa: PLC0415 -- Spark tests only
+    from segmatch.engines.spark import quantiles  # noqa: PLC0415 -- Spark tests only
 
     rng = np.random.default_rng(4)
     rows = 200_000
@@ -124,23 +129,57 @@ def test_spark_medians_narrow_a_wide_bracket_before_collecting_values(spark_sess
         pa.table({"g": group, "smooth": smooth, "ties": ties})
     ).repartition(4)
     collected = []
-    counted = medians._counted
+    counted = quantiles._counted
 
-    def recording(source, group_column, cells, field):
-        found = counted(source, group_column, cells, field)
-        if field == "value":
-            collected.append(len(found))
+    def recording(source, group_column, cells):
+        found = counted(source, group_column, cells)
+        collected.append(len(found))
         return found
 
-    monkeypatch.setattr(medians, "_counted", recording)
-    overall = medians.exact_medians(frame, ["smooth", "ties"], max_values=20)
+    monkeypatch.setattr(quantiles, "_counted", recording)
+    overall = quantiles.exact_medians(frame, ["smooth", "ties"], max_values=20)
     assert overall[None] == {"smooth": np.median(smooth), "ties": np.median(ties)}
-    assert collected[-1] <= 2 * (20 + 2)
-    grouped = medians.exact_medians(frame, ["smooth", "ties"], group="g", max_values=20)
+    assert collected[-1] <= 2 * (20 + 1)
+    grouped = quantiles.exact_medians(frame, ["smooth", "ties"], group="g", max_values=20)
     for g in range(3):
         members = group == g
         assert grouped[g] == {
             "smooth": np.median(smooth[members]),
             "ties": np.median(ties[members]),
         }
-    assert collected[-1] <= 3 * 2 * (20 + 2)
+    assert collected[-1] <= 3 * 2 * (20 + 1)
+
+
+def test_spark_quantiles_are_numpys_bit_for_bit_on_awkward_columns(spark_session):
+    """Quantiles per group as ``np.quantile`` gives them, on a heavy tail, a gap the wanted
+    ranks straddle, a constant, outliers far beyond the rest, and infinities."""
+    import numpy as np  # noqa: PLC0415
+    import pyarrow as pa  # noqa: PLC0415
+
+    from segmatch.engines.spark import quantiles  # noqa: PLC0415 -- Spark tests only
+
+    rng = np.random.default_rng(9)
+    rows = 60_000
+    order = np.arange(rows)
+    group = (order // 2 % 2).astype(np.int32)
+    # Each group's lower half near 0, its upper half near 1e6: the medians straddle the gap.
+    gap = np.where(order % 2 == 0, 0.0, 1e6) + rng.normal(size=rows)
+    columns = {
+        "heavy": rng.lognormal(3.0, 2.5, rows),
+        "gap": gap,
+        "constant": np.full(rows, 7.5),
+        "outliers": np.concatenate([rng.normal(size=rows - 3), [1e300, -1e300, 1e300]]),
+        "infinite": np.concatenate([rng.normal(size=rows - 100), np.full(100, np.inf)]),
+    }
+    frame = spark_session.createDataFrame(pa.table({"g": group, **columns})).repartition(3)
+    for q in (0.99, 0.5, 0.25):
+        found = quantiles.exact_quantiles(frame, list(columns), group="g", q=q)
+        for g in range(2):
+            members = group == g
+            expected = {
+                name: float(np.median(v[members]) if q == 0.5 else np.quantile(v[members], q))
+                for name, v in columns.items()
+            }
+            assert found[g] == expected, (q, g)
+    # Where the wanted ranks hold infinities (NumPy's interpolation gives NaN there).
+    assert quantiles.exact_quantiles(frame, ["infinite"], q=0.999)[None] == {"infinite": np.inf}

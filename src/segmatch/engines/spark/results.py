@@ -28,7 +28,7 @@ from segmatch.engines.spark.frames import (
     matrix_of,
     persist,
 )
-from segmatch.engines.spark.medians import exact_medians
+from segmatch.engines.spark.quantiles import exact_medians, exact_quantiles
 
 CELL, HOME = "__cell", "__home"
 
@@ -99,12 +99,8 @@ class SparkResults:
         return _with_customer_columns(matrix, own, customers, columns, id_column=id_column)
 
     def distance_quantiles(self, matrix: SparkMatrix, *, q: float) -> dict[int, float]:
-        rows = (
-            matrix.frame.groupBy(LABEL)
-            .agg(F.percentile(F.col(DISTANCE), F.lit(q)).alias("quantile"))
-            .collect()
-        )
-        return {int(r[LABEL]): float(r["quantile"]) for r in rows}
+        quantiles = exact_quantiles(matrix.frame, [DISTANCE], LABEL, q=q)
+        return {int(label): float(found[DISTANCE]) for label, found in quantiles.items()}
 
     def rows_for_ids(
         self, frame: DataFrame, *, id_column: str, ids: Sequence[Any], columns: Sequence[str]

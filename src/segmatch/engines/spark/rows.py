@@ -24,7 +24,7 @@ from segmatch.engines.spark.frames import (
     persist,
     trimmed,
 )
-from segmatch.engines.spark.medians import medians_and_counts
+from segmatch.engines.spark.quantiles import medians_and_counts
 
 
 class SparkRules:
