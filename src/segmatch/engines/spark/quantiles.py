@@ -72,8 +72,8 @@ def quantiles_and_counts(
     smallest and largest value. The first pass needs no range: its buckets split each power
     of two into ``SCALE_STEPS``, so it also gives each column's count. While the buckets
     holding the wanted ranks hold more than ``max_values`` (default ``MAX_VALUES_COLLECTED``)
-    values, a pass counts a histogram
-    of ``HISTOGRAM_BUCKETS`` equal buckets between their smallest and largest value. The last
+    values, a pass counts a histogram of ``HISTOGRAM_BUCKETS`` equal buckets between their
+    smallest and largest value. The last
     pass counts the values under the range and each distinct value inside it (ties arrive as
     one count); the wanted values are then picked on the driver. Should a range miss them
     (bucket edges rounded the other way), the exact ``percentile`` decides.
