@@ -63,13 +63,10 @@ def cluster_sums(engine: Engine, matrix: Matrix, centroids: np.ndarray) -> kerne
     return kernels.ClusterSums.from_flat(flat, k, d)
 
 
-def silhouette_of(
-    engine: Engine, matrix: Matrix, centroids: np.ndarray, sums: kernels.ClusterSums
-) -> float:
-    """One pass: the mean exact squared-Euclidean silhouette, given the per-cluster sums."""
-    total = engine.reduce_blocks(
-        matrix, kernel=kernels.nearest_then(centroids, kernels.silhouette_kernel(sums))
-    )
+def silhouette_of(engine: Engine, assigned: Matrix, sums: kernels.ClusterSums) -> float:
+    """One pass over an assigned matrix: the mean exact squared-Euclidean silhouette, given
+    the per-cluster sums of the same assignment."""
+    total = engine.reduce_blocks(assigned, kernel=kernels.silhouette_kernel(sums))
     return float(total[0] / sums.counts.sum())
 
 
@@ -113,8 +110,10 @@ def cluster_customers(engine: Engine, *, config: ClusterConfig, reduced: Reduced
     order = np.lexsort((np.arange(k), -sums.counts))  # segment 0 is the largest
     centroids = centroids[order]
     sums = kernels.ClusterSums(sums.counts[order], sums.sums[order], sums.squared_norms[order])
-    silhouette = silhouette_of(engine, matrix, centroids, sums)
     assigned = engine.assign(matrix, centroids=centroids)
+    # After the assignment, not before: the pass reads the stored labels, and on Spark it is
+    # the pass that caches the assigned rows (one pass over every row fewer).
+    silhouette = silhouette_of(engine, assigned, sums)
     return Clustering(
         matrix=assigned,
         centroids=centroids,
