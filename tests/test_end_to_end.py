@@ -162,3 +162,24 @@ def test_help_explains_every_command(command):
     outcome = CliRunner().invoke(app, [*command, "--help"])
     assert outcome.exit_code == 0
     assert "Usage" in outcome.output
+
+
+def test_spark_jobs_carry_the_run_and_the_stage_as_session_tags(spark_session, tmp_path):
+    """Spark's UI lists each job with its tags, and ``SparkSession.interruptTag`` stops a run's
+    jobs by them: every stage's work is tagged with the run and the stage, and no tag outlives
+    the run."""
+    seen: dict[str, set[str]] = {}
+
+    class TagsAtEachStage:
+        def before_stage(self, *, run_id: str, stage: str) -> None:
+            seen[stage] = set(spark_session.getTags())
+
+    data = generate_customers(tmp_path / "customers.parquet", rows=2000, seed=3)
+    config = make_config(data, tmp_path / "out", "spark", match={"enabled": False})
+    result = run_pipeline(
+        config, hooks=(TagsAtEachStage(),), run_id="tagged,run", spark=spark_session
+    )
+    assert list(seen) == [r.stage for r in result.stages]
+    for stage, tags in seen.items():
+        assert tags == {"segmatch-run-tagged_run", f"segmatch-{stage}"}
+    assert spark_session.getTags() == set()

@@ -163,14 +163,15 @@ class Pipeline:
         keys: dict[str, str] = {"input_digest": digest or ""}
         step_name = "starting"
         try:
-            try:
-                for step in self.plan.steps:
-                    step_name = f"stage {step.name!r}" if step.stage else f"step {step.name!r}"
-                    self._run_step(step, values, keys)
-            except DataQualityError as error:
-                raise commit_quarantine(context, values, error) from None
-            step_name = "the commit of its outputs"
-            result = self.plan.finish(context, values)
+            with self.engine.labelled_jobs(f"segmatch-run-{self.run_id}"):
+                try:
+                    for step in self.plan.steps:
+                        step_name = f"stage {step.name!r}" if step.stage else f"step {step.name!r}"
+                        self._run_step(step, values, keys)
+                except DataQualityError as error:
+                    raise commit_quarantine(context, values, error) from None
+                step_name = "the commit of its outputs"
+                result = self.plan.finish(context, values)
         except BaseException as error:
             self._call("after_run", run_id=self.run_id, result=None, error=error)
             self._write_library_log()
@@ -257,24 +258,26 @@ class Pipeline:
 
     def _stage(self, name: str, compute: Callable[[], Any], *, key: str | None) -> Any:
         """Run one stage (or reuse its checkpoint under ``key``), timed and logged by hooks."""
-        self._call("before_stage", run_id=self.run_id, stage=name)
-        started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
-        start = time.perf_counter()
-        result = self.checkpoints.load(key) if key else None
-        reused = result is not None
-        if not reused:
-            try:
-                result = compute()
-            except BaseException as error:
-                record = self._record(name, started_at, start, result=None, reused=False)
-                self._call("after_stage", record=record, error=error)
-                if isinstance(error, SegmatchError) or not isinstance(error, Exception):
-                    raise
-                raise StageError(name, error) from error
-            if key and time.perf_counter() - start >= self.config.output.checkpoint_min_seconds:
-                self.checkpoints.save(key, result)
-        record = self._record(name, started_at, start, result=result, reused=reused)
-        self._call("after_stage", record=record, error=None)
+        with self.engine.labelled_jobs(f"segmatch-{name}"):
+            self._call("before_stage", run_id=self.run_id, stage=name)
+            started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+            start = time.perf_counter()
+            result = self.checkpoints.load(key) if key else None
+            reused = result is not None
+            if not reused:
+                try:
+                    result = compute()
+                except BaseException as error:
+                    record = self._record(name, started_at, start, result=None, reused=False)
+                    self._call("after_stage", record=record, error=error)
+                    if isinstance(error, SegmatchError) or not isinstance(error, Exception):
+                        raise
+                    raise StageError(name, error) from error
+                elapsed = time.perf_counter() - start
+                if key and elapsed >= self.config.output.checkpoint_min_seconds:
+                    self.checkpoints.save(key, result)
+            record = self._record(name, started_at, start, result=result, reused=reused)
+            self._call("after_stage", record=record, error=None)
         return result
 
     def _record(

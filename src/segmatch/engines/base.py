@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Literal, Protocol, TypeVar
@@ -244,6 +245,11 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     def partitions(self) -> int:
         """Partitions the data is spread over (1 in one process)."""
         return 1
+
+    def labelled_jobs(self, label: str) -> AbstractContextManager[None]:
+        """Work this thread starts inside carries ``label`` where the engine lists its jobs
+        (nothing to label in one process)."""
+        return nullcontext()
 
     def partition_plan(self) -> dict[str, Any]:
         """The last partitioning decision and its inputs (empty when nothing was planned)."""

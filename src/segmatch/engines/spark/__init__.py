@@ -10,6 +10,9 @@ fitted on a seeded sample on the driver and refined by Lloyd passes over every r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from pyspark.sql import DataFrame, SparkSession
 
 from segmatch.config import SparkConfig
@@ -44,6 +47,17 @@ class SparkEngine(
     #: A commit through Delta's writer is mostly the driver's round trips and small log jobs
     #: (about 1 s for a table of a few rows): the run's tables commit side by side.
     commit_concurrency = 8
+
+    @contextmanager
+    def labelled_jobs(self, label: str) -> Iterator[None]:
+        # A session tag, not a job description: Spark Connect has no SparkContext, and the tag
+        # shows in Spark's UI beside each job and is what ``SparkSession.interruptTag`` takes.
+        tag = label.replace(",", "_")  # a tag may not hold a comma
+        self.spark.addTag(tag)
+        try:
+            yield
+        finally:
+            self.spark.removeTag(tag)
 
     def __init__(self, *, settings: SparkConfig, session: SparkSession | None = None) -> None:
         self.settings = settings
