@@ -17,7 +17,7 @@ from click import Group
 from segmatch.cli import app
 from segmatch.config import TrackingConfig, load_config
 from segmatch.errors import ConfigError
-from segmatch.tracking import check_model_name, experiment_name, tracking_uri
+from segmatch.tracking.store import check_model_name, experiment_name, tracking_uri
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "databricks"

@@ -28,7 +28,7 @@ from segmatch.model import SegmentModel
 from segmatch.pipeline import STAGES
 from segmatch.storage import read_delta
 from segmatch.synthetic import generate_customers
-from segmatch.tracking import load_segment_model
+from segmatch.tracking.queries import load_segment_model
 
 LOAD_WITHOUT_SEGMATCH = textwrap.dedent(
     """

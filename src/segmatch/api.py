@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from segmatch import storage
 from segmatch.config import Config, TrackingConfig, apply_overrides, build_config, load_config
 from segmatch.engines import make_engine
 from segmatch.engines.base import Engine
-from segmatch.errors import ModelError
+from segmatch.errors import ModelError, TrackingUnavailableError
 from segmatch.lease import OutputLease
 from segmatch.locations import Files, is_table_name, is_uri, join
 from segmatch.model import SegmentModel
@@ -31,6 +32,8 @@ from segmatch.results import RunResult, ScoringResult
 from segmatch.stages import ingest
 from segmatch.storage import SUMMARY_FILE, run_folder
 from segmatch.synthetic import generate_customers
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "Config",
@@ -70,14 +73,7 @@ def run_pipeline(
             apply_overrides(config.model_dump(mode="json"), overrides), source="overrides"
         )
     run_id = run_id or uuid.uuid4().hex
-    tracker = None
-    if config.tracking.enabled:
-        from segmatch.tracking import MlflowTracking  # noqa: PLC0415 -- keeps mlflow optional
-
-        # MLflow's import overlaps the engine's start and the checks; its run is created only
-        # once the config and the input are known to be good.
-        tracker = MlflowTracking(config.tracking)
-        tracker.warm_up()
+    tracker, untracked_because = _tracker(config)
     try:
         engine = make_engine(
             config.engine,
@@ -97,9 +93,37 @@ def run_pipeline(
         result = Pipeline(
             config, engine, hooks=(*hooks, tracker), run_id=run_id, registry=tracker
         ).run()
+    if untracked_because is not None:
+        result.notes.append(untracked_because)
     if config.output.report:
         result.outputs["report"] = report_run(result)
     return result
+
+
+def _tracker(config: Config) -> tuple[Any, str | None]:
+    """The run's MLflow hook once its store answered (None when tracking is off), and why a
+    run that wanted tracking goes untracked (``tracking.required: false`` and no store)."""
+    if not config.tracking.enabled:
+        return None, None
+    from segmatch.tracking.hook import MlflowTracking  # noqa: PLC0415 -- keeps mlflow optional
+    from segmatch.tracking.store import check_store  # noqa: PLC0415
+
+    try:
+        check_store(config.tracking)
+    except TrackingUnavailableError as error:
+        if config.tracking.required:
+            raise
+        reason = (
+            f"this run is not tracked: {error.reason}; no model version was registered or "
+            "promoted, and segment ids follow the output's model.json"
+        )
+        logger.warning("warning: %s", reason)
+        return None, reason
+    # MLflow's import overlaps the engine's start and the checks; its run is created only
+    # once the config and the input are known to be good.
+    tracker = MlflowTracking(config.tracking)
+    tracker.warm_up()
+    return tracker, None
 
 
 def check_input(engine: Engine, config: Config, *, named_by: str = "the config names") -> list[str]:
@@ -121,6 +145,10 @@ def validate(
     the columns it names. Returns the config and the input's columns."""
     if not isinstance(config, Config):
         config = load_config(config, overrides)
+    if config.tracking.enabled and config.tracking.required:
+        from segmatch.tracking.store import check_store  # noqa: PLC0415 -- mlflow stays unloaded
+
+        check_store(config.tracking)
     engine = make_engine(config.engine, spark=config.spark, storage_options=config.storage_options)
     return config, check_input(engine, config)
 
@@ -132,7 +160,7 @@ def rebuild_report(
     ``output`` (or when the id is MLflow's), MLflow says where the run wrote."""
     files = Files()
     if output is None or not files.exists(join(run_folder(output, run_id), SUMMARY_FILE)):
-        from segmatch.tracking import locate_run  # noqa: PLC0415 -- mlflow is heavy
+        from segmatch.tracking.queries import locate_run  # noqa: PLC0415 -- mlflow is heavy
 
         try:
             run_id, tracked_output = locate_run(run_id, TrackingConfig(uri=tracking_uri))
@@ -149,7 +177,7 @@ def report_run(result: RunResult) -> str:
     options = result.config.storage_options
     location = build_report(result.config.output.path, result.run_id, storage_options=options)
     if result.mlflow_run_id:
-        from segmatch.tracking import log_text  # noqa: PLC0415 -- keeps mlflow optional
+        from segmatch.tracking.queries import log_text  # noqa: PLC0415 -- keeps mlflow optional
 
         page = Files(options).read_text(location)
         log_text(result.config.tracking, result.mlflow_run_id, page, REPORT_FILE)
@@ -198,7 +226,7 @@ def demo_config(
 
 def recent_runs(*, uri: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
     """The latest tracked runs (newest first), as plain dicts."""
-    from segmatch.tracking import recent_runs as tracked_runs  # noqa: PLC0415 -- mlflow is heavy
+    from segmatch.tracking.queries import recent_runs as tracked_runs  # noqa: PLC0415 -- mlflow is heavy
 
     return tracked_runs(TrackingConfig(uri=uri), limit=limit)
 
@@ -231,7 +259,7 @@ def load_model(reference: str | Path | None, *, tracking_uri: str | None = None)
     registered model (several: an error that lists them)."""
     tracking = TrackingConfig(uri=tracking_uri)
     if reference is None:
-        from segmatch.tracking import registered_models  # noqa: PLC0415 -- mlflow is heavy
+        from segmatch.tracking.queries import registered_models  # noqa: PLC0415 -- mlflow is heavy
 
         names = registered_models(tracking)
         if len(names) != 1:
@@ -242,7 +270,7 @@ def load_model(reference: str | Path | None, *, tracking_uri: str | None = None)
         reference = f"models:/{names[0]}@champion"
     text = str(reference)
     if text.startswith(("models:/", "runs:/")):
-        from segmatch.tracking import (  # noqa: PLC0415 -- mlflow is heavy
+        from segmatch.tracking.queries import (  # noqa: PLC0415 -- mlflow is heavy
             load_segment_model,
             registered_version,
         )

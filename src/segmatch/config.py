@@ -280,6 +280,10 @@ class TrackingConfig(_Strict):
     """MLflow tracking and the model registry."""
 
     enabled: bool = True
+    #: A run whose store cannot be reached stops before its first stage; ``false`` runs it
+    #: untracked instead (with a warning): nothing registered or promoted, stable segment ids
+    #: from the output's model.json.
+    required: bool = True
     uri: str | None = None
     experiment: str = "segmatch"
     #: The registered model. Unset, each data set gets its own: ``segmatch-<config file name>``

@@ -70,6 +70,15 @@ class EngineUnavailableError(SegmatchError):
     """The engine asked for needs an optional dependency that is not installed."""
 
 
+class TrackingUnavailableError(SegmatchError):
+    """The MLflow tracking store cannot be reached; the run stopped before its first stage."""
+
+    def __init__(self, message: str, *, uri: str, reason: str) -> None:
+        super().__init__(message)
+        self.uri = uri
+        self.reason = f"the MLflow tracking store {uri} cannot be reached ({reason})"
+
+
 class StageError(SegmatchError):
     """An unexpected failure inside a stage, wrapped with the stage's name."""
 

@@ -72,6 +72,8 @@ class RunResult:
     matching: dict[str, Any] = field(default_factory=dict)
     #: Every input column with its role and the reason for it.
     column_plan: list[dict[str, str]] = field(default_factory=list)
+    #: What the run did differently from its config (untracked for want of a store).
+    notes: list[str] = field(default_factory=list)
 
     @classmethod
     def from_outputs(
@@ -167,7 +169,7 @@ class RunResult:
     @property
     def warnings(self) -> list[str]:
         """What a user should look at before trusting the segmentation."""
-        found = []
+        found = list(self.notes)
         sweep = self.config.cluster
         # k = 2 at the bottom of a range that starts at 2 has nowhere smaller to go.
         edges = {sweep.k_max, *([sweep.k_min] if sweep.k_min > 2 else [])}

@@ -1,21 +1,19 @@
-"""MLflow tracking as a hook around the run, and the fitted model as a registered pyfunc.
+"""MLflow tracking as a hook around the run, and the pipeline's model registry.
 
-Nothing here runs inside a stage. ``mlflow`` is imported only when a tracked run starts, with
-telemetry switched off. Every MLflow call of a run goes, in order, through one worker thread:
-importing MLflow, opening its store and fetching the champion take seconds of mostly Python
-work, which then overlap with the engine's start and the first stages instead of preceding them.
+Nothing here runs inside a stage. Every MLflow call of a run goes, in order, through one worker
+thread: importing MLflow, opening its store and fetching the champion take seconds of mostly
+Python work, which then overlap with the engine's start and the first stages instead of
+preceding them. The store's reachability was checked before (:func:`store.check_store`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
+import logging
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,119 +23,30 @@ import numpy as np
 from segmatch import model as segmatch_model
 from segmatch._version import __version__
 from segmatch.config import Config, TrackingConfig, config_digest
-from segmatch.errors import ConfigError, ModelError, first_line
 from segmatch.locations import name_of
 from segmatch.model import SegmentModel
-from segmatch.progress import library_log
 from segmatch.results import RunResult, StageRecord
+from segmatch.tracking.pyfunc import MODEL_ARTIFACT, pyfunc_class, signature, warm_model_logging
+from segmatch.tracking.queries import (
+    CHAMPION,
+    INPUT_TAG,
+    RUN_ID_TAG,
+    champion_model,
+    champion_silhouette,
+)
+from segmatch.tracking.store import (
+    check_model_name,
+    experiment_name,
+    import_mlflow,
+    store_setup_lock,
+    tracking_uri,
+)
 
-CHAMPION = "champion"
-RUN_ID_TAG = "segmatch.run_id"
-INPUT_TAG = "segmatch.input"
-MODEL_ARTIFACT = "segment_model"
+logger = logging.getLogger(__name__)
+
 PARAM_BATCH = 100
 
 Value = TypeVar("Value")
-
-
-def import_mlflow() -> Any:
-    """Import MLflow with its usage telemetry off."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("DO_NOT_TRACK", "true")
-    import mlflow  # noqa: PLC0415 -- heavy (~2.5 s): only when tracking is on
-
-    captured = library_log()
-    if captured is not None and not captured.on_terminal:
-        # MLflow prints some notices ("Successfully registered model …") straight to
-        # standard error rather than through logging; the terminal shows segmatch's lines.
-        from mlflow.utils.logging_utils import disable_logging  # noqa: PLC0415
-
-        disable_logging()
-    return mlflow
-
-
-def on_databricks() -> bool:
-    """Whether this process runs on a Databricks cluster (its runtime sets the variable)."""
-    return bool(os.environ.get("DATABRICKS_RUNTIME_VERSION"))
-
-
-def tracking_uri(config: TrackingConfig) -> str:
-    """The config's URI, else ``MLFLOW_TRACKING_URI``, else the workspace's own tracking on
-    Databricks, else SQLite in the working folder."""
-    if config.uri or os.environ.get("MLFLOW_TRACKING_URI"):
-        return config.uri or os.environ["MLFLOW_TRACKING_URI"]
-    if on_databricks():
-        return "databricks"
-    return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
-
-
-@contextlib.contextmanager
-def _store_setup_lock(uri: str) -> Iterator[None]:
-    """Hold an exclusive lock beside a SQLite store (other stores set themselves up)."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def experiment_name(config: TrackingConfig) -> str:
-    """The experiment to log to: on Databricks a workspace path (``/Shared/segmatch`` for the
-    default name ``segmatch``), elsewhere the name as configured."""
-    name = config.experiment
-    return f"/Shared/{name}" if on_databricks() and not name.startswith("/") else name
-
-
-def check_model_name(config: TrackingConfig) -> None:
-    """On Databricks models register in Unity Catalog, under three-part names."""
-    if on_databricks() and (config.model_name or "").count(".") != 2:
-        raise ConfigError(
-            f"tracking.model_name={config.model_name!r}: on Databricks, models register in "
-            "Unity Catalog as catalog.schema.model (e.g. main.crm.segmatch_customers)"
-        )
-
-
-def _pyfunc_class() -> type:
-    mlflow = import_mlflow()
-    import pandas as pd  # noqa: PLC0415 -- pandas comes with mlflow
-
-    def load_context(self: Any, context: Any) -> None:
-        self.model = SegmentModel.load(Path(context.artifacts[MODEL_ARTIFACT]))
-
-    def predict(self, context, model_input, params=None):
-        frame = pd.DataFrame(model_input)
-        # The signature takes any type (CSV integers, decimals, text digits): numbers are
-        # converted here, and a value that is not one is an error naming the column.
-        columns: dict[str, Any] = {name: frame[name].to_numpy() for name in frame.columns}
-        for name in self.model.numeric_columns:
-            if name in frame.columns:
-                try:
-                    columns[name] = pd.to_numeric(frame[name]).to_numpy(dtype=np.float64)
-                except (TypeError, ValueError) as exc:
-                    message = f"column {name!r} holds a value that is not a number: {exc}"
-                    raise ValueError(message) from None
-        segment, distance, confidence = self.model.score(self.model.features_from_columns(columns))
-        return pd.DataFrame({"segment": segment, "distance": distance, "confidence": confidence})
-
-    # MLflow reads predict's input type hint when the class is created: a DataFrame means a
-    # table checked against the logged signature. It is set as a type object because this
-    # module's annotations are strings that MLflow could not resolve (pandas is imported here).
-    predict.__annotations__ = {"model_input": pd.DataFrame}
-    return type(
-        "SegmentModelPyfunc",
-        (mlflow.pyfunc.PythonModel,),
-        {
-            "__doc__": "Scores raw customer columns: segment, distance to centroid, confidence.",
-            "load_context": load_context,
-            "predict": predict,
-        },
-    )
 
 
 class MlflowTracking:
@@ -169,7 +78,7 @@ class MlflowTracking:
         self.config_digest = config_digest(config)
         self._opened = self._worker.submit(self.open_run, config, run_id=run_id)
         self._champion = self._worker.submit(champion_model, self.config)
-        self._worker.submit(_warm_model_logging)
+        self._worker.submit(warm_model_logging)
 
     def previous(self) -> SegmentModel | None:
         if self._champion is None:
@@ -186,7 +95,7 @@ class MlflowTracking:
         mlflow = import_mlflow()
         uri = tracking_uri(self.config)
         mlflow.set_tracking_uri(uri)
-        with _store_setup_lock(uri):
+        with store_setup_lock(uri):
             # Runs started together on a new store would both create its tables and the
             # experiment: MLflow's migrations and its unique names make one of them fail.
             client = mlflow.MlflowClient(uri)
@@ -276,12 +185,9 @@ class MlflowTracking:
         """The latest registered version, when its run had this run's config and input."""
         if input_digest is None or self.config_digest is None:
             return None
-        try:
-            latest = client.search_model_versions(
-                f"name='{self.config.model_name}'", max_results=1, order_by=["version_number DESC"]
-            )
-        except Exception:  # no such model yet
-            return None
+        latest = client.search_model_versions(
+            f"name='{self.config.model_name}'", max_results=1, order_by=["version_number DESC"]
+        )
         if not latest:
             return None
         tags = client.get_run(latest[0].run_id).data.tags
@@ -432,9 +338,9 @@ class MlflowTracking:
         example = pd.DataFrame(model.example_rows())
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=_pyfunc_class()(),
+            python_model=pyfunc_class()(),
             artifacts={MODEL_ARTIFACT: str(model_path)},
-            signature=_signature(mlflow, model),
+            signature=signature(mlflow, model),
             input_example=example,
             registered_model_name=self.config.model_name,
             # The model carries the segmatch code it runs, so it loads and serves where
@@ -455,160 +361,6 @@ class MlflowTracking:
             return True
         previous = champion_silhouette(client, self.config.model_name)
         return previous is None or silhouette >= previous - self.config.max_silhouette_drop
-
-
-def _signature(mlflow: Any, model: SegmentModel) -> Any:
-    """Every feature column by name, of any type: MLflow then takes the columns in any order
-    and names the missing ones, and refuses no integer (a CSV's ``Age``) a double would hold;
-    the model converts them itself."""
-    from mlflow.types.schema import AnyType, ColSpec, Schema  # noqa: PLC0415
-
-    names = [*model.numeric_columns, *model.categorical_levels]
-    outputs = [ColSpec("long", "segment"), ColSpec("double", "distance")]
-    return mlflow.models.ModelSignature(
-        inputs=Schema([ColSpec(AnyType(), name) for name in names]),
-        outputs=Schema([*outputs, ColSpec("double", "confidence")]),
-    )
-
-
-def _warm_model_logging() -> None:
-    """Import what logging a pyfunc needs while the stages run."""
-    import mlflow.models  # noqa: PLC0415
-    import mlflow.pyfunc  # noqa: PLC0415, F401
-    import pandas  # noqa: PLC0415, F401
-
-
-def champion_silhouette(client: Any, model_name: str) -> float | None:
-    """The silhouette of the run behind the current champion, if there is one."""
-    try:
-        version = client.get_model_version_by_alias(model_name, CHAMPION)
-    except Exception:
-        return None
-    run = client.get_run(version.run_id)
-    return run.data.metrics.get("silhouette")
-
-
-def log_text(config: TrackingConfig, run_id: str, text: str, name: str) -> None:
-    """Attach a text file (the run's report) to a finished MLflow run."""
-    mlflow = import_mlflow()
-    mlflow.MlflowClient(tracking_uri(config)).log_text(run_id, text, name)
-
-
-def locate_run(run_id: str, config: TrackingConfig) -> tuple[str, str]:
-    """segmatch's id of a tracked run and the output folder it wrote to.
-
-    ``run_id`` is either of the run's ids: segmatch's (in the tables, the run folder and the
-    MLflow run's name) or MLflow's own.
-    """
-    uri = tracking_uri(config)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        raise ModelError(f"no run {run_id!r}: there is no MLflow store at {uri}")
-    mlflow = import_mlflow()
-    client = mlflow.MlflowClient(uri)
-    experiment = client.get_experiment_by_name(experiment_name(config))
-    runs = (
-        client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.`{RUN_ID_TAG}` = '{run_id}'",
-            max_results=1,
-        )
-        if experiment is not None and run_id.isalnum()
-        else []
-    )
-    if not runs:
-        try:
-            runs = [client.get_run(run_id)]
-        except Exception as exc:
-            raise ModelError(f"no MLflow run {run_id!r} in {tracking_uri(config)}: {exc}") from exc
-    run = runs[0]
-    output = run.data.params.get("output.path")
-    if output is None:
-        raise ModelError(f"MLflow run {run_id!r} never finished: it recorded no output folder")
-    return run.data.tags.get(RUN_ID_TAG, run.info.run_id), output
-
-
-def champion_model(config: TrackingConfig) -> SegmentModel | None:
-    """The current champion's SegmentModel, or None when no version holds the alias."""
-    mlflow = import_mlflow()
-    client = mlflow.MlflowClient(tracking_uri(config))
-    try:
-        client.get_model_version_by_alias(config.model_name, CHAMPION)
-    except Exception:
-        return None
-    return load_segment_model(f"models:/{config.model_name}@{CHAMPION}", tracking=config)
-
-
-def load_segment_model(model_uri: str, *, tracking: TrackingConfig) -> SegmentModel:
-    """The SegmentModel behind an MLflow model URI (e.g. ``models:/segmatch@champion``)."""
-    mlflow = import_mlflow()
-    mlflow.set_tracking_uri(tracking_uri(tracking))
-    try:
-        return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
-    except Exception as exc:
-        raise ModelError(f"cannot load a segmatch model from {model_uri!r}: {exc}") from exc
-
-
-def registered_version(model_uri: str, *, tracking: TrackingConfig) -> dict[str, str] | None:
-    """Name, version and training run (segmatch's id) of ``models:/NAME@ALIAS`` or
-    ``models:/NAME/VERSION``; None for other URIs."""
-    if not model_uri.startswith("models:/"):
-        return None
-    name, _, which = model_uri.removeprefix("models:/").rpartition("@")
-    mlflow = import_mlflow()
-    client = mlflow.MlflowClient(tracking_uri(tracking))
-    try:
-        if name:
-            version = client.get_model_version_by_alias(name, which)
-        else:
-            name, _, number = model_uri.removeprefix("models:/").rpartition("/")
-            version = client.get_model_version(name, number)
-        run = client.get_run(version.run_id)
-    except Exception as exc:
-        known = sorted(m.name for m in client.search_registered_models())
-        raise ModelError(
-            f"no model {model_uri!r} in {tracking_uri(tracking)}: {first_line(exc)}; registered "
-            f"models: {', '.join(known) or 'none'}"
-        ) from exc
-    return {
-        "name": name,
-        "version": str(version.version),
-        "run_id": run.data.tags.get(RUN_ID_TAG, run.info.run_id),
-    }
-
-
-def registered_models(tracking: TrackingConfig) -> list[str]:
-    """Names of the registered models that have a champion."""
-    mlflow = import_mlflow()
-    client = mlflow.MlflowClient(tracking_uri(tracking))
-    return sorted(m.name for m in client.search_registered_models() if CHAMPION in m.aliases)
-
-
-def recent_runs(config: TrackingConfig, *, limit: int = 20) -> list[dict[str, Any]]:
-    """The latest runs of the experiment: id, date, rows, k, silhouette, seconds, model version."""
-    mlflow = import_mlflow()
-    client = mlflow.MlflowClient(tracking_uri(config))
-    experiment = client.get_experiment_by_name(experiment_name(config))
-    if experiment is None:
-        return []
-    runs = client.search_runs(
-        [experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=limit
-    )
-    return [
-        {
-            "run_id": run.data.tags.get(RUN_ID_TAG, run.info.run_id),
-            "mlflow_run_id": run.info.run_id,
-            "started": run.info.start_time,
-            "status": run.info.status,
-            "rows": run.data.params.get("rows_in"),
-            "k": run.data.metrics.get("k"),
-            "silhouette": run.data.metrics.get("silhouette"),
-            "seconds": run.data.metrics.get("total_seconds"),
-            "model_version": run.data.params.get("model_version"),
-            "input": run.data.tags.get(INPUT_TAG) or run.data.params.get("input_path"),
-            "error": run.data.tags.get("error"),
-        }
-        for run in runs
-    ]
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
