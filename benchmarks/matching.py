@@ -46,7 +46,7 @@ def main() -> None:
             update={
                 "cluster": base.cluster.model_copy(update={"k": args.k}),
                 "reduce": base.reduce.model_copy(update={"components": 5, "variance": None}),
-                "match": base.match.model_copy(update={"enabled": False}),
+                "lookalikes": base.lookalikes.model_copy(update={"enabled": False}),
                 "output": base.output.model_copy(update={"report": False, "checkpoints": False}),
             }
         )

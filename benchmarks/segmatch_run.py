@@ -31,7 +31,7 @@ def main() -> None:
             "reduce": base.reduce.model_copy(
                 update={"components": args.components, "variance": None}
             ),
-            "match": base.match.model_copy(update={"enabled": args.match}),
+            "lookalikes": base.lookalikes.model_copy(update={"enabled": args.match}),
             "output": base.output.model_copy(update={"report": False}),
         }
     )

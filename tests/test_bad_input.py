@@ -24,7 +24,7 @@ from segmatch.errors import (
 )
 from segmatch.storage import open_table
 
-OUTPUT_TABLES = ("segments", "matches", "profiles", "stage_log")
+OUTPUT_TABLES = ("segments", "lookalikes", "profiles", "stage_log")
 
 
 def assert_no_output(out: Path) -> None:
@@ -147,7 +147,7 @@ def test_every_k_rejected_names_the_shares(engine, tmp_path):
         data,
         tmp_path / "out",
         engine.name,
-        cluster={"k_min": 2, "k_max": 3, "min_cluster_share": 0.45},
+        cluster={"k_min": 2, "k_max": 3, "min_segment_share": 0.45},
     )
     with pytest.raises(ClusteringError, match=r"every k in \[2, 3\] .*k=2: "):
         run_pipeline(config)

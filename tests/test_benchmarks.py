@@ -45,7 +45,7 @@ def test_quick_benchmark_produces_a_complete_table(tmp_path):
     assert 0.0 <= report["matching"]["recall_at_10"] <= 1.0
     assert report["matching"]["segmatch_seconds"] > 0 and report["matching"]["sklearn_seconds"] > 0
     assert report["scale"]["rows"] == 20_000 and report["scale"]["peak_mib"] > 0
-    assert "match" in report["scale"]["stages"]
+    assert "lookalikes" in report["scale"]["stages"]
     assert [r["rows"] for r in report["linearity"]] == [20_000]
     table = (tmp_path / "quick.md").read_text()
     assert table.count("\n| 20,000 |") == 6  # five pipelines, one linearity row

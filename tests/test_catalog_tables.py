@@ -94,7 +94,7 @@ def test_spark_reads_a_catalog_table_as_input_at_any_version(
         "clean": {"max_bad_share": 0.2},
         "cluster": {"k": 3},
         "tracking": {"enabled": False},
-        "match": {"enabled": False},
+        "lookalikes": {"enabled": False},
     }
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(raw))
     config = load_config(tmp_path / "job.yaml")

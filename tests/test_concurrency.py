@@ -32,7 +32,7 @@ from segmatch.locations import Files, join
 from segmatch.storage import read_delta, table_history
 from segmatch.synthetic import generate_customers
 
-TRAINING_TABLES = ("segments", "matches", "profiles", "quarantine", "stage_log")
+TRAINING_TABLES = ("segments", "lookalikes", "profiles", "quarantine", "stage_log")
 RUN_ID = re.compile(r"run ([0-9a-f]{32}) started")
 START = (
     "import sys, time; time.sleep(float(sys.argv.pop(1))); from segmatch.cli import main; main()"
@@ -80,7 +80,7 @@ def write_config(
                 "clean": {"max_bad_share": 0.2},
                 "features": {"numeric": ["age", "income", "monetary"], "categorical": []},
                 "cluster": {"k": 3},
-                "match": {"top_k": 3, "recall_sample": 0},
+                "lookalikes": {"top_k": 3, "recall_sample": 0},
                 "output": {
                     "path": out,
                     "report": False,
@@ -247,7 +247,7 @@ def test_a_scoring_run_and_a_training_run_writing_at_once(tmp_path):
         trained, scored = finish(training), finish(scoring)
         assert trained.returncode == 0 and scored.returncode == 0, (trained.stderr, scored.stderr)
         current = check_one_run_is_current(
-            out, [trained], tables=("segments", "matches", "profiles")
+            out, [trained], tables=("segments", "lookalikes", "profiles")
         )
         assert current == trained.run_id
         for table in ("scores", "lookalikes"):
@@ -334,7 +334,7 @@ class ExplodingCommit:
     """A hook that fails the way a bug would, in the middle of the run."""
 
     def before_stage(self, *, run_id: str, stage: str) -> None:
-        if stage == "match":
+        if stage == "lookalikes":
             raise KeyError("centroid 7")
 
 
@@ -352,7 +352,7 @@ def test_an_unexpected_error_is_one_line_with_the_run_and_stage(tmp_path):
     with pytest.raises(RunFailedError) as caught:
         run_pipeline(build_config(raw, source="test"), hooks=(ExplodingCommit(),), run_id="r1")
     message = str(caught.value)
-    assert message.startswith("run r1 failed in stage 'match': KeyError: 'centroid 7'")
+    assert message.startswith("run r1 failed in stage 'lookalikes': KeyError: 'centroid 7'")
     log = Path(caught.value.log)
     assert log == tmp_path / "out" / "runs" / "r1" / "error.log"
     assert "Traceback" in log.read_text() and "centroid 7" in log.read_text()

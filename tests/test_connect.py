@@ -26,7 +26,7 @@ CONNECT_RUN = textwrap.dedent(
 
     raw, scores_out = json.loads(sys.argv[1]), sys.argv[2]
     first = run_pipeline(build_config(raw, source="test"))
-    raw["output"]["modes"] = {"segments": "merge", "matches": "merge", "profiles": "merge"}
+    raw["output"]["modes"] = {"segments": "merge", "lookalikes": "merge", "profiles": "merge"}
     again = run_pipeline(build_config(raw, source="test"))
     scored = score_customers(raw["output"]["path"], raw["input"]["path"], scores_out)
     print("RESULT " + json.dumps({

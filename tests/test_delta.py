@@ -159,7 +159,7 @@ def test_three_batches_merge_into_the_segments_table(engine, tmp_path):
     )
     changed = write_table(changed_rows, tmp_path / "b3.parquet")
     out = tmp_path / "out"
-    modes = {"modes": {"segments": "merge", "matches": "merge"}}
+    modes = {"modes": {"segments": "merge", "lookalikes": "merge"}}
     one = run_pipeline(pipeline_config(first, out, engine.name, **modes))
     before = {r["idcliente"]: r for r in read_delta(out / "segments").to_pylist()}
     two = run_pipeline(pipeline_config(new, out, engine.name, **modes))

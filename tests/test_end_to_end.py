@@ -31,7 +31,7 @@ def test_whole_run_writes_every_output_and_logs_every_stage(engine, customers_pa
     assert segments.num_rows == result.customers
     assert {"idcliente", "segment", "distance", "pc_1"} <= set(segments.column_names)
     assert np.bincount(segments["segment"].to_numpy()).tolist() == result.sizes
-    matches = read_delta(out / "matches")
+    matches = read_delta(out / "lookalikes")
     assert matches.num_rows == result.customers * 10
     quarantine = read_delta(out / "quarantine")
     assert quarantine.num_rows == result.quarantined > 0
@@ -72,7 +72,7 @@ def test_same_seed_same_output(engine, customers_path, tmp_path):
         demo_config(customers_path, tmp_path / "b", seed=9, engine=engine.name, tracking=False)
     )
     assert first.k == second.k and first.silhouette == second.silhouette
-    for table in ("segments", "matches", "profiles"):
+    for table in ("segments", "lookalikes", "profiles"):
         a, b = (read_delta(tmp_path / side / table) for side in ("a", "b"))
         if "run_id" in a.column_names:
             assert a["run_id"][0].as_py() == first.run_id != b["run_id"][0].as_py()
@@ -175,7 +175,7 @@ def test_spark_jobs_carry_the_run_and_the_stage_as_session_tags(spark_session, t
             seen[stage] = set(spark_session.getTags())
 
     data = generate_customers(tmp_path / "customers.parquet", rows=2000, seed=3)
-    config = make_config(data, tmp_path / "out", "spark", match={"enabled": False})
+    config = make_config(data, tmp_path / "out", "spark", lookalikes={"enabled": False})
     result = run_pipeline(
         config, hooks=(TagsAtEachStage(),), run_id="tagged,run", spark=spark_session
     )

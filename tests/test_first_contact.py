@@ -17,6 +17,8 @@ from click.testing import CliRunner
 from helpers import make_config
 from segmatch.api import load_config, run_pipeline
 from segmatch.cli import app, config_key
+from segmatch.config import build_config
+from segmatch.errors import ConfigError
 from segmatch.storage import read_delta
 from segmatch.synthetic import generate_customers
 
@@ -201,3 +203,20 @@ def test_segments_carry_the_input_columns_asked_for(
         assert len(joined) > 0.9 * len(segments)
         assert (joined["channel"] == joined["channel_input"].fillna("(missing)")).mean() > 0.99
         assert np.allclose(joined["monetary"], joined["monetary_input"], equal_nan=True)
+
+
+def test_keys_of_earlier_releases_are_read_under_their_new_names(caplog):
+    raw = {
+        "input": {"path": "customers.csv"},
+        "match": {"top_k": 3},
+        "cluster": {"min_cluster_share": 0.05},
+        "output": {"modes": {"matches": "merge"}},
+    }
+    with caplog.at_level("WARNING", logger="segmatch"):
+        config = build_config(raw, source="an old config")
+    assert config.lookalikes.top_k == 3 and config.cluster.min_segment_share == 0.05
+    assert config.output.mode("lookalikes") == "merge"
+    assert "config key match is now lookalikes" in caplog.text
+    assert "config key output.modes.matches is now output.modes.lookalikes" in caplog.text
+    with pytest.raises(ConfigError, match="give lookalikes only: match is its former name"):
+        build_config({**raw, "lookalikes": {"top_k": 4}}, source="a mixed config")

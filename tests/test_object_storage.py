@@ -64,8 +64,8 @@ def test_checkpoints_on_object_storage_are_reused_by_a_rerun(s3_server, tmp_path
     assert files.subfolders(f"{out}/.staging/checkpoints")
     assert files.subfolders(f"{out}/.staging/runs") == []  # an ended run leaves no staging
 
-    second = run_pipeline(make_config(data, out, match={"top_k": 5}, **settings))
-    before_match = STAGES[: STAGES.index("match")]
+    second = run_pipeline(make_config(data, out, lookalikes={"top_k": 5}, **settings))
+    before_match = STAGES[: STAGES.index("lookalikes")]
     assert [r.stage for r in second.stages if r.reused] == [
         s for s in before_match if s in CHECKPOINTED
     ]
@@ -85,7 +85,7 @@ CLUSTER_RUN = textwrap.dedent(
         "k": result.k, "silhouette": result.silhouette, "run_id": result.run_id,
         "customers": result.customers, "outputs": result.outputs,
         "partitions": result.partition_plan.get("partitions"),
-        "cells": result.matching["cells"],
+        "cells": result.lookalikes["cells"],
     }))
     """
 )
@@ -104,7 +104,7 @@ def test_the_spark_engine_on_a_cluster_writes_object_storage(s3_server, tmp_path
         clean={"max_bad_share": 0.2},
         # Checkpoints and search cells written and read by executors in their own JVMs.
         output={"checkpoint_min_seconds": 0},
-        match={"max_cell_size": 500},
+        lookalikes={"max_cell_size": 500},
         spark={
             "master": "local-cluster[2,1,1024]",
             "conf": {

@@ -54,7 +54,7 @@ def test_same_k_segments_silhouette_and_counts(both):
 
 def test_tables_written_by_either_engine_read_everywhere(both, spark_session):
     for _, out in both.values():
-        for table in ("segments", "matches", "profiles", "quarantine", "stage_log"):
+        for table in ("segments", "lookalikes", "profiles", "quarantine", "stage_log"):
             rows = read_delta(out / table).num_rows
             assert pl.read_delta(str(out / table)).height == rows
             spark_rows = make_engine("spark", session=spark_session).read(

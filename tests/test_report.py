@@ -17,7 +17,8 @@ from segmatch.api import demo_config, run_pipeline
 from segmatch.cli import app
 
 SECTIONS = (
-    "overview", "timeline", "sweep", "sizes", "heatmap", "scatter", "matches", "quality", "columns",
+    "overview", "timeline", "sweep", "sizes", "heatmap", "scatter", "lookalikes", "quality",
+    "columns",
 )  # fmt: skip
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

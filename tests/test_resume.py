@@ -17,7 +17,7 @@ from segmatch.api import run_pipeline
 from segmatch.pipeline import CHECKPOINTED, STAGES
 from segmatch.storage import open_table, read_delta
 
-TABLES = ("segments", "matches", "profiles", "quarantine")
+TABLES = ("segments", "lookalikes", "profiles", "quarantine")
 
 KILLER = textwrap.dedent(
     """
@@ -40,7 +40,7 @@ KILLER = textwrap.dedent(
         commit_table = storage.commit_table
         def commit_then_die(path, *args, **kwargs):
             done = commit_table(path, *args, **kwargs)
-            if path.name == "matches":  # some tables committed, the others not yet
+            if path.name == "lookalikes":  # some tables committed, the others not yet
                 os.kill(os.getpid(), signal.SIGKILL)
             return done
         storage.commit_table = commit_then_die

@@ -54,9 +54,8 @@ def test_scoring_the_training_data_gives_the_runs_segments(trained, customers_pa
     assert len(lookalikes) == 10 * result.customers
     first = [r for r in lookalikes if r["idcliente"] == scores[0]["idcliente"]]
     # A customer that was in the training data is its own nearest existing customer.
-    assert first[0]["match_id"] == first[0]["idcliente"] and first[0]["distance"] == pytest.approx(
-        0, abs=1e-9
-    )
+    assert first[0]["lookalike_id"] == first[0]["idcliente"]
+    assert first[0]["distance"] == pytest.approx(0, abs=1e-9)
     assert {r["segment"] for r in first} == {scores[0]["segment"]}
 
 

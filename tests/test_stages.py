@@ -13,7 +13,7 @@ from helpers import make_config, write_table
 from segmatch.api import run_pipeline
 from segmatch.config import ClusterConfig
 from segmatch.encoding import OTHER_LEVEL
-from segmatch.stages import clean, cluster, features, ingest, match, reduce, scale
+from segmatch.stages import clean, cluster, features, ingest, lookalikes, reduce, scale
 from segmatch.stages.features import choose_levels
 from segmatch.storage import read_delta
 
@@ -245,13 +245,13 @@ def test_cluster_rejects_k_with_a_tiny_segment(engine, tmp_path):
         engine,
         data,
         tmp_path,
-        cluster={"k_min": 2, "k_max": 3, "min_cluster_share": 0.05},
+        cluster={"k_min": 2, "k_max": 3, "min_segment_share": 0.05},
         reduce={"components": 2},
     )
     result = cluster.cluster_customers(engine, config=config.cluster, reduced=reduced)
     rejected = {c.k: c.rejected for c in result.candidates}
     assert rejected[2] is None
-    assert "min_cluster_share" in rejected[3]
+    assert "min_segment_share" in rejected[3]
     assert (
         rejected[3] is not None
         and result.candidates[1].silhouette > result.candidates[0].silhouette
@@ -277,10 +277,10 @@ def test_match_finds_nearest_customers_within_the_segment_only(engine, tmp_path)
         {"idcliente": [f"c{i}" for i in range(100)], "x": points[:, 0], "y": points[:, 1]},
         tmp_path / "in.parquet",
     )
-    config, reduced = _reduced(engine, data, tmp_path, cluster={"k": 2}, match={"top_k": 3})
+    config, reduced = _reduced(engine, data, tmp_path, cluster={"k": 2}, lookalikes={"top_k": 3})
     clustering = cluster.cluster_customers(engine, config=config.cluster, reduced=reduced)
-    matches = match.match_lookalikes(
-        engine, config=config.match, clustering=clustering, id_column="idcliente"
+    matches = lookalikes.lookalikes_within_segments(
+        engine, config=config.lookalikes, clustering=clustering, id_column="idcliente"
     )
     rows = engine.to_arrow(matches.frame).to_pylist()
     assert matches.rows_out == 300
@@ -291,8 +291,8 @@ def test_match_finds_nearest_customers_within_the_segment_only(engine, tmp_path)
         ).to_pylist()
     }
     for r in rows:
-        assert r["match_id"] != r["idcliente"]
-        assert segment_of[r["match_id"]] == r["segment"] == segment_of[r["idcliente"]]
+        assert r["lookalike_id"] != r["idcliente"]
+        assert segment_of[r["lookalike_id"]] == r["segment"] == segment_of[r["idcliente"]]
         assert r["similarity"] == pytest.approx(1 / (1 + r["distance"]))
     first = [r for r in rows if r["idcliente"] == "c0"]
     assert [r["rank"] for r in first] == [1, 2, 3]
@@ -357,7 +357,7 @@ def test_export_stages_tables_that_appear_only_on_commit(engine, customers_path,
     result = run_pipeline(
         make_config(customers_path, out, engine.name, clean={"max_bad_share": 0.2})
     )
-    assert set(result.outputs) >= {"segments", "matches", "profiles", "quarantine", "stage_log"}
+    assert set(result.outputs) >= {"segments", "lookalikes", "profiles", "quarantine", "stage_log"}
     assert not any((out / ".staging" / "runs").glob("*"))
     profiles = read_delta(out / "profiles").to_pylist()
     assert sum(p["size"] for p in profiles) == result.customers

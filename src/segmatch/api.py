@@ -26,11 +26,11 @@ from segmatch.lease import OutputLease
 from segmatch.locations import Files, is_table_name, is_uri, join
 from segmatch.model import SegmentModel
 from segmatch.pipeline import Pipeline, StageHook
-from segmatch.plans import MODEL_FILE, SCORING
+from segmatch.plans.scoring import SCORING
 from segmatch.report import REPORT_FILE, build_report
 from segmatch.results import RunResult, ScoringResult
 from segmatch.stages import ingest
-from segmatch.storage import SUMMARY_FILE, run_folder
+from segmatch.storage import MODEL_FILE, SUMMARY_FILE, run_folder
 from segmatch.synthetic import generate_customers
 
 logger = logging.getLogger(__name__)

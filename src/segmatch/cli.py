@@ -421,14 +421,16 @@ def _column_plan_line(plan: list[dict[str, str]]) -> str:
     return "columns — " + "; ".join(parts)
 
 
-def _matching_line(matching: dict[str, Any]) -> str:
-    recall = matching["recall_at_k"]
+def _lookalikes_line(lookalikes: dict[str, Any]) -> str:
+    recall = lookalikes["recall_at_k"]
     checked = (
-        "" if recall is None else f", recall@{matching['top_k']} {recall:.3f} against exact search"
+        ""
+        if recall is None
+        else f", recall@{lookalikes['top_k']} {recall:.3f} against exact search"
     )
     return (
-        f"lookalikes: top {matching['top_k']} per customer, searched in {matching['cells']:,} "
-        f"cells (largest {matching['largest_cell']:,} customers){checked}"
+        f"lookalikes: top {lookalikes['top_k']} per customer, searched in {lookalikes['cells']:,} "
+        f"cells (largest {lookalikes['largest_cell']:,} customers){checked}"
     )
 
 
@@ -459,8 +461,8 @@ def show_summary(result: RunResult) -> None:
     for warning in result.warnings:
         out.print(f"[yellow]warning:[/] {warning}")
     out.print(_segments_table(result))
-    if result.matching:
-        out.print(_matching_line(result.matching))
+    if result.lookalikes:
+        out.print(_lookalikes_line(result.lookalikes))
     if result.candidates:
         out.print(_sweep_table(result))
     out.print(_stages_table(result))

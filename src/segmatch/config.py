@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import logging
 import re
 import typing
 from datetime import datetime
@@ -22,7 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from segmatch.errors import ConfigError, did_you_mean
 from segmatch.locations import TABLE_NAME_PART, is_table_name, is_uri
-from segmatch.tables import TABLES, TableName, WriteMode
+from segmatch.tables import TABLES, Table, WriteMode
+
+logger = logging.getLogger(__name__)
 
 ColumnType = Literal["float", "int", "str", "date", "datetime", "bool"]
 
@@ -176,7 +179,7 @@ class ClusterConfig(_Strict):
     k: int | None = Field(None, ge=2)
     k_min: int = Field(2, ge=2)
     k_max: int = Field(10, ge=2)
-    min_cluster_share: float = Field(0.02, ge=0.0, lt=0.5)
+    min_segment_share: float = Field(0.02, ge=0.0, lt=0.5)
     seed: int = 42
     max_iter: int = Field(300, ge=1)
     #: Convergence: k-means stops once the summed squared centroid shift of an iteration falls
@@ -204,7 +207,7 @@ class ClusterConfig(_Strict):
         return [self.k] if self.k is not None else list(range(self.k_min, self.k_max + 1))
 
 
-class MatchConfig(_Strict):
+class LookalikesConfig(_Strict):
     """Lookalikes: each customer's most similar customers within its segment."""
 
     enabled: bool = True
@@ -235,7 +238,7 @@ class OutputConfig(_Strict):
     #: table is ``catalog.schema.segments`` (Unity Catalog, or the session's own catalog).
     catalog: str | None = None
     schema_: str | None = Field(None, alias="schema")
-    modes: dict[TableName, WriteMode] = Field(default_factory=dict)
+    modes: dict[Table, WriteMode] = Field(default_factory=dict)
     checkpoints: bool = True
     #: A stage's result is checkpointed only when computing it took at least this long: a
     #: quicker stage costs less to recompute on resume than to write (on Spark, a whole job).
@@ -320,6 +323,30 @@ class SparkConfig(_Strict):
         }
 
 
+#: (sections…, former key) → key: read under the new name, with a warning.
+RENAMED_KEYS: dict[tuple[str, ...], str] = {
+    ("match",): "lookalikes",
+    ("cluster", "min_cluster_share"): "min_segment_share",
+    ("output", "modes", "matches"): "lookalikes",
+}
+
+
+def _renamed(raw: Any, parents: list[str], old: str, new: str, *, at: str = "") -> Any:
+    """``raw`` (a copy where it changes) with ``parents…old`` moved to ``parents…new``."""
+    if not isinstance(raw, dict):
+        return raw
+    if parents:
+        section = raw.get(parents[0])
+        inner = _renamed(section, parents[1:], old, new, at=f"{at}{parents[0]}.")
+        return raw if inner is section else {**raw, parents[0]: inner}
+    if old not in raw:
+        return raw
+    if new in raw:
+        raise ValueError(f"give {at}{new} only: {at}{old} is its former name")
+    logger.warning("config key %s%s is now %s%s", at, old, at, new)
+    return {(new if key == old else key): value for key, value in raw.items()}
+
+
 class Config(_Strict):
     """The whole job, as described by one YAML file."""
 
@@ -330,13 +357,21 @@ class Config(_Strict):
     scale: ScaleConfig = ScaleConfig()
     reduce: ReduceConfig = ReduceConfig()
     cluster: ClusterConfig = ClusterConfig()
-    match: MatchConfig = MatchConfig()
+    lookalikes: LookalikesConfig = LookalikesConfig()
     output: OutputConfig = OutputConfig()
     tracking: TrackingConfig = TrackingConfig()
     spark: SparkConfig = SparkConfig()
     #: Credentials and endpoints for remote locations, passed to delta-rs, Polars and Arrow
     #: (e.g. AWS_ENDPOINT_URL, AWS_REGION); the usual environment variables work as well.
     storage_options: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, raw: Any) -> Any:
+        """Keys of earlier releases are read under their new names, saying so."""
+        for (*parents, old), new in RENAMED_KEYS.items():
+            raw = _renamed(raw, list(parents), old, new)
+        return raw
 
     @model_validator(mode="before")
     @classmethod

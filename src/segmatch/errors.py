@@ -79,6 +79,11 @@ class TrackingUnavailableError(SegmatchError):
         self.reason = f"the MLflow tracking store {uri} cannot be reached ({reason})"
 
 
+class PlanError(SegmatchError):
+    """A plan is declared wrong: a step needs a value no earlier step makes, or a section or
+    an attribute that does not exist. Raised when the plan is built, before any run."""
+
+
 class StageError(SegmatchError):
     """An unexpected failure inside a stage, wrapped with the stage's name."""
 

@@ -25,18 +25,27 @@ from typing import Any, Protocol
 from segmatch.checkpoints import Checkpoints
 from segmatch.config import Config
 from segmatch.engines.base import Engine
-from segmatch.errors import DataQualityError, RunFailedError, SegmatchError, StageError
-from segmatch.locations import Files, is_table_name, join
-from segmatch.plans import (
-    TRAINING,
-    WHOLE_CONFIG,
-    FolderRegistry,
-    ModelRegistry,
-    Plan,
-    RunContext,
-    Step,
-    commit_quarantine,
+from segmatch.errors import (
+    DataQualityError,
+    PlanError,
+    RunFailedError,
+    SegmatchError,
+    StageError,
 )
+from segmatch.locations import Files, is_table_name, join
+from segmatch.plans.context import FolderRegistry, ModelRegistry, RunContext
+from segmatch.plans.language import (
+    INPUT_DIGEST,
+    OUTPUTS,
+    PREVIOUS_MODEL,
+    REGISTRY,
+    RUN_ID,
+    WHOLE_CONFIG,
+    Plan,
+    Step,
+    Values,
+)
+from segmatch.plans.training import TRAINING
 from segmatch.progress import library_log
 from segmatch.results import StageRecord
 from segmatch.storage import (
@@ -119,6 +128,11 @@ class Pipeline:
         self.stage_log = StageLog(join(self.out, STAGE_LOG_FILE), self.files)
         self.hooks: list[StageHook] = [self.stage_log, *hooks]
         self.provided = dict(provided or {})
+        if set(self.provided) != plan.provided:
+            raise PlanError(
+                f"plan {plan.name!r} takes the values {sorted(plan.provided)}; given "
+                f"{sorted(self.provided)}"
+            )
         self.checkpoints = Checkpoints(
             join(self.out, STAGING_FOLDER),
             engine,
@@ -160,7 +174,7 @@ class Pipeline:
             stage_log_path=self.stage_log.path,
         )
         values = self._run_values(context)
-        keys: dict[str, str] = {"input_digest": digest or ""}
+        keys: dict[str, str] = {INPUT_DIGEST.root: digest or ""}
         step_name = "starting"
         try:
             with self.engine.labelled_jobs(f"segmatch-run-{self.run_id}"):
@@ -169,7 +183,7 @@ class Pipeline:
                         step_name = f"stage {step.name!r}" if step.stage else f"step {step.name!r}"
                         self._run_step(step, values, keys)
                 except DataQualityError as error:
-                    raise commit_quarantine(context, values, error) from None
+                    raise self.plan.stop_for_quality(context, values, error) from None
                 step_name = "the commit of its outputs"
                 result = self.plan.finish(context, values)
         except BaseException as error:
@@ -211,24 +225,24 @@ class Pipeline:
             return None
         return location
 
-    def _run_values(self, context: RunContext) -> _Values:
+    def _run_values(self, context: RunContext) -> Values:
         """The values every step may need before any step ran: the run's own."""
-        return _Values(
+        return Values(
             {
-                "run_id": context.run_id,
-                "outputs": context.outputs,
-                "registry": context.registry,
-                "input_digest": context.input_digest,
+                RUN_ID.root: context.run_id,
+                OUTPUTS.root: context.outputs,
+                REGISTRY.root: context.registry,
+                INPUT_DIGEST.root: context.input_digest,
                 **self.provided,
             },
-            lazy={"previous_model": self.registry.previous},
+            lazy={PREVIOUS_MODEL.root: self.registry.previous},
         )
 
-    def _run_step(self, step: Step, values: _Values, keys: dict[str, str]) -> None:
+    def _run_step(self, step: Step[Any], values: Values, keys: dict[str, str]) -> None:
         if step.when is not None and not step.when(self.config, values):
-            values[step.produces] = None
+            values[step.name] = None
             return
-        arguments = {name: values.resolve(path) for name, path in step.needs.items()}
+        arguments = {name: values.resolve(ref) for name, ref in step.needs.items()}
         arguments |= {name: self._section(section) for name, section in step.sections.items()}
         key = Checkpoints.key(
             step.name,
@@ -247,8 +261,8 @@ class Pipeline:
             key = Checkpoints.key(
                 step.name, *(keys.get(root, "") for root in step.roots), step.key_of(result)
             )
-        keys[step.produces] = key
-        values[step.produces] = result
+        keys[step.name] = key
+        values[step.name] = result
 
     def _section(self, section: str) -> Any:
         return self.config if section == WHOLE_CONFIG else getattr(self.config, section)
@@ -301,24 +315,6 @@ class Pipeline:
             method = getattr(hook, hook_name, None)
             if method is not None:
                 method(**arguments)
-
-
-class _Values(dict):
-    """A run's values by name; some are fetched only when a step first needs them."""
-
-    def __init__(self, values: Mapping[str, Any], *, lazy: Mapping[str, Callable[[], Any]]):
-        super().__init__(values)
-        self.lazy = dict(lazy)
-
-    def resolve(self, path: str) -> Any:
-        """``"raw.plan.id_column"``: the value ``raw``, then its attributes in turn."""
-        root, *attributes = path.split(".")
-        if root not in self and root in self.lazy:
-            self[root] = self.lazy.pop(root)()
-        value = self[root]
-        for attribute in attributes:
-            value = getattr(value, attribute)
-        return value
 
 
 def peak_memory_mb() -> float:

@@ -19,7 +19,7 @@ import pyarrow as pa
 from segmatch.errors import InputError
 from segmatch.locations import Files, join
 from segmatch.storage import (
-    MATCH_SAMPLE_FILE,
+    LOOKALIKE_SAMPLE_FILE,
     PROFILES_FILE,
     SCATTER_SAMPLE_FILE,
     SUMMARY_FILE,
@@ -47,7 +47,7 @@ def build_report(
     summary = json.loads(files.read_text(summary_path))
     profiles = read_arrow(join(folder, PROFILES_FILE), files=files)
     segments = read_arrow(join(folder, SCATTER_SAMPLE_FILE), files=files)
-    sample_path = join(folder, MATCH_SAMPLE_FILE)
+    sample_path = join(folder, LOOKALIKE_SAMPLE_FILE)
     matches = read_arrow(sample_path, files=files) if files.exists(sample_path) else None
     target = join(folder, REPORT_FILE)
     files.write_text(target, _page(summary, profiles, segments, matches))
@@ -69,7 +69,7 @@ def _page(summary: dict, profiles: pa.Table, segments: pa.Table, matches: pa.Tab
             (_heatmap(rows, features) if features else "") + _medians(rows, features),
         ),
         _section("scatter", "Customers in PCA space", _scatter(segments, summary)),
-        _section("matches", "Lookalikes (a sample)", _matches(matches, features)),
+        _section("lookalikes", "Lookalikes (a sample)", _matches(matches, features)),
         _section("quality", "Data quality", _quality(summary)),
         _section("columns", "Columns", _columns(summary.get("column_plan", []))),
     ]
@@ -310,7 +310,7 @@ def _matches(matches: pa.Table | None, features: list[str]) -> str:
         body = [
             [
                 "customer" if r["rank"] == 0 else f"#{r['rank']}",
-                str(r["match_id"]),
+                str(r["lookalike_id"]),
                 "" if r["rank"] == 0 else f"{r['similarity']:.3f}",
                 *(_number(r[f]) for f in features),
             ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +11,13 @@ import pyarrow as pa
 
 from segmatch.config import Config
 from segmatch.model import SegmentModel
-from segmatch.stages.cluster import Candidate
+from segmatch.stages.clean import CleanedRows
+from segmatch.stages.cluster import Candidate, Clustering
+from segmatch.stages.export import Exported
+from segmatch.stages.features import Features
+from segmatch.stages.ingest import RawInput
+from segmatch.stages.lookalikes import Lookalikes
+from segmatch.stages.reduce import Reduced
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ class RunResult:
     mlflow_run_id: str | None = None
     model_version: str | None = None
     #: How lookalikes were searched: cells, the largest one, recall@k on a sample.
-    matching: dict[str, Any] = field(default_factory=dict)
+    lookalikes: dict[str, Any] = field(default_factory=dict)
     #: Every input column with its role and the reason for it.
     column_plan: list[dict[str, str]] = field(default_factory=list)
     #: What the run did differently from its config (untracked for want of a store).
@@ -81,7 +86,14 @@ class RunResult:
         *,
         run_id: str,
         config: Config,
-        values: Mapping[str, Any],
+        raw: RawInput,
+        cleaned: CleanedRows,
+        built: Features,
+        reduced: Reduced,
+        clustering: Clustering,
+        model: SegmentModel,
+        found: Lookalikes | None,
+        exported: Exported,
         stages: list[StageRecord],
         outputs: dict[str, str],
         table_versions: dict[str, int],
@@ -89,10 +101,7 @@ class RunResult:
         partition_plan: dict[str, Any],
         model_version: str | None,
     ) -> RunResult:
-        """The result of a training run from its steps' values (raw, cleaned, features,
-        reduced, labelled, exported, registered model)."""
-        raw, cleaned, clustering = values["raw"], values["cleaned"], values["labelled"]
-        matches = values.get("matches")
+        """The result of a training run from its steps' values."""
         return cls(
             run_id=run_id,
             config=config,
@@ -103,8 +112,8 @@ class RunResult:
             sizes=clustering.sizes.tolist(),
             candidates=clustering.candidates,
             sweep_rows=clustering.sweep_rows,
-            explained_variance=values["reduced"].components.explained_ratio.tolist(),
-            profiles=values["exported"].profiles,
+            explained_variance=reduced.components.explained_ratio.tolist(),
+            profiles=exported.profiles,
             stages=stages,
             outputs=outputs,
             table_versions=table_versions,
@@ -112,22 +121,22 @@ class RunResult:
             partition_plan=partition_plan,
             model_version=model_version,
             rows_in=raw.rows,
-            customers=values["features"].rows_out,
+            customers=built.rows_out,
             quarantined=cleaned.quarantined,
             quarantined_by_rule=cleaned.quarantined_by_rule,
             duplicates=cleaned.duplicates,
             imputed=cleaned.imputed,
             ids_trimmed=cleaned.ids_trimmed,
-            model=values["model"],
-            transitions=values["exported"].transitions,
+            model=model,
+            transitions=exported.transitions,
             column_plan=[asdict(role) for role in raw.plan.roles],
-            matching={}
-            if matches is None
+            lookalikes={}
+            if found is None
             else {
-                "cells": matches.cells,
-                "largest_cell": matches.largest_cell,
-                "recall_at_k": matches.recall_at_k,
-                "top_k": config.match.top_k,
+                "cells": found.cells,
+                "largest_cell": found.largest_cell,
+                "recall_at_k": found.recall_at_k,
+                "top_k": config.lookalikes.top_k,
             },
         )
 
@@ -161,7 +170,7 @@ class RunResult:
             "centroids": np.asarray(self.model.centroids_).tolist(),
             "stages": [asdict(r) for r in self.stages],
             "partition_plan": self.partition_plan,
-            "matching": self.matching,
+            "lookalikes": self.lookalikes,
             "column_plan": self.column_plan,
             "warnings": self.warnings,
         }
@@ -184,10 +193,10 @@ class RunResult:
                 f"cluster.{key} to see whether a {other} k scores better"
             )
         smallest = min(self.sizes) / max(sum(self.sizes), 1)
-        if sweep.min_cluster_share and smallest < 1.5 * sweep.min_cluster_share:
+        if sweep.min_segment_share and smallest < 1.5 * sweep.min_segment_share:
             found.append(
                 f"the smallest segment holds {smallest:.1%} of the customers, near "
-                f"cluster.min_cluster_share ({sweep.min_cluster_share:.1%})"
+                f"cluster.min_segment_share ({sweep.min_segment_share:.1%})"
             )
         left_out = [
             f"{entry['column']} ({entry['reason'].split(':')[0]})"

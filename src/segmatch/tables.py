@@ -4,31 +4,41 @@ Config validation, staging, commits, scoring and history all read this registry,
 name, its key or its default mode is defined here and nowhere else.
 
 Example:
-    >>> TABLES["matches"].key_for("idcliente")
+    >>> TABLES["lookalikes"].key_for("idcliente")
     ('idcliente', 'rank')
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Literal
 
 WriteMode = Literal["overwrite", "append", "merge"]
-TableName = Literal[
-    "segments", "matches", "profiles", "quarantine", "stage_log", "scores", "lookalikes"
-]
+
+
+class Table(StrEnum):
+    """Every table a run writes. A member is its name: ``Table.SEGMENTS == "segments"``."""
+
+    SEGMENTS = "segments"
+    LOOKALIKES = "lookalikes"
+    PROFILES = "profiles"
+    QUARANTINE = "quarantine"
+    STAGE_LOG = "stage_log"
+    SCORES = "scores"
+
 
 #: Stands for the input's id column in a merge key or a column list.
 ID = "{id}"
 
-MATCH_COLUMNS = (ID, "segment", "match_id", "rank", "distance", "similarity")
+LOOKALIKE_COLUMNS = (ID, "segment", "lookalike_id", "rank", "distance", "similarity")
 
 
 @dataclass(frozen=True)
 class TableSpec:
     """One output table: what a row is, the key a merge upserts on, the default write mode."""
 
-    name: TableName
+    name: Table
     row: str
     merge_key: tuple[str, ...]
     default_mode: WriteMode
@@ -51,49 +61,47 @@ TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
         TableSpec(
-            "segments",
+            Table.SEGMENTS,
             "a customer's segment, distance to its centroid and PCA coordinates",
             (ID,),
             "overwrite",
             (ID, "segment", "distance"),
         ),
         TableSpec(
-            "matches",
-            "one lookalike of a customer, by rank",
+            Table.LOOKALIKES,
+            "one customer of the segments table like a customer (training: like another "
+            "customer of the segments table; scoring: like a new one), by rank",
             (ID, "rank"),
             "overwrite",
-            MATCH_COLUMNS,
+            LOOKALIKE_COLUMNS,
         ),
         TableSpec(
-            "profiles",
+            Table.PROFILES,
             "a segment's size, share, and each feature's mean and median",
             ("segment",),
             "overwrite",
             ("segment", "size", "share"),
         ),
         TableSpec(
-            "quarantine",
+            Table.QUARANTINE,
             "an input row that broke a rule, as read, with the rule and column",
             (),
             "overwrite",
             (),
         ),
         TableSpec(
-            "stage_log", "one stage of one run", ("run_id", "stage"), "append", ("run_id", "stage")
+            Table.STAGE_LOG,
+            "one stage of one run",
+            ("run_id", "stage"),
+            "append",
+            ("run_id", "stage"),
         ),
         TableSpec(
-            "scores",
+            Table.SCORES,
             "a new customer's segment, distance and confidence",
             (ID,),
             "overwrite",
             (ID, "segment", "distance", "confidence"),
-        ),
-        TableSpec(
-            "lookalikes",
-            "one existing customer similar to a new one, by rank",
-            (ID, "rank"),
-            "overwrite",
-            MATCH_COLUMNS,
         ),
     )
 }

@@ -158,7 +158,7 @@ class SegmentRows:
     home: np.ndarray | None = None
 
 
-def match_rows(
+def lookalike_rows(
     id_column: str,
     *,
     ids: pa.Array | pa.ChunkedArray,
@@ -167,14 +167,14 @@ def match_rows(
     neighbours: np.ndarray,
     distance: np.ndarray,
 ) -> pa.Table:
-    """Lookalike rows (the ``matches`` table's columns) from a nearest-neighbour answer.
+    """Lookalike rows (the ``lookalikes`` table's columns) from a nearest-neighbour answer.
 
     Row ``i`` of ``neighbours``/``distance`` holds the candidates (indices into
     ``candidates``) nearest to ``ids[i]``, best first.
     """
     span = neighbours.shape[1]
     rows = len(ids)
-    columns = TABLES["matches"].columns_for(id_column)
+    columns = TABLES["lookalikes"].columns_for(id_column)
     return pa.table(
         dict(
             zip(
@@ -223,10 +223,10 @@ def customer_columns_beside(own: Sequence[str], columns: Sequence[str]) -> list[
     return [c for c in columns if c not in taken]
 
 
-def match_schema(id_column: str, id_type: pa.DataType) -> pa.Schema:
+def lookalike_schema(id_column: str, id_type: pa.DataType) -> pa.Schema:
     """The Arrow schema of lookalike rows whose ids have ``id_type``."""
     types = [id_type, pa.int32(), id_type, pa.int16(), pa.float64(), pa.float64()]
-    return pa.schema(list(zip(TABLES["matches"].columns_for(id_column), types, strict=True)))
+    return pa.schema(list(zip(TABLES["lookalikes"].columns_for(id_column), types, strict=True)))
 
 
 class Engine(ABC, Generic[FrameT, MatrixT]):
@@ -512,13 +512,13 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     def top_k_within_segments(
         self, matrix: MatrixT, *, id_column: str, k: int, cells: Cells | None
     ) -> FrameT:
-        """Lookalike rows (the ``matches`` table): exact search within each segment, or
+        """Lookalike rows (the ``lookalikes`` table): exact search within each segment, or
         within each search cell of ``cells`` (its own rows against its rows and copies)."""
         if cells is None:
 
             def per_segment(segment: SegmentRows) -> pa.Table:
                 neighbours, distance = kernels.top_k_neighbours(segment.values, k)
-                return match_rows(
+                return lookalike_rows(
                     id_column,
                     ids=segment.ids,
                     labels=segment.labels,
@@ -532,7 +532,7 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         def per_cell(cell: SegmentRows) -> pa.Table:
             assert cell.home is not None
             queries, neighbours, distance = top_k_in_cell(cell.values, cell.home, k)
-            return match_rows(
+            return lookalike_rows(
                 id_column,
                 ids=cell.ids.take(queries),
                 labels=cell.labels[queries],
@@ -618,11 +618,11 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
             assert group.home is not None
             queries, pool = np.flatnonzero(group.home), np.flatnonzero(~group.home)
             if len(queries) == 0 or len(pool) == 0:
-                return match_schema(id_column, group.ids.type).empty_table()
+                return lookalike_schema(id_column, group.ids.type).empty_table()
             neighbours, distance = kernels.top_k_from(
                 group.values[pool], group.values[queries], k, workers=1
             )
-            return match_rows(
+            return lookalike_rows(
                 id_column,
                 ids=group.ids.take(queries),
                 labels=group.labels[queries],

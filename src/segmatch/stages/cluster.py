@@ -195,9 +195,9 @@ def _sweep(
             sums, silhouette = kernels.score_centroids(sample, centroids)
             smallest = float(sums.shares.min())
             rejected = (
-                f"smallest segment holds {smallest:.2%} < min_cluster_share "
-                f"{config.min_cluster_share:.2%}"
-                if smallest < config.min_cluster_share
+                f"smallest segment holds {smallest:.2%} < min_segment_share "
+                f"{config.min_segment_share:.2%}"
+                if smallest < config.min_segment_share
                 else None
             )
             scored.append(Candidate(k, silhouette, sums.inertia(), smallest, rejected))
@@ -212,7 +212,7 @@ def _choose(sweep: tuple[Candidate, ...], config: ClusterConfig) -> Candidate:
         detail = "; ".join(f"k={c.k}: {c.smallest_share:.2%}" for c in sweep)
         raise ClusteringError(
             f"every k in [{config.k_min}, {config.k_max}] leaves a segment under "
-            f"cluster.min_cluster_share={config.min_cluster_share:.2%} (smallest share by k: "
-            f"{detail}); lower min_cluster_share or the k range"
+            f"cluster.min_segment_share={config.min_segment_share:.2%} (smallest share by k: "
+            f"{detail}); lower min_segment_share or the k range"
         )
     return max(admissible, key=lambda c: (c.silhouette, -c.k))

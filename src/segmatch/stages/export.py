@@ -1,4 +1,4 @@
-"""export: segments, matches, profiles and quarantine, staged for an all-or-nothing commit."""
+"""export: segments, lookalikes, profiles and quarantine, staged for an all-or-nothing commit."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from segmatch.locations import join
 from segmatch.stages.clean import CleanedRows
 from segmatch.stages.cluster import Clustering
 from segmatch.stages.features import Features
-from segmatch.stages.match import Matches
+from segmatch.stages.lookalikes import Lookalikes
 from segmatch.storage import PART_FILE, StagedOutputs, write_arrow
 
 
@@ -52,35 +52,40 @@ def segment_profiles(engine: Engine, features: Features, clustering: Clustering)
 
 
 def lookalike_sample(
-    engine: Engine, matches: Matches, features: Features, *, id_column: str, customers: int = 3
+    engine: Engine,
+    lookalikes: Lookalikes,
+    features: Features,
+    *,
+    id_column: str,
+    customers: int = 3,
 ) -> pa.Table:
     """A few customers beside their top lookalikes, in original units (for the report).
 
-    Rows: ``customer``, ``rank`` (0 for the customer itself), ``match_id``, ``similarity``, and
+    Rows: ``customer``, ``rank`` (0 for the customer itself), ``lookalike_id``, ``similarity``, and
     every numeric feature.
     """
-    head = engine.to_arrow(matches.frame, limit=customers * 50).to_pylist()
+    head = engine.to_arrow(lookalikes.frame, limit=customers * 50).to_pylist()
     chosen = list(dict.fromkeys(r[id_column] for r in head))[:customers]
     pairs = [r for r in head if r[id_column] in chosen]
-    ids = {*chosen, *(r["match_id"] for r in pairs)}
+    ids = {*chosen, *(r["lookalike_id"] for r in pairs)}
     values = engine.rows_for_ids(
         features.customers, id_column=id_column, ids=list(ids), columns=list(features.numeric)
     ).to_pylist()
     by_id = {row[id_column]: row for row in values}
     rows = []
     for customer in chosen:
-        rows.append({"customer": customer, "rank": 0, "match_id": customer, "similarity": 1.0})
+        rows.append({"customer": customer, "rank": 0, "lookalike_id": customer, "similarity": 1.0})
         rows += [
             {
                 "customer": customer,
                 "rank": r["rank"],
-                "match_id": r["match_id"],
+                "lookalike_id": r["lookalike_id"],
                 "similarity": r["similarity"],
             }
             for r in sorted((p for p in pairs if p[id_column] == customer), key=lambda p: p["rank"])
         ]
     for row in rows:
-        row.update({f: by_id.get(row["match_id"], {}).get(f) for f in features.numeric})
+        row.update({f: by_id.get(row["lookalike_id"], {}).get(f) for f in features.numeric})
     return pa.Table.from_pylist(rows)
 
 
@@ -96,7 +101,7 @@ def export_results(
     cleaned: CleanedRows,
     features: Features,
     clustering: Clustering,
-    matches: Matches | None,
+    lookalikes: Lookalikes | None,
     id_column: str,
     model_version: str | None,
     output: OutputConfig,
@@ -125,11 +130,16 @@ def export_results(
     )
     engine.stage_table(segments, outputs=outputs, table="segments")
     rows = engine.count(segments)
-    if matches is not None:
-        engine.stage_table(matches.frame, outputs=outputs, table="matches")
-        rows += matches.rows_out
+    if lookalikes is not None:
+        engine.stage_table(lookalikes.frame, outputs=outputs, table="lookalikes")
+        rows += lookalikes.rows_out
     profiles = segment_profiles(engine, features, clustering)
     write_arrow(profiles, join(outputs.path_for("profiles"), PART_FILE), files=outputs.files)
     write_quarantine(engine, cleaned, outputs)
-    tables = ("segments", *(("matches",) if matches is not None else ()), "profiles", "quarantine")
+    tables = (
+        "segments",
+        *(("lookalikes",) if lookalikes is not None else ()),
+        "profiles",
+        "quarantine",
+    )
     return Exported(profiles, transitions, tables, clustering.rows_out, rows + cleaned.quarantined)

@@ -5,13 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
-from segmatch.config import MatchConfig
+from segmatch.config import LookalikesConfig, OutputConfig
 from segmatch.engines.base import Engine, Frame, Matrix
 from segmatch.errors import ModelError
 from segmatch.model import SegmentModel
+from segmatch.stages.clean import CleanedRows
+from segmatch.stages.export import customer_columns, write_quarantine
 from segmatch.stages.features import Features
-from segmatch.stages.match import search_cells, segment_sizes
+from segmatch.stages.lookalikes import search_cells, segment_sizes
+from segmatch.storage import StagedOutputs
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,7 @@ def apply_model(engine: Engine, *, features: Features, model: SegmentModel) -> S
 def find_lookalikes(
     engine: Engine,
     *,
-    config: MatchConfig,
+    config: LookalikesConfig,
     scored: Scored,
     reference: str,
     reference_version: int | None,
@@ -77,3 +81,51 @@ def find_lookalikes(
         reference_matrix, scored.matrix, id_column=id_column, k=config.top_k, cells=cells
     )
     return Lookalikes(frame, scored.rows_out, engine.count(frame))
+
+
+@dataclass(frozen=True)
+class ScoresExported:
+    """The scoring run's tables, staged; per segment: size, share, mean and median
+    confidence, and the share of new customers beyond the training distance."""
+
+    by_segment: pa.Table
+    beyond_training_p99: int
+    rows_in: int
+    rows_out: int
+
+
+def export_scores(
+    engine: Engine,
+    *,
+    outputs: StagedOutputs,
+    cleaned: CleanedRows,
+    features: Features,
+    scored: Scored,
+    found: Lookalikes | None,
+    id_column: str,
+    model: SegmentModel,
+    output: OutputConfig,
+) -> ScoresExported:
+    """Stage the scores, the lookalikes and the quarantine, and summarise scores by segment."""
+    scores = engine.scores_frame(
+        scored.matrix,
+        id_column=id_column,
+        usual_distance=model.usual_distance,
+        customers=features.customers,
+        columns=customer_columns(engine, features, choice=output.segments_columns),
+    )
+    engine.stage_table(scores, outputs=outputs, table="scores")
+    by_segment = engine.segment_profiles(
+        engine.cast_to_float(scores, columns=["beyond_training_p99"]),
+        scored.matrix,
+        columns=["confidence", "beyond_training_p99"],
+    )
+    rows = scored.rows_out
+    if found is not None:
+        engine.stage_table(found.frame, outputs=outputs, table="lookalikes")
+        rows += found.rows_out
+    write_quarantine(engine, cleaned, outputs)
+    beyond = sum(
+        (row["beyond_training_p99_mean"] or 0.0) * row["size"] for row in by_segment.to_pylist()
+    )
+    return ScoresExported(by_segment, round(beyond), scored.rows_out, rows + cleaned.quarantined)

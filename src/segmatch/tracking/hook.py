@@ -254,11 +254,11 @@ class MlflowTracking:
                 "total_seconds": result.total_seconds,
                 "customers_moved": result.moved_customers,
                 **{
-                    f"match_{name}": value
+                    f"lookalikes_{name}": value
                     for name, value in (
-                        ("cells", result.matching.get("cells")),
-                        ("largest_cell", result.matching.get("largest_cell")),
-                        ("recall_at_k", result.matching.get("recall_at_k")),
+                        ("cells", result.lookalikes.get("cells")),
+                        ("largest_cell", result.lookalikes.get("largest_cell")),
+                        ("recall_at_k", result.lookalikes.get("recall_at_k")),
                     )
                     if value is not None
                 },

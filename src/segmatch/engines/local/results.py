@@ -132,7 +132,7 @@ class PolarsResults:
         bounds = np.flatnonzero(np.diff(labels[order])) + 1
         ids = matrix.ids.to_arrow()
         parts = []
-        with progress("matching lookalikes", total=len(labels)) as task:
+        with progress("finding lookalikes", total=len(labels)) as task:
             for members in np.split(order, bounds):
                 parts.append(
                     per_segment(
@@ -159,7 +159,7 @@ class PolarsResults:
         bounds = np.flatnonzero(np.diff(cell_of[order])) + 1
         ids = matrix.ids.to_arrow()
         parts = []
-        with progress("matching lookalikes", total=len(labels)) as task:
+        with progress("finding lookalikes", total=len(labels)) as task:
             for members in np.split(order, bounds):
                 home = probe[members] == 0
                 chosen = rows[members]

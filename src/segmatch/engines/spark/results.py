@@ -17,7 +17,7 @@ from segmatch.cells import Cells
 from segmatch.engines.base import (
     SegmentRows,
     customer_columns_beside,
-    match_schema,
+    lookalike_schema,
     with_top_levels,
 )
 from segmatch.engines.spark.frames import (
@@ -176,7 +176,7 @@ class SparkResults:
         def rows_of(group: pa.Table) -> pa.Table:
             return per_segment(_segment_rows(group, source_id, columns))
 
-        schema = _match_schema(matrix.frame, source_id, id_column)
+        schema = _lookalike_schema(matrix.frame, source_id, id_column)
         grouped = matrix.frame.select(source_id, *columns, LABEL).groupBy(LABEL)
         return persist(grouped.applyInArrow(rows_of, schema))
 
@@ -192,7 +192,7 @@ class SparkResults:
         placed = _placed(
             matrix.frame.select(source_id, *columns, LABEL), cells, columns, asked=None
         )
-        schema = _match_schema(matrix.frame, source_id, id_column)
+        schema = _lookalike_schema(matrix.frame, source_id, id_column)
         return _search_groups(
             placed, cells, per_cell, id_column=source_id, columns=columns, schema=schema
         )
@@ -223,7 +223,7 @@ class SparkResults:
         placed = _placed(new, cells, columns, asked=True).unionByName(
             _placed(old, cells, columns, asked=False)
         )
-        schema = _match_schema(matrix.frame, source_id, id_column)
+        schema = _lookalike_schema(matrix.frame, source_id, id_column)
         return _search_groups(
             placed, cells, per_group, id_column=source_id, columns=columns, schema=schema
         )
@@ -292,10 +292,10 @@ def _segment_rows(group: pa.Table, id_column: str, value_columns: Sequence[str])
     )
 
 
-def _match_schema(frame: DataFrame, source_id: str, id_column: str) -> T.StructType:
+def _lookalike_schema(frame: DataFrame, source_id: str, id_column: str) -> T.StructType:
     """The Spark schema of lookalike rows whose ids have the type of ``frame[source_id]``."""
     id_type = to_arrow_type(frame.schema[source_id].dataType)
-    return from_arrow_schema(match_schema(id_column, id_type))
+    return from_arrow_schema(lookalike_schema(id_column, id_type))
 
 
 def _with_customer_columns(

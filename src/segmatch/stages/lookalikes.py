@@ -1,4 +1,4 @@
-"""match: each customer's most similar customers within its own segment."""
+"""lookalikes: each customer's most similar customers within its own segment."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 
 from segmatch import cells as search_cells_module
 from segmatch import kernels
-from segmatch.config import MatchConfig
+from segmatch.config import LookalikesConfig
 from segmatch.engines.base import Engine, Frame, Matrix
 from segmatch.stages.cluster import Clustering
 
@@ -17,8 +17,8 @@ SAMPLE_SEED = 20_240_917
 
 
 @dataclass(frozen=True)
-class Matches:
-    """Rows (id, segment, match_id, rank, distance, similarity), ``top_k`` per customer, and
+class Lookalikes:
+    """Rows (id, segment, lookalike_id, rank, distance, similarity), ``top_k`` per customer, and
     how the search went: its cells, the largest one, and the recall@k measured on a sample."""
 
     frame: Frame
@@ -29,9 +29,9 @@ class Matches:
     recall_at_k: float | None
 
 
-def match_lookalikes(
-    engine: Engine, *, config: MatchConfig, clustering: Clustering, id_column: str
-) -> Matches:
+def lookalikes_within_segments(
+    engine: Engine, *, config: LookalikesConfig, clustering: Clustering, id_column: str
+) -> Lookalikes:
     """Top-k nearest neighbours in PCA space, per segment, self excluded.
 
     A segment larger than the cell cap is searched in cells (see :mod:`segmatch.cells`), each
@@ -44,7 +44,7 @@ def match_lookalikes(
     cells = search_cells(engine, matrix, config=config, sizes=sizes)
     frame = engine.top_k_within_segments(matrix, id_column=id_column, k=config.top_k, cells=cells)
     cell_sizes = list(sizes.values()) if cells is None else _cell_sizes(engine, matrix, cells)
-    return Matches(
+    return Lookalikes(
         frame,
         clustering.rows_out,
         engine.count(frame),
@@ -63,7 +63,7 @@ def match_lookalikes(
 
 
 def search_cells(
-    engine: Engine, matrix: Matrix, *, config: MatchConfig, sizes: dict[int, int]
+    engine: Engine, matrix: Matrix, *, config: LookalikesConfig, sizes: dict[int, int]
 ) -> search_cells_module.Cells | None:
     """Cells for the segments larger than the cap (None: every segment is searched whole)."""
     cap = config.max_cell_size or engine.default_max_cell_size

@@ -7,9 +7,9 @@ import polars as pl
 import pytest
 
 from helpers import clustering_of, labelled_matrix
-from segmatch.config import MatchConfig
+from segmatch.config import LookalikesConfig
 from segmatch.engines import make_engine
-from segmatch.stages.match import match_lookalikes
+from segmatch.stages.lookalikes import lookalikes_within_segments
 
 
 def customers(rows: int, segments: int, seed: int = 5):
@@ -21,9 +21,9 @@ def customers(rows: int, segments: int, seed: int = 5):
 
 def run_match(engine, ids, points, labels, session=None, **settings):
     matrix = labelled_matrix(engine, ids, points, labels, session)
-    return match_lookalikes(
+    return lookalikes_within_segments(
         engine,
-        config=MatchConfig(**settings),
+        config=LookalikesConfig(**settings),
         clustering=clustering_of(matrix, labels),
         id_column="customer_id",
     )
@@ -49,7 +49,7 @@ def test_cells_bound_the_search_and_recall_is_measured():
     table = matches.frame
     assert table.height == 30_000 * 10
     assert table.group_by("customer_id").len()["len"].unique().to_list() == [10]
-    assert (table["customer_id"] != table["match_id"]).all()
+    assert (table["customer_id"] != table["lookalike_id"]).all()
     one_probe = run_match(engine, ids, points, labels, max_cell_size=1_000, probes=1)
     assert one_probe.recall_at_k < matches.recall_at_k
 
@@ -61,7 +61,7 @@ def test_recall_can_be_left_unmeasured():
 
 def test_a_cell_cap_below_a_hundred_is_refused():
     with pytest.raises(ValueError, match="max_cell_size"):
-        MatchConfig(max_cell_size=10)
+        LookalikesConfig(max_cell_size=10)
 
 
 def test_spark_and_local_give_the_same_lookalikes_from_the_same_cells(spark_session):
@@ -78,7 +78,7 @@ def test_spark_and_local_give_the_same_lookalikes_from_the_same_cells(spark_sess
         spark.largest_cell,
         spark.recall_at_k,
     )
-    assert local_rows["match_id"].to_list() == spark_rows["match_id"].to_list()
+    assert local_rows["lookalike_id"].to_list() == spark_rows["lookalike_id"].to_list()
     np.testing.assert_allclose(local_rows["distance"], spark_rows["distance"], atol=1e-9)
 
 
@@ -99,12 +99,12 @@ def test_spark_matches_200k_customers_in_many_bounded_tasks(spark_session):
 
 
 def score_against(engine, reference, new, session, **settings):
-    from segmatch.stages.match import search_cells, segment_sizes  # noqa: PLC0415
+    from segmatch.stages.lookalikes import search_cells, segment_sizes  # noqa: PLC0415
 
     (ids, points, labels), (new_ids, new_points, new_labels) = reference, new
     reference = labelled_matrix(engine, ids, points, labels, session)
     new = labelled_matrix(engine, [f"n{i}" for i in new_ids], new_points, new_labels, session)
-    config = MatchConfig(**settings)
+    config = LookalikesConfig(**settings)
     cells = search_cells(engine, reference, config=config, sizes=segment_sizes(engine, reference))
     frame = engine.top_k_against(reference, new, id_column="customer_id", k=10, cells=cells)
     table = frame if engine.name == "local" else pl.from_arrow(frame.toArrow())
@@ -126,7 +126,7 @@ def test_spark_and_local_score_new_customers_in_the_same_cells(spark_session):
     (local_cells, local_rows), (spark_cells, spark_rows) = answers["local"], answers["spark"]
     assert local_cells is not None and local_cells.count >= 20_000 / 1_500
     assert spark_cells is not None and spark_cells.count == local_cells.count
-    assert local_rows["match_id"].to_list() == spark_rows["match_id"].to_list()
+    assert local_rows["lookalike_id"].to_list() == spark_rows["lookalike_id"].to_list()
     _, exact = score_against(make_engine("local"), reference, new, None)
     assert local_rows.height == exact.height == 2_000 * 10
     threshold = exact.group_by("customer_id").agg(pl.col("distance").max().alias("kth"))
