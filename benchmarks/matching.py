@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-from segmatch import kernels
 from segmatch.api import demo_config, run_pipeline
+from segmatch.neighbours import top_k_neighbours
 from segmatch.storage import read_delta
 from segmatch.synthetic import generate_customers
 
@@ -56,7 +56,7 @@ def main() -> None:
     labels = segments["segment"].to_numpy()
 
     start = time.perf_counter()
-    ours = per_segment(points, labels, lambda p: kernels.top_k_neighbours(p, 10)[0])
+    ours = per_segment(points, labels, lambda p: top_k_neighbours(p, 10)[0])
     ours_seconds = time.perf_counter() - start
 
     start = time.perf_counter()

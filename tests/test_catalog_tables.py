@@ -44,7 +44,7 @@ def test_spark_names_every_table_in_the_catalog_with_history_and_restore(
     segments = f"{CATALOG}.{schema}.segments"
     assert first.outputs["segments"] == segments
     assert spark_session.table(segments).count() == first.customers
-    assert spark_session.table(f"{CATALOG}.{schema}.matches").count() == 10 * first.customers
+    assert spark_session.table(f"{CATALOG}.{schema}.lookalikes").count() == 10 * first.customers
     assert not (tmp_path / "out" / "segments").exists()  # the folder holds no tables
     assert (tmp_path / "out" / "model.json").exists()
     assert (tmp_path / "out" / "runs" / first.run_id / "report.html").exists()

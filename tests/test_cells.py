@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segmatch import cells, kernels
+from segmatch import cells
+from segmatch.neighbours import keep_smallest, nearest_distances_kernel
 
 
 def blobs(rows: int, segments: int, dimensions: int = 4, seed: int = 3):
@@ -73,7 +74,7 @@ def test_more_probes_find_more_of_the_true_neighbours(probes, least):
     plan = cells.plan_cells(points, labels, sizes, max_cell_size=2000, probes=probes)
     nearest = plan.nearest(points, labels)
     queries = np.arange(0, 30_000, 150)
-    exact = kernels.nearest_distances_kernel(points[queries], labels[queries], 11)(points, labels)
+    exact = nearest_distances_kernel(points[queries], labels[queries], 11)(points, labels)
     threshold = exact.reshape(-1, 11)[:, 10]
     hits = 0
     for q, limit in zip(queries, threshold, strict=True):
@@ -87,8 +88,8 @@ def test_more_probes_find_more_of_the_true_neighbours(probes, least):
 def test_nearest_distances_merge_across_blocks_to_the_exact_answer():
     points, labels = blobs(3_000, 2)
     queries, query_labels = points[:40], labels[:40]
-    kernel = kernels.nearest_distances_kernel(queries, query_labels, 6)
-    merged = kernels.keep_smallest(6)(
+    kernel = nearest_distances_kernel(queries, query_labels, 6)
+    merged = keep_smallest(6)(
         kernel(points[:1700], labels[:1700]), kernel(points[1700:], labels[1700:])
     )
     full = np.sqrt(((queries[:, None] - points[None]) ** 2).sum(axis=2))

@@ -16,8 +16,8 @@ import pytest
 from helpers import make_config, write_table
 from segmatch.api import run_pipeline
 from segmatch.errors import ColumnNotFoundError, InputError
+from segmatch.staging import StagedOutputs
 from segmatch.storage import (
-    StagedOutputs,
     commit_staged,
     commit_table,
     input_digest,

@@ -31,8 +31,8 @@ def test_whole_run_writes_every_output_and_logs_every_stage(engine, customers_pa
     assert segments.num_rows == result.customers
     assert {"idcliente", "segment", "distance", "pc_1"} <= set(segments.column_names)
     assert np.bincount(segments["segment"].to_numpy()).tolist() == result.sizes
-    matches = read_delta(out / "lookalikes")
-    assert matches.num_rows == result.customers * 10
+    lookalikes = read_delta(out / "lookalikes")
+    assert lookalikes.num_rows == result.customers * 10
     quarantine = read_delta(out / "quarantine")
     assert quarantine.num_rows == result.quarantined > 0
     assert set(quarantine["quarantine_rule"].to_pylist()) == {

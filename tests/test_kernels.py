@@ -4,6 +4,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
 from segmatch import kernels
+from segmatch.neighbours import KD_TREE_MAX_DIMENSIONS, top_k_neighbours
 
 
 def brute_force_silhouette(x: np.ndarray, labels: np.ndarray) -> float:
@@ -68,11 +69,11 @@ def test_principal_components_by_variance_share_keep_the_fewest_axes_needed():
     assert kept.explained_ratio.sum() == pytest.approx(0.9)
 
 
-@pytest.mark.parametrize("dimensions", [3, kernels.KD_TREE_MAX_DIMENSIONS + 4])
+@pytest.mark.parametrize("dimensions", [3, KD_TREE_MAX_DIMENSIONS + 4])
 def test_top_k_neighbours_equals_brute_force_and_excludes_self(dimensions):
     rng = np.random.default_rng(6)
     points = rng.normal(size=(300, dimensions))
-    indices, distances = kernels.top_k_neighbours(points, 5)
+    indices, distances = top_k_neighbours(points, 5)
     full = np.sqrt(((points[:, None] - points[None]) ** 2).sum(axis=2))
     np.fill_diagonal(full, np.inf)
     expected = np.sort(full, axis=1)[:, :5]
@@ -83,11 +84,11 @@ def test_top_k_neighbours_equals_brute_force_and_excludes_self(dimensions):
 
 def test_top_k_neighbours_handles_duplicates_and_tiny_groups():
     points = np.zeros((4, 2))
-    indices, distances = kernels.top_k_neighbours(points, 10)
+    indices, distances = top_k_neighbours(points, 10)
     assert indices.shape == (4, 3)
     assert not (indices == np.arange(4)[:, None]).any()
     assert (distances == 0).all()
-    single, _ = kernels.top_k_neighbours(np.zeros((1, 2)), 3)
+    single, _ = top_k_neighbours(np.zeros((1, 2)), 3)
     assert single.shape == (1, 0)
 
 

@@ -19,7 +19,7 @@ def customers(rows: int, segments: int, seed: int = 5):
     return [f"c{i:07d}" for i in range(rows)], points, labels
 
 
-def run_match(engine, ids, points, labels, session=None, **settings):
+def run_lookalikes(engine, ids, points, labels, session=None, **settings):
     matrix = labelled_matrix(engine, ids, points, labels, session)
     return lookalikes_within_segments(
         engine,
@@ -32,31 +32,34 @@ def run_match(engine, ids, points, labels, session=None, **settings):
 def test_segments_under_the_cap_are_searched_whole_and_exactly():
     engine = make_engine("local")
     ids, points, labels = customers(6_000, 3)
-    matches = run_match(engine, ids, points, labels, top_k=5)
-    assert matches.cells == 3
-    assert matches.largest_cell == np.bincount(labels).max()
-    assert matches.recall_at_k == 1.0
-    assert matches.rows_out == 6_000 * 5
+    found = run_lookalikes(engine, ids, points, labels, top_k=5)
+    assert found.cells == 3
+    assert found.largest_cell == np.bincount(labels).max()
+    assert found.recall_at_k == 1.0
+    assert found.rows_out == 6_000 * 5
 
 
 def test_cells_bound_the_search_and_recall_is_measured():
     engine = make_engine("local")
     ids, points, labels = customers(30_000, 2)
-    matches = run_match(engine, ids, points, labels, max_cell_size=1_000, probes=3)
-    assert matches.cells >= 30_000 / 1_000
-    assert matches.largest_cell <= 1_000
-    assert 0.95 <= matches.recall_at_k < 1.0
-    table = matches.frame
+    found = run_lookalikes(engine, ids, points, labels, max_cell_size=1_000, probes=3)
+    assert found.cells >= 30_000 / 1_000
+    assert found.largest_cell <= 1_000
+    assert 0.95 <= found.recall_at_k < 1.0
+    table = found.frame
     assert table.height == 30_000 * 10
     assert table.group_by("customer_id").len()["len"].unique().to_list() == [10]
     assert (table["customer_id"] != table["lookalike_id"]).all()
-    one_probe = run_match(engine, ids, points, labels, max_cell_size=1_000, probes=1)
-    assert one_probe.recall_at_k < matches.recall_at_k
+    one_probe = run_lookalikes(engine, ids, points, labels, max_cell_size=1_000, probes=1)
+    assert one_probe.recall_at_k < found.recall_at_k
 
 
 def test_recall_can_be_left_unmeasured():
     ids, points, labels = customers(2_000, 2)
-    assert run_match(make_engine("local"), ids, points, labels, recall_sample=0).recall_at_k is None
+    assert (
+        run_lookalikes(make_engine("local"), ids, points, labels, recall_sample=0).recall_at_k
+        is None
+    )
 
 
 def test_a_cell_cap_below_a_hundred_is_refused():
@@ -69,9 +72,9 @@ def test_spark_and_local_give_the_same_lookalikes_from_the_same_cells(spark_sess
     answers = {}
     for name in ("local", "spark"):
         engine = make_engine(name, session=spark_session)
-        matches = run_match(engine, ids, points, labels, spark_session, max_cell_size=800)
-        frame = matches.frame if name == "local" else pl.from_arrow(matches.frame.toArrow())
-        answers[name] = (matches, frame.sort("customer_id", "rank"))
+        found = run_lookalikes(engine, ids, points, labels, spark_session, max_cell_size=800)
+        frame = found.frame if name == "local" else pl.from_arrow(found.frame.toArrow())
+        answers[name] = (found, frame.sort("customer_id", "rank"))
     (local, local_rows), (spark, spark_rows) = answers["local"], answers["spark"]
     assert (local.cells, local.largest_cell, local.recall_at_k) == (
         spark.cells,
@@ -82,20 +85,20 @@ def test_spark_and_local_give_the_same_lookalikes_from_the_same_cells(spark_sess
     np.testing.assert_allclose(local_rows["distance"], spark_rows["distance"], atol=1e-9)
 
 
-def test_spark_matches_200k_customers_in_many_bounded_tasks(spark_session):
+def test_spark_finds_lookalikes_of_200k_customers_in_many_bounded_tasks(spark_session):
     """A small cap on 200,000 customers: cells grow with N, each one Spark group, spread over
     many tasks; no cell over the cap; recall@10 against exact search ≥ 0.95."""
     from pyspark.sql import functions as F  # noqa: N812, PLC0415 -- Spark tests only
 
     ids, points, labels = customers(200_000, 4)
     engine = make_engine("spark", session=spark_session)
-    matches = run_match(engine, ids, points, labels, spark_session, max_cell_size=5_000)
-    assert matches.cells >= 200_000 / 5_000
-    assert matches.largest_cell <= 5_000
-    assert matches.recall_at_k >= 0.95
-    assert matches.rows_out == 200_000 * 10
-    tasks = matches.frame.select(F.spark_partition_id().alias("task")).distinct().count()
-    assert tasks >= matches.cells / 4
+    found = run_lookalikes(engine, ids, points, labels, spark_session, max_cell_size=5_000)
+    assert found.cells >= 200_000 / 5_000
+    assert found.largest_cell <= 5_000
+    assert found.recall_at_k >= 0.95
+    assert found.rows_out == 200_000 * 10
+    tasks = found.frame.select(F.spark_partition_id().alias("task")).distinct().count()
+    assert tasks >= found.cells / 4
 
 
 def score_against(engine, reference, new, session, **settings):

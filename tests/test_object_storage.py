@@ -40,7 +40,7 @@ def test_the_local_engine_reads_and_writes_object_storage(s3_server, tmp_path):
     segments = read_delta(first.outputs["segments"])
     assert segments.num_rows == first.customers
     assert set(segments["run_id"].to_pylist()) == {first.run_id}
-    assert read_delta(f"{out}/matches").num_rows == 10 * first.customers
+    assert read_delta(f"{out}/lookalikes").num_rows == 10 * first.customers
     assert first.outputs["report"].startswith(f"{out}/runs/{first.run_id}/")
 
     again = run_pipeline(config)  # the same batch: nothing new is committed
@@ -70,7 +70,7 @@ def test_checkpoints_on_object_storage_are_reused_by_a_rerun(s3_server, tmp_path
         s for s in before_match if s in CHECKPOINTED
     ]
     assert (second.k, second.silhouette) == (first.k, first.silhouette)
-    assert read_delta(f"{out}/matches").num_rows == 5 * second.customers
+    assert read_delta(f"{out}/lookalikes").num_rows == 5 * second.customers
     assert files.subfolders(f"{out}/.staging/runs") == []
 
 
@@ -128,6 +128,6 @@ def test_the_spark_engine_on_a_cluster_writes_object_storage(s3_server, tmp_path
     assert set(segments["run_id"].to_pylist()) == {cluster["run_id"]}
     history = table_history(f"s3://{BUCKET}/cluster/out/segments")
     assert (history[0]["operation"], history[0]["run_id"]) == ("WRITE", cluster["run_id"])
-    assert read_delta(f"s3://{BUCKET}/cluster/out/matches").num_rows == 10 * local.customers
+    assert read_delta(f"s3://{BUCKET}/cluster/out/lookalikes").num_rows == 10 * local.customers
     assert cluster["cells"] > cluster["k"]
     assert Files().subfolders(f"s3://{BUCKET}/cluster/out/.staging/checkpoints")

@@ -279,11 +279,11 @@ def test_match_finds_nearest_customers_within_the_segment_only(engine, tmp_path)
     )
     config, reduced = _reduced(engine, data, tmp_path, cluster={"k": 2}, lookalikes={"top_k": 3})
     clustering = cluster.cluster_customers(engine, config=config.cluster, reduced=reduced)
-    matches = lookalikes.lookalikes_within_segments(
+    found = lookalikes.lookalikes_within_segments(
         engine, config=config.lookalikes, clustering=clustering, id_column="idcliente"
     )
-    rows = engine.to_arrow(matches.frame).to_pylist()
-    assert matches.rows_out == 300
+    rows = engine.to_arrow(found.frame).to_pylist()
+    assert found.rows_out == 300
     segment_of = {
         r["idcliente"]: r["segment"]
         for r in engine.to_arrow(

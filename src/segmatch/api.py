@@ -22,6 +22,7 @@ from segmatch.config import Config, TrackingConfig, apply_overrides, build_confi
 from segmatch.engines import make_engine
 from segmatch.engines.base import Engine
 from segmatch.errors import ModelError, TrackingUnavailableError
+from segmatch.layout import MODEL_FILE, SUMMARY_FILE, run_folder
 from segmatch.lease import OutputLease
 from segmatch.locations import Files, is_table_name, is_uri, join
 from segmatch.model import SegmentModel
@@ -30,7 +31,6 @@ from segmatch.plans.scoring import SCORING
 from segmatch.report import REPORT_FILE, build_report
 from segmatch.results import RunResult, ScoringResult
 from segmatch.stages import ingest
-from segmatch.storage import MODEL_FILE, SUMMARY_FILE, run_folder
 from segmatch.synthetic import generate_customers
 
 logger = logging.getLogger(__name__)

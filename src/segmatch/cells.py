@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segmatch import kernels
+from segmatch.neighbours import top_k_among
 
 #: Boxes are sized from a sample to this share of the cap, leaving room for the sample's error:
 #: with ``SAMPLE_PER_CELL`` rows per box, a box's true size is within a few percent of its
@@ -135,5 +135,5 @@ def top_k_in_cell(
     self excluded. Returns (home row positions, neighbour positions, distances)."""
     order = np.concatenate([np.flatnonzero(home), np.flatnonzero(~home)])
     queries = int(home.sum())
-    indices, distances = kernels.top_k_among(values[order], queries, k, workers=1)
+    indices, distances = top_k_among(values[order], queries, k, workers=1)
     return order[:queries], order[indices], distances

@@ -22,10 +22,9 @@ from typing import Any
 
 from segmatch._version import __version__
 from segmatch.engines.base import Engine
+from segmatch.layout import CHECKPOINTS_FOLDER, RUNS_FOLDER
 from segmatch.locations import Files, join
-from segmatch.storage import RUNS_FOLDER
 
-CHECKPOINTS = "checkpoints"
 MANIFESTS = "manifests"
 #: Written in a live run's staging folder: who runs it, and the checkpoints it uses so far.
 RUN_MARKER = "run.json"
@@ -46,7 +45,7 @@ class Checkpoints:
     def __init__(
         self, staging: str, engine: Engine, *, files: Files, enabled: bool, keep_runs: int
     ) -> None:
-        self.root = join(staging, CHECKPOINTS)
+        self.root = join(staging, CHECKPOINTS_FOLDER)
         self.manifests = join(staging, MANIFESTS)
         self.runs = join(staging, RUNS_FOLDER)
         self.engine = engine

@@ -37,9 +37,9 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from segmatch.errors import OutputBusyError
+from segmatch.layout import LEASE_TABLE
 from segmatch.locations import join
 
-LEASE_TABLE = join("_segmatch", "lease")
 #: How long a lease held from another host counts as live without its holder finishing.
 STALE_AFTER_SECONDS = 6 * 3600.0
 #: The first pause between two looks at a held lease (it doubles up to a second).

@@ -32,6 +32,13 @@ from segmatch.errors import (
     SegmatchError,
     StageError,
 )
+from segmatch.layout import (
+    ERROR_LOG_FILE,
+    RUN_LOG_FILE,
+    OutputLayout,
+    append_json_line,
+    run_folder,
+)
 from segmatch.locations import Files, is_table_name, join
 from segmatch.plans.context import FolderRegistry, ModelRegistry, RunContext
 from segmatch.plans.language import (
@@ -48,17 +55,8 @@ from segmatch.plans.language import (
 from segmatch.plans.training import TRAINING
 from segmatch.progress import library_log
 from segmatch.results import StageRecord
-from segmatch.storage import (
-    ERROR_LOG_FILE,
-    RUN_LOG_FILE,
-    STAGE_LOG_FILE,
-    STAGING_FOLDER,
-    StagedOutputs,
-    append_json_line,
-    input_digest,
-    run_folder,
-    table_digest,
-)
+from segmatch.staging import StagedOutputs
+from segmatch.storage import input_digest, table_digest
 
 logger = logging.getLogger("segmatch")
 
@@ -125,7 +123,8 @@ class Pipeline:
         self.out = config.output.path
         self.files = Files(config.storage_options)
         self.registry = registry if registry is not None else FolderRegistry(self.out, self.files)
-        self.stage_log = StageLog(join(self.out, STAGE_LOG_FILE), self.files)
+        self.layout = OutputLayout(self.out)
+        self.stage_log = StageLog(self.layout.stage_log, self.files)
         self.hooks: list[StageHook] = [self.stage_log, *hooks]
         self.provided = dict(provided or {})
         if set(self.provided) != plan.provided:
@@ -134,7 +133,7 @@ class Pipeline:
                 f"{sorted(self.provided)}"
             )
         self.checkpoints = Checkpoints(
-            join(self.out, STAGING_FOLDER),
+            self.layout.staging,
             engine,
             files=Files(engine.storage_options),
             enabled=config.output.checkpoints,

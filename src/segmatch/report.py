@@ -17,8 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from segmatch.errors import InputError
-from segmatch.locations import Files, join
-from segmatch.storage import (
+from segmatch.layout import (
     LOOKALIKE_SAMPLE_FILE,
     PROFILES_FILE,
     SCATTER_SAMPLE_FILE,
@@ -26,6 +25,7 @@ from segmatch.storage import (
     read_arrow,
     run_folder,
 )
+from segmatch.locations import Files, join
 
 REPORT_FILE = "report.html"
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3",
@@ -48,14 +48,14 @@ def build_report(
     profiles = read_arrow(join(folder, PROFILES_FILE), files=files)
     segments = read_arrow(join(folder, SCATTER_SAMPLE_FILE), files=files)
     sample_path = join(folder, LOOKALIKE_SAMPLE_FILE)
-    matches = read_arrow(sample_path, files=files) if files.exists(sample_path) else None
+    sample = read_arrow(sample_path, files=files) if files.exists(sample_path) else None
     target = join(folder, REPORT_FILE)
-    files.write_text(target, _page(summary, profiles, segments, matches))
+    files.write_text(target, _page(summary, profiles, segments, sample))
     return target
 
 
 # -- the page --------------------------------------------------------------------------------
-def _page(summary: dict, profiles: pa.Table, segments: pa.Table, matches: pa.Table | None) -> str:
+def _page(summary: dict, profiles: pa.Table, segments: pa.Table, sample: pa.Table | None) -> str:
     features = summary["numeric_columns"]
     rows = profiles.to_pylist()
     sections = [
@@ -69,7 +69,7 @@ def _page(summary: dict, profiles: pa.Table, segments: pa.Table, matches: pa.Tab
             (_heatmap(rows, features) if features else "") + _medians(rows, features),
         ),
         _section("scatter", "Customers in PCA space", _scatter(segments, summary)),
-        _section("lookalikes", "Lookalikes (a sample)", _matches(matches, features)),
+        _section("lookalikes", "Lookalikes (a sample)", _lookalikes(sample, features)),
         _section("quality", "Data quality", _quality(summary)),
         _section("columns", "Columns", _columns(summary.get("column_plan", []))),
     ]
@@ -300,13 +300,13 @@ def _scatter(segments: pa.Table, summary: dict) -> str:
     return _svg(fig) + f"<p>{drawn} (a sample stratified by segment).</p>"
 
 
-def _matches(matches: pa.Table | None, features: list[str]) -> str:
-    if matches is None or matches.num_rows == 0:
+def _lookalikes(sample: pa.Table | None, features: list[str]) -> str:
+    if sample is None or sample.num_rows == 0:
         return "<p>Matching was switched off for this run.</p>"
     parts = []
-    # One row per lookalike, features as columns: as wide as the features, not the matches.
-    for customer in dict.fromkeys(matches["customer"].to_pylist()):
-        rows = matches.filter(pa.compute.equal(matches["customer"], customer)).to_pylist()
+    # One row per lookalike, features as columns: as wide as the features, not the pairs.
+    for customer in dict.fromkeys(sample["customer"].to_pylist()):
+        rows = sample.filter(pa.compute.equal(sample["customer"], customer)).to_pylist()
         body = [
             [
                 "customer" if r["rank"] == 0 else f"#{r['rank']}",

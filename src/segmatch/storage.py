@@ -15,11 +15,9 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -31,159 +29,14 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from segmatch.errors import InputError
+from segmatch.layout import DELTA_LOG, Location
 from segmatch.locations import Files, is_remote, join, local_path, name_of
+from segmatch.staging import TableCommit
 from segmatch.tables import WriteMode
-
-STAGING_FOLDER = ".staging"
-STAGE_LOG_FILE = "stage_log.jsonl"
-DELTA_LOG = "_delta_log"
-RUNS_FOLDER = "runs"
-SUMMARY_FILE = "summary.json"
-MODEL_FILE = "model.json"
-LOOKALIKE_SAMPLE_FILE = "lookalike_sample.parquet"
-SCATTER_SAMPLE_FILE = "scatter_sample.parquet"
-#: The run's segment profiles beside its summary: the report reads them wherever the tables are.
-PROFILES_FILE = "profiles.parquet"
-COLUMN_PLAN_FILE = "column_plan.json"
-#: The whole traceback of a run that failed on something unexpected.
-ERROR_LOG_FILE = "error.log"
-RUN_LOG_FILE = "run.log"
-#: The one file a table staged from the driver is written as.
-PART_FILE = "part-00000.parquet"
-#: Customers a run keeps, stratified by segment, for its report's PCA scatter.
-SCATTER_POINTS = 4000
 
 #: Plain tables every Delta reader opens: no deletion vectors, no column mapping.
 TABLE_CONFIGURATION = {"delta.enableDeletionVectors": "false"}
 COMMIT_RETRIES = 8
-
-
-@dataclass(frozen=True)
-class TableCommit:
-    """What committing one table did."""
-
-    table: str
-    path: str
-    version: int
-    operation: str
-    rows: int
-    skipped: bool = False
-
-
-class StagedOutputs:
-    """Tables of one run, staged as Parquet under ``<root>/.staging/runs/<run_id>``.
-
-    ``root`` is the output location (a local path or a URI): staged files sit beside the
-    tables, where every executor can write them.
-
-    Example:
-        >>> staged = StagedOutputs("s3://bucket/out", "run-1")  # doctest: +SKIP
-        >>> engine.stage_table(frame, outputs=staged, table="segments")  # doctest: +SKIP
-        >>> staged.commit(engine.commit_table, modes={"segments": "overwrite"}, keys={})
-    """
-
-    def __init__(
-        self,
-        root: str | Path,
-        run_id: str,
-        *,
-        files: Files | None = None,
-        tables_in: str | None = None,
-    ) -> None:
-        self.root = str(root)
-        self.run_id = run_id
-        self.files = files or Files()
-        #: ``catalog.schema`` when tables are named in a catalog rather than placed in root.
-        self.tables_in = tables_in
-        self.staging = join(self.root, STAGING_FOLDER, RUNS_FOLDER, run_id)
-        self._tables: list[str] = []
-        self._held: dict[str, Any] = {}
-
-    def path_for(self, table: str) -> str:
-        """The folder to write ``table``'s Parquet files to."""
-        folder = join(self.staging, table)
-        if not is_remote(folder):
-            self.files.make_dirs(folder)
-        if table not in self._tables:
-            self._tables.append(table)
-        return folder
-
-    def hold(self, table: str, rows: Any) -> None:
-        """Stage ``table`` as rows the engine keeps (a lazy frame) instead of files: its
-        committer writes them to the Delta table directly."""
-        self._held[table] = rows
-        if table not in self._tables:
-            self._tables.append(table)
-
-    @property
-    def staged_tables(self) -> tuple[str, ...]:
-        """The tables staged so far and not yet committed."""
-        return tuple(self._tables)
-
-    def table_path(self, table: str) -> str:
-        """The table's location: its folder under root, or its catalog name."""
-        return f"{self.tables_in}.{table}" if self.tables_in else join(self.root, table)
-
-    def commit(
-        self,
-        committer: TableCommitter,
-        *,
-        modes: Mapping[str, WriteMode],
-        keys: Mapping[str, Sequence[str]],
-        batch_id: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        concurrency: int = 1,
-    ) -> dict[str, TableCommit]:
-        """Commit every staged table to its Delta table; return what each commit did.
-
-        ``committer`` is the engine's way to commit one table (:func:`commit_staged` here);
-        up to ``concurrency`` tables commit at once. When one fails, the others still finish
-        before its error is raised, so the caller can put back every table that moved.
-        The staging folder stays until :meth:`discard` (other staged files may follow).
-        """
-        properties = {"segmatch.run_id": self.run_id, **(metadata or {})}
-
-        def commit(table: str) -> TableCommit:
-            return committer(
-                self.table_path(table),
-                staged=self._held.get(table, join(self.staging, table)),
-                mode=modes.get(table, "overwrite"),
-                keys=keys.get(table, ()),
-                app_id=f"segmatch:{table}:{batch_id}" if batch_id else None,
-                metadata=properties,
-            )
-
-        workers = max(1, min(concurrency, len(self._tables)))
-        if workers == 1:
-            done = {table: commit(table) for table in self._tables}
-        else:
-            with ThreadPoolExecutor(workers, thread_name_prefix="segmatch-commit") as pool:
-                futures = {table: pool.submit(commit, table) for table in self._tables}
-                wait(futures.values())
-            done = {table: future.result() for table, future in futures.items()}
-        self._tables.clear()
-        self._held.clear()
-        return done
-
-    def discard(self) -> None:
-        """Remove whatever this run staged (the run failed or committed)."""
-        self.files.remove_tree(self.staging)
-
-
-class TableCommitter(Protocol):
-    """Commits one table's staged rows (a Parquet folder, or rows the engine held) to its
-    Delta table."""
-
-    def __call__(
-        self,
-        location: str,
-        *,
-        staged: Any,
-        mode: WriteMode,
-        keys: Sequence[str],
-        app_id: str | None,
-        metadata: Mapping[str, str],
-    ) -> TableCommit: ...
 
 
 def commit_staged(
@@ -431,10 +284,6 @@ def _read_files(files: Sequence[Path]) -> pa.Table:
     return pa.concat_tables([pq.read_table(f) for f in files]) if files else pa.table({})
 
 
-Location = str | Path
-"""A local path or a URI; functions here take either and give locations as strings."""
-
-
 def is_delta_table(location: Location, *, files: Files | None = None) -> bool:
     """Whether ``location`` is the root of a Delta table (it has a transaction log)."""
     return (files or Files()).is_dir(join(str(location), DELTA_LOG))
@@ -540,50 +389,6 @@ def check_restorable(table: str, version: int, *, latest: int) -> None:
         raise InputError(f"version {version} of {table!r} does not exist (versions 0 to {latest})")
     if version == latest:
         raise InputError(f"{table!r} is already at version {version}; nothing to restore")
-
-
-def run_folder(output: Location, run_id: str) -> str:
-    """Where a run keeps its summary, samples and report."""
-    return join(str(output), RUNS_FOLDER, run_id)
-
-
-def write_arrow(table: pa.Table, location: Location, *, files: Files | None = None) -> None:
-    """Write an Arrow table as one Parquet file."""
-    if not is_remote(str(location)):
-        local_path(str(location)).parent.mkdir(parents=True, exist_ok=True)
-    filesystem, path = (files or Files()).resolve(str(location))
-    pq.write_table(table, path, filesystem=filesystem)
-
-
-def read_arrow(location: Location, *, files: Files | None = None) -> pa.Table:
-    """Read one Parquet file written by :func:`write_arrow`."""
-    filesystem, path = (files or Files()).resolve(str(location))
-    return pq.read_table(path, filesystem=filesystem)
-
-
-def write_json(data: Any, location: Location, *, files: Files | None = None) -> None:
-    """Write JSON whole (locally: a temporary file, then a rename)."""
-    text = json.dumps(data, indent=2, default=str)
-    (files or Files()).write_text(str(location), text)
-
-
-def append_json_line(
-    location: Location, record: dict[str, Any], *, files: Files | None = None
-) -> None:
-    """Append one JSON record as a line (the structured stage log).
-
-    Object stores cannot append: there the file is written again with the new line.
-    """
-    line = json.dumps(record, default=str) + "\n"
-    if not is_remote(str(location)):
-        path = local_path(str(location))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(line)
-        return
-    files = files or Files()
-    before = files.read_text(str(location)) if files.exists(str(location)) else ""
-    files.write_text(str(location), before + line)
 
 
 def table_digest(name: str, version: int) -> str:

@@ -15,25 +15,29 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
-from segmatch import kernels
 from segmatch.cells import Cells, top_k_in_cell
-from segmatch.locations import Files
-from segmatch.storage import (
-    StagedOutputs,
-    TableCommit,
-    commit_staged,
-    open_table,
-    restore_table,
-    table_history,
+from segmatch.engines.shaping import lookalike_rows, lookalike_schema
+from segmatch.engines.types import (
+    BlockKernel,
+    ColumnKind,
+    ColumnStats,
+    Combine,
+    ParseCheck,
+    Rule,
+    RuleOps,
+    SegmentRows,
+    TransactionColumns,
 )
-from segmatch.tables import TABLES, WriteMode
+from segmatch.locations import Files
+from segmatch.neighbours import top_k_from, top_k_neighbours
+from segmatch.staging import StagedOutputs, TableCommit
+from segmatch.storage import commit_staged, open_table, restore_table, table_history
+from segmatch.tables import WriteMode
 
 FrameT = TypeVar("FrameT")
 """An engine's table of rows (a Polars DataFrame locally, a Spark DataFrame on Spark)."""
@@ -41,192 +45,12 @@ FrameT = TypeVar("FrameT")
 MatrixT = TypeVar("MatrixT")
 """An engine's feature matrix: one vector per customer id, with segment labels once assigned."""
 
-ExprT = TypeVar("ExprT")
-"""An engine's column expression (a Polars ``Expr``, a Spark ``Column``)."""
 
 Frame = Any
 """A frame as stages see it: opaque, handed back to the engine that made it."""
 
 Matrix = Any
 """A matrix as stages see it: opaque, handed back to the engine that made it."""
-
-BlockKernel = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
-"""Maps one block of rows (values, labels) to a small array; blocks' results are combined."""
-
-Combine = Callable[[np.ndarray, np.ndarray], np.ndarray]
-"""Merges two blocks' results into one of the same shape (a sum, by default)."""
-
-ColumnKind = Literal["numeric", "string", "temporal", "boolean", "other"]
-
-QUARANTINE_RULE = "quarantine_rule"
-QUARANTINE_COLUMN = "quarantine_column"
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A validation rule; rows breaking it are quarantined under ``name``.
-
-    kinds: ``null_id`` (null or blank), ``not_null``, ``numeric`` (text that does not parse as a
-    number), ``finite`` (±inf), ``range`` (outside [low, high]).
-    """
-
-    name: str
-    column: str
-    kind: Literal["null_id", "not_null", "numeric", "finite", "range"]
-    low: float | None = None
-    high: float | None = None
-
-    def broken(self, ops: RuleOps[ExprT]) -> ExprT:
-        """The engine's expression that is true where a row breaks this rule (never null)."""
-        column = self.column
-        if self.kind == "null_id":
-            return ops.any_of([ops.is_null(column), ops.is_blank(column)])
-        if self.kind == "not_null":
-            return ops.is_null(column)
-        if self.kind == "numeric":
-            return ops.is_unparsable(column)
-        if self.kind == "finite":
-            return ops.is_infinite(column)
-        return ops.is_outside(column, low=self.low, high=self.high)
-
-
-class RuleOps(Protocol[ExprT]):
-    """The column tests an engine gives, from which every :class:`Rule` is built.
-
-    Each returns an expression that is false (not null) where the test does not apply.
-    """
-
-    def is_null(self, column: str) -> ExprT: ...
-
-    def is_blank(self, column: str) -> ExprT:
-        """Text that is empty once trimmed (false for non-text columns)."""
-        ...
-
-    def is_unparsable(self, column: str) -> ExprT:
-        """Non-blank text that does not parse as a number."""
-        ...
-
-    def is_infinite(self, column: str) -> ExprT: ...
-
-    def is_outside(self, column: str, *, low: float | None, high: float | None) -> ExprT: ...
-
-    def any_of(self, conditions: Sequence[ExprT]) -> ExprT: ...
-
-
-@dataclass(frozen=True)
-class ParseCheck:
-    """How many non-null values of a text column parse as numbers."""
-
-    non_null: int
-    failed: int
-    example: str | None
-
-
-@dataclass(frozen=True)
-class ColumnStats:
-    """Per-column facts from one pass: nulls, central values, category level counts."""
-
-    nulls: dict[str, int]
-    centers: dict[str, float]
-    levels: dict[str, dict[str, int]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TransactionColumns:
-    """Column roles of a transactions table, already checked against the input."""
-
-    id_column: str
-    timestamp: str
-    amount: str | None
-    quantity: str | None
-    unit_price: str | None
-    invoice: str | None
-    category: str | None
-    cancellation_prefix: str | None
-    drop_returns: bool
-    as_of: datetime | None
-
-
-@dataclass(frozen=True)
-class SegmentRows:
-    """Rows of one segment (or one search cell) handed to a kernel: ids, labels and values
-    as arrays; in a cell, ``home`` tells its own rows from copies of its neighbours'."""
-
-    ids: pa.Array | pa.ChunkedArray
-    labels: np.ndarray
-    values: np.ndarray
-    home: np.ndarray | None = None
-
-
-def lookalike_rows(
-    id_column: str,
-    *,
-    ids: pa.Array | pa.ChunkedArray,
-    labels: np.ndarray,
-    candidates: pa.Array | pa.ChunkedArray,
-    neighbours: np.ndarray,
-    distance: np.ndarray,
-) -> pa.Table:
-    """Lookalike rows (the ``lookalikes`` table's columns) from a nearest-neighbour answer.
-
-    Row ``i`` of ``neighbours``/``distance`` holds the candidates (indices into
-    ``candidates``) nearest to ``ids[i]``, best first.
-    """
-    span = neighbours.shape[1]
-    rows = len(ids)
-    columns = TABLES["lookalikes"].columns_for(id_column)
-    return pa.table(
-        dict(
-            zip(
-                columns,
-                [
-                    ids.take(np.repeat(np.arange(rows), span)),
-                    pa.array(np.repeat(np.asarray(labels), span).astype(np.int32)),
-                    candidates.take(neighbours.ravel()),
-                    pa.array(np.tile(np.arange(1, span + 1, dtype=np.int16), rows)),
-                    pa.array(distance.ravel()),
-                    pa.array(kernels.similarity(distance.ravel())),
-                ],
-                strict=True,
-            )
-        )
-    )
-
-
-#: Levels of a categorical feature a profile names per segment, most frequent first.
-TOP_LEVELS = 3
-
-
-def with_top_levels(
-    profiles: pa.Table, counts: Mapping[str, Mapping[tuple[int, str], int]]
-) -> pa.Table:
-    """Profiles with ``<column>_top`` per categorical feature: each segment's most frequent
-    levels and their shares within it, e.g. ``web 62%; app 25%; store 10%``."""
-    for column, by_segment in counts.items():
-        per_segment: dict[int, list[tuple[str, int]]] = {}
-        for (segment, level), count in by_segment.items():
-            per_segment.setdefault(segment, []).append((level, count))
-        described = []
-        for segment in profiles.column("segment").to_pylist():
-            levels = sorted(per_segment.get(segment, []), key=lambda item: (-item[1], item[0]))
-            total = sum(count for _, count in levels) or 1
-            described.append(
-                "; ".join(f"{level} {count / total:.0%}" for level, count in levels[:TOP_LEVELS])
-            )
-        profiles = profiles.append_column(f"{column}_top", pa.array(described, pa.string()))
-    return profiles
-
-
-def customer_columns_beside(own: Sequence[str], columns: Sequence[str]) -> list[str]:
-    """The customer columns a result table takes beside its own: a name it uses is left out."""
-    taken = set(own)
-    return [c for c in columns if c not in taken]
-
-
-def lookalike_schema(id_column: str, id_type: pa.DataType) -> pa.Schema:
-    """The Arrow schema of lookalike rows whose ids have ``id_type``."""
-    types = [id_type, pa.int32(), id_type, pa.int16(), pa.float64(), pa.float64()]
-    return pa.schema(list(zip(TABLES["lookalikes"].columns_for(id_column), types, strict=True)))
 
 
 class Engine(ABC, Generic[FrameT, MatrixT]):
@@ -517,7 +341,7 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         if cells is None:
 
             def per_segment(segment: SegmentRows) -> pa.Table:
-                neighbours, distance = kernels.top_k_neighbours(segment.values, k)
+                neighbours, distance = top_k_neighbours(segment.values, k)
                 return lookalike_rows(
                     id_column,
                     ids=segment.ids,
@@ -619,7 +443,7 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
             queries, pool = np.flatnonzero(group.home), np.flatnonzero(~group.home)
             if len(queries) == 0 or len(pool) == 0:
                 return lookalike_schema(id_column, group.ids.type).empty_table()
-            neighbours, distance = kernels.top_k_from(
+            neighbours, distance = top_k_from(
                 group.values[pool], group.values[queries], k, workers=1
             )
             return lookalike_rows(

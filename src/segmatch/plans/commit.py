@@ -16,7 +16,7 @@ from segmatch.errors import DataQualityError
 from segmatch.lease import OutputLease, TableState
 from segmatch.plans.context import RunContext
 from segmatch.stages import clean, export, ingest
-from segmatch.storage import TableCommit
+from segmatch.staging import TableCommit
 from segmatch.tables import TABLES
 
 

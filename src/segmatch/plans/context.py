@@ -7,10 +7,11 @@ from typing import Protocol
 
 from segmatch.config import Config
 from segmatch.engines.base import Engine
+from segmatch.layout import MODEL_FILE
 from segmatch.locations import Files, join
 from segmatch.model import SegmentModel
 from segmatch.results import StageRecord
-from segmatch.storage import MODEL_FILE, StagedOutputs
+from segmatch.staging import StagedOutputs
 
 
 class ModelRegistry(Protocol):

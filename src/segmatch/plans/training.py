@@ -18,6 +18,19 @@ from segmatch._version import __version__
 from segmatch.config import CleanConfig, ClusterConfig, Config
 from segmatch.engines.base import Engine
 from segmatch.errors import DataQualityError
+from segmatch.layout import (
+    COLUMN_PLAN_FILE,
+    LOOKALIKE_SAMPLE_FILE,
+    MODEL_FILE,
+    PART_FILE,
+    PROFILES_FILE,
+    SCATTER_POINTS,
+    SCATTER_SAMPLE_FILE,
+    SUMMARY_FILE,
+    run_folder,
+    write_arrow,
+    write_json,
+)
 from segmatch.locations import join
 from segmatch.model import SegmentModel
 from segmatch.plans.commit import commit_quarantine, commit_tables
@@ -35,20 +48,7 @@ from segmatch.plans.language import (
 )
 from segmatch.results import RunResult
 from segmatch.stages import clean, cluster, export, features, ingest, lookalikes, reduce, scale
-from segmatch.storage import (
-    COLUMN_PLAN_FILE,
-    LOOKALIKE_SAMPLE_FILE,
-    MODEL_FILE,
-    PART_FILE,
-    PROFILES_FILE,
-    SCATTER_POINTS,
-    SCATTER_SAMPLE_FILE,
-    SUMMARY_FILE,
-    StagedOutputs,
-    run_folder,
-    write_arrow,
-    write_json,
-)
+from segmatch.staging import StagedOutputs
 
 
 @dataclass(frozen=True)

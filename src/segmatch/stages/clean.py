@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from segmatch.config import CleanConfig
-from segmatch.engines.base import QUARANTINE_RULE, Engine, Frame, Rule
+from segmatch.engines.base import Engine, Frame
+from segmatch.engines.types import QUARANTINE_RULE, Rule
 from segmatch.errors import DataQualityError
 from segmatch.stages.ingest import RawInput
 

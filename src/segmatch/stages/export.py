@@ -9,12 +9,13 @@ import pyarrow as pa
 
 from segmatch.config import OutputConfig
 from segmatch.engines.base import Engine
+from segmatch.layout import PART_FILE, write_arrow
 from segmatch.locations import join
 from segmatch.stages.clean import CleanedRows
 from segmatch.stages.cluster import Clustering
 from segmatch.stages.features import Features
 from segmatch.stages.lookalikes import Lookalikes
-from segmatch.storage import PART_FILE, StagedOutputs, write_arrow
+from segmatch.staging import StagedOutputs
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from segmatch.config import FeaturesConfig
 from segmatch.encoding import OTHER_LEVEL, feature_names
 from segmatch.engines.base import Engine, Frame, Matrix
 from segmatch.stages.clean import CleanedRows
-from segmatch.stages.ingest import ColumnPlan
+from segmatch.stages.columns import ColumnPlan
 
 
 @dataclass(frozen=True)

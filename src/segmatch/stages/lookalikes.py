@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from segmatch import cells as search_cells_module
-from segmatch import kernels
 from segmatch.config import LookalikesConfig
 from segmatch.engines.base import Engine, Frame, Matrix
+from segmatch.neighbours import keep_smallest, nearest_distances_kernel
 from segmatch.stages.cluster import Clustering
 
 #: Seeds the customers that place the cells and those whose recall is measured.
@@ -37,7 +37,7 @@ def lookalikes_within_segments(
     A segment larger than the cell cap is searched in cells (see :mod:`segmatch.cells`), each
     one task; smaller ones are searched whole and exactly. Similarity is ``1 / (1 + distance)``:
     1 for identical profiles. A customer in a segment of n members gets min(top_k, n − 1)
-    matches.
+    lookalikes.
     """
     matrix = clustering.matrix
     sizes = dict(zip(clustering.segment_ids.tolist(), clustering.sizes.tolist(), strict=True))
@@ -131,8 +131,8 @@ def measure_recall(
     # Each customer's own row is its nearest (distance 0): k + 1 distances, the first dropped.
     exact = engine.reduce_blocks(
         matrix,
-        kernel=kernels.nearest_distances_kernel(sample.values, sample.labels, k + 1),
-        combine=kernels.keep_smallest(k + 1),
+        kernel=nearest_distances_kernel(sample.values, sample.labels, k + 1),
+        combine=keep_smallest(k + 1),
     ).reshape(-1, k + 1)
     threshold = exact[np.arange(len(wanted)), wanted]
     found = engine.rows_for_ids(

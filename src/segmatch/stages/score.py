@@ -15,7 +15,7 @@ from segmatch.stages.clean import CleanedRows
 from segmatch.stages.export import customer_columns, write_quarantine
 from segmatch.stages.features import Features
 from segmatch.stages.lookalikes import search_cells, segment_sizes
-from segmatch.storage import StagedOutputs
+from segmatch.staging import StagedOutputs
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,12 @@ import polars as pl
 import pyarrow as pa
 from deltalake.exceptions import DeltaError
 
-from segmatch.engines.base import ColumnKind
 from segmatch.engines.local.matrix import LocalMatrix
+from segmatch.engines.types import ColumnKind
 from segmatch.errors import InputError, first_line
+from segmatch.layout import PART_FILE, read_arrow, write_arrow
 from segmatch.locations import Files, is_remote, join
-from segmatch.storage import PART_FILE, StagedOutputs, read_arrow, write_arrow
+from segmatch.staging import StagedOutputs
 
 #: Values of a text column checked before it is parsed whole as dates.
 DATE_SAMPLE = 200

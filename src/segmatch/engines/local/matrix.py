@@ -10,7 +10,7 @@ import polars as pl
 
 from segmatch import kernels
 from segmatch.encoding import one_hot_columns
-from segmatch.engines.base import BlockKernel, Combine, SegmentRows
+from segmatch.engines.types import BlockKernel, Combine, SegmentRows
 
 BLOCK_BYTES = 32 * 2**20
 

@@ -10,8 +10,9 @@ import pyarrow as pa
 
 from segmatch import kernels
 from segmatch.cells import Cells
-from segmatch.engines.base import SegmentRows, customer_columns_beside, with_top_levels
 from segmatch.engines.local.matrix import LocalMatrix, labels_of
+from segmatch.engines.shaping import customer_columns_beside, with_top_levels
+from segmatch.engines.types import SegmentRows
 from segmatch.progress import progress
 
 

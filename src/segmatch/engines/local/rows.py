@@ -9,7 +9,7 @@ from typing import Literal
 import polars as pl
 
 from segmatch.encoding import MISSING_LEVEL
-from segmatch.engines.base import (
+from segmatch.engines.types import (
     QUARANTINE_COLUMN,
     QUARANTINE_RULE,
     ColumnStats,

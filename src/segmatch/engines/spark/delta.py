@@ -24,7 +24,8 @@ from segmatch.engines.spark.frames import session_settings
 from segmatch.engines.spark.session import DELTA_EXTENSION, delta_settings
 from segmatch.errors import ConfigError, EngineUnavailableError, InputError
 from segmatch.locations import is_table_name, name_of, quoted_table_name
-from segmatch.storage import TableCommit, check_restorable, commit_staged, history_row
+from segmatch.staging import TableCommit
+from segmatch.storage import check_restorable, commit_staged, history_row
 from segmatch.tables import WriteMode
 
 #: The idempotent-write version of a batch: one commit per (table, batch) application id.

@@ -16,18 +16,16 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
 
-from segmatch.engines.base import (
-    ColumnKind,
-)
 from segmatch.engines.spark.frames import (
     ROW,
     SparkMatrix,
     persist,
     visible,
 )
+from segmatch.engines.types import ColumnKind
 from segmatch.errors import InputError, first_line
 from segmatch.locations import Files, join
-from segmatch.storage import StagedOutputs
+from segmatch.staging import StagedOutputs
 
 #: ``monotonically_increasing_id`` keeps the partition index above this bit.
 ROW_PARTITION_SHIFT = 33

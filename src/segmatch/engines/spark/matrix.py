@@ -14,11 +14,6 @@ from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
 
 from segmatch import kernels
 from segmatch.encoding import one_hot_columns
-from segmatch.engines.base import (
-    BlockKernel,
-    Combine,
-    SegmentRows,
-)
 from segmatch.engines.spark.frames import (
     DISTANCE,
     LABEL,
@@ -28,6 +23,7 @@ from segmatch.engines.spark.frames import (
     persist,
     values_of,
 )
+from segmatch.engines.types import BlockKernel, Combine, SegmentRows
 
 
 class SparkPasses:

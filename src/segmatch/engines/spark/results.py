@@ -14,12 +14,7 @@ from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_type
 
 from segmatch.cells import Cells
-from segmatch.engines.base import (
-    SegmentRows,
-    customer_columns_beside,
-    lookalike_schema,
-    with_top_levels,
-)
+from segmatch.engines.shaping import customer_columns_beside, lookalike_schema, with_top_levels
 from segmatch.engines.spark.frames import (
     DISTANCE,
     LABEL,
@@ -29,6 +24,7 @@ from segmatch.engines.spark.frames import (
     persist,
 )
 from segmatch.engines.spark.quantiles import exact_medians, exact_quantiles
+from segmatch.engines.types import SegmentRows
 
 CELL, HOME = "__cell", "__home"
 

@@ -11,7 +11,13 @@ from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
 
 from segmatch.encoding import MISSING_LEVEL
-from segmatch.engines.base import (
+from segmatch.engines.spark.frames import (
+    ROW,
+    persist,
+    trimmed,
+)
+from segmatch.engines.spark.quantiles import medians_and_counts
+from segmatch.engines.types import (
     QUARANTINE_COLUMN,
     QUARANTINE_RULE,
     ColumnStats,
@@ -19,12 +25,6 @@ from segmatch.engines.base import (
     Rule,
     TransactionColumns,
 )
-from segmatch.engines.spark.frames import (
-    ROW,
-    persist,
-    trimmed,
-)
-from segmatch.engines.spark.quantiles import medians_and_counts
 
 
 class SparkRules:
