@@ -14,7 +14,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from segmatch.config import Config, build_config
+from segmatch.config import Config
+from segmatch.config_loading import build_config
 
 ENGINES = ["local", "spark"]
 #: The bucket the S3-compatible test server (``s3_server``) holds.

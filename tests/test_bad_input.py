@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from helpers import make_config, write_table
 from segmatch.api import run_pipeline
 from segmatch.cli import EXIT_USER_ERROR, app
-from segmatch.config import load_config
+from segmatch.config_loading import load_config
 from segmatch.errors import (
     ClusteringError,
     ColumnNotFoundError,

@@ -9,7 +9,7 @@ import yaml
 
 from helpers import make_config
 from segmatch.api import restore_table, run_pipeline, score_customers, table_history
-from segmatch.config import load_config
+from segmatch.config_loading import load_config
 from segmatch.errors import ConfigError, InputError
 
 CATALOG = "spark_catalog"

@@ -11,11 +11,11 @@ from sklearn.metrics import adjusted_rand_score
 
 from helpers import make_config
 from segmatch.api import demo_config, run_pipeline
-from segmatch.cli import _column_plan_line
-from segmatch.config import build_config
+from segmatch.config_loading import build_config
 from segmatch.errors import ConfigError, InputError
 from segmatch.storage import read_delta
 from segmatch.synthetic import customer_table, generate_customers, latent_segments
+from segmatch.terminal import column_plan_line
 
 
 def mixed_csv(path, rows=120):
@@ -53,7 +53,7 @@ def test_every_column_gets_a_role_and_ids_are_kept_as_written(engine, tmp_path):
         (tmp_path / "out" / "runs" / result.run_id / "column_plan.json").read_text()
     )
     assert written == result.column_plan
-    line = _column_plan_line(result.column_plan)
+    line = column_plan_line(result.column_plan)
     assert line.startswith("columns — id: customer_id; numeric feature: spend, visits")
     ids = set(read_delta(tmp_path / "out" / "segments")["customer_id"].to_pylist())
     assert {"00001", "00003", "10000.0"} <= ids

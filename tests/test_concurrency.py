@@ -25,7 +25,7 @@ from deltalake import CommitProperties, write_deltalake
 from helpers import BUCKET
 from segmatch.api import run_pipeline
 from segmatch.cli import app
-from segmatch.config import build_config
+from segmatch.config_loading import build_config
 from segmatch.errors import RunFailedError
 from segmatch.lease import OutputLease
 from segmatch.locations import Files, join

@@ -15,7 +15,8 @@ import yaml
 from click import Group
 
 from segmatch.cli import app
-from segmatch.config import TrackingConfig, load_config
+from segmatch.config import TrackingConfig
+from segmatch.config_loading import load_config
 from segmatch.errors import ConfigError
 from segmatch.tracking.store import check_model_name, experiment_name, tracking_uri
 
@@ -75,6 +76,6 @@ def test_the_notebook_calls_the_api_with_the_clusters_session():
     assert {"run_pipeline", "score_customers", "build_config"} <= set(calls)
     assert [k.arg for k in calls["run_pipeline"].keywords] == ["spark"]
     settings = ast.literal_eval(calls["build_config"].args[0])
-    from segmatch.config import build_config  # noqa: PLC0415
+    from segmatch.config_loading import build_config  # noqa: PLC0415
 
     assert build_config(settings, source="the notebook").engine == "spark"

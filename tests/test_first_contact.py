@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from helpers import make_config
 from segmatch.api import load_config, run_pipeline
 from segmatch.cli import app, config_key
-from segmatch.config import build_config
+from segmatch.config_loading import build_config
 from segmatch.errors import ConfigError
 from segmatch.storage import read_delta
 from segmatch.synthetic import generate_customers

@@ -8,7 +8,7 @@ import pytest
 
 from helpers import shared_data
 from segmatch.api import run_pipeline
-from segmatch.config import build_config, load_config
+from segmatch.config_loading import build_config, load_config
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

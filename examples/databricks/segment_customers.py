@@ -10,7 +10,7 @@
 
 # COMMAND ----------
 from segmatch.api import run_pipeline, score_customers, table_history
-from segmatch.config import build_config
+from segmatch.config_loading import build_config
 
 config = build_config(
     {

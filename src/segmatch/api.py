@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from segmatch import storage
-from segmatch.config import Config, TrackingConfig, apply_overrides, build_config, load_config
+from segmatch.config import Config, TrackingConfig
+from segmatch.config_loading import Overrides, apply_overrides, build_config, load_config
 from segmatch.engines import make_engine
 from segmatch.engines.base import Engine
 from segmatch.errors import ModelError, TrackingUnavailableError
@@ -54,7 +55,7 @@ __all__ = [
 def run_pipeline(
     config: Config | str | Path,
     *,
-    overrides: dict[str, Any] | dict[tuple[str, ...], Any] | None = None,
+    overrides: Overrides | None = None,
     hooks: tuple[StageHook, ...] = (),
     run_id: str | None = None,
     spark: Any | None = None,
@@ -139,7 +140,7 @@ def check_input(engine: Engine, config: Config, *, named_by: str = "the config n
 
 
 def validate(
-    config: str | Path | Config, *, overrides: dict[str, Any] | None = None
+    config: str | Path | Config, *, overrides: Overrides | None = None
 ) -> tuple[Config, list[str]]:
     """Everything a run checks before it starts, and nothing else: the config, the input and
     the columns it names. Returns the config and the input's columns."""
@@ -378,9 +379,9 @@ def score_customers(
     config = build_config(raw, source=f"the training config of model {str(model)!r}")
     trained_output = fitted.config_["output"]
     reference = str(segments) if segments else _segments_table(trained_output)
-    engine = make_engine(config.engine, spark=config.spark, storage_options=config.storage_options)
-    check_input(engine, config, named_by=f"that {loaded.describe()} needs")
-    known = engine.has_table(reference) or (
+    runner = make_engine(config.engine, spark=config.spark, storage_options=config.storage_options)
+    check_input(runner, config, named_by=f"that {loaded.describe()} needs")
+    known = runner.has_table(reference) or (
         not is_table_name(reference) and Files(config.storage_options).exists(reference)
     )
     version = None
@@ -390,7 +391,7 @@ def score_customers(
         version = recorded.version if recorded else None
     run = Pipeline(
         config,
-        engine,
+        runner,
         plan=SCORING,
         provided={
             "model": fitted,

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -18,6 +18,17 @@ from scipy.optimize import linear_sum_assignment
 from segmatch import kernels
 from segmatch.encoding import MISSING_LEVEL, feature_names, one_hot_columns
 from segmatch.errors import ModelError
+
+
+class Fitted(NamedTuple):
+    """The learned arrays of a fitted model, none of them missing."""
+
+    center: np.ndarray
+    scale: np.ndarray
+    components: np.ndarray
+    pca_mean: np.ndarray
+    centroids: np.ndarray
+    segment_ids: np.ndarray
 
 
 @dataclass
@@ -67,22 +78,33 @@ class SegmentModel:
 
     @property
     def n_segments(self) -> int:
-        self._check_fitted()
-        assert self.centroids_ is not None
-        return len(self.centroids_)
+        return len(self.fitted().centroids)
+
+    def fitted(self) -> Fitted:
+        """The learned arrays; a model that was never fitted is an error."""
+        arrays = (
+            self.center_,
+            self.scale_,
+            self.components_,
+            self.pca_mean_,
+            self.centroids_,
+            self.segment_ids_,
+        )
+        if any(array is None for array in arrays):
+            raise ModelError("this SegmentModel is not fitted yet; run the pipeline first")
+        return Fitted(*(np.asarray(array) for array in arrays))
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         """Feature rows → PCA coordinates."""
-        self._check_fitted()
-        assert self.scale_ is not None and self.components_ is not None
+        fitted = self.fitted()
         features = np.asarray(features, dtype=np.float64)
-        if features.ndim != 2 or features.shape[1] != len(self.scale_):
+        if features.ndim != 2 or features.shape[1] != len(fitted.scale):
             raise ModelError(
                 f"features have shape {features.shape}; the model expects "
-                f"n_features={len(self.scale_)} ({', '.join(self.feature_names)})"
+                f"n_features={len(fitted.scale)} ({', '.join(self.feature_names)})"
             )
-        scaled = (features - self.center_) / self.scale_
-        return (scaled - self.pca_mean_) @ self.components_.T
+        scaled = (features - fitted.center) / fitted.scale
+        return (scaled - fitted.pca_mean) @ fitted.components.T
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Feature rows → segment id of the nearest centroid."""
@@ -120,11 +142,11 @@ class SegmentModel:
 
     def score(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Segment id, distance to its centroid, and confidence (see kernels.confidence)."""
+        fitted = self.fitted()
         labels, nearest, runner_up = kernels.nearest_centroids(
-            self.transform(features), self.centroids_
+            self.transform(features), fitted.centroids
         )
-        assert self.segment_ids_ is not None
-        return self.segment_ids_[labels], nearest, kernels.confidence(nearest, runner_up)
+        return fitted.segment_ids[labels], nearest, kernels.confidence(nearest, runner_up)
 
     def example_rows(self) -> dict[str, list[Any]]:
         """One input row per segment: its centroid in original units (the log undone), and
@@ -142,13 +164,13 @@ class SegmentModel:
 
     def centroids_in_feature_space(self) -> np.ndarray:
         """Centroids mapped back from PCA space to the feature space (before scaling)."""
-        self._check_fitted()
+        fitted = self.fitted()
         return kernels.to_feature_space(
-            self.centroids_,
-            axes=self.components_,
-            pca_mean=self.pca_mean_,
-            scale=self.scale_,
-            center=self.center_,
+            fitted.centroids,
+            axes=fitted.components,
+            pca_mean=fitted.pca_mean,
+            scale=fitted.scale,
+            center=fitted.center,
         )
 
     def matched_ids(self, centroids: np.ndarray, feature_names: list[str]) -> np.ndarray | None:
@@ -161,14 +183,15 @@ class SegmentModel:
         """
         if feature_names != self.feature_names:
             return None
-        old = self.centroids_in_feature_space() / self.scale_
-        new = centroids / self.scale_
+        fitted = self.fitted()
+        old = self.centroids_in_feature_space() / fitted.scale
+        new = centroids / fitted.scale
         cost = np.sqrt(((new[:, None, :] - old[None, :, :]) ** 2).sum(axis=2))
         rows, columns = linear_sum_assignment(cost)
         ids = np.full(len(new), -1, dtype=np.int64)
-        ids[rows] = self.segment_ids_[columns]
+        ids[rows] = fitted.segment_ids[columns]
         unmatched = np.flatnonzero(ids < 0)
-        ids[unmatched] = int(self.segment_ids_.max()) + 1 + np.arange(len(unmatched))
+        ids[unmatched] = int(fitted.segment_ids.max()) + 1 + np.arange(len(unmatched))
         return ids
 
     def to_dict(self) -> dict[str, Any]:
@@ -208,15 +231,11 @@ class SegmentModel:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SegmentModel:
-        arrays = {
+        arrays: dict[str, Any] = {
             key: np.asarray(value) if key.endswith("_") and isinstance(value, list) else value
             for key, value in data.items()
         }
         return cls(**arrays)
-
-    def _check_fitted(self) -> None:
-        if self.centroids_ is None or self.components_ is None:
-            raise ModelError("this SegmentModel is not fitted yet; run the pipeline first")
 
 
 def _is_missing(value: Any) -> bool:

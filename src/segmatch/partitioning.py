@@ -50,16 +50,21 @@ def plan_partitions(
             f"cores={cores}, target_bytes={target_bytes}, ceiling={ceiling} must be >= 1"
         )
     lower = max(1, floor if floor is not None else 2 * cores)
-    common = {
-        "input_bytes": input_bytes,
-        "rows": rows,
-        "cores": cores,
-        "target_bytes": target_bytes,
-        "floor": lower,
-        "ceiling": ceiling,
-    }
+
+    def planned(partitions: int, reason: str) -> PartitionPlan:
+        return PartitionPlan(
+            partitions=partitions,
+            reason=reason,
+            input_bytes=input_bytes,
+            rows=rows,
+            cores=cores,
+            target_bytes=target_bytes,
+            floor=lower,
+            ceiling=ceiling,
+        )
+
     if fixed is not None:
-        return PartitionPlan(partitions=fixed, reason="fixed by config", **common)
+        return planned(fixed, "fixed by config")
     by_size = math.ceil(max(input_bytes, 0) / target_bytes)
     partitions = min(max(by_size, lower), ceiling)
     reason = (
@@ -69,4 +74,4 @@ def plan_partitions(
     )
     if rows is not None and partitions > max(rows, 1):
         partitions, reason = max(rows, 1), "no more partitions than rows"
-    return PartitionPlan(partitions=partitions, reason=reason, **common)
+    return planned(partitions, reason)

@@ -111,7 +111,7 @@ class Pipeline:
         engine: Engine,
         *,
         plan: Plan = TRAINING,
-        hooks: Sequence[StageHook] = (),
+        hooks: Sequence[object] = (),
         run_id: str | None = None,
         registry: ModelRegistry | None = None,
         provided: Mapping[str, Any] | None = None,
@@ -125,7 +125,8 @@ class Pipeline:
         self.registry = registry if registry is not None else FolderRegistry(self.out, self.files)
         self.layout = OutputLayout(self.out)
         self.stage_log = StageLog(self.layout.stage_log, self.files)
-        self.hooks: list[StageHook] = [self.stage_log, *hooks]
+        # Any object with some of StageHook's methods: the runner calls those it defines.
+        self.hooks: list[object] = [self.stage_log, *hooks]
         self.provided = dict(provided or {})
         if set(self.provided) != plan.provided:
             raise PlanError(

@@ -26,7 +26,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Schema, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
-from deltalake.transaction import AddAction, create_table_with_add_actions
+from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 from segmatch.errors import InputError
 from segmatch.layout import DELTA_LOG, Location
@@ -93,12 +93,11 @@ def _commit_rows(
     metadata: Mapping[str, str],
     storage_options: dict[str, str],
 ) -> TableCommit:
-    properties = _properties(metadata, app_id)
     existing = open_table(location, storage_options=storage_options)
     if existing is not None and app_id and existing.transaction_version(app_id) is not None:
         return TableCommit(name_of(location), location, existing.version(), "skipped", 0, True)
     if existing is None or mode != "merge":
-        properties.custom_metadata["segmatch.rows_written"] = str(rows.num_rows)
+        properties = _properties(metadata, app_id, rows_written=rows.num_rows)
         write_deltalake(
             location,
             rows,
@@ -111,6 +110,7 @@ def _commit_rows(
         version = DeltaTable(location, storage_options=storage_options).version()
         return TableCommit(name_of(location), location, version, mode, rows.num_rows)
     target = existing.to_pyarrow_dataset()
+    properties = _properties(metadata, app_id)
     written = _merge(existing, _unique_on(rows, keys), target, keys, properties)
     version = DeltaTable(location, storage_options=storage_options).version()
     return TableCommit(name_of(location), location, version, "merge", written)
@@ -129,9 +129,12 @@ def _with_retries(commit: Callable[[], TableCommit]) -> TableCommit:
             time.sleep(0.05 * 2**attempt)
 
 
-def _properties(metadata: Mapping[str, str], app_id: str | None) -> CommitProperties:
+def _properties(
+    metadata: Mapping[str, str], app_id: str | None, *, rows_written: int | None = None
+) -> CommitProperties:
+    written = {} if rows_written is None else {"segmatch.rows_written": str(rows_written)}
     return CommitProperties(
-        custom_metadata=dict(metadata),
+        custom_metadata={**metadata, **written},
         app_transactions=[Transaction(app_id, 0)] if app_id else None,
     )
 
@@ -158,14 +161,14 @@ def commit_table(
 
 
 def _commit_once(path, files, *, mode, keys, app_id, metadata) -> TableCommit:
-    properties = _properties(metadata, app_id)
     existing = open_table(path)
     if existing is not None and app_id and existing.transaction_version(app_id) is not None:
         return TableCommit(path.name, str(path), existing.version(), "skipped", 0, skipped=True)
     schema = pq.read_schema(files[0]) if files else pa.schema([])
+    properties = _properties(metadata, app_id)
     if existing is None or mode != "merge":
         adds, rows = _adopt(path, files)
-        properties.custom_metadata["segmatch.rows_written"] = str(rows)
+        properties = _properties(metadata, app_id, rows_written=rows)
         if existing is None:
             create_table_with_add_actions(
                 str(path),
@@ -177,7 +180,10 @@ def _commit_once(path, files, *, mode, keys, app_id, metadata) -> TableCommit:
             )
         else:
             existing.create_write_transaction(
-                adds, mode=mode, schema=schema, commit_properties=properties
+                list[AddAction | RemoveAction](adds),
+                mode=mode,
+                schema=schema,
+                commit_properties=properties,
             )
         version = DeltaTable(str(path)).version()
         return TableCommit(path.name, str(path), version, mode, rows)
@@ -297,7 +303,7 @@ def open_table(
 ) -> DeltaTable | None:
     """The Delta table at ``location`` (at ``version``), or None when there is none."""
     try:
-        return DeltaTable(str(location), version=version, storage_options=storage_options)
+        return DeltaTable(str(location), version=version, storage_options=_options(storage_options))
     except TableNotFoundError:
         return None
 
@@ -380,7 +386,7 @@ def restore_table(
         )
     except DeltaError as exc:
         raise InputError(f"cannot restore {str(path)!r} to version {version}: {exc}") from exc
-    return DeltaTable(str(path), storage_options=storage_options).version()
+    return DeltaTable(str(path), storage_options=_options(storage_options)).version()
 
 
 def check_restorable(table: str, version: int, *, latest: int) -> None:
@@ -420,3 +426,8 @@ def input_digest(
     for entry in files.list_files(location):
         digest.update(f"{entry.relative}\0{entry.size}\0{entry.mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+def _options(storage_options: Mapping[str, str] | None) -> dict[str, str] | None:
+    """delta-rs takes its storage options as a dict."""
+    return None if storage_options is None else dict(storage_options)

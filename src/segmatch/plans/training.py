@@ -307,7 +307,7 @@ def finish_training(context: RunContext, values: Values) -> RunResult:
         outputs={
             **{name: c.path for name, c in commits.items()},
             "model": model_path,
-            "stage_log_jsonl": context.stage_log_path,
+            **({"stage_log_jsonl": context.stage_log_path} if context.stage_log_path else {}),
         },
         table_versions={name: c.version for name, c in commits.items()},
         input_digest=context.input_digest,

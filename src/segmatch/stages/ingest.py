@@ -191,13 +191,15 @@ def _normalize_numbers(
     """Rewrite the text columns that hold numbers in the input's notation so they parse."""
     schema = engine.schema(frame)
     candidates = [c for c, kind in schema.items() if kind == "string" and c not in keep_text]
-    marks = {"decimal": config.decimal or ".", "thousands": config.thousands}
+    decimal, thousands = config.decimal or ".", config.thousands
     columns = [
         column
         for column, values in head_values(engine, frame, candidates).items()
-        if share_parsed(values, **marks) >= MIN_PARSED_SHARE
+        if share_parsed(values, decimal=decimal, thousands=thousands) >= MIN_PARSED_SHARE
     ]
-    return engine.normalize_numbers(frame, columns=columns, **marks) if columns else frame
+    if not columns:
+        return frame
+    return engine.normalize_numbers(frame, columns=columns, decimal=decimal, thousands=thousands)
 
 
 def _detect_format(path: str, fmt: str, files: Files) -> str:

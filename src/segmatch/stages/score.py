@@ -42,10 +42,11 @@ def apply_model(engine: Engine, *, features: Features, model: SegmentModel) -> S
         raise ModelError(
             f"the input's features {features.names} differ from the model's {model.feature_names}"
         )
-    scaled = engine.affine(features.matrix, shift=model.center_, linear=np.diag(1.0 / model.scale_))
-    coordinates = engine.affine(scaled, shift=model.pca_mean_, linear=model.components_.T)
+    fitted = model.fitted()
+    scaled = engine.affine(features.matrix, shift=fitted.center, linear=np.diag(1.0 / fitted.scale))
+    coordinates = engine.affine(scaled, shift=fitted.pca_mean, linear=fitted.components.T)
     assigned = engine.relabel(
-        engine.assign(coordinates, centroids=model.centroids_), ids=model.segment_ids_
+        engine.assign(coordinates, centroids=fitted.centroids), ids=fitted.segment_ids
     )
     return Scored(assigned, features.rows_out, engine.matrix_rows(assigned))
 
@@ -72,7 +73,7 @@ def find_lookalikes(
         version=reference_version if is_delta else None,
     )
     reference_matrix = engine.reference_matrix(
-        segments, id_column=id_column, width=model.components_.shape[0]
+        segments, id_column=id_column, width=model.fitted().components.shape[0]
     )
     cells = search_cells(
         engine, reference_matrix, config=config, sizes=segment_sizes(engine, reference_matrix)

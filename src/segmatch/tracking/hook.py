@@ -144,7 +144,7 @@ class MlflowTracking:
         def move_alias() -> None:
             client = import_mlflow().MlflowClient(tracking_uri(self.config))
             if self._should_promote(client, silhouette):
-                client.set_registered_model_alias(self.config.model_name, CHAMPION, version)
+                client.set_registered_model_alias(self.config.registered_name, CHAMPION, version)
 
         self._on_worker(move_alias)
 
@@ -186,7 +186,7 @@ class MlflowTracking:
         if input_digest is None or self.config_digest is None:
             return None
         latest = client.search_model_versions(
-            f"name='{self.config.model_name}'", max_results=1, order_by=["version_number DESC"]
+            f"name='{self.config.registered_name}'", max_results=1, order_by=["version_number DESC"]
         )
         if not latest:
             return None
@@ -206,7 +206,7 @@ class MlflowTracking:
             if self.registered_version is not None:
                 # A failed run's outputs were never committed: its model must not be found
                 # in the registry as if they had been.
-                client.delete_model_version(self.config.model_name, self.registered_version)
+                client.delete_model_version(self.config.registered_name, self.registered_version)
                 client.set_tag(
                     self.mlflow_run_id, "withdrawn_model_version", self.registered_version
                 )
@@ -305,7 +305,8 @@ class MlflowTracking:
             # interpreted in multiple ways" (both of them the same class): nothing to act on.
             warnings.simplefilter("ignore", UserWarning)
             source = resolve_dataset_source(str(path))
-        dataset = MetaDataset(
+        # MLflow declares ``profile`` abstract on its Dataset base but implements it here.
+        dataset = MetaDataset(  # type: ignore[abstract]
             source=source,
             name=name_of(path),
             digest=(digest or "unknown")[:32],
@@ -342,7 +343,7 @@ class MlflowTracking:
             artifacts={MODEL_ARTIFACT: str(model_path)},
             signature=signature(mlflow, model),
             input_example=example,
-            registered_model_name=self.config.model_name,
+            registered_model_name=self.config.registered_name,
             # The model carries the segmatch code it runs, so it loads and serves where
             # segmatch is not installed (a serving endpoint, a colleague's notebook).
             code_paths=[str(Path(segmatch_model.__file__).parent)],
@@ -359,7 +360,7 @@ class MlflowTracking:
     def _should_promote(self, client: Any, silhouette: float) -> bool:
         if self.config.max_silhouette_drop is None:
             return True
-        previous = champion_silhouette(client, self.config.model_name)
+        previous = champion_silhouette(client, self.config.registered_name)
         return previous is None or silhouette >= previous - self.config.max_silhouette_drop
 
 

@@ -153,7 +153,8 @@ def _check_http(uri: str) -> None:
         except urllib.error.HTTPError:
             return  # it answered; whether it serves MLflow at that path is MLflow's to say
         except (urllib.error.URLError, OSError) as error:
-            reason = first_line(getattr(error, "reason", error))  # type: ignore[arg-type]
+            cause = getattr(error, "reason", error)
+            reason = first_line(cause) if isinstance(cause, BaseException) else str(cause)
             logger.debug("tracking store %s: attempt %d failed: %s", uri, attempt + 1, reason)
         if attempt + 1 < PROBE_ATTEMPTS:
             time.sleep(0.5)
