@@ -22,7 +22,7 @@ CONNECT_RUN = textwrap.dedent(
     """
     import json, sys
     from segmatch.api import run_pipeline, score_customers
-    from segmatch.config import build_config
+    from segmatch.config_loading import build_config
 
     raw, scores_out = json.loads(sys.argv[1]), sys.argv[2]
     first = run_pipeline(build_config(raw, source="test"))

@@ -78,7 +78,7 @@ CLUSTER_RUN = textwrap.dedent(
     """
     import json, sys
     from segmatch.api import run_pipeline
-    from segmatch.config import build_config
+    from segmatch.config_loading import build_config
 
     result = run_pipeline(build_config(json.loads(sys.argv[1]), source="test"))
     print("RESULT " + json.dumps({

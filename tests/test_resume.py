@@ -24,7 +24,7 @@ KILLER = textwrap.dedent(
     import json, os, signal, sys
     import segmatch.storage as storage
     from segmatch.api import run_pipeline
-    from segmatch.config import build_config
+    from segmatch.config_loading import build_config
 
     raw, target = json.loads(sys.argv[1]), sys.argv[2]
 

@@ -21,15 +21,13 @@ import numpy as np
 import pyarrow as pa
 
 from segmatch.cells import Cells, top_k_in_cell
+from segmatch.engines.expressions import Expr
 from segmatch.engines.shaping import lookalike_rows, lookalike_schema
 from segmatch.engines.types import (
     BlockKernel,
     ColumnKind,
     ColumnStats,
     Combine,
-    ParseCheck,
-    Rule,
-    RuleOps,
     SegmentRows,
     TransactionColumns,
 )
@@ -79,14 +77,9 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         """The last partitioning decision and its inputs (empty when nothing was planned)."""
         return {}
 
-    def distribute(
-        self, frame: FrameT, *, key: str, input_bytes: int, trimmed_key: bool = False
-    ) -> FrameT:
-        """Spread the rows over the engine's workers by ``key`` (nothing to do in one process).
-
-        ``trimmed_key``: the key is compared without the spaces around it from cleaning on
-        (:meth:`trim_text`), so rows whose keys then match are placed together.
-        """
+    def spread(self, frame: FrameT, *, key: Expr, stored_bytes: int) -> FrameT:
+        """The rows spread over the engine's workers by ``key`` and held (nothing to do in
+        one process); ``stored_bytes``, what they occupy in storage, sizes the spread."""
         return frame
 
     # -- reading and writing -------------------------------------------------------------
@@ -155,18 +148,6 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         ``infer_numbers`` is false."""
 
     @abstractmethod
-    def add_row_numbers(self, frame: FrameT, *, column: str) -> FrameT:
-        """The frame as read with ``column``: each row's position, as text (``"1"`` first).
-        For a folder of files, the order is the one the engine reads them in."""
-
-    @abstractmethod
-    def normalize_numbers(
-        self, frame: FrameT, *, columns: Sequence[str], decimal: str, thousands: str | None
-    ) -> FrameT:
-        """Text columns of numbers rewritten the way a number parses: ``thousands`` removed,
-        ``decimal`` made a point."""
-
-    @abstractmethod
     def schema(self, frame: FrameT) -> dict[str, ColumnKind]: ...
 
     @abstractmethod
@@ -194,42 +175,32 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     def load_matrix(self, *, folder: str) -> MatrixT: ...
 
     @abstractmethod
-    def to_arrow(self, frame: FrameT, *, limit: int | None = None) -> pa.Table:
-        """A small frame (profiles, summaries) or the first ``limit`` rows, as Arrow."""
+    def to_arrow(
+        self, frame: FrameT, *, limit: int | None = None, columns: Sequence[str] | None = None
+    ) -> pa.Table:
+        """A small frame (profiles, summaries) or its first ``limit`` rows, as Arrow (only
+        ``columns``, when given)."""
 
-    # -- validation and cleaning ---------------------------------------------------------
+    # -- rows ----------------------------------------------------------------------------
     @abstractmethod
-    def check_numeric_text(self, frame: FrameT, *, column: str) -> ParseCheck: ...
-
-    def split_quarantine(self, frame: FrameT, *, rules: Sequence[Rule]) -> tuple[FrameT, FrameT]:
-        """(rows breaking no rule, rows breaking one with its first rule's name and column)."""
-        ops = self._rule_ops(frame)
-        return self._split_by_first_rule(frame, [(rule, rule.broken(ops)) for rule in rules])
-
-    @abstractmethod
-    def _rule_ops(self, frame: FrameT) -> RuleOps[Any]:
-        """The column tests for ``frame`` (they may depend on its column types)."""
+    def with_columns(self, frame: FrameT, columns: Mapping[str, Expr]) -> FrameT:
+        """The frame with each named column set to its row expression (added or replaced)."""
 
     @abstractmethod
-    def _split_by_first_rule(
-        self, frame: FrameT, broken: Sequence[tuple[Rule, Any]]
-    ) -> tuple[FrameT, FrameT]:
-        """Valid rows, and the rest marked with the first rule (in order) whose test holds."""
+    def filter(self, frame: FrameT, condition: Expr) -> FrameT:
+        """The rows where ``condition`` (never null) holds, in their order."""
 
     @abstractmethod
-    def cast_to_float(self, frame: FrameT, *, columns: Sequence[str]) -> FrameT: ...
+    def aggregate(
+        self, frame: FrameT, aggregations: Mapping[str, Expr], *, by: Sequence[str] = ()
+    ) -> FrameT:
+        """One row (or one per group of ``by``, in no set order) with each named aggregation;
+        small results are read with :meth:`to_arrow`."""
 
-    @abstractmethod
-    def value_ranges(
-        self, frame: FrameT, *, columns: Sequence[str]
-    ) -> dict[str, tuple[int, float | None, float | None]]:
-        """Per numeric column, in one pass: its count of values (null and NaN left out), its
-        smallest and its largest."""
-
-    @abstractmethod
-    def trim_text(self, frame: FrameT, *, column: str) -> tuple[FrameT, int]:
-        """The frame with surrounding whitespace removed from a text column, and how many
-        values that changed (0 for a column that is not text)."""
+    def hold(self, frame: FrameT) -> FrameT:
+        """The frame, kept where the engine can read it again without recomputing it (a
+        cache on Spark; one process holds every frame already)."""
+        return frame
 
     @abstractmethod
     def deduplicate(
@@ -251,11 +222,6 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         categorical: Sequence[str],
         center: Literal["median", "mean"],
     ) -> ColumnStats: ...
-
-    @abstractmethod
-    def fill_missing(
-        self, frame: FrameT, *, numeric: dict[str, float], categorical: Sequence[str]
-    ) -> FrameT: ...
 
     # -- features ------------------------------------------------------------------------
     @abstractmethod
@@ -474,12 +440,6 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     @abstractmethod
     def reference_matrix(self, reference: FrameT, *, id_column: str, width: int) -> MatrixT:
         """A segments table (id, segment, pc_1 … pc_width) as a labelled matrix."""
-
-    @abstractmethod
-    def rows_for_ids(
-        self, frame: FrameT, *, id_column: str, ids: Sequence[Any], columns: Sequence[str]
-    ) -> pa.Table:
-        """The rows of a few ids (a report's sample), as Arrow."""
 
     @abstractmethod
     def segment_profiles(

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol, TypeVar
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 
-ExprT = TypeVar("ExprT")
-"""An engine's column expression (a Polars ``Expr``, a Spark ``Column``)."""
-
+from segmatch.engines.expressions import Expr, Kind, col, lit
 
 BlockKernel = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 """Maps one block of rows (values, labels) to a small array; blocks' results are combined."""
@@ -22,7 +20,8 @@ Combine = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """Merges two blocks' results into one of the same shape (a sum, by default)."""
 
 
-ColumnKind = Literal["numeric", "string", "temporal", "boolean", "other"]
+#: What a column holds (the kinds expressions are compiled for).
+ColumnKind = Kind
 
 
 QUARANTINE_RULE = "quarantine_rule"
@@ -45,50 +44,28 @@ class Rule:
     low: float | None = None
     high: float | None = None
 
-    def broken(self, ops: RuleOps[ExprT]) -> ExprT:
-        """The engine's expression that is true where a row breaks this rule (never null)."""
-        column = self.column
+    def broken(self, kinds: Mapping[str, Kind]) -> Expr:
+        """True where a row breaks this rule (never null), for a frame of these column kinds."""
+        value = col(self.column)
         if self.kind == "null_id":
-            return ops.any_of([ops.is_null(column), ops.is_blank(column)])
+            text = kinds[self.column] == "string"
+            blank = value.strip().eq("").fill_null(False) if text else lit(False)
+            return value.is_null().or_(blank)
         if self.kind == "not_null":
-            return ops.is_null(column)
+            return value.is_null()
         if self.kind == "numeric":
-            return ops.is_unparsable(column)
+            text = value.as_text().strip()
+            return text.ne("").and_(text.as_number().is_null()).fill_null(False)
+        number = value.as_number()
         if self.kind == "finite":
-            return ops.is_infinite(column)
-        return ops.is_outside(column, low=self.low, high=self.high)
-
-
-class RuleOps(Protocol[ExprT]):
-    """The column tests an engine gives, from which every :class:`Rule` is built.
-
-    Each returns an expression that is false (not null) where the test does not apply.
-    """
-
-    def is_null(self, column: str) -> ExprT: ...
-
-    def is_blank(self, column: str) -> ExprT:
-        """Text that is empty once trimmed (false for non-text columns)."""
-        ...
-
-    def is_unparsable(self, column: str) -> ExprT:
-        """Non-blank text that does not parse as a number."""
-        ...
-
-    def is_infinite(self, column: str) -> ExprT: ...
-
-    def is_outside(self, column: str, *, low: float | None, high: float | None) -> ExprT: ...
-
-    def any_of(self, conditions: Sequence[ExprT]) -> ExprT: ...
-
-
-@dataclass(frozen=True)
-class ParseCheck:
-    """How many non-null values of a text column parse as numbers."""
-
-    non_null: int
-    failed: int
-    example: str | None
+            return number.is_infinite().fill_null(False)
+        outside = lit(False)
+        if self.low is not None:
+            outside = outside.or_(number.lt(self.low))
+        if self.high is not None:
+            outside = outside.or_(number.gt(self.high))
+        # NaN compares above every number, but it is a missing value (imputed), not an outlier.
+        return outside.and_(number.is_nan().not_()).fill_null(False)
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from segmatch.config import CleanConfig
+from segmatch.encoding import MISSING_LEVEL
 from segmatch.engines.base import Engine, Frame
-from segmatch.engines.types import QUARANTINE_RULE, Rule
+from segmatch.engines.expressions import any_of, col, lit, rows, when
+from segmatch.engines.types import QUARANTINE_COLUMN, QUARANTINE_RULE, Rule
 from segmatch.errors import DataQualityError
 from segmatch.stages.ingest import RawInput
 
@@ -70,15 +72,19 @@ def clean_rows(
     """
     plan = raw.plan
     frame, ids_trimmed = raw.frame, 0
-    if config.trim_ids:
-        frame, ids_trimmed = engine.trim_text(frame, column=plan.id_column)
-    valid, quarantine = engine.split_quarantine(frame, rules=validation_rules(raw))
-    by_rule = engine.column_stats(
-        quarantine, numeric=[], categorical=[QUARANTINE_RULE], center="median"
-    ).levels[QUARANTINE_RULE]
+    if config.trim_ids and engine.schema(frame)[plan.id_column] == "string":
+        frame, ids_trimmed = trim_ids(engine, frame, plan.id_column)
+    valid, quarantine = split_quarantine(engine, frame, validation_rules(raw))
+    counts = engine.aggregate(quarantine, {"rows": rows()}, by=[QUARANTINE_RULE])
+    by_rule = {
+        row[QUARANTINE_RULE]: row["rows"]
+        for row in engine.to_arrow(counts, columns=[QUARANTINE_RULE, "rows"]).to_pylist()
+    }
     quarantined = sum(by_rule.values())
     rows_out = raw.rows - quarantined
-    valid = engine.cast_to_float(valid, columns=plan.validated_numeric)
+    valid = engine.with_columns(
+        valid, {c: col(c).as_number().nan_to_null() for c in plan.validated_numeric}
+    )
     duplicates = 0
     if plan.transactions is None and rows_out:
         valid, kept = engine.deduplicate(
@@ -95,7 +101,11 @@ def clean_rows(
         )
         imputed = {column: n for column, n in stats.nulls.items() if n}
         fill_values = stats.centers if fill_values is None else fill_values
-        valid = engine.fill_missing(valid, numeric=fill_values, categorical=plan.categorical)
+        filled = {c: col(c).fill_null(value) for c, value in fill_values.items()}
+        filled |= {c: col(c).as_text().fill_null(MISSING_LEVEL) for c in plan.categorical}
+        # Not held: the fill is a projection over the deduplicated rows, and the two passes
+        # that read it (scaling, then the reduced matrix) cost less than holding it again.
+        valid = engine.with_columns(valid, filled)
     return CleanedRows(
         frame=valid,
         quarantine=quarantine,
@@ -126,3 +136,27 @@ def check_quality(
             f"({cleaned.quarantined_share:.1%}) broke a validation rule ({summary}), more than "
             f"clean.max_bad_share={config.max_bad_share:.1%}; no segment output was written"
         )
+
+
+def trim_ids(engine: Engine, frame: Frame, id_column: str) -> tuple[Frame, int]:
+    """The frame with the spaces around each id removed, and how many ids that changed."""
+    trimmed = col(id_column).strip()
+    differs = trimmed.ne(col(id_column)).fill_null(False).as_float()
+    count = engine.to_arrow(engine.aggregate(frame, {"changed": differs.sum()}))["changed"][0]
+    count = count.as_py()
+    return engine.with_columns(frame, {id_column: trimmed}), int(count or 0)
+
+
+def split_quarantine(engine: Engine, frame: Frame, rules: list[Rule]) -> tuple[Frame, Frame]:
+    """(rows breaking no rule, rows breaking one, marked with its first rule's name and
+    column). The quarantine is held: it is a few rows, which its counts and the commit both
+    read, and which would otherwise test every rule on every row again."""
+    kinds = engine.schema(frame)
+    broken = [(rule, rule.broken(kinds)) for rule in rules]
+    any_broken = any_of([condition for _, condition in broken])
+    marks = {
+        QUARANTINE_RULE: when([(c, rule.name) for rule, c in broken], lit(None).as_text()),
+        QUARANTINE_COLUMN: when([(c, rule.column) for rule, c in broken], lit(None).as_text()),
+    }
+    valid = engine.filter(frame, any_broken.not_())
+    return valid, engine.hold(engine.with_columns(engine.filter(frame, any_broken), marks))

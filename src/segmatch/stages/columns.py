@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from segmatch.config import CleanConfig, FeaturesConfig, InputConfig
 from segmatch.engines.base import Engine, Frame
+from segmatch.engines.expressions import col, when
 from segmatch.engines.types import TransactionColumns
 from segmatch.errors import (
     ColumnNotFoundError,
@@ -293,7 +294,7 @@ def _plan_transactions(
 def _uninformative(engine: Engine, frame: Frame, columns: list[str]) -> dict[str, str]:
     """Numeric columns that cannot tell customers apart, with why: all null, or constant."""
     found = {}
-    for column, (values, low, high) in engine.value_ranges(frame, columns=columns).items():
+    for column, (values, low, high) in value_ranges(engine, frame, columns).items():
         if values == 0:
             found[column] = "all null: every cell is empty"
         elif low == high:
@@ -411,7 +412,7 @@ def _numeric_stored_as_text(engine, frame, columns, schema, source) -> dict[str,
         if kind == "numeric":
             continue
         if kind != "string":
-            if kind == "other" and engine.value_ranges(frame, columns=[column])[column][0] == 0:
+            if kind == "other" and value_ranges(engine, frame, [column])[column][0] == 0:
                 raise ColumnTypeError(
                     f"feature column {column!r} of {source!r} has no values (every cell is "
                     "empty); remove it from the features"
@@ -419,14 +420,47 @@ def _numeric_stored_as_text(engine, frame, columns, schema, source) -> dict[str,
             raise ColumnTypeError(
                 f"feature column {column!r} of {source!r} is not numeric (it reads as {kind})"
             )
-        check = engine.check_numeric_text(frame, column=column)
-        if check.non_null == 0 or check.failed > (1 - MIN_PARSED_SHARE) * check.non_null:
-            example = f"; e.g. value {check.example!r}" if check.example is not None else ""
-            if check.example is not None and _is_number(check.example, decimal=","):
-                example += " (a decimal comma? set input.decimal: ',')"
+        present, failed, example = numbers_in_text(engine, frame, column)
+        if present == 0 or failed > (1 - MIN_PARSED_SHARE) * present:
+            shown = f"; e.g. value {example!r}" if example is not None else ""
+            if example is not None and _is_number(example, decimal=","):
+                shown += " (a decimal comma? set input.decimal: ',')"
             raise ColumnTypeError(
-                f"feature column {column!r} of {source!r} is not numeric: {check.failed:,} of "
-                f"{check.non_null:,} values are not numbers{example}"
+                f"feature column {column!r} of {source!r} is not numeric: {failed:,} of "
+                f"{present:,} values are not numbers{shown}"
             )
-        as_text[column] = check.failed
+        as_text[column] = failed
     return as_text
+
+
+def value_ranges(
+    engine: Engine, frame: Frame, columns: list[str]
+) -> dict[str, tuple[int, float | None, float | None]]:
+    """Per numeric column, in one pass: its count of values (null and NaN left out), its
+    smallest and its largest."""
+    if not columns:
+        return {}
+    aggregations = {}
+    for i, column in enumerate(columns):
+        value = col(column).as_number().nan_to_null()
+        aggregations |= {f"n{i}": value.count(), f"lo{i}": value.min(), f"hi{i}": value.max()}
+    row = engine.to_arrow(engine.aggregate(frame, aggregations)).to_pylist()[0]
+    return {c: (row[f"n{i}"], row[f"lo{i}"], row[f"hi{i}"]) for i, c in enumerate(columns)}
+
+
+def numbers_in_text(engine: Engine, frame: Frame, column: str) -> tuple[int, int, str | None]:
+    """Of a text column's non-blank values: how many there are, how many do not parse as a
+    number, and the first of those in input order."""
+    text = col(column).as_text().strip()
+    present = text.ne("").fill_null(False)
+    failed = present.and_(text.as_number().is_null())
+    counts = engine.aggregate(
+        frame,
+        {
+            "present": present.as_float().sum(),
+            "failed": failed.as_float().sum(),
+            "example": when([(failed, text)]).first(),
+        },
+    )
+    row = engine.to_arrow(counts).to_pylist()[0]
+    return int(row["present"] or 0), int(row["failed"] or 0), row["example"]

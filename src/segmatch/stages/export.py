@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from segmatch.config import OutputConfig
 from segmatch.engines.base import Engine
+from segmatch.engines.expressions import col
 from segmatch.layout import PART_FILE, write_arrow
 from segmatch.locations import join
 from segmatch.stages.clean import CleanedRows
@@ -69,8 +70,9 @@ def lookalike_sample(
     chosen = list(dict.fromkeys(r[id_column] for r in head))[:customers]
     pairs = [r for r in head if r[id_column] in chosen]
     ids = {*chosen, *(r["lookalike_id"] for r in pairs)}
-    values = engine.rows_for_ids(
-        features.customers, id_column=id_column, ids=list(ids), columns=list(features.numeric)
+    values = engine.to_arrow(
+        engine.filter(features.customers, col(id_column).is_in(list(ids))),
+        columns=[id_column, *features.numeric],
     ).to_pylist()
     by_id = {row[id_column]: row for row in values}
     rows = []

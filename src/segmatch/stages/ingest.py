@@ -10,6 +10,7 @@ from pathlib import PurePosixPath
 
 from segmatch.config import CleanConfig, FeaturesConfig, InputConfig
 from segmatch.engines.base import Engine, Frame
+from segmatch.engines.expressions import Expr, col, row_position
 from segmatch.errors import (
     ColumnNotFoundError,
     InputError,
@@ -62,16 +63,17 @@ def read_input(
                 "input.id_column: null that name is taken by the row positions — name the id "
                 "column instead"
             )
-        frame = engine.add_row_numbers(frame, column=ROW_NUMBER_COLUMN)
+        frame = engine.with_columns(frame, {ROW_NUMBER_COLUMN: row_position()})
     if marked_numbers:
         frame = _normalize_numbers(engine, frame, config, keep_text={id_column, *config.types})
-    if id_column in engine.schema(frame):
-        # Spread (and on Spark, cache) the rows first, so every later pass starts from there.
-        frame = engine.distribute(
-            frame,
-            key=id_column,
-            input_bytes=engine.input_bytes(path),
-            trimmed_key=clean.trim_ids,
+    kinds = engine.schema(frame)
+    if id_column in kinds:
+        # Spread (and on Spark, hold) the rows first, so every later pass starts from there:
+        # by the id as cleaning will compare it (trimmed), so rows it then matches sit together.
+        key = col(id_column)
+        trimmed = clean.trim_ids and kinds[id_column] == "string"
+        frame = engine.spread(
+            frame, key=key.strip() if trimmed else key, stored_bytes=engine.input_bytes(path)
         )
     rows = engine.count(frame)
     if rows == 0:
@@ -197,9 +199,14 @@ def _normalize_numbers(
         for column, values in head_values(engine, frame, candidates).items()
         if share_parsed(values, decimal=decimal, thousands=thousands) >= MIN_PARSED_SHARE
     ]
-    if not columns:
-        return frame
-    return engine.normalize_numbers(frame, columns=columns, decimal=decimal, thousands=thousands)
+
+    def as_written(column: str) -> Expr:
+        text = col(column)
+        if thousands is not None:
+            text = text.replace(thousands, "")
+        return text.replace(decimal, ".")
+
+    return engine.with_columns(frame, {column: as_written(column) for column in columns})
 
 
 def _detect_format(path: str, fmt: str, files: Files) -> str:

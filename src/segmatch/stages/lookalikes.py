@@ -9,6 +9,7 @@ import numpy as np
 from segmatch import cells as search_cells_module
 from segmatch.config import LookalikesConfig
 from segmatch.engines.base import Engine, Frame, Matrix
+from segmatch.engines.expressions import col
 from segmatch.neighbours import keep_smallest, nearest_distances_kernel
 from segmatch.stages.cluster import Clustering
 
@@ -135,8 +136,9 @@ def measure_recall(
         combine=keep_smallest(k + 1),
     ).reshape(-1, k + 1)
     threshold = exact[np.arange(len(wanted)), wanted]
-    found = engine.rows_for_ids(
-        frame, id_column=id_column, ids=sample.ids.to_pylist(), columns=["distance"]
+    found = engine.to_arrow(
+        engine.filter(frame, col(id_column).is_in(sample.ids.to_pylist())),
+        columns=[id_column, "distance"],
     )
     position = {value: i for i, value in enumerate(sample.ids.to_pylist())}
     hits = np.zeros(len(wanted))

@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from segmatch.config import LookalikesConfig, OutputConfig
 from segmatch.engines.base import Engine, Frame, Matrix
+from segmatch.engines.expressions import col
 from segmatch.errors import ModelError
 from segmatch.model import SegmentModel
 from segmatch.stages.clean import CleanedRows
@@ -117,7 +118,7 @@ def export_scores(
     )
     engine.stage_table(scores, outputs=outputs, table="scores")
     by_segment = engine.segment_profiles(
-        engine.cast_to_float(scores, columns=["beyond_training_p99"]),
+        engine.with_columns(scores, {"beyond_training_p99": col("beyond_training_p99").as_float()}),
         scored.matrix,
         columns=["confidence", "beyond_training_p99"],
     )

@@ -12,6 +12,7 @@ import polars as pl
 import pyarrow as pa
 from deltalake.exceptions import DeltaError
 
+from segmatch.engines.local.expressions import kind_of_dtype
 from segmatch.engines.local.matrix import LocalMatrix
 from segmatch.engines.types import ColumnKind
 from segmatch.errors import InputError, first_line
@@ -88,27 +89,8 @@ class PolarsStorage:
             frame = _cast_columns(frame, overrides, source=str(path))
         return frame
 
-    def add_row_numbers(self, frame: pl.DataFrame, *, column: str) -> pl.DataFrame:
-        return frame.with_row_index(column, offset=1).with_columns(pl.col(column).cast(pl.String))
-
-    def normalize_numbers(
-        self,
-        frame: pl.DataFrame,
-        *,
-        columns: Sequence[str],
-        decimal: str,
-        thousands: str | None,
-    ) -> pl.DataFrame:
-        def rewritten(column: str) -> pl.Expr:
-            text = pl.col(column)
-            if thousands is not None:
-                text = text.str.replace_all(thousands, "", literal=True)
-            return text.str.replace_all(decimal, ".", literal=True)
-
-        return frame.with_columns(rewritten(c) for c in columns)
-
     def schema(self, frame: pl.DataFrame) -> dict[str, ColumnKind]:
-        return {name: _kind(dtype) for name, dtype in frame.schema.items()}
+        return {name: kind_of_dtype(dtype) for name, dtype in frame.schema.items()}
 
     def count(self, frame: pl.DataFrame) -> int:
         return frame.height
@@ -150,8 +132,15 @@ class PolarsStorage:
         }
         return LocalMatrix(ids=ids, **arrays)
 
-    def to_arrow(self, frame: pl.DataFrame, *, limit: int | None = None) -> pa.Table:
-        return (frame if limit is None else frame.head(limit)).to_arrow()
+    def to_arrow(
+        self,
+        frame: pl.DataFrame,
+        *,
+        limit: int | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pa.Table:
+        rows = frame if columns is None else frame.select(columns)
+        return (rows if limit is None else rows.head(limit)).to_arrow()
 
 
 def _with_dates(frame: pl.DataFrame, *, typed: dict[str, pl.DataType]) -> pl.DataFrame:
@@ -179,18 +168,6 @@ def _with_dates(frame: pl.DataFrame, *, typed: dict[str, pl.DataType]) -> pl.Dat
     return frame.with_columns(
         pl.col(name).str.strptime(target, strict=False) for name, target in parsed.items()
     )
-
-
-def _kind(dtype: pl.DataType) -> ColumnKind:
-    if dtype.is_numeric():
-        return "numeric"
-    if dtype.is_temporal():
-        return "temporal"
-    if dtype == pl.Boolean:
-        return "boolean"
-    if dtype in (pl.String, pl.Categorical, pl.Enum):
-        return "string"
-    return "other"
 
 
 def _cast_columns(

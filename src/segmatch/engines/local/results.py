@@ -82,13 +82,6 @@ class PolarsResults:
             for label in np.unique(labels)
         }
 
-    def rows_for_ids(
-        self, frame: pl.DataFrame, *, id_column: str, ids: Sequence[object], columns: Sequence[str]
-    ) -> pa.Table:
-        return (
-            frame.filter(pl.col(id_column).is_in(list(ids))).select(id_column, *columns).to_arrow()
-        )
-
     def segment_profiles(
         self,
         frame: pl.DataFrame,

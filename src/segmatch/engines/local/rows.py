@@ -1,120 +1,40 @@
-"""Row-level work in Polars: validation rules, cleaning, imputation, transactions → customers."""
+"""Row-level work in Polars: expressions over rows, de-duplication, column statistics, and
+transactions → customers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Literal
 
 import polars as pl
 
 from segmatch.encoding import MISSING_LEVEL
-from segmatch.engines.types import (
-    QUARANTINE_COLUMN,
-    QUARANTINE_RULE,
-    ColumnStats,
-    ParseCheck,
-    Rule,
-    TransactionColumns,
-)
-
-
-class PolarsRules:
-    """The column tests every validation rule is built from, for one frame's column types."""
-
-    def __init__(self, schema: pl.Schema) -> None:
-        self.schema = schema
-
-    def is_null(self, column: str) -> pl.Expr:
-        return pl.col(column).is_null()
-
-    def is_blank(self, column: str) -> pl.Expr:
-        if self.schema[column] != pl.String:
-            return pl.lit(False)
-        return (pl.col(column).str.strip_chars() == "").fill_null(False)
-
-    def is_unparsable(self, column: str) -> pl.Expr:
-        text = pl.col(column).cast(pl.String).str.strip_chars()
-        return ((text != "") & text.cast(pl.Float64, strict=False).is_null()).fill_null(False)
-
-    def is_infinite(self, column: str) -> pl.Expr:
-        return _as_float(column, self.schema[column]).is_infinite().fill_null(False)
-
-    def is_outside(self, column: str, *, low: float | None, high: float | None) -> pl.Expr:
-        value = _as_float(column, self.schema[column])
-        condition = pl.lit(False)
-        if low is not None:
-            condition = condition | (value < low)
-        if high is not None:
-            condition = condition | (value > high)
-        # NaN compares above every number, but it is a missing value (imputed), not an outlier.
-        return (condition & ~value.is_nan()).fill_null(False)
-
-    def any_of(self, conditions: Sequence[pl.Expr]) -> pl.Expr:
-        return pl.any_horizontal(conditions)
+from segmatch.engines.expressions import Expr
+from segmatch.engines.local.expressions import kinds_of, to_polars
+from segmatch.engines.types import ColumnStats, TransactionColumns
 
 
 class PolarsCleaning:
     """Validation, de-duplication, imputation and the transactions aggregation."""
 
-    def check_numeric_text(self, frame: pl.DataFrame, *, column: str) -> ParseCheck:
-        text = frame.get_column(column).cast(pl.String).drop_nulls().str.strip_chars()
-        text = text.filter(text != "")
-        failed = text.filter(text.cast(pl.Float64, strict=False).is_null())
-        return ParseCheck(text.len(), failed.len(), failed[0] if failed.len() else None)
-
-    def _rule_ops(self, frame: pl.DataFrame) -> PolarsRules:
-        return PolarsRules(frame.schema)
-
-    def _split_by_first_rule(
-        self, frame: pl.DataFrame, broken: Sequence[tuple[Rule, pl.Expr]]
-    ) -> tuple[pl.DataFrame, pl.DataFrame]:
-        if not broken:
-            return frame, frame.clear().with_columns(
-                pl.lit(None, pl.String).alias(QUARANTINE_RULE),
-                pl.lit(None, pl.String).alias(QUARANTINE_COLUMN),
-            )
-        (rule, condition), *rest = broken
-        first_rule = pl.when(condition).then(pl.lit(rule.name))
-        first_column = pl.when(condition).then(pl.lit(rule.column))
-        for rule, condition in rest:
-            first_rule = first_rule.when(condition).then(pl.lit(rule.name))
-            first_column = first_column.when(condition).then(pl.lit(rule.column))
-        marked = frame.with_columns(
-            first_rule.otherwise(None).alias(QUARANTINE_RULE),
-            first_column.otherwise(None).alias(QUARANTINE_COLUMN),
-        )
-        is_bad = pl.col(QUARANTINE_RULE).is_not_null()
-        return (
-            marked.filter(~is_bad).drop(QUARANTINE_RULE, QUARANTINE_COLUMN),
-            marked.filter(is_bad),
-        )
-
-    def cast_to_float(self, frame: pl.DataFrame, *, columns: Sequence[str]) -> pl.DataFrame:
-        """Numeric columns as float64; blank text and NaN become missing (null)."""
-        return frame.with_columns(
-            _as_float(name, frame.schema[name]).fill_nan(None).alias(name) for name in columns
-        )
-
-    def value_ranges(
-        self, frame: pl.DataFrame, *, columns: Sequence[str]
-    ) -> dict[str, tuple[int, float | None, float | None]]:
+    def with_columns(self, frame: pl.DataFrame, columns: Mapping[str, Expr]) -> pl.DataFrame:
         if not columns:
-            return {}
-        present = [pl.col(c).cast(pl.Float64).fill_nan(None) for c in columns]
-        row = frame.select(
-            *(v.count().alias(f"n{i}") for i, v in enumerate(present)),
-            *(v.min().alias(f"lo{i}") for i, v in enumerate(present)),
-            *(v.max().alias(f"hi{i}") for i, v in enumerate(present)),
-        ).row(0, named=True)
-        return {c: (row[f"n{i}"], row[f"lo{i}"], row[f"hi{i}"]) for i, c in enumerate(columns)}
+            return frame
+        kinds = kinds_of(frame.schema)
+        return frame.with_columns(to_polars(e, kinds).alias(name) for name, e in columns.items())
 
-    def trim_text(self, frame: pl.DataFrame, *, column: str) -> tuple[pl.DataFrame, int]:
-        if frame.schema[column] != pl.String:
-            return frame, 0
-        trimmed = pl.col(column).str.strip_chars()
-        changed = frame.select((trimmed != pl.col(column)).sum()).item()
-        return (frame.with_columns(trimmed) if changed else frame), int(changed or 0)
+    def filter(self, frame: pl.DataFrame, condition: Expr) -> pl.DataFrame:
+        return frame.filter(to_polars(condition, kinds_of(frame.schema)))
+
+    def aggregate(
+        self, frame: pl.DataFrame, aggregations: Mapping[str, Expr], *, by: Sequence[str] = ()
+    ) -> pl.DataFrame:
+        kinds = kinds_of(frame.schema)
+        compiled = [to_polars(e, kinds).alias(name) for name, e in aggregations.items()]
+        if by:
+            return frame.group_by(list(by), maintain_order=True).agg(compiled)
+        return frame.select(compiled)
 
     def deduplicate(
         self,
@@ -163,14 +83,6 @@ class PolarsCleaning:
             levels=levels,
         )
 
-    def fill_missing(
-        self, frame: pl.DataFrame, *, numeric: dict[str, float], categorical: Sequence[str]
-    ) -> pl.DataFrame:
-        return frame.with_columns(
-            *(pl.col(name).fill_null(value) for name, value in numeric.items()),
-            *(pl.col(name).cast(pl.String).fill_null(MISSING_LEVEL) for name in categorical),
-        )
-
     def aggregate_transactions(
         self, frame: pl.DataFrame, *, columns: TransactionColumns
     ) -> pl.DataFrame:
@@ -215,10 +127,3 @@ class PolarsCleaning:
                 "monetary_avg"
             )
         )
-
-
-def _as_float(name: str, dtype: pl.DataType) -> pl.Expr:
-    column = pl.col(name)
-    if dtype == pl.String:
-        return column.str.strip_chars().cast(pl.Float64, strict=False)
-    return column.cast(pl.Float64)

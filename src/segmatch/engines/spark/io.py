@@ -16,6 +16,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
 
+from segmatch.engines.spark.expressions import kinds_of
 from segmatch.engines.spark.frames import (
     ROW,
     SparkMatrix,
@@ -28,7 +29,6 @@ from segmatch.locations import Files, join
 from segmatch.staging import StagedOutputs
 
 #: ``monotonically_increasing_id`` keeps the partition index above this bit.
-ROW_PARTITION_SHIFT = 33
 
 _SPARK_TYPES = {
     "float": "double",
@@ -105,37 +105,8 @@ class SparkStorage:
             raise InputError(f"cannot read {fmt} input {str(path)!r}: {first_line(exc)}") from exc
         return frame
 
-    def add_row_numbers(self, frame: DataFrame, *, column: str) -> DataFrame:
-        # The row key of a frame as read holds the scan partition in its high bits and the
-        # row's place in that partition below: one count per partition gives every offset.
-        partition = F.shiftright(F.col(ROW), ROW_PARTITION_SHIFT)
-        counts = frame.groupBy(partition.alias("partition")).count().collect()
-        offsets, start = {}, 1
-        for row in sorted(counts, key=lambda r: r["partition"]):
-            offsets[row["partition"]] = start
-            start += row["count"]
-        if not offsets:
-            return frame.withColumn(column, F.lit(None).cast("string"))
-        offset = F.element_at(
-            F.create_map(*(F.lit(v) for pair in offsets.items() for v in pair)), partition
-        )
-        in_partition = F.col(ROW).bitwiseAND(F.lit((1 << ROW_PARTITION_SHIFT) - 1))
-        return frame.withColumn(column, (offset + in_partition).cast("string"))
-
-    def normalize_numbers(
-        self,
-        frame: DataFrame,
-        *,
-        columns: Sequence[str],
-        decimal: str,
-        thousands: str | None,
-    ) -> DataFrame:
-        # translate maps the decimal mark to "." and drops the thousands mark (no partner).
-        marks = decimal + (thousands or "")
-        return frame.withColumns({c: F.translate(F.col(c), marks, ".") for c in columns})
-
     def schema(self, frame: DataFrame) -> dict[str, ColumnKind]:
-        return {f.name: _kind(f.dataType) for f in frame.schema.fields if f.name != ROW}
+        return kinds_of(frame.schema)
 
     def count(self, frame: DataFrame) -> int:
         return frame.count()
@@ -148,8 +119,10 @@ class SparkStorage:
         else:
             visible(frame).write.mode("overwrite").parquet(outputs.path_for(table))
 
-    def to_arrow(self, frame: DataFrame, *, limit: int | None = None) -> pa.Table:
-        rows = visible(frame)
+    def to_arrow(
+        self, frame: DataFrame, *, limit: int | None = None, columns: Sequence[str] | None = None
+    ) -> pa.Table:
+        rows = visible(frame) if columns is None else frame.select(*columns)
         return (rows if limit is None else rows.limit(limit)).toArrow()
 
     def stored_kind(self, value: object) -> Literal["frame", "matrix"] | None:
@@ -220,15 +193,3 @@ def _delta_files(path: str, version: int | None) -> list[str]:
     if not files:
         raise ValueError(f"Delta table {str(path)!r} has no data files")
     return files
-
-
-def _kind(data_type: T.DataType) -> ColumnKind:
-    if isinstance(data_type, T.NumericType):
-        return "numeric"
-    if isinstance(data_type, (T.TimestampType, T.TimestampNTZType, T.DateType)):
-        return "temporal"
-    if isinstance(data_type, T.BooleanType):
-        return "boolean"
-    if isinstance(data_type, T.StringType):
-        return "string"
-    return "other"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -97,11 +96,6 @@ class SparkResults:
     def distance_quantiles(self, matrix: SparkMatrix, *, q: float) -> dict[int, float]:
         quantiles = exact_quantiles(matrix.frame, [DISTANCE], LABEL, q=q)
         return {int(label): float(found[DISTANCE]) for label, found in quantiles.items()}
-
-    def rows_for_ids(
-        self, frame: DataFrame, *, id_column: str, ids: Sequence[Any], columns: Sequence[str]
-    ) -> pa.Table:
-        return frame.where(F.col(id_column).isin(list(ids))).select(id_column, *columns).toArrow()
 
     def segment_profiles(
         self,

@@ -1,135 +1,48 @@
-"""Row-level work in Spark: validation rules, cleaning, imputation, transactions → customers."""
+"""Row-level work in Spark: expressions over rows, de-duplication, column statistics, and
+transactions → customers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Literal
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
-from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
 
 from segmatch.encoding import MISSING_LEVEL
-from segmatch.engines.spark.frames import (
-    ROW,
-    persist,
-    trimmed,
-)
+from segmatch.engines.expressions import Expr
+from segmatch.engines.spark.expressions import to_spark
+from segmatch.engines.spark.frames import ROW, persist
 from segmatch.engines.spark.quantiles import medians_and_counts
-from segmatch.engines.types import (
-    QUARANTINE_COLUMN,
-    QUARANTINE_RULE,
-    ColumnStats,
-    ParseCheck,
-    Rule,
-    TransactionColumns,
-)
-
-
-class SparkRules:
-    """The column tests every validation rule is built from, for one frame's column types."""
-
-    def __init__(self, types: dict[str, str]) -> None:
-        self.types = types
-
-    def is_null(self, column: str) -> Column:
-        return F.col(column).isNull()
-
-    def is_blank(self, column: str) -> Column:
-        if self.types[column] != "string":
-            return F.lit(False)
-        return F.coalesce(F.trim(F.col(column)) == "", F.lit(False))
-
-    def is_unparsable(self, column: str) -> Column:
-        text = F.trim(F.col(column).cast("string"))
-        return F.coalesce((text != "") & text.try_cast("double").isNull(), F.lit(False))
-
-    def is_infinite(self, column: str) -> Column:
-        value = _as_double(column, self.types[column])
-        return F.coalesce(value.isin(float("inf"), float("-inf")), F.lit(False))
-
-    def is_outside(self, column: str, *, low: float | None, high: float | None) -> Column:
-        value = _as_double(column, self.types[column])
-        condition = F.lit(False)
-        if low is not None:
-            condition = condition | (value < low)
-        if high is not None:
-            condition = condition | (value > high)
-        # NaN compares above every number, but it is a missing value (imputed), not an outlier.
-        return F.coalesce(condition & ~F.isnan(value), F.lit(False))
-
-    def any_of(self, conditions: Sequence[Column]) -> Column:
-        combined = F.lit(False)
-        for condition in conditions:
-            combined = combined | condition
-        return combined
+from segmatch.engines.types import ColumnStats, TransactionColumns
 
 
 class SparkCleaning:
     """Validation, de-duplication, imputation and the transactions aggregation."""
 
-    def check_numeric_text(self, frame: DataFrame, *, column: str) -> ParseCheck:
-        text = F.trim(F.col(column).cast("string"))
-        present = frame.select(text.alias("v"), F.col(ROW)).where(
-            F.col("v").isNotNull() & (F.col("v") != "")
-        )
-        not_number = F.col("v").try_cast("double").isNull()
-        counts = present.agg(F.count(F.lit(1)), F.count(F.when(not_number, 1))).first()
-        # The first failing value in input order, as the local engine reports it.
-        example = present.where(not_number).orderBy(ROW).limit(1).collect() if counts[1] else []
-        return ParseCheck(counts[0], counts[1], example[0]["v"] if example else None)
-
-    def _rule_ops(self, frame: DataFrame) -> SparkRules:
-        return SparkRules(dict(frame.dtypes))
-
-    def _split_by_first_rule(
-        self, frame: DataFrame, broken: Sequence[tuple[Rule, Column]]
-    ) -> tuple[DataFrame, DataFrame]:
-        first_rule = first_column = F.lit(None).cast("string")
-        for rule, condition in reversed(broken):
-            first_rule = F.when(condition, F.lit(rule.name)).otherwise(first_rule)
-            first_column = F.when(condition, F.lit(rule.column)).otherwise(first_column)
-        marked = frame.withColumns({QUARANTINE_RULE: first_rule, QUARANTINE_COLUMN: first_column})
-        bad = F.col(QUARANTINE_RULE).isNotNull()
-        # The quarantine is cached as the rule counts first read it: it is a few rows, and the
-        # commit would otherwise test every rule on every row again (3 s at 1M customers).
-        return (
-            marked.where(~bad).drop(QUARANTINE_RULE, QUARANTINE_COLUMN),
-            persist(marked.where(bad)),
-        )
-
-    def cast_to_float(self, frame: DataFrame, *, columns: Sequence[str]) -> DataFrame:
-        """Numeric columns as double; blank text and NaN become missing (null)."""
-        types = dict(frame.dtypes)
-        casts = {}
-        for name in columns:
-            value = _as_double(name, types[name])
-            casts[name] = F.when(F.isnan(value), F.lit(None)).otherwise(value)
-        return frame.withColumns(casts) if casts else frame
-
-    def value_ranges(
-        self, frame: DataFrame, *, columns: Sequence[str]
-    ) -> dict[str, tuple[int, float | None, float | None]]:
+    def with_columns(self, frame: DataFrame, columns: Mapping[str, Expr]) -> DataFrame:
         if not columns:
-            return {}
-        present = [
-            F.when(~F.isnan(F.col(c).cast("double")), F.col(c).cast("double")) for c in columns
-        ]
-        row = frame.agg(
-            *(F.count(v).alias(f"n{i}") for i, v in enumerate(present)),
-            *(F.min(v).alias(f"lo{i}") for i, v in enumerate(present)),
-            *(F.max(v).alias(f"hi{i}") for i, v in enumerate(present)),
-        ).first()
-        return {c: (row[f"n{i}"], row[f"lo{i}"], row[f"hi{i}"]) for i, c in enumerate(columns)}
+            return frame
+        kinds = self.schema(frame)
+        return frame.withColumns({name: to_spark(e, kinds, frame) for name, e in columns.items()})
 
-    def trim_text(self, frame: DataFrame, *, column: str) -> tuple[DataFrame, int]:
-        if not isinstance(frame.schema[column].dataType, T.StringType):
-            return frame, 0
-        trim = trimmed(F.col(column))
-        changed = frame.where(trim != F.col(column)).count()
-        # Trimmed even when nothing changed: the rows were spread by this expression.
-        return frame.withColumn(column, trim), changed
+    def filter(self, frame: DataFrame, condition: Expr) -> DataFrame:
+        return frame.where(to_spark(condition, self.schema(frame), frame))
+
+    def aggregate(
+        self, frame: DataFrame, aggregations: Mapping[str, Expr], *, by: Sequence[str] = ()
+    ) -> DataFrame:
+        kinds = self.schema(frame)
+        compiled = [to_spark(e, kinds, frame).alias(name) for name, e in aggregations.items()]
+        if not by:
+            return frame.agg(*compiled)
+        # Each group keeps the position of its first row, so later ``first`` values and row
+        # positions still follow the input's order.
+        return frame.groupBy(*by).agg(*compiled, F.min(ROW).alias(ROW))
+
+    def hold(self, frame: DataFrame) -> DataFrame:
+        return persist(frame)
 
     def deduplicate(
         self,
@@ -188,18 +101,6 @@ class SparkCleaning:
             levels=levels,
         )
 
-    def fill_missing(
-        self, frame: DataFrame, *, numeric: dict[str, float], categorical: Sequence[str]
-    ) -> DataFrame:
-        filled = {name: F.coalesce(F.col(name), F.lit(value)) for name, value in numeric.items()}
-        filled |= {
-            name: F.coalesce(F.col(name).cast("string"), F.lit(MISSING_LEVEL))
-            for name in categorical
-        }
-        # Not cached: the fill is a projection over the deduplicated rows' cache, and the two
-        # passes that read it (scaling, then the reduced matrix's cache) cost less than a cache.
-        return frame.withColumns(filled) if filled else frame
-
     def aggregate_transactions(self, frame: DataFrame, *, columns: TransactionColumns) -> DataFrame:
         c = columns
         amount = (F.col(c.amount) if c.amount else F.col(c.quantity) * F.col(c.unit_price)).cast(
@@ -248,10 +149,3 @@ class SparkCleaning:
 def _seconds(moment: Column) -> Column:
     """Whole seconds since the epoch of a timestamp (with or without a time zone: UTC)."""
     return moment.cast("timestamp").cast("long")
-
-
-def _as_double(name: str, spark_type: str) -> Column:
-    column = F.col(name)
-    if spark_type == "string":
-        return F.trim(column).try_cast("double")
-    return column.cast("double")

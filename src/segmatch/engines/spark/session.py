@@ -10,10 +10,11 @@ from typing import Any
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
-from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
 
 from segmatch.config import SparkConfig
-from segmatch.engines.spark.frames import persist, trimmed
+from segmatch.engines.expressions import Expr
+from segmatch.engines.spark.expressions import kinds_of, to_spark
+from segmatch.engines.spark.frames import persist
 from segmatch.partitioning import plan_partitions
 
 #: Rows of the probe that counts the partitions Spark gives a scan, when the session has no
@@ -137,11 +138,9 @@ class SparkPlanning:
     def partition_plan(self) -> dict[str, Any]:
         return self._plan.as_dict() if self._plan else {}
 
-    def distribute(
-        self, frame: DataFrame, *, key: str, input_bytes: int, trimmed_key: bool = False
-    ) -> DataFrame:
+    def spread(self, frame: DataFrame, *, key: Expr, stored_bytes: int) -> DataFrame:
         self._plan = plan_partitions(
-            input_bytes=input_bytes,
+            input_bytes=stored_bytes,
             cores=self.cores,
             target_bytes=self.settings.target_partition_mb * 2**20,
             floor=self.settings.min_partitions,
@@ -150,9 +149,7 @@ class SparkPlanning:
         )
         # Joins and aggregations after this point shuffle into as many partitions as planned.
         self.spark.conf.set("spark.sql.shuffle.partitions", str(self._plan.partitions))
-        by = F.col(key)
-        if trimmed_key and isinstance(frame.schema[key].dataType, T.StringType):
-            # Spread by the very expression cleaning trims the key with: Spark then sees the
-            # trimmed key as already partitioned, and deduplication shuffles nothing again.
-            by = trimmed(by)
+        # Spread by the very expression cleaning later keys the rows with (a trimmed id): Spark
+        # then sees them as already partitioned, and deduplication shuffles nothing again.
+        by = to_spark(key, kinds_of(frame.schema), frame)
         return persist(frame.repartition(self._plan.partitions, by))

@@ -1,0 +1,102 @@
+"""Engine-neutral expressions compiled to Polars."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import polars as pl
+
+from segmatch.engines.expressions import Expr, Kind, kind_of
+
+_BINARY: dict[str, Callable[[pl.Expr, pl.Expr], pl.Expr]] = {
+    "eq": lambda a, b: a == b,
+    "ne": lambda a, b: a != b,
+    "lt": lambda a, b: a < b,
+    "gt": lambda a, b: a > b,
+    "and": lambda a, b: a & b,
+    "or": lambda a, b: a | b,
+    "plus": lambda a, b: a + b,
+    "minus": lambda a, b: a - b,
+    "times": lambda a, b: a * b,
+    "divided_by": lambda a, b: a / b,
+    "larger_of": pl.max_horizontal,
+    "fill_null": lambda a, b: a.fill_null(b),
+}
+
+_UNARY: dict[str, Callable[[pl.Expr], pl.Expr]] = {
+    "is_null": lambda a: a.is_null(),
+    "as_text": lambda a: a.cast(pl.String),
+    "strip": lambda a: a.str.strip_chars(),
+    "nan_to_null": lambda a: a.fill_nan(None),
+    "is_nan": lambda a: a.is_nan(),
+    "is_infinite": lambda a: a.is_infinite(),
+    "not": lambda a: ~a,
+    "as_float": lambda a: a.cast(pl.Float64),
+    "count": lambda a: a.count(),
+    "sum": lambda a: a.sum(),
+    "min": lambda a: a.min(),
+    "max": lambda a: a.max(),
+    "mean": lambda a: a.mean(),
+    "n_unique": lambda a: a.drop_nulls().n_unique(),
+    "first": lambda a: a.drop_nulls().first(),
+}
+
+
+def to_polars(expr: Expr, schema: Mapping[str, Kind]) -> pl.Expr:
+    """The Polars expression of ``expr`` over a frame whose columns have ``schema``'s kinds."""
+    op, args = expr.op, expr.args
+
+    def inner(part: Expr) -> pl.Expr:
+        return to_polars(part, schema)
+
+    if op == "col":
+        return pl.col(args[0])
+    if op == "lit":
+        return pl.lit(args[0])
+    if op in _UNARY:
+        return _UNARY[op](inner(args[0]))
+    if op in _BINARY:
+        return _BINARY[op](inner(args[0]), inner(args[1]))
+    if op == "as_number":
+        value = inner(args[0])
+        if kind_of(args[0], schema) == "string":
+            return value.str.strip_chars().cast(pl.Float64, strict=False)
+        return value.cast(pl.Float64)
+    if op == "replace":
+        return inner(args[0]).str.replace_all(args[1], args[2], literal=True)
+    if op == "starts_with":
+        return inner(args[0]).str.starts_with(args[1])
+    if op == "is_in":
+        return inner(args[0]).is_in(list(args[1]))
+    if op == "days_until":
+        return (pl.lit(args[1]) - inner(args[0])).dt.total_seconds() / 86400.0
+    if op == "rows":
+        return pl.len()
+    if op == "row_position":
+        return pl.int_range(1, pl.len() + 1).cast(pl.String)
+    if op == "when":
+        branches, otherwise = args
+        if not branches:
+            return inner(otherwise)
+        (condition, value), *rest = branches
+        chained = pl.when(inner(condition)).then(inner(value))
+        for condition, value in rest:
+            chained = chained.when(inner(condition)).then(inner(value))
+        return chained.otherwise(inner(otherwise))
+    raise ValueError(f"no Polars form for the expression operation {op!r}")
+
+
+def kind_of_dtype(dtype: pl.DataType) -> Kind:
+    if dtype.is_numeric():
+        return "numeric"
+    if dtype.is_temporal():
+        return "temporal"
+    if dtype == pl.Boolean:
+        return "boolean"
+    if dtype in (pl.String, pl.Categorical, pl.Enum):
+        return "string"
+    return "other"
+
+
+def kinds_of(schema: pl.Schema) -> dict[str, Kind]:
+    return {name: kind_of_dtype(dtype) for name, dtype in schema.items()}
