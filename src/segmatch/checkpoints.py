@@ -22,6 +22,7 @@ from typing import Any
 
 from segmatch._version import __version__
 from segmatch.engines.base import Engine
+from segmatch.engines.types import StoredKind
 from segmatch.layout import CHECKPOINTS_FOLDER, RUNS_FOLDER
 from segmatch.locations import Files, join
 
@@ -35,7 +36,7 @@ RESULT_FILE = "result.pkl"
 class _Stored:
     """Placeholder for a field kept in its own folder (an engine frame or matrix)."""
 
-    kind: str
+    kind: StoredKind
     name: str
 
 
@@ -76,11 +77,7 @@ class Checkpoints:
         for name, value in fields.items():
             if isinstance(value, _Stored):
                 place = join(folder, value.name)
-                fields[name] = (
-                    self.engine.load_frame(path=place)
-                    if value.kind == "frame"
-                    else self.engine.load_matrix(folder=place)
-                )
+                fields[name] = self.engine.load(folder=place, kind=value.kind)
         self._use(key)
         return result_type(**fields)
 
@@ -100,10 +97,7 @@ class Checkpoints:
                 fields[field.name] = value
                 continue
             stored = _Stored(kind, f"{field.name}-{uuid.uuid4().hex[:12]}")
-            if kind == "frame":
-                self.engine.save_frame(value, path=join(folder, stored.name))
-            else:
-                self.engine.save_matrix(value, folder=join(folder, stored.name))
+            self.engine.save(value, folder=join(folder, stored.name))
             fields[field.name] = stored
         blob = pickle.dumps((type(result), fields), protocol=pickle.HIGHEST_PROTOCOL)
         self.files.write_bytes(join(folder, RESULT_FILE), blob)

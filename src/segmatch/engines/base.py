@@ -20,19 +20,18 @@ from typing import Any, Generic, Literal, TypeVar
 import numpy as np
 import pyarrow as pa
 
-from segmatch.cells import Cells, top_k_in_cell
+from segmatch.cells import Cells
 from segmatch.engines.expressions import Expr
-from segmatch.engines.shaping import lookalike_rows, lookalike_schema
 from segmatch.engines.types import (
     BlockKernel,
     ColumnKind,
     ColumnStats,
     Combine,
     SegmentRows,
+    StoredKind,
     TransactionColumns,
 )
 from segmatch.locations import Files
-from segmatch.neighbours import top_k_from, top_k_neighbours
 from segmatch.staging import StagedOutputs, TableCommit
 from segmatch.storage import commit_staged, open_table, restore_table, table_history
 from segmatch.tables import WriteMode
@@ -55,6 +54,9 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     """Primitives every engine supplies. Arguments are keyword-only and already validated."""
 
     name: str
+    #: The classes of this engine's frames and matrices.
+    frame_types: tuple[type, ...] = ()
+    matrix_types: tuple[type, ...] = ()
     #: The most customers one lookalike search holds when the config sets no cap: ``None``
     #: searches each segment whole (one process holds every row anyway).
     default_max_cell_size: int | None = None
@@ -158,21 +160,20 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         """Stage the frame as ``table``'s rows for the run's commit: Parquet files in
         ``outputs.path_for(table)``, or the frame held for a commit that writes it itself."""
 
-    @abstractmethod
-    def stored_kind(self, value: Any) -> Literal["frame", "matrix"] | None:
-        """Whether a value is one of this engine's frames or matrices (for checkpoints)."""
+    def stored_kind(self, value: Any) -> StoredKind | None:
+        """Whether a value is one of this engine's frames or matrices (a checkpoint stores
+        those with :meth:`save`, everything else as it is)."""
+        if isinstance(value, self.frame_types):
+            return "frame"
+        return "matrix" if isinstance(value, self.matrix_types) else None
 
     @abstractmethod
-    def save_frame(self, frame: FrameT, *, path: str) -> None: ...
+    def save(self, value: FrameT | MatrixT, *, folder: str) -> None:
+        """Write a frame or a matrix under ``folder`` (a checkpoint), whole."""
 
     @abstractmethod
-    def load_frame(self, *, path: str) -> FrameT: ...
-
-    @abstractmethod
-    def save_matrix(self, matrix: MatrixT, *, folder: str) -> None: ...
-
-    @abstractmethod
-    def load_matrix(self, *, folder: str) -> MatrixT: ...
+    def load(self, *, folder: str, kind: StoredKind) -> FrameT | MatrixT:
+        """What :meth:`save` wrote under ``folder``."""
 
     @abstractmethod
     def to_arrow(
@@ -299,63 +300,25 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     def segment_transitions(self, previous: FrameT, matrix: MatrixT, *, id_column: str) -> pa.Table:
         """(from_segment, to_segment, customers) for ids present in both assignments."""
 
-    def top_k_within_segments(
-        self, matrix: MatrixT, *, id_column: str, k: int, cells: Cells | None
-    ) -> FrameT:
-        """Lookalike rows (the ``lookalikes`` table): exact search within each segment, or
-        within each search cell of ``cells`` (its own rows against its rows and copies)."""
-        if cells is None:
-
-            def per_segment(segment: SegmentRows) -> pa.Table:
-                neighbours, distance = top_k_neighbours(segment.values, k)
-                return lookalike_rows(
-                    id_column,
-                    ids=segment.ids,
-                    labels=segment.labels,
-                    candidates=segment.ids,
-                    neighbours=neighbours,
-                    distance=distance,
-                )
-
-            return self._rows_per_segment(matrix, per_segment, id_column=id_column)
-
-        def per_cell(cell: SegmentRows) -> pa.Table:
-            assert cell.home is not None
-            queries, neighbours, distance = top_k_in_cell(cell.values, cell.home, k)
-            return lookalike_rows(
-                id_column,
-                ids=cell.ids.take(queries),
-                labels=cell.labels[queries],
-                candidates=cell.ids,
-                neighbours=neighbours,
-                distance=distance,
-            )
-
-        return self._rows_per_cell(matrix, cells, per_cell, id_column=id_column)
-
     @abstractmethod
-    def _rows_per_segment(
+    def map_groups(
         self,
         matrix: MatrixT,
-        per_segment: Callable[[SegmentRows], pa.Table],
+        per_group: Callable[[SegmentRows], pa.Table],
         *,
-        id_column: str,
+        schema: Callable[[pa.DataType], pa.Schema],
+        cells: Cells | None = None,
+        reference: MatrixT | None = None,
     ) -> FrameT:
-        """``per_segment`` run on every segment's rows; its lookalike rows as one frame."""
+        """``per_group`` run on groups of a labelled matrix's rows; its tables, of
+        ``schema(the ids' type)``, as one frame.
 
-    @abstractmethod
-    def _rows_per_cell(
-        self,
-        matrix: MatrixT,
-        cells: Cells,
-        per_cell: Callable[[SegmentRows], pa.Table],
-        *,
-        id_column: str,
-    ) -> FrameT:
-        """``per_cell`` run on every search cell: the rows whose home is the cell, then the
-        copies of the rows that probe it (``home`` False); its lookalike rows as one frame."""
+        Without ``reference`` a group is a segment's rows, or (with ``cells``) a search
+        cell's own rows (``home`` True) then the copies of the rows that probe it. With
+        ``reference`` (another labelled matrix) a group is the matrix's rows of a segment or
+        cell (``home`` True) then the reference's rows that belong there.
+        """
 
-    # -- results -------------------------------------------------------------------------
     @abstractmethod
     def segments_frame(
         self,
@@ -389,53 +352,6 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     def distance_quantiles(self, matrix: MatrixT, *, q: float) -> dict[int, float]:
         """Per segment of an assigned matrix, the ``q`` quantile of its rows' distances to
         their centroid (linear interpolation, exact)."""
-
-    def top_k_against(
-        self,
-        reference: MatrixT,
-        matrix: MatrixT,
-        *,
-        id_column: str,
-        k: int,
-        cells: Cells | None,
-    ) -> FrameT:
-        """For each row of ``matrix``, its k nearest rows of ``reference`` (the customers of a
-        training run, as a labelled matrix) within the same segment: searched per segment, or
-        per search cell of ``cells`` (the cell's new rows against the reference rows copied
-        into it)."""
-
-        def per_group(group: SegmentRows) -> pa.Table:
-            assert group.home is not None
-            queries, pool = np.flatnonzero(group.home), np.flatnonzero(~group.home)
-            if len(queries) == 0 or len(pool) == 0:
-                return lookalike_schema(id_column, group.ids.type).empty_table()
-            neighbours, distance = top_k_from(
-                group.values[pool], group.values[queries], k, workers=1
-            )
-            return lookalike_rows(
-                id_column,
-                ids=group.ids.take(queries),
-                labels=group.labels[queries],
-                candidates=group.ids.take(pool),
-                neighbours=neighbours,
-                distance=distance,
-            )
-
-        return self._rows_per_cell_against(reference, matrix, cells, per_group, id_column=id_column)
-
-    @abstractmethod
-    def _rows_per_cell_against(
-        self,
-        reference: MatrixT,
-        matrix: MatrixT,
-        cells: Cells | None,
-        per_group: Callable[[SegmentRows], pa.Table],
-        *,
-        id_column: str,
-    ) -> FrameT:
-        """``per_group`` on each segment (``cells`` None) or each search cell: the new rows
-        (``home`` True) with the reference rows that belong there (every reference row of the
-        segment, or the copies of those probing the cell)."""
 
     @abstractmethod
     def reference_matrix(self, reference: FrameT, *, id_column: str, width: int) -> MatrixT:

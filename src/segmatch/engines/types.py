@@ -20,6 +20,9 @@ Combine = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """Merges two blocks' results into one of the same shape (a sum, by default)."""
 
 
+#: How a checkpoint stores an engine's value: rows, or a feature matrix.
+StoredKind = Literal["frame", "matrix"]
+
 #: What a column holds (the kinds expressions are compiled for).
 ColumnKind = Kind
 

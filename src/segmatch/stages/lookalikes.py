@@ -5,12 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from segmatch import cells as search_cells_module
+from segmatch.cells import Cells, top_k_in_cell
 from segmatch.config import LookalikesConfig
 from segmatch.engines.base import Engine, Frame, Matrix
 from segmatch.engines.expressions import col
-from segmatch.neighbours import keep_smallest, nearest_distances_kernel
+from segmatch.engines.shaping import lookalike_rows, lookalike_schema
+from segmatch.engines.types import SegmentRows
+from segmatch.neighbours import keep_smallest, nearest_distances_kernel, top_k_neighbours
 from segmatch.stages.cluster import Clustering
 
 #: Seeds the customers that place the cells and those whose recall is measured.
@@ -43,7 +47,7 @@ def lookalikes_within_segments(
     matrix = clustering.matrix
     sizes = dict(zip(clustering.segment_ids.tolist(), clustering.sizes.tolist(), strict=True))
     cells = search_cells(engine, matrix, config=config, sizes=sizes)
-    frame = engine.top_k_within_segments(matrix, id_column=id_column, k=config.top_k, cells=cells)
+    frame = top_k_within_segments(engine, matrix, id_column=id_column, k=config.top_k, cells=cells)
     cell_sizes = list(sizes.values()) if cells is None else _cell_sizes(engine, matrix, cells)
     return Lookalikes(
         frame,
@@ -148,3 +152,40 @@ def measure_recall(
         i = position[found_id]
         hits[i] += distance <= threshold[i] * (1 + 1e-9) + 1e-12
     return float(np.minimum(hits, wanted).sum() / wanted.sum())
+
+
+def top_k_within_segments(
+    engine: Engine, matrix: Matrix, *, id_column: str, k: int, cells: Cells | None
+) -> Frame:
+    """Lookalike rows (the ``lookalikes`` table): exact search within each segment, or within
+    each search cell of ``cells`` (its own rows against its rows and copies)."""
+
+    def schema(id_type: pa.DataType) -> pa.Schema:
+        return lookalike_schema(id_column, id_type)
+
+    def per_segment(segment: SegmentRows) -> pa.Table:
+        neighbours, distance = top_k_neighbours(segment.values, k)
+        return lookalike_rows(
+            id_column,
+            ids=segment.ids,
+            labels=segment.labels,
+            candidates=segment.ids,
+            neighbours=neighbours,
+            distance=distance,
+        )
+
+    def per_cell(cell: SegmentRows) -> pa.Table:
+        assert cell.home is not None
+        queries, neighbours, distance = top_k_in_cell(cell.values, cell.home, k)
+        return lookalike_rows(
+            id_column,
+            ids=cell.ids.take(queries),
+            labels=cell.labels[queries],
+            candidates=cell.ids,
+            neighbours=neighbours,
+            distance=distance,
+        )
+
+    if cells is None:
+        return engine.map_groups(matrix, per_segment, schema=schema)
+    return engine.map_groups(matrix, per_cell, schema=schema, cells=cells)

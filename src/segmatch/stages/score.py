@@ -7,11 +7,15 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from segmatch.cells import Cells
 from segmatch.config import LookalikesConfig, OutputConfig
 from segmatch.engines.base import Engine, Frame, Matrix
 from segmatch.engines.expressions import col
+from segmatch.engines.shaping import lookalike_rows, lookalike_schema
+from segmatch.engines.types import SegmentRows
 from segmatch.errors import ModelError
 from segmatch.model import SegmentModel
+from segmatch.neighbours import top_k_from
 from segmatch.stages.clean import CleanedRows
 from segmatch.stages.export import customer_columns, write_quarantine
 from segmatch.stages.features import Features
@@ -79,8 +83,8 @@ def find_lookalikes(
     cells = search_cells(
         engine, reference_matrix, config=config, sizes=segment_sizes(engine, reference_matrix)
     )
-    frame = engine.top_k_against(
-        reference_matrix, scored.matrix, id_column=id_column, k=config.top_k, cells=cells
+    frame = top_k_against(
+        engine, reference_matrix, scored.matrix, id_column=id_column, k=config.top_k, cells=cells
     )
     return Lookalikes(frame, scored.rows_out, engine.count(frame))
 
@@ -131,3 +135,37 @@ def export_scores(
         (row["beyond_training_p99_mean"] or 0.0) * row["size"] for row in by_segment.to_pylist()
     )
     return ScoresExported(by_segment, round(beyond), scored.rows_out, rows + cleaned.quarantined)
+
+
+def top_k_against(
+    engine: Engine,
+    reference: Matrix,
+    matrix: Matrix,
+    *,
+    id_column: str,
+    k: int,
+    cells: Cells | None,
+) -> Frame:
+    """For each row of ``matrix``, its k nearest rows of ``reference`` (the customers of a
+    training run, as a labelled matrix) within the same segment: searched per segment, or per
+    search cell of ``cells`` (the cell's new rows against the reference rows copied into it)."""
+
+    def per_group(group: SegmentRows) -> pa.Table:
+        assert group.home is not None
+        queries, pool = np.flatnonzero(group.home), np.flatnonzero(~group.home)
+        if len(queries) == 0 or len(pool) == 0:
+            return lookalike_schema(id_column, group.ids.type).empty_table()
+        neighbours, distance = top_k_from(group.values[pool], group.values[queries], k, workers=1)
+        return lookalike_rows(
+            id_column,
+            ids=group.ids.take(queries),
+            labels=group.labels[queries],
+            candidates=group.ids.take(pool),
+            neighbours=neighbours,
+            distance=distance,
+        )
+
+    def schema(id_type: pa.DataType) -> pa.Schema:
+        return lookalike_schema(id_column, id_type)
+
+    return engine.map_groups(matrix, per_group, schema=schema, cells=cells, reference=reference)

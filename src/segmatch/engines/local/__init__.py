@@ -23,3 +23,5 @@ class LocalEngine(
     """Polars + NumPy + scikit-learn in one process."""
 
     name = "local"
+    frame_types = (pl.DataFrame,)
+    matrix_types = (LocalMatrix,)

@@ -14,7 +14,7 @@ from deltalake.exceptions import DeltaError
 
 from segmatch.engines.local.expressions import kind_of_dtype
 from segmatch.engines.local.matrix import LocalMatrix
-from segmatch.engines.types import ColumnKind
+from segmatch.engines.types import ColumnKind, StoredKind
 from segmatch.errors import InputError, first_line
 from segmatch.layout import PART_FILE, read_arrow, write_arrow
 from segmatch.locations import Files, is_remote, join
@@ -100,37 +100,32 @@ class PolarsStorage:
             join(outputs.path_for(table), PART_FILE), storage_options=self.storage_options or None
         )
 
-    def stored_kind(self, value: object) -> Literal["frame", "matrix"] | None:
-        if isinstance(value, pl.DataFrame):
-            return "frame"
-        return "matrix" if isinstance(value, LocalMatrix) else None
-
-    def save_frame(self, frame: pl.DataFrame, *, path: str) -> None:
-        write_arrow(frame.to_arrow(), join(path, PART_FILE), files=Files(self.storage_options))
-
-    def load_frame(self, *, path: str) -> pl.DataFrame:
-        return pl.from_arrow(read_arrow(join(path, PART_FILE), files=Files(self.storage_options)))
-
-    def save_matrix(self, matrix: LocalMatrix, *, folder: str) -> None:
+    def save(self, value: pl.DataFrame | LocalMatrix, *, folder: str) -> None:
         files = Files(self.storage_options)
-        write_arrow(matrix.ids.to_frame().to_arrow(), join(folder, "ids.parquet"), files=files)
+        if isinstance(value, pl.DataFrame):
+            write_arrow(value.to_arrow(), join(folder, PART_FILE), files=files)
+            return
+        write_arrow(value.ids.to_frame().to_arrow(), join(folder, "ids.parquet"), files=files)
         for name in MATRIX_ARRAYS:
-            array = getattr(matrix, name)
+            array = getattr(value, name)
             if array is not None:
                 buffer = io.BytesIO()
                 np.save(buffer, array)
                 files.write_bytes(join(folder, f"{name}.npy"), buffer.getvalue())
 
-    def load_matrix(self, *, folder: str) -> LocalMatrix:
+    def load(self, *, folder: str, kind: StoredKind) -> pl.DataFrame | LocalMatrix:
         files = Files(self.storage_options)
-        ids = pl.from_arrow(read_arrow(join(folder, "ids.parquet"), files=files)).to_series()
+        if kind == "frame":
+            return pl.DataFrame(pl.from_arrow(read_arrow(join(folder, PART_FILE), files=files)))
+        ids = pl.from_arrow(read_arrow(join(folder, "ids.parquet"), files=files))
+        assert isinstance(ids, pl.DataFrame)
         arrays = {
             name: np.load(io.BytesIO(files.read_bytes(join(folder, f"{name}.npy"))))
             if files.exists(join(folder, f"{name}.npy"))
             else None
             for name in MATRIX_ARRAYS
         }
-        return LocalMatrix(ids=ids, **arrays)
+        return LocalMatrix(ids=ids.to_series(), **arrays)
 
     def to_arrow(
         self,

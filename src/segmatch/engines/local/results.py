@@ -114,57 +114,6 @@ class PolarsResults:
         numeric = profiles.select("segment", "size", "share", *profiles.columns[2:-1])
         return with_top_levels(numeric.to_arrow(), counts)
 
-    def _rows_per_segment(
-        self,
-        matrix: LocalMatrix,
-        per_segment: Callable[[SegmentRows], pa.Table],
-        *,
-        id_column: str,
-    ) -> pl.DataFrame:
-        labels = labels_of(matrix)
-        order = np.argsort(labels, kind="stable")
-        bounds = np.flatnonzero(np.diff(labels[order])) + 1
-        ids = matrix.ids.to_arrow()
-        parts = []
-        with progress("finding lookalikes", total=len(labels)) as task:
-            for members in np.split(order, bounds):
-                parts.append(
-                    per_segment(
-                        SegmentRows(ids.take(members), labels[members], matrix.values[members])
-                    )
-                )
-                task.advance(len(members))
-        return pl.from_arrow(pa.concat_tables(parts))
-
-    def _rows_per_cell(
-        self,
-        matrix: LocalMatrix,
-        cells: Cells,
-        per_cell: Callable[[SegmentRows], pa.Table],
-        *,
-        id_column: str,
-    ) -> pl.DataFrame:
-        labels = labels_of(matrix)
-        nearest = cells.nearest(matrix.values, labels)
-        rows, probe = np.nonzero(nearest >= 0)
-        cell_of = nearest[rows, probe]
-        # Within a cell, its own rows (probe 0) first, then the copies.
-        order = np.lexsort((probe != 0, cell_of))
-        bounds = np.flatnonzero(np.diff(cell_of[order])) + 1
-        ids = matrix.ids.to_arrow()
-        parts = []
-        with progress("finding lookalikes", total=len(labels)) as task:
-            for members in np.split(order, bounds):
-                home = probe[members] == 0
-                chosen = rows[members]
-                parts.append(
-                    per_cell(
-                        SegmentRows(ids.take(chosen), labels[chosen], matrix.values[chosen], home)
-                    )
-                )
-                task.advance(int(home.sum()))
-        return pl.from_arrow(pa.concat_tables(parts))
-
     def reference_matrix(
         self, reference: pl.DataFrame, *, id_column: str, width: int
     ) -> LocalMatrix:
@@ -174,47 +123,105 @@ class PolarsResults:
             labels=reference.get_column("segment").cast(pl.Int32).to_numpy(),
         )
 
-    def _rows_per_cell_against(
+    def map_groups(
         self,
-        reference: LocalMatrix,
         matrix: LocalMatrix,
-        cells: Cells | None,
         per_group: Callable[[SegmentRows], pa.Table],
         *,
-        id_column: str,
+        schema: Callable[[pa.DataType], pa.Schema],
+        cells: Cells | None = None,
+        reference: LocalMatrix | None = None,
     ) -> pl.DataFrame:
-        new_labels, old_labels = labels_of(matrix), labels_of(reference)
-        if cells is None:
-            new_group, old_rows, old_group = new_labels, np.arange(len(old_labels)), old_labels
+        if reference is not None:
+            parts = _groups_against(reference, matrix, cells, per_group)
+        elif cells is not None:
+            parts = _groups_of_cells(matrix, cells, per_group)
         else:
-            new_group = cells.homes(matrix.values, new_labels)
-            nearest = cells.nearest(reference.values, old_labels)
-            old_rows, probe = np.nonzero(nearest >= 0)
-            old_group = nearest[old_rows, probe]
-        new_ids = matrix.ids.to_arrow()
-        old_ids = reference.ids.to_arrow().cast(new_ids.type)
-        new_order = np.argsort(new_group, kind="stable")
-        old_order = np.argsort(old_group, kind="stable")
-        groups = np.unique(new_group)
-        new_bounds = np.searchsorted(new_group[new_order], groups, side="left")
-        new_ends = np.searchsorted(new_group[new_order], groups, side="right")
-        old_bounds = np.searchsorted(old_group[old_order], groups, side="left")
-        old_ends = np.searchsorted(old_group[old_order], groups, side="right")
-        parts = []
-        for g in range(len(groups)):
-            new = new_order[new_bounds[g] : new_ends[g]]
-            old = old_rows[old_order[old_bounds[g] : old_ends[g]]]
+            parts = _groups_of_segments(matrix, per_group)
+        empty = schema(matrix.ids.to_arrow().type).empty_table()
+        frame = pl.from_arrow(pa.concat_tables(parts) if parts else empty)
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+
+def _groups_of_segments(
+    matrix: LocalMatrix, per_segment: Callable[[SegmentRows], pa.Table]
+) -> list[pa.Table]:
+    labels = labels_of(matrix)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.flatnonzero(np.diff(labels[order])) + 1
+    ids = matrix.ids.to_arrow()
+    parts = []
+    with progress("finding lookalikes", total=len(labels)) as task:
+        for members in np.split(order, bounds):
             parts.append(
-                per_group(
-                    SegmentRows(
-                        pa.chunked_array([new_ids.take(new), old_ids.take(old)]),
-                        np.concatenate([new_labels[new], old_labels[old]]),
-                        np.vstack([matrix.values[new], reference.values[old]]),
-                        np.concatenate([np.ones(len(new), bool), np.zeros(len(old), bool)]),
-                    )
+                per_segment(SegmentRows(ids.take(members), labels[members], matrix.values[members]))
+            )
+            task.advance(len(members))
+    return parts
+
+
+def _groups_of_cells(
+    matrix: LocalMatrix, cells: Cells, per_cell: Callable[[SegmentRows], pa.Table]
+) -> list[pa.Table]:
+    labels = labels_of(matrix)
+    nearest = cells.nearest(matrix.values, labels)
+    rows, probe = np.nonzero(nearest >= 0)
+    cell_of = nearest[rows, probe]
+    # Within a cell, its own rows (probe 0) first, then the copies.
+    order = np.lexsort((probe != 0, cell_of))
+    bounds = np.flatnonzero(np.diff(cell_of[order])) + 1
+    ids = matrix.ids.to_arrow()
+    parts = []
+    with progress("finding lookalikes", total=len(labels)) as task:
+        for members in np.split(order, bounds):
+            home = probe[members] == 0
+            chosen = rows[members]
+            parts.append(
+                per_cell(SegmentRows(ids.take(chosen), labels[chosen], matrix.values[chosen], home))
+            )
+            task.advance(int(home.sum()))
+    return parts
+
+
+def _groups_against(
+    reference: LocalMatrix,
+    matrix: LocalMatrix,
+    cells: Cells | None,
+    per_group: Callable[[SegmentRows], pa.Table],
+) -> list[pa.Table]:
+    new_labels, old_labels = labels_of(matrix), labels_of(reference)
+    if cells is None:
+        new_group, old_rows, old_group = new_labels, np.arange(len(old_labels)), old_labels
+    else:
+        new_group = cells.homes(matrix.values, new_labels)
+        nearest = cells.nearest(reference.values, old_labels)
+        old_rows, probe = np.nonzero(nearest >= 0)
+        old_group = nearest[old_rows, probe]
+    new_ids = matrix.ids.to_arrow()
+    old_ids = reference.ids.to_arrow().cast(new_ids.type)
+    new_order = np.argsort(new_group, kind="stable")
+    old_order = np.argsort(old_group, kind="stable")
+    groups = np.unique(new_group)
+    new_bounds = np.searchsorted(new_group[new_order], groups, side="left")
+    new_ends = np.searchsorted(new_group[new_order], groups, side="right")
+    old_bounds = np.searchsorted(old_group[old_order], groups, side="left")
+    old_ends = np.searchsorted(old_group[old_order], groups, side="right")
+    parts = []
+    for g in range(len(groups)):
+        new = new_order[new_bounds[g] : new_ends[g]]
+        old = old_rows[old_order[old_bounds[g] : old_ends[g]]]
+        parts.append(
+            per_group(
+                SegmentRows(
+                    pa.chunked_array([new_ids.take(new), old_ids.take(old)]),
+                    np.concatenate([new_labels[new], old_labels[old]]),
+                    np.vstack([matrix.values[new], reference.values[old]]),
+                    np.concatenate([np.ones(len(new), bool), np.zeros(len(old), bool)]),
                 )
             )
-        return pl.from_arrow(pa.concat_tables(parts)) if parts else pl.DataFrame()
+        )
+    return parts
 
 
 def _with_customer_columns(

@@ -41,6 +41,8 @@ class SparkEngine(
     """PySpark with NumPy kernels; runs on ``local[*]``, a cluster, or an existing session."""
 
     name = "spark"
+    frame_types = (DataFrame,)
+    matrix_types = (SparkMatrix,)
     #: A task holds a cell's customers and the copies probing it; 50,000 keeps that to tens of
     #: MB per task while a million customers still make dozens of tasks.
     default_max_cell_size = 50_000

@@ -23,7 +23,7 @@ from segmatch.engines.spark.frames import (
     persist,
     visible,
 )
-from segmatch.engines.types import ColumnKind
+from segmatch.engines.types import ColumnKind, StoredKind
 from segmatch.errors import InputError, first_line
 from segmatch.locations import Files, join
 from segmatch.staging import StagedOutputs
@@ -125,28 +125,22 @@ class SparkStorage:
         rows = visible(frame) if columns is None else frame.select(*columns)
         return (rows if limit is None else rows.limit(limit)).toArrow()
 
-    def stored_kind(self, value: object) -> Literal["frame", "matrix"] | None:
+    def save(self, value: DataFrame | SparkMatrix, *, folder: str) -> None:
         if isinstance(value, DataFrame):
-            return "frame"
-        return "matrix" if isinstance(value, SparkMatrix) else None
-
-    def save_frame(self, frame: DataFrame, *, path: str) -> None:
-        frame.write.mode("overwrite").parquet(path)
-
-    def load_frame(self, *, path: str) -> DataFrame:
-        return self.spark.read.parquet(path)
-
-    def save_matrix(self, matrix: SparkMatrix, *, folder: str) -> None:
-        matrix.frame.write.mode("overwrite").parquet(join(folder, "rows"))
+            value.write.mode("overwrite").parquet(folder)
+            return
+        value.frame.write.mode("overwrite").parquet(join(folder, "rows"))
         meta = {
-            "id_column": matrix.id_column,
-            "width": matrix.width,
-            "labelled": matrix.labelled,
-            "carried": list(matrix.carried),
+            "id_column": value.id_column,
+            "width": value.width,
+            "labelled": value.labelled,
+            "carried": list(value.carried),
         }
         Files(self.storage_options).write_text(join(folder, "matrix.json"), json.dumps(meta))
 
-    def load_matrix(self, *, folder: str) -> SparkMatrix:
+    def load(self, *, folder: str, kind: StoredKind) -> DataFrame | SparkMatrix:
+        if kind == "frame":
+            return self.spark.read.parquet(folder)
         meta = json.loads(Files(self.storage_options).read_text(join(folder, "matrix.json")))
         meta["carried"] = tuple(meta.get("carried", ()))
         return SparkMatrix(frame=persist(self.spark.read.parquet(join(folder, "rows"))), **meta)

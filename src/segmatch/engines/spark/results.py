@@ -13,7 +13,7 @@ from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_type
 
 from segmatch.cells import Cells
-from segmatch.engines.shaping import customer_columns_beside, lookalike_schema, with_top_levels
+from segmatch.engines.shaping import customer_columns_beside, with_top_levels
 from segmatch.engines.spark.frames import (
     DISTANCE,
     LABEL,
@@ -154,37 +154,36 @@ class SparkResults:
         }
         return with_top_levels(pa.table(table), counts)
 
-    def _rows_per_segment(
+    def map_groups(
         self,
         matrix: SparkMatrix,
-        per_segment: Callable[[SegmentRows], pa.Table],
+        per_group: Callable[[SegmentRows], pa.Table],
         *,
-        id_column: str,
+        schema: Callable[[pa.DataType], pa.Schema],
+        cells: Cells | None = None,
+        reference: SparkMatrix | None = None,
     ) -> DataFrame:
         columns, source_id = matrix.value_columns, matrix.id_column
+        id_type = matrix.frame.schema[source_id].dataType
+        output = from_arrow_schema(schema(to_arrow_type(id_type)))
+        selected = matrix.frame.select(source_id, *columns, LABEL)
+        if reference is None and cells is None:
 
-        def rows_of(group: pa.Table) -> pa.Table:
-            return per_segment(_segment_rows(group, source_id, columns))
+            def rows_of(group: pa.Table) -> pa.Table:
+                return per_group(_segment_rows(group, source_id, columns))
 
-        schema = _lookalike_schema(matrix.frame, source_id, id_column)
-        grouped = matrix.frame.select(source_id, *columns, LABEL).groupBy(LABEL)
-        return persist(grouped.applyInArrow(rows_of, schema))
-
-    def _rows_per_cell(
-        self,
-        matrix: SparkMatrix,
-        cells: Cells,
-        per_cell: Callable[[SegmentRows], pa.Table],
-        *,
-        id_column: str,
-    ) -> DataFrame:
-        columns, source_id = matrix.value_columns, matrix.id_column
-        placed = _placed(
-            matrix.frame.select(source_id, *columns, LABEL), cells, columns, asked=None
-        )
-        schema = _lookalike_schema(matrix.frame, source_id, id_column)
+            return persist(selected.groupBy(LABEL).applyInArrow(rows_of, output))
+        if reference is None:
+            placed = _placed(selected, cells, columns, asked=None)
+        else:
+            old = reference.frame.select(
+                F.col(reference.id_column).cast(id_type).alias(source_id), *columns, LABEL
+            )
+            placed = _placed(selected, cells, columns, asked=True).unionByName(
+                _placed(old, cells, columns, asked=False)
+            )
         return _search_groups(
-            placed, cells, per_cell, id_column=source_id, columns=columns, schema=schema
+            placed, cells, per_group, id_column=source_id, columns=columns, schema=output
         )
 
     def reference_matrix(self, reference: DataFrame, *, id_column: str, width: int) -> SparkMatrix:
@@ -194,29 +193,6 @@ class SparkResults:
             F.col("segment").cast("int").alias(LABEL),
         )
         return SparkMatrix(frame, id_column, width, labelled=True)
-
-    def _rows_per_cell_against(
-        self,
-        reference: SparkMatrix,
-        matrix: SparkMatrix,
-        cells: Cells | None,
-        per_group: Callable[[SegmentRows], pa.Table],
-        *,
-        id_column: str,
-    ) -> DataFrame:
-        columns, source_id = matrix.value_columns, matrix.id_column
-        id_type = matrix.frame.schema[source_id].dataType
-        new = matrix.frame.select(source_id, *columns, LABEL)
-        old = reference.frame.select(
-            F.col(reference.id_column).cast(id_type).alias(source_id), *columns, LABEL
-        )
-        placed = _placed(new, cells, columns, asked=True).unionByName(
-            _placed(old, cells, columns, asked=False)
-        )
-        schema = _lookalike_schema(matrix.frame, source_id, id_column)
-        return _search_groups(
-            placed, cells, per_group, id_column=source_id, columns=columns, schema=schema
-        )
 
 
 def _placed(
@@ -280,12 +256,6 @@ def _segment_rows(group: pa.Table, id_column: str, value_columns: Sequence[str])
     return SegmentRows(
         group.column(id_column), group.column(LABEL).to_numpy(), matrix_of(group, value_columns)
     )
-
-
-def _lookalike_schema(frame: DataFrame, source_id: str, id_column: str) -> T.StructType:
-    """The Spark schema of lookalike rows whose ids have the type of ``frame[source_id]``."""
-    id_type = to_arrow_type(frame.schema[source_id].dataType)
-    return from_arrow_schema(lookalike_schema(id_column, id_type))
 
 
 def _with_customer_columns(
