@@ -177,8 +177,10 @@ def test_both_engines_draw_the_same_seeded_sample_in_the_same_order(spark_sessio
     spark_matrix = SparkMatrix(frame=frame, id_column="id", width=2)
     local, spark = make_engine("local"), make_engine("spark", session=spark_session)
     for rows in (500, 5000):
-        drawn = local.sample_values(local_matrix, rows=rows, seed=7)
+        drawn = local.sample_rows(local_matrix, rows=rows, seed=7).values
         assert len(drawn) == min(rows, 3000)
-        np.testing.assert_array_equal(drawn, spark.sample_values(spark_matrix, rows=rows, seed=7))
-    other_seed = local.sample_values(local_matrix, rows=500, seed=8)
-    assert not np.array_equal(other_seed, local.sample_values(local_matrix, rows=500, seed=7))
+        np.testing.assert_array_equal(
+            drawn, spark.sample_rows(spark_matrix, rows=rows, seed=7).values
+        )
+    other_seed = local.sample_rows(local_matrix, rows=500, seed=8).values
+    assert not np.array_equal(other_seed, local.sample_rows(local_matrix, rows=500, seed=7).values)

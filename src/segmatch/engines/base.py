@@ -27,6 +27,7 @@ from segmatch.engines.types import (
     ColumnKind,
     ColumnStats,
     Combine,
+    SampledRows,
     SegmentRows,
     StoredKind,
     TransactionColumns,
@@ -264,19 +265,11 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         """``(x − shift) @ linear`` for every row."""
 
     @abstractmethod
-    def sample_rows(self, matrix: MatrixT, *, rows: int, seed: int) -> SegmentRows:
-        """The ``rows`` customers of a labelled matrix with the smallest seeded id hashes, in
-        hash order: the same customers on every engine."""
-
-    @abstractmethod
-    def sample_values(self, matrix: MatrixT, *, rows: int, seed: int) -> np.ndarray:
-        """About ``rows`` rows' values, seeded, in memory (all rows when there are fewer)."""
-
-    @abstractmethod
-    def stratified_sample(
-        self, matrix: MatrixT, *, rows: int, seed: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """About ``rows`` rows (values, labels), each segment drawn in proportion to its size."""
+    def sample_rows(
+        self, matrix: MatrixT, *, rows: int | Mapping[int, int], seed: int
+    ) -> SampledRows:
+        """The customers with the smallest seeded id hashes, in hash order: the same customers
+        on every engine. ``rows`` is how many, or how many of each segment (label → rows)."""
 
     @abstractmethod
     def refine_centroids(

@@ -105,3 +105,20 @@ class SegmentRows:
     labels: np.ndarray
     values: np.ndarray
     home: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class SampledRows:
+    """Rows a seeded sample drew, in the order of their ids' seeded hashes: ids, values, and
+    segment labels once the matrix has them."""
+
+    ids: pa.Array | pa.ChunkedArray
+    values: np.ndarray
+    labels: np.ndarray | None
+
+    @property
+    def segments(self) -> np.ndarray:
+        """The rows' segment labels (the matrix must be labelled)."""
+        if self.labels is None:
+            raise ValueError("the matrix has no segment labels yet; assign centroids first")
+        return self.labels

@@ -142,8 +142,12 @@ def report_samples(
         sample = export.lookalike_sample(engine, found, built, id_column=id_column)
         write_arrow(sample, join(folder, LOOKALIKE_SAMPLE_FILE), files=outputs.files)
         rows += sample.num_rows
-    values, labels = engine.stratified_sample(
-        clustering.matrix, rows=SCATTER_POINTS, seed=cluster_config.seed
+    values, labels = cluster.stratified_sample(
+        engine,
+        clustering.matrix,
+        sizes=dict(zip(_segment_ids(clustering), clustering.sizes.tolist(), strict=True)),
+        rows=SCATTER_POINTS,
+        seed=cluster_config.seed,
     )
     scatter = {f"pc_{j + 1}": values[:, j] for j in range(min(2, values.shape[1]))}
     scatter["segment"] = labels

@@ -84,9 +84,9 @@ def cluster_customers(engine: Engine, *, config: ClusterConfig, reduced: Reduced
     matrix = reduced.matrix
     # The PCA coordinates' variances are the kept components' explained variances.
     shift_tolerance = config.tol * float(np.mean(reduced.components.explained_variance))
-    sample = engine.sample_values(
+    sample = engine.sample_rows(
         matrix, rows=min(n, config.sweep_sample_size or n), seed=config.seed
-    )
+    ).values
     if len(candidates) == 1:
         k = candidates[0]
         centroids = kernels.kmeans(
@@ -121,8 +121,12 @@ def cluster_customers(engine: Engine, *, config: ClusterConfig, reduced: Reduced
         k=k,
         silhouette=silhouette,
         sample_silhouette=kernels.euclidean_silhouette(
-            *engine.stratified_sample(
-                assigned, rows=config.silhouette_sample_size, seed=config.seed
+            *stratified_sample(
+                engine,
+                assigned,
+                sizes=dict(enumerate(sums.counts.astype(int).tolist())),
+                rows=config.silhouette_sample_size,
+                seed=config.seed,
             )
         ),
         inertia=sums.inertia(),
@@ -216,3 +220,19 @@ def _choose(sweep: tuple[Candidate, ...], config: ClusterConfig) -> Candidate:
             f"{detail}); lower min_segment_share or the k range"
         )
     return max(admissible, key=lambda c: (c.silhouette, -c.k))
+
+
+def stratified_sample(
+    engine: Engine, matrix: Matrix, *, sizes: dict[int, int], rows: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """About ``rows`` customers (values, labels) of a labelled matrix, each segment drawn in
+    proportion to its size (at least two of each), seeded: the same customers on every
+    engine."""
+    total = sum(sizes.values())
+    quotas = (
+        sizes
+        if rows >= total
+        else {s: min(n, max(2, round(rows * n / total))) for s, n in sizes.items()}
+    )
+    sample = engine.sample_rows(matrix, rows=quotas, seed=seed)
+    return sample.values, sample.segments

@@ -80,7 +80,7 @@ def search_cells(
         seed=SAMPLE_SEED,
     )
     return search_cells_module.plan_cells(
-        sample.values, sample.labels, sizes, max_cell_size=cap, probes=config.probes
+        sample.values, sample.segments, sizes, max_cell_size=cap, probes=config.probes
     )
 
 
@@ -130,13 +130,13 @@ def measure_recall(
     if queries == 0:
         return None
     sample = engine.sample_rows(matrix, rows=queries, seed=SAMPLE_SEED + 1)
-    wanted = np.array([min(k, sizes[int(label)] - 1) for label in sample.labels])
+    wanted = np.array([min(k, sizes[int(label)] - 1) for label in sample.segments])
     if wanted.sum() == 0:
         return None
     # Each customer's own row is its nearest (distance 0): k + 1 distances, the first dropped.
     exact = engine.reduce_blocks(
         matrix,
-        kernel=nearest_distances_kernel(sample.values, sample.labels, k + 1),
+        kernel=nearest_distances_kernel(sample.values, sample.segments, k + 1),
         combine=keep_smallest(k + 1),
     ).reshape(-1, k + 1)
     threshold = exact[np.arange(len(wanted)), wanted]

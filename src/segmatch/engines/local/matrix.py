@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -10,7 +10,7 @@ import polars as pl
 
 from segmatch import kernels
 from segmatch.encoding import one_hot_columns
-from segmatch.engines.types import BlockKernel, Combine, SegmentRows
+from segmatch.engines.types import BlockKernel, Combine, SampledRows
 
 BLOCK_BYTES = 32 * 2**20
 
@@ -74,30 +74,25 @@ class NumpyPasses:
             np.matmul(matrix.values[block] - shift, linear, out=out[block])
         return LocalMatrix(ids=matrix.ids, values=out)
 
-    def sample_rows(self, matrix: LocalMatrix, *, rows: int, seed: int) -> SegmentRows:
-        chosen = _smallest_hashes(matrix, rows=rows, seed=seed)
-        return SegmentRows(
-            matrix.ids.to_arrow().take(chosen), labels_of(matrix)[chosen], matrix.values[chosen]
+    def sample_rows(
+        self, matrix: LocalMatrix, *, rows: int | Mapping[int, int], seed: int
+    ) -> SampledRows:
+        hashes = kernels.id_hashes(matrix.ids.to_arrow(), seed)
+        if isinstance(rows, int):
+            chosen = _smallest(hashes, np.arange(len(hashes)), rows)
+        else:
+            labels = labels_of(matrix)
+            picked = [
+                _smallest(hashes, np.flatnonzero(labels == label), count)
+                for label, count in rows.items()
+            ]
+            members = np.concatenate(picked) if picked else np.empty(0, dtype=np.int64)
+            chosen = members[np.argsort(hashes[members], kind="stable")]
+        return SampledRows(
+            matrix.ids.to_arrow().take(chosen),
+            matrix.values[chosen],
+            None if matrix.labels is None else matrix.labels[chosen],
         )
-
-    def sample_values(self, matrix: LocalMatrix, *, rows: int, seed: int) -> np.ndarray:
-        return matrix.values[_smallest_hashes(matrix, rows=rows, seed=seed)]
-
-    def stratified_sample(
-        self, matrix: LocalMatrix, *, rows: int, seed: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        labels = labels_of(matrix)
-        n = len(labels)
-        if rows >= n:
-            return matrix.values, labels
-        rng = np.random.default_rng(seed)
-        chosen = []
-        for segment in np.unique(labels):
-            members = np.flatnonzero(labels == segment)
-            take = min(len(members), max(2, round(rows * len(members) / n)))
-            chosen.append(rng.choice(members, size=take, replace=False))
-        picked = np.sort(np.concatenate(chosen))
-        return matrix.values[picked], labels[picked]
 
     def refine_centroids(
         self, matrix: LocalMatrix, *, centroids: np.ndarray, max_iter: int, shift_tolerance: float
@@ -132,13 +127,13 @@ class NumpyPasses:
         return [slice(start, min(start + per_block, rows)) for start in range(0, rows, per_block)]
 
 
-def _smallest_hashes(matrix: LocalMatrix, *, rows: int, seed: int) -> np.ndarray:
-    """Positions of the ``rows`` ids with the smallest seeded hashes, in hash order."""
-    hashes = kernels.id_hashes(matrix.ids.to_arrow(), seed)
-    if rows < len(hashes):
-        chosen = np.argpartition(hashes, rows - 1)[:rows]
-        return chosen[np.argsort(hashes[chosen], kind="stable")]
-    return np.argsort(hashes, kind="stable")
+def _smallest(hashes: np.ndarray, positions: np.ndarray, count: int) -> np.ndarray:
+    """Of ``positions``, the ``count`` with the smallest hashes, in hash order."""
+    among = hashes[positions]
+    if count < len(positions):
+        chosen = np.argpartition(among, count - 1)[:count]
+        return positions[chosen[np.argsort(among[chosen], kind="stable")]]
+    return positions[np.argsort(among, kind="stable")]
 
 
 def labels_of(matrix: LocalMatrix) -> np.ndarray:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -23,7 +23,7 @@ from segmatch.engines.spark.frames import (
     persist,
     values_of,
 )
-from segmatch.engines.types import BlockKernel, Combine, SegmentRows
+from segmatch.engines.types import BlockKernel, Combine, SampledRows
 
 
 class SparkPasses:
@@ -110,35 +110,39 @@ class SparkPasses:
         mapped = matrix.frame.select(*kept, *matrix.value_columns).mapInArrow(apply, schema)
         return replace(matrix, frame=persist(mapped), width=out, labelled=False)
 
-    def sample_rows(self, matrix: SparkMatrix, *, rows: int, seed: int) -> SegmentRows:
-        table = self._smallest_hashes(matrix, rows=rows, seed=seed, labelled=True)
-        return SegmentRows(
-            table.column(matrix.id_column),
-            table.column(LABEL).to_numpy(),
-            matrix_of(table, matrix.value_columns),
-        )
-
-    def sample_values(self, matrix: SparkMatrix, *, rows: int, seed: int) -> np.ndarray:
-        table = self._smallest_hashes(matrix, rows=rows, seed=seed, labelled=False)
-        return matrix_of(table, matrix.value_columns)
-
-    def _smallest_hashes(
-        self, matrix: SparkMatrix, *, rows: int, seed: int, labelled: bool
-    ) -> pa.Table:
-        """The rows whose ids have the ``rows`` smallest seeded hashes, in hash order: the
-        local engine's sample, the same customers in the same order."""
-        total = matrix.frame.count()
-        # Ids whose hash falls under the share ``rows / total`` of the hash range (with slack)
-        # leave the executors; the ``rows`` smallest are kept on the driver.
-        share = min(1.0, rows / max(total, 1) * 1.1 + 1000 / max(total, 1))
-        cutoff = None if share >= 1.0 else np.uint64(share * float(2**64 - 1))
+    def sample_rows(
+        self, matrix: SparkMatrix, *, rows: int | Mapping[int, int], seed: int
+    ) -> SampledRows:
+        """The local engine's sample: the same customers in the same order. Ids whose hash
+        falls under each group's share of the hash range (with slack) leave the executors; the
+        smallest are kept on the driver."""
         id_column = matrix.id_column
-        columns = [id_column, *matrix.value_columns, *([LABEL] if labelled else [])]
+        columns = [id_column, *matrix.value_columns, *([LABEL] if matrix.labelled else [])]
+        if isinstance(rows, int):
+            wanted: dict[int | None, int] = {None: rows}
+            sizes: dict[int | None, int] = {None: matrix.frame.count()}
+        else:
+            wanted = dict(rows)
+            counted = matrix.frame.groupBy(LABEL).count().collect()
+            sizes = {r[LABEL]: r["count"] for r in counted}
+        cutoffs = {}
+        for group, count in wanted.items():
+            size = max(sizes.get(group, 0), 1)
+            share = count / size * 1.1 + 1000 / size
+            if share < 1.0:
+                cutoffs[group] = np.uint64(share * float(2**64 - 1))
+        everything = [group for group in wanted if group not in cutoffs]
 
         def hashed(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             for batch in batches:
                 hashes = kernels.id_hashes(batch.column(id_column), seed)
-                keep = np.ones(len(hashes), bool) if cutoff is None else hashes <= cutoff
+                if isinstance(rows, int):
+                    keep = hashes <= cutoffs[None] if cutoffs else np.ones(len(hashes), bool)
+                else:
+                    groups = batch.column(LABEL).to_numpy()
+                    keep = np.isin(groups, everything)
+                    for group, cutoff in cutoffs.items():
+                        keep |= (groups == group) & (hashes <= cutoff)
                 chosen = pa.array(np.flatnonzero(keep))
                 yield pa.RecordBatch.from_arrays(
                     [
@@ -152,21 +156,23 @@ class SparkPasses:
         schema = T.StructType([T.StructField("__hash", T.LongType()), *selected.schema.fields])
         table = selected.mapInArrow(hashed, schema).toArrow()
         hashes = table.column("__hash").to_numpy().view(np.uint64)
-        return table.take(pa.array(np.argsort(hashes, kind="stable")[:rows]))
-
-    def stratified_sample(
-        self, matrix: SparkMatrix, *, rows: int, seed: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        counts = {r[LABEL]: r["count"] for r in matrix.frame.groupBy(LABEL).count().collect()}
-        total = sum(counts.values())
-        picked = matrix.frame
-        if rows < total:
-            fractions = {
-                label: min(1.0, max(2, round(rows * n / total)) / n) for label, n in counts.items()
-            }
-            picked = matrix.frame.sampleBy(LABEL, fractions, seed)
-        table = picked.select(*matrix.value_columns, LABEL).toArrow()
-        return matrix_of(table, matrix.value_columns), table.column(LABEL).to_numpy()
+        order = np.argsort(hashes, kind="stable")
+        if isinstance(rows, int):
+            chosen = order[:rows]
+        else:
+            labels = table.column(LABEL).to_numpy()[order]
+            ranks = np.zeros(len(order), dtype=np.int64)
+            for label in np.unique(labels):
+                at = labels == label
+                ranks[at] = np.arange(int(at.sum()))
+            quota = np.array([wanted.get(int(label), 0) for label in labels], dtype=np.int64)
+            chosen = order[ranks < quota]
+        picked = table.take(pa.array(chosen))
+        return SampledRows(
+            picked.column(id_column),
+            matrix_of(picked, matrix.value_columns),
+            picked.column(LABEL).to_numpy() if matrix.labelled else None,
+        )
 
     def refine_centroids(
         self, matrix: SparkMatrix, *, centroids: np.ndarray, max_iter: int, shift_tolerance: float
