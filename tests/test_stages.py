@@ -13,6 +13,7 @@ from helpers import make_config, write_table
 from segmatch.api import run_pipeline
 from segmatch.config import ClusterConfig
 from segmatch.encoding import OTHER_LEVEL
+from segmatch.engines.expressions import col
 from segmatch.stages import clean, cluster, features, ingest, lookalikes, reduce, scale
 from segmatch.stages.features import choose_levels
 from segmatch.storage import read_delta
@@ -287,7 +288,9 @@ def test_match_finds_nearest_customers_within_the_segment_only(engine, tmp_path)
     segment_of = {
         r["idcliente"]: r["segment"]
         for r in engine.to_arrow(
-            engine.segments_frame(clustering.matrix, id_column="idcliente", labels={})
+            engine.matrix_frame(
+                clustering.matrix, id_column="idcliente", columns={"segment": col("segment")}
+            )
         ).to_pylist()
     }
     for r in rows:

@@ -313,33 +313,24 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         """
 
     @abstractmethod
-    def segments_frame(
+    def matrix_frame(
         self,
         matrix: MatrixT,
         *,
         id_column: str,
-        labels: dict[str, str | None],
+        columns: Mapping[str, Expr],
         customers: FrameT | None = None,
-        columns: Sequence[str] = (),
+        customer_columns: Sequence[str] = (),
     ) -> FrameT:
-        """Rows (id, segment, distance, pc_1 … pc_d, then each label as a text column), then
-        each customer's ``columns`` from ``customers``, the frame the matrix was built from
-        (see :func:`customer_columns_beside`)."""
+        """A matrix's rows as a frame: the id (named ``id_column``), each of ``columns``,
+        then each customer's ``customer_columns`` from ``customers``, the frame the matrix
+        was built from (a name ``columns`` uses is left out, see
+        :func:`customer_columns_beside`).
 
-    @abstractmethod
-    def scores_frame(
-        self,
-        matrix: MatrixT,
-        *,
-        id_column: str,
-        usual_distance: Mapping[int, float],
-        customers: FrameT | None = None,
-        columns: Sequence[str] = (),
-    ) -> FrameT:
-        """Rows (id, segment, distance, confidence, ``beyond_training_p99``) of an assigned
-        matrix, then each customer's ``columns`` as for :meth:`segments_frame`: the flag says
-        whether the distance exceeds ``usual_distance`` of the row's segment (null for a
-        segment without one)."""
+        ``columns`` are expressions over the matrix's own columns: ``x_1`` … ``x_d`` (the
+        vector, :func:`vector_column`) and, once assigned, ``segment``, ``distance`` and
+        ``runner_up`` (the distance to the second-nearest centroid).
+        """
 
     @abstractmethod
     def distance_quantiles(self, matrix: MatrixT, *, q: float) -> dict[int, float]:

@@ -122,3 +122,12 @@ class SampledRows:
         if self.labels is None:
             raise ValueError("the matrix has no segment labels yet; assign centroids first")
         return self.labels
+
+
+#: The columns of an assigned matrix, as :meth:`Engine.matrix_frame` names them.
+SEGMENT, DISTANCE, RUNNER_UP = "segment", "distance", "runner_up"
+
+
+def vector_column(j: int) -> str:
+    """The name :meth:`Engine.matrix_frame` gives the vector's ``j``-th value (from 0)."""
+    return f"x_{j + 1}"

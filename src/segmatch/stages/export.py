@@ -9,7 +9,8 @@ import pyarrow as pa
 
 from segmatch.config import OutputConfig
 from segmatch.engines.base import Engine
-from segmatch.engines.expressions import col
+from segmatch.engines.expressions import col, lit
+from segmatch.engines.types import DISTANCE, SEGMENT, vector_column
 from segmatch.layout import PART_FILE, write_arrow
 from segmatch.locations import join
 from segmatch.stages.clean import CleanedRows
@@ -124,12 +125,19 @@ def export_results(
         if engine.has_table(previous)
         else None
     )
-    segments = engine.segments_frame(
+    width = clustering.centroids.shape[1]
+    segments = engine.matrix_frame(
         clustering.matrix,
         id_column=id_column,
-        labels={"run_id": outputs.run_id, "model_version": model_version},
+        columns={
+            "segment": col(SEGMENT),
+            "distance": col(DISTANCE),
+            **{f"pc_{j + 1}": col(vector_column(j)) for j in range(width)},
+            "run_id": lit(outputs.run_id).as_text(),
+            "model_version": lit(model_version).as_text(),
+        },
         customers=features.customers,
-        columns=customer_columns(engine, features, choice=output.segments_columns),
+        customer_columns=customer_columns(engine, features, choice=output.segments_columns),
     )
     engine.stage_table(segments, outputs=outputs, table="segments")
     rows = engine.count(segments)

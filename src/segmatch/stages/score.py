@@ -10,9 +10,9 @@ import pyarrow as pa
 from segmatch.cells import Cells
 from segmatch.config import LookalikesConfig, OutputConfig
 from segmatch.engines.base import Engine, Frame, Matrix
-from segmatch.engines.expressions import col
+from segmatch.engines.expressions import col, lit, when
 from segmatch.engines.shaping import lookalike_rows, lookalike_schema
-from segmatch.engines.types import SegmentRows
+from segmatch.engines.types import DISTANCE, RUNNER_UP, SEGMENT, SegmentRows
 from segmatch.errors import ModelError
 from segmatch.model import SegmentModel
 from segmatch.neighbours import top_k_from
@@ -113,12 +113,31 @@ def export_scores(
     output: OutputConfig,
 ) -> ScoresExported:
     """Stage the scores, the lookalikes and the quarantine, and summarise scores by segment."""
-    scores = engine.scores_frame(
+    distance, runner_up = col(DISTANCE), col(RUNNER_UP)
+    usual = when(
+        [(col(SEGMENT).eq(segment), limit) for segment, limit in model.usual_distance.items()],
+        lit(None).as_float(),
+    )
+    scores = engine.matrix_frame(
         scored.matrix,
         id_column=id_column,
-        usual_distance=model.usual_distance,
+        columns={
+            "segment": col(SEGMENT),
+            "distance": distance,
+            # 1 − d₁/d₂: 0 midway between two centroids, 1 on one (as kernels.confidence).
+            "confidence": when(
+                [
+                    (
+                        runner_up.gt(0.0).fill_null(False),
+                        lit(1.0).minus(distance.divided_by(runner_up)),
+                    )
+                ],
+                lit(0.0),
+            ),
+            "beyond_training_p99": distance.gt(usual),
+        },
         customers=features.customers,
-        columns=customer_columns(engine, features, choice=output.segments_columns),
+        customer_columns=customer_columns(engine, features, choice=output.segments_columns),
     )
     engine.stage_table(scores, outputs=outputs, table="scores")
     by_segment = engine.segment_profiles(

@@ -8,11 +8,18 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from segmatch import kernels
 from segmatch.cells import Cells
+from segmatch.engines.expressions import Expr
+from segmatch.engines.local.expressions import kinds_of, to_polars
 from segmatch.engines.local.matrix import LocalMatrix, labels_of
 from segmatch.engines.shaping import customer_columns_beside, with_top_levels
-from segmatch.engines.types import SegmentRows
+from segmatch.engines.types import (
+    DISTANCE,
+    RUNNER_UP,
+    SEGMENT,
+    SegmentRows,
+    vector_column,
+)
 from segmatch.progress import progress
 
 
@@ -32,48 +39,27 @@ class PolarsResults:
             .to_arrow()
         )
 
-    def segments_frame(
+    def matrix_frame(
         self,
         matrix: LocalMatrix,
         *,
         id_column: str,
-        labels: dict[str, str | None],
+        columns: Mapping[str, Expr],
         customers: pl.DataFrame | None = None,
-        columns: Sequence[str] = (),
+        customer_columns: Sequence[str] = (),
     ) -> pl.DataFrame:
-        coordinates = {f"pc_{j + 1}": matrix.values[:, j] for j in range(matrix.values.shape[1])}
-        rows = pl.DataFrame(
-            {
-                id_column: matrix.ids,
-                "segment": labels_of(matrix),
-                "distance": matrix.distances,
-                **coordinates,
-            }
-        ).with_columns(pl.lit(value, pl.String).alias(name) for name, value in labels.items())
-        return _with_customer_columns(rows, customers, columns)
-
-    def scores_frame(
-        self,
-        matrix: LocalMatrix,
-        *,
-        id_column: str,
-        usual_distance: Mapping[int, float],
-        customers: pl.DataFrame | None = None,
-        columns: Sequence[str] = (),
-    ) -> pl.DataFrame:
-        labels = labels_of(matrix)
-        limits = pl.Series(labels).replace_strict(
-            dict(usual_distance), default=None, return_dtype=pl.Float64
+        own: dict[str, object] = {
+            vector_column(j): matrix.values[:, j] for j in range(matrix.values.shape[1])
+        }
+        if matrix.labels is not None:
+            own |= {SEGMENT: matrix.labels, DISTANCE: matrix.distances, RUNNER_UP: matrix.runner_up}
+        base = pl.DataFrame(own)
+        kinds = kinds_of(base.schema)
+        rows = base.select(
+            matrix.ids.alias(id_column),
+            *(to_polars(e, kinds).alias(name) for name, e in columns.items()),
         )
-        rows = pl.DataFrame(
-            {
-                id_column: matrix.ids,
-                "segment": labels,
-                "distance": matrix.distances,
-                "confidence": kernels.confidence(matrix.distances, matrix.runner_up),
-            }
-        ).with_columns((pl.col("distance") > limits).alias("beyond_training_p99"))
-        return _with_customer_columns(rows, customers, columns)
+        return _with_customer_columns(rows, customers, customer_columns)
 
     def distance_quantiles(self, matrix: LocalMatrix, *, q: float) -> dict[int, float]:
         labels = labels_of(matrix)

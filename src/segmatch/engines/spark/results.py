@@ -7,13 +7,15 @@ from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_type
 
 from segmatch.cells import Cells
+from segmatch.engines.expressions import Expr
 from segmatch.engines.shaping import customer_columns_beside, with_top_levels
+from segmatch.engines.spark.expressions import kinds_of, to_spark
 from segmatch.engines.spark.frames import (
     DISTANCE,
     LABEL,
@@ -23,7 +25,7 @@ from segmatch.engines.spark.frames import (
     persist,
 )
 from segmatch.engines.spark.quantiles import exact_medians, exact_quantiles
-from segmatch.engines.types import SegmentRows
+from segmatch.engines.types import SEGMENT, SegmentRows, vector_column
 
 CELL, HOME = "__cell", "__home"
 
@@ -44,54 +46,36 @@ class SparkResults:
             .toArrow()
         )
 
-    def segments_frame(
+    def matrix_frame(
         self,
         matrix: SparkMatrix,
         *,
         id_column: str,
-        labels: dict[str, str | None],
+        columns: Mapping[str, Expr],
         customers: DataFrame | None = None,
-        columns: Sequence[str] = (),
+        customer_columns: Sequence[str] = (),
     ) -> DataFrame:
-        own = {
-            id_column: F.col(matrix.id_column),
-            "segment": F.col(LABEL),
-            DISTANCE: F.col(DISTANCE),
-            **{f"pc_{j + 1}": F.col(f"x{j}") for j in range(matrix.width)},
-            **{name: F.lit(value).cast("string") for name, value in labels.items()},
-        }
-        return _with_customer_columns(matrix, own, customers, columns, id_column=id_column)
-
-    def scores_frame(
-        self,
-        matrix: SparkMatrix,
-        *,
-        id_column: str,
-        usual_distance: Mapping[int, float],
-        customers: DataFrame | None = None,
-        columns: Sequence[str] = (),
-    ) -> DataFrame:
-        confidence = F.when(
-            F.col(RUNNER_UP) > 0, F.lit(1.0) - F.col(DISTANCE) / F.col(RUNNER_UP)
-        ).otherwise(F.lit(0.0))
-        limit = (
-            F.element_at(
-                F.create_map(*(F.lit(v) for pair in usual_distance.items() for v in pair)).cast(
-                    "map<int,double>"
-                ),
-                F.col(LABEL),
-            )
-            if usual_distance
-            else F.lit(None).cast("double")
+        own = [F.col(f"x{j}").alias(vector_column(j)) for j in range(matrix.width)]
+        if matrix.labelled:
+            own += [F.col(LABEL).alias(SEGMENT), F.col(DISTANCE), F.col(RUNNER_UP)]
+        wanted = customer_columns_beside([id_column, *columns], customer_columns)
+        carried = matrix.carries(wanted)
+        base = matrix.frame.select(
+            F.col(matrix.id_column).alias(id_column),
+            *own,
+            *((matrix.customer_column(c) for c in wanted) if carried else ()),
         )
-        own = {
-            id_column: F.col(matrix.id_column),
-            "segment": F.col(LABEL),
-            DISTANCE: F.col(DISTANCE),
-            "confidence": confidence,
-            "beyond_training_p99": F.col(DISTANCE) > limit,
-        }
-        return _with_customer_columns(matrix, own, customers, columns, id_column=id_column)
+        kinds = kinds_of(base.schema)
+        rows = base.select(
+            id_column,
+            *(to_spark(e, kinds, base).alias(name) for name, e in columns.items()),
+            *(wanted if carried else ()),
+        )
+        if carried or not wanted:
+            return rows
+        if customers is None:
+            raise ValueError(f"customer columns {wanted} asked for without the customers' frame")
+        return rows.join(customers.select(id_column, *wanted), on=id_column, how="left")
 
     def distance_quantiles(self, matrix: SparkMatrix, *, q: float) -> dict[int, float]:
         quantiles = exact_quantiles(matrix.frame, [DISTANCE], LABEL, q=q)
@@ -256,25 +240,3 @@ def _segment_rows(group: pa.Table, id_column: str, value_columns: Sequence[str])
     return SegmentRows(
         group.column(id_column), group.column(LABEL).to_numpy(), matrix_of(group, value_columns)
     )
-
-
-def _with_customer_columns(
-    matrix: SparkMatrix,
-    own: dict[str, Column],
-    customers: DataFrame | None,
-    columns: Sequence[str],
-    *,
-    id_column: str,
-) -> DataFrame:
-    """Result rows from the matrix, with the customers' ``columns`` beside them: straight from
-    the matrix when it carries them, else by one join."""
-    wanted = customer_columns_beside(list(own), columns)
-    rows = [value.alias(name) for name, value in own.items()]
-    if matrix.carries(wanted):
-        return matrix.frame.select(*rows, *(matrix.customer_column(c) for c in wanted))
-    selected = matrix.frame.select(*rows)
-    if not wanted:
-        return selected
-    if customers is None:
-        raise ValueError(f"customer columns {wanted} asked for without the customers' frame")
-    return selected.join(customers.select(id_column, *wanted), on=id_column, how="left")
