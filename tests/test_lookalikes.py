@@ -103,13 +103,14 @@ def test_spark_finds_lookalikes_of_200k_customers_in_many_bounded_tasks(spark_se
 
 def score_against(engine, reference, new, session, **settings):
     from segmatch.stages.lookalikes import search_cells, segment_sizes  # noqa: PLC0415
+    from segmatch.stages.score import top_k_against  # noqa: PLC0415
 
     (ids, points, labels), (new_ids, new_points, new_labels) = reference, new
     reference = labelled_matrix(engine, ids, points, labels, session)
     new = labelled_matrix(engine, [f"n{i}" for i in new_ids], new_points, new_labels, session)
     config = LookalikesConfig(**settings)
     cells = search_cells(engine, reference, config=config, sizes=segment_sizes(engine, reference))
-    frame = engine.top_k_against(reference, new, id_column="customer_id", k=10, cells=cells)
+    frame = top_k_against(engine, reference, new, id_column="customer_id", k=10, cells=cells)
     table = frame if engine.name == "local" else pl.from_arrow(frame.toArrow())
     return cells, table.sort("customer_id", "rank")
 

@@ -14,7 +14,16 @@ from segmatch.api import run_pipeline
 from segmatch.config import ClusterConfig
 from segmatch.encoding import OTHER_LEVEL
 from segmatch.engines.expressions import col
-from segmatch.stages import clean, cluster, features, ingest, lookalikes, reduce, scale
+from segmatch.stages import (
+    clean,
+    cluster,
+    features,
+    ingest,
+    lookalikes,
+    reduce,
+    scale,
+    statistics,
+)
 from segmatch.stages.features import choose_levels
 from segmatch.storage import read_delta
 
@@ -384,12 +393,21 @@ def test_medians_are_exact_overall_and_per_segment(engine, tmp_path):
     )
     present = np.array([i not in missing for i in range(n)])
     frame = engine.read(path=data, fmt="parquet", types={}, separator=",")
-    stats = engine.column_stats(frame, numeric=["age", "spend"], categorical=[], center="median")
+    stats = statistics.column_stats(
+        engine, frame, numeric=["age", "spend"], categorical=[], center="median"
+    )
     assert stats.centers == {"age": np.median(age), "spend": np.median(spend[present])}
     assert stats.nulls == {"age": 0, "spend": 500}
     matrix = engine.feature_matrix(frame, id_column="idcliente", numeric=["age"], log=[], levels={})
     labelled = engine.assign(matrix, centroids=np.array([[30.0], [60.0]]))
-    profiles = engine.segment_profiles(frame, labelled, columns=["age", "spend"]).to_pylist()
+    rows_of = engine.matrix_frame(
+        labelled,
+        id_column="idcliente",
+        columns={"segment": col("segment")},
+        customers=frame,
+        customer_columns=["age", "spend"],
+    )
+    profiles = statistics.segment_profiles(engine, rows_of, columns=["age", "spend"]).to_pylist()
     for profile, members in zip(profiles, (age <= 45, age > 45), strict=True):
         assert profile["size"] == members.sum()
         assert profile["age_median"] == np.median(age[members])

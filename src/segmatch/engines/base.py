@@ -25,7 +25,6 @@ from segmatch.engines.expressions import Expr
 from segmatch.engines.types import (
     BlockKernel,
     ColumnKind,
-    ColumnStats,
     Combine,
     SampledRows,
     SegmentRows,
@@ -215,16 +214,6 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     ) -> tuple[FrameT, int]:
         """One row per id (the first, or the latest by ``order_by``), and how many rows that is."""
 
-    @abstractmethod
-    def column_stats(
-        self,
-        frame: FrameT,
-        *,
-        numeric: Sequence[str],
-        categorical: Sequence[str],
-        center: Literal["median", "mean"],
-    ) -> ColumnStats: ...
-
     # -- features ------------------------------------------------------------------------
     @abstractmethod
     def aggregate_transactions(self, frame: FrameT, *, columns: TransactionColumns) -> FrameT: ...
@@ -257,8 +246,12 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     ) -> np.ndarray: ...
 
     @abstractmethod
-    def quantiles(self, matrix: MatrixT, *, q: Sequence[float]) -> np.ndarray:
-        """len(q) × d quantiles of each column."""
+    def quantiles(
+        self, frame: FrameT, *, columns: Sequence[str], q: float, by: str | None = None
+    ) -> dict[Any, dict[str, float | None]]:
+        """The exact ``q`` quantile of each numeric column, per value of ``by`` (the key None
+        without it): interpolated linearly, as ``np.quantile``; the median as the mean of the
+        two middle values. Nulls are left out; a column without values gives None."""
 
     @abstractmethod
     def affine(self, matrix: MatrixT, *, shift: np.ndarray, linear: np.ndarray) -> MatrixT:
@@ -333,22 +326,5 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         """
 
     @abstractmethod
-    def distance_quantiles(self, matrix: MatrixT, *, q: float) -> dict[int, float]:
-        """Per segment of an assigned matrix, the ``q`` quantile of its rows' distances to
-        their centroid (linear interpolation, exact)."""
-
-    @abstractmethod
     def reference_matrix(self, reference: FrameT, *, id_column: str, width: int) -> MatrixT:
         """A segments table (id, segment, pc_1 … pc_width) as a labelled matrix."""
-
-    @abstractmethod
-    def segment_profiles(
-        self,
-        frame: FrameT,
-        matrix: MatrixT,
-        *,
-        columns: Sequence[str],
-        categorical: Sequence[str] = (),
-    ) -> pa.Table:
-        """Per segment: size, share, the mean and median of each numeric column, and the top
-        levels of each categorical one (``with_top_levels``)."""

@@ -47,7 +47,17 @@ from segmatch.plans.language import (
     Values,
 )
 from segmatch.results import RunResult
-from segmatch.stages import clean, cluster, export, features, ingest, lookalikes, reduce, scale
+from segmatch.stages import (
+    clean,
+    cluster,
+    export,
+    features,
+    ingest,
+    lookalikes,
+    reduce,
+    scale,
+    statistics,
+)
 from segmatch.staging import StagedOutputs
 
 
@@ -86,7 +96,9 @@ def fitted_model(
     clustering: cluster.Clustering,
 ) -> SegmentModel:
     """The engine-neutral model of a training run's results."""
-    distance_p99 = engine.distance_quantiles(clustering.matrix, q=0.99)
+    distance_p99 = statistics.distance_quantiles(
+        engine, clustering.matrix, id_column=plan.id_column, q=0.99
+    )
     return SegmentModel(
         id_column=plan.id_column,
         numeric_columns=list(built.numeric),

@@ -11,6 +11,7 @@ from segmatch.engines.expressions import any_of, col, lit, rows, when
 from segmatch.engines.types import QUARANTINE_COLUMN, QUARANTINE_RULE, Rule
 from segmatch.errors import DataQualityError
 from segmatch.stages.ingest import RawInput
+from segmatch.stages.statistics import column_stats
 
 #: The largest magnitude a feature value may have (its square must stay finite, summed).
 MAX_MAGNITUDE = 1e150
@@ -96,8 +97,8 @@ def clean_rows(
         duplicates, rows_out = rows_out - kept, kept
     imputed: dict[str, int] = {}
     if plan.transactions is None:
-        stats = engine.column_stats(
-            valid, numeric=plan.features, categorical=plan.categorical, center=config.impute
+        stats = column_stats(
+            engine, valid, numeric=plan.features, categorical=plan.categorical, center=config.impute
         )
         imputed = {column: n for column, n in stats.nulls.items() if n}
         fill_values = stats.centers if fill_values is None else fill_values

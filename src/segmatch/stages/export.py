@@ -13,6 +13,7 @@ from segmatch.engines.expressions import col, lit
 from segmatch.engines.types import DISTANCE, SEGMENT, vector_column
 from segmatch.layout import PART_FILE, write_arrow
 from segmatch.locations import join
+from segmatch.stages import statistics
 from segmatch.stages.clean import CleanedRows
 from segmatch.stages.cluster import Clustering
 from segmatch.stages.features import Features
@@ -46,11 +47,15 @@ def customer_columns(
 def segment_profiles(engine: Engine, features: Features, clustering: Clustering) -> pa.Table:
     """Size, share, mean and median of every numeric feature in original units, and the top
     levels of every categorical one, per segment."""
-    return engine.segment_profiles(
-        features.customers,
+    labelled = engine.matrix_frame(
         clustering.matrix,
-        columns=list(features.numeric),
-        categorical=list(features.levels),
+        id_column=features.id_column,
+        columns={SEGMENT: col(SEGMENT)},
+        customers=features.customers,
+        customer_columns=[*features.numeric, *features.levels],
+    )
+    return statistics.segment_profiles(
+        engine, labelled, columns=list(features.numeric), categorical=list(features.levels)
     )
 
 

@@ -9,12 +9,14 @@ from segmatch.encoding import OTHER_LEVEL, feature_names
 from segmatch.engines.base import Engine, Frame, Matrix
 from segmatch.stages.clean import CleanedRows
 from segmatch.stages.columns import ColumnPlan
+from segmatch.stages.statistics import column_stats
 
 
 @dataclass(frozen=True)
 class Features:
     """Customer rows (original units, for profiles) and their feature matrix."""
 
+    id_column: str
     customers: Frame
     matrix: Matrix
     numeric: tuple[str, ...]
@@ -58,8 +60,8 @@ def build_features(
         else cleaned.frame
     )
     if levels is None and plan.categorical:
-        stats = engine.column_stats(
-            customers, numeric=[], categorical=plan.categorical, center="median"
+        stats = column_stats(
+            engine, customers, numeric=[], categorical=plan.categorical, center="median"
         )
         levels = {
             column: choose_levels(
@@ -79,6 +81,7 @@ def build_features(
         carry=[*plan.features, *plan.categorical],
     )
     return Features(
+        id_column=plan.id_column,
         customers=customers,
         matrix=matrix,
         numeric=plan.features,

@@ -11,6 +11,8 @@ from segmatch import kernels
 from segmatch.config import ScaleConfig
 from segmatch.encoding import one_hot_columns
 from segmatch.engines.base import Engine, Matrix
+from segmatch.engines.expressions import col
+from segmatch.engines.types import vector_column
 from segmatch.stages.features import Features
 
 
@@ -86,7 +88,16 @@ def scale_features(engine: Engine, *, config: ScaleConfig, features: Features) -
         center = mean
         spread = np.sqrt(np.maximum(np.diag(covariance), 0.0))
     else:
-        low, median, high = engine.quantiles(features.matrix, q=[0.25, 0.5, 0.75])
+        low, median, high = (
+            matrix_quantiles(
+                engine,
+                features.matrix,
+                id_column=features.id_column,
+                width=len(features.names),
+                q=q,
+            )
+            for q in (0.25, 0.5, 0.75)
+        )
         spread = high - low
         center = np.concatenate([median[:numeric], mean[numeric:]])
     spread = np.concatenate([spread[:numeric], _level_scales(features, center[numeric:])])
@@ -100,3 +111,13 @@ def scale_features(engine: Engine, *, config: ScaleConfig, features: Features) -
         rows_in=features.rows_out,
         rows_out=features.rows_out,
     )
+
+
+def matrix_quantiles(
+    engine: Engine, matrix: Matrix, *, id_column: str, width: int, q: float
+) -> np.ndarray:
+    """The ``q`` quantile of each of a matrix's ``width`` columns."""
+    vector = [vector_column(j) for j in range(width)]
+    rows_of = engine.matrix_frame(matrix, id_column=id_column, columns={c: col(c) for c in vector})
+    found = engine.quantiles(rows_of, columns=vector, q=q).get(None, {})
+    return np.array([found[c] if found[c] is not None else np.nan for c in vector])

@@ -20,6 +20,7 @@ from segmatch.stages.clean import CleanedRows
 from segmatch.stages.export import customer_columns, write_quarantine
 from segmatch.stages.features import Features
 from segmatch.stages.lookalikes import search_cells, segment_sizes
+from segmatch.stages.statistics import segment_profiles
 from segmatch.staging import StagedOutputs
 
 
@@ -140,9 +141,9 @@ def export_scores(
         customer_columns=customer_columns(engine, features, choice=output.segments_columns),
     )
     engine.stage_table(scores, outputs=outputs, table="scores")
-    by_segment = engine.segment_profiles(
+    by_segment = segment_profiles(
+        engine,
         engine.with_columns(scores, {"beyond_training_p99": col("beyond_training_p99").as_float()}),
-        scored.matrix,
         columns=["confidence", "beyond_training_p99"],
     )
     rows = scored.rows_out

@@ -65,9 +65,6 @@ class NumpyPasses:
         assert total is not None
         return total
 
-    def quantiles(self, matrix: LocalMatrix, *, q: Sequence[float]) -> np.ndarray:
-        return np.quantile(matrix.values, q, axis=0)
-
     def affine(self, matrix: LocalMatrix, *, shift: np.ndarray, linear: np.ndarray) -> LocalMatrix:
         out = np.empty((matrix.values.shape[0], linear.shape[1]), dtype=np.float64)
         for block in self._blocks(matrix.values.shape):

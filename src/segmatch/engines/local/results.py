@@ -12,7 +12,7 @@ from segmatch.cells import Cells
 from segmatch.engines.expressions import Expr
 from segmatch.engines.local.expressions import kinds_of, to_polars
 from segmatch.engines.local.matrix import LocalMatrix, labels_of
-from segmatch.engines.shaping import customer_columns_beside, with_top_levels
+from segmatch.engines.shaping import customer_columns_beside
 from segmatch.engines.types import (
     DISTANCE,
     RUNNER_UP,
@@ -60,45 +60,6 @@ class PolarsResults:
             *(to_polars(e, kinds).alias(name) for name, e in columns.items()),
         )
         return _with_customer_columns(rows, customers, customer_columns)
-
-    def distance_quantiles(self, matrix: LocalMatrix, *, q: float) -> dict[int, float]:
-        labels = labels_of(matrix)
-        return {
-            int(label): float(np.quantile(matrix.distances[labels == label], q))
-            for label in np.unique(labels)
-        }
-
-    def segment_profiles(
-        self,
-        frame: pl.DataFrame,
-        matrix: LocalMatrix,
-        *,
-        columns: Sequence[str],
-        categorical: Sequence[str] = (),
-    ) -> pa.Table:
-        total = frame.height
-        labelled = frame.select(*columns, *categorical).with_columns(
-            pl.Series("segment", labels_of(matrix))
-        )
-        counts = {
-            column: {
-                (segment, level): n
-                for segment, level, n in labelled.group_by("segment", column).len().iter_rows()
-            }
-            for column in categorical
-        }
-        profiles = (
-            labelled.group_by("segment")
-            .agg(
-                pl.len().cast(pl.Int64).alias("size"),
-                *(pl.col(c).mean().alias(f"{c}_mean") for c in columns),
-                *(pl.col(c).median().alias(f"{c}_median") for c in columns),
-            )
-            .with_columns((pl.col("size") / total).alias("share"))
-            .sort("segment")
-        )
-        numeric = profiles.select("segment", "size", "share", *profiles.columns[2:-1])
-        return with_top_levels(numeric.to_arrow(), counts)
 
     def reference_matrix(
         self, reference: pl.DataFrame, *, id_column: str, width: int

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import polars as pl
 
-from segmatch.encoding import MISSING_LEVEL
 from segmatch.engines.expressions import Expr
 from segmatch.engines.local.expressions import kinds_of, to_polars
-from segmatch.engines.types import ColumnStats, TransactionColumns
+from segmatch.engines.types import TransactionColumns
 
 
 class PolarsCleaning:
@@ -57,31 +57,25 @@ class PolarsCleaning:
             kept = frame.unique(subset=[id_column], keep="first", maintain_order=True)
         return kept, kept.height
 
-    def column_stats(
+    def quantiles(
         self,
         frame: pl.DataFrame,
         *,
-        numeric: Sequence[str],
-        categorical: Sequence[str],
-        center: Literal["median", "mean"],
-    ) -> ColumnStats:
-        columns = [*numeric, *categorical]
-        nulls = frame.select(pl.col(c).null_count() for c in columns).row(0) if columns else ()
-        centers = (
-            frame.select(getattr(pl.col(c), center)() for c in numeric).row(0) if numeric else ()
+        columns: Sequence[str],
+        q: float,
+        by: str | None = None,
+    ) -> dict[Any, dict[str, float | None]]:
+        if not columns:
+            return {}
+        groups = (
+            {None: frame}
+            if by is None
+            else {key[0]: part for key, part in frame.group_by(by, maintain_order=True)}
         )
-        levels = {}
-        for name in categorical:
-            counts = frame.get_column(name).cast(pl.String).fill_null(MISSING_LEVEL).value_counts()
-            levels[name] = dict(zip(counts[name].to_list(), counts["count"].to_list(), strict=True))
-        return ColumnStats(
-            nulls=dict(zip(columns, nulls, strict=True)),
-            centers={
-                c: (float(v) if v is not None else 0.0)
-                for c, v in zip(numeric, centers, strict=True)
-            },
-            levels=levels,
-        )
+        return {
+            key: {column: _quantile(part.get_column(column), q) for column in columns}
+            for key, part in groups.items()
+        }
 
     def aggregate_transactions(
         self, frame: pl.DataFrame, *, columns: TransactionColumns
@@ -127,3 +121,13 @@ class PolarsCleaning:
                 "monetary_avg"
             )
         )
+
+
+def _quantile(values: pl.Series, q: float) -> float | None:
+    present = values.drop_nulls().cast(pl.Float64)
+    if present.len() == 0:
+        return None
+    if q == 0.5:
+        median = present.median()
+        return None if median is None else float(median)  # type: ignore[arg-type]
+    return float(np.quantile(present.to_numpy(), q))

@@ -82,12 +82,6 @@ class SparkPasses:
         rows = matrix.frame.select(columns).mapInArrow(partials, "partial array<double>").collect()
         return functools.reduce(combine, (np.asarray(r["partial"]) for r in rows))
 
-    def quantiles(self, matrix: SparkMatrix, *, q: Sequence[float]) -> np.ndarray:
-        row = matrix.frame.agg(
-            *(F.percentile(F.col(c), list(q)).alias(c) for c in matrix.value_columns)
-        ).first()
-        return np.column_stack([np.asarray(row[c], dtype=np.float64) for c in matrix.value_columns])
-
     def affine(self, matrix: SparkMatrix, *, shift: np.ndarray, linear: np.ndarray) -> SparkMatrix:
         width, out = matrix.width, linear.shape[1]
         kept = [matrix.id_column, *matrix.carried_columns]

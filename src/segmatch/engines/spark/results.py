@@ -14,7 +14,7 @@ from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_type
 
 from segmatch.cells import Cells
 from segmatch.engines.expressions import Expr
-from segmatch.engines.shaping import customer_columns_beside, with_top_levels
+from segmatch.engines.shaping import customer_columns_beside
 from segmatch.engines.spark.expressions import kinds_of, to_spark
 from segmatch.engines.spark.frames import (
     DISTANCE,
@@ -24,7 +24,6 @@ from segmatch.engines.spark.frames import (
     matrix_of,
     persist,
 )
-from segmatch.engines.spark.quantiles import exact_medians, exact_quantiles
 from segmatch.engines.types import SEGMENT, SegmentRows, vector_column
 
 CELL, HOME = "__cell", "__home"
@@ -76,67 +75,6 @@ class SparkResults:
         if customers is None:
             raise ValueError(f"customer columns {wanted} asked for without the customers' frame")
         return rows.join(customers.select(id_column, *wanted), on=id_column, how="left")
-
-    def distance_quantiles(self, matrix: SparkMatrix, *, q: float) -> dict[int, float]:
-        quantiles = exact_quantiles(matrix.frame, [DISTANCE], LABEL, q=q)
-        return {int(label): float(found[DISTANCE]) for label, found in quantiles.items()}
-
-    def segment_profiles(
-        self,
-        frame: DataFrame,
-        matrix: SparkMatrix,
-        *,
-        columns: Sequence[str],
-        categorical: Sequence[str] = (),
-    ) -> pa.Table:
-        wanted = [*columns, *categorical]
-        # Carried columns are already beside the labels (and cached with them): no join.
-        joined = not matrix.carries(wanted)
-        labelled = (
-            persist(
-                frame.select(matrix.id_column, *wanted).join(
-                    matrix.frame.select(matrix.id_column, F.col(LABEL).alias("segment")),
-                    on=matrix.id_column,
-                )
-            )
-            if joined
-            else matrix.frame.select(
-                *(matrix.customer_column(c) for c in wanted), F.col(LABEL).alias("segment")
-            )
-        )
-        rows = (
-            labelled.groupBy("segment")
-            .agg(
-                F.count(F.lit(1)).alias("size"),
-                *(F.avg(F.col(c)).alias(f"{c}_mean") for c in columns),
-            )
-            .orderBy("segment")
-            .collect()
-        )
-        medians = exact_medians(labelled, columns, group="segment") if columns else {}
-        counts = {
-            column: {
-                (r["segment"], r["level"]): r["count"]
-                for r in labelled.groupBy("segment", F.col(column).alias("level")).count().collect()
-            }
-            for column in categorical
-        }
-        if joined:
-            labelled.unpersist()
-        total = sum(r["size"] for r in rows)
-        table = {
-            "segment": pa.array([r["segment"] for r in rows], pa.int32()),
-            "size": pa.array([r["size"] for r in rows], pa.int64()),
-            "share": pa.array([r["size"] / total for r in rows], pa.float64()),
-            **{
-                f"{c}_mean": pa.array([r[f"{c}_mean"] for r in rows], pa.float64()) for c in columns
-            },
-            **{
-                f"{c}_median": pa.array([medians[r["segment"]][c] for r in rows], pa.float64())
-                for c in columns
-            },
-        }
-        return with_top_levels(pa.table(table), counts)
 
     def map_groups(
         self,

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 
-from segmatch.encoding import MISSING_LEVEL
 from segmatch.engines.expressions import Expr
 from segmatch.engines.spark.expressions import to_spark
 from segmatch.engines.spark.frames import ROW, persist
-from segmatch.engines.spark.quantiles import medians_and_counts
-from segmatch.engines.types import ColumnStats, TransactionColumns
+from segmatch.engines.spark.quantiles import exact_quantiles
+from segmatch.engines.types import TransactionColumns
 
 
 class SparkCleaning:
@@ -61,45 +60,17 @@ class SparkCleaning:
         kept = persist(frame.withColumn("__rank", rank).where(F.col("__rank") == 1).drop("__rank"))
         return kept, kept.count()
 
-    def column_stats(
+    def quantiles(
         self,
         frame: DataFrame,
         *,
-        numeric: Sequence[str],
-        categorical: Sequence[str],
-        center: Literal["median", "mean"],
-    ) -> ColumnStats:
-        nulls: dict[str, int] = {}
-        centers: dict[str, float | None] = {}
-        if numeric and center == "median":
-            # The medians' first aggregation also counts each column's values: no pass for nulls.
-            medians, rows, values = medians_and_counts(frame, numeric)
-            centers = medians.get(None, dict.fromkeys(numeric))
-            nulls = {c: rows.get(None, 0) - values.get(None, {}).get(c, 0) for c in numeric}
-        elif numeric:
-            row = frame.agg(
-                *(
-                    F.count(F.when(F.col(c).isNull(), 1)).alias(f"n{i}")
-                    for i, c in enumerate(numeric)
-                ),
-                *(F.avg(F.col(c)).alias(f"c{i}") for i, c in enumerate(numeric)),
-            ).first()
-            nulls = {c: row[f"n{i}"] for i, c in enumerate(numeric)}
-            centers = {c: row[f"c{i}"] for i, c in enumerate(numeric)}
-        levels = {}
-        for name in categorical:
-            # One job per column gives its levels and its nulls (the null group).
-            counts = frame.groupBy(F.col(name).cast("string").alias("level")).count().collect()
-            nulls[name] = sum(r["count"] for r in counts if r["level"] is None)
-            levels[name] = {}
-            for r in counts:
-                level = MISSING_LEVEL if r["level"] is None else r["level"]
-                levels[name][level] = levels[name].get(level, 0) + r["count"]
-        return ColumnStats(
-            nulls=nulls,
-            centers={c: float(v) if v is not None else 0.0 for c, v in centers.items()},
-            levels=levels,
-        )
+        columns: Sequence[str],
+        q: float,
+        by: str | None = None,
+    ) -> dict[Any, dict[str, float | None]]:
+        if not columns:
+            return {}
+        return exact_quantiles(frame, columns, by, q=q)
 
     def aggregate_transactions(self, frame: DataFrame, *, columns: TransactionColumns) -> DataFrame:
         c = columns

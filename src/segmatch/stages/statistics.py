@@ -1,0 +1,119 @@
+"""Column facts and segment profiles, from the engine's aggregations and exact quantiles."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import pyarrow as pa
+
+from segmatch.encoding import MISSING_LEVEL
+from segmatch.engines.base import Engine, Frame, Matrix
+from segmatch.engines.expressions import Expr, col, rows
+from segmatch.engines.shaping import with_top_levels
+from segmatch.engines.types import DISTANCE, SEGMENT, ColumnStats
+
+LEVEL = "__segmatch_level"
+
+
+def column_stats(
+    engine: Engine,
+    frame: Frame,
+    *,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    center: Literal["median", "mean"],
+) -> ColumnStats:
+    """Per column: its nulls; per numeric column its median (or mean); per categorical one the
+    count of each level (missing values as their own level)."""
+    aggregations: dict[str, Expr] = {
+        f"nulls{i}": col(c).is_null().as_float().sum() for i, c in enumerate(numeric)
+    }
+    if center == "mean":
+        aggregations |= {f"center{i}": col(c).mean() for i, c in enumerate(numeric)}
+    row = engine.to_arrow(engine.aggregate(frame, aggregations)).to_pylist()[0] if numeric else {}
+    nulls = {c: int(row[f"nulls{i}"] or 0) for i, c in enumerate(numeric)}
+    if center == "mean":
+        centers = {c: row[f"center{i}"] for i, c in enumerate(numeric)}
+    else:
+        centers = engine.quantiles(frame, columns=numeric, q=0.5).get(None, {}) if numeric else {}
+    levels = {}
+    for name in categorical:
+        counts = level_counts(engine, frame, name)
+        nulls[name] = counts.pop(None, 0)
+        if nulls[name]:
+            counts[MISSING_LEVEL] = counts.get(MISSING_LEVEL, 0) + nulls[name]
+        levels[name] = counts
+    return ColumnStats(
+        nulls=nulls,
+        centers={c: float(v) if v is not None else 0.0 for c, v in centers.items()},
+        levels=levels,
+    )
+
+
+def level_counts(engine: Engine, frame: Frame, column: str) -> dict[str | None, int]:
+    """How many rows hold each value of a column, as text (None: missing)."""
+    counted = engine.aggregate(
+        engine.with_columns(frame, {LEVEL: col(column).as_text()}), {"rows": rows()}, by=[LEVEL]
+    )
+    return {
+        row[LEVEL]: row["rows"]
+        for row in engine.to_arrow(counted, columns=[LEVEL, "rows"]).to_pylist()
+    }
+
+
+def segment_profiles(
+    engine: Engine,
+    labelled: Frame,
+    *,
+    columns: Sequence[str],
+    categorical: Sequence[str] = (),
+) -> pa.Table:
+    """Per segment of rows with a ``segment`` column: size, share, the mean and median of
+    each numeric column, and the top levels of each categorical one."""
+    summary = engine.aggregate(
+        labelled,
+        {"size": rows(), **{f"{c}_mean": col(c).mean() for c in columns}},
+        by=[SEGMENT],
+    )
+    found = sorted(
+        engine.to_arrow(
+            summary, columns=[SEGMENT, "size", *(f"{c}_mean" for c in columns)]
+        ).to_pylist(),
+        key=lambda row: row[SEGMENT],
+    )
+    medians = engine.quantiles(labelled, columns=columns, q=0.5, by=SEGMENT) if columns else {}
+    counts = {}
+    for column in categorical:
+        counted = engine.aggregate(labelled, {"rows": rows()}, by=[SEGMENT, column])
+        counts[column] = {
+            (row[SEGMENT], row[column]): row["rows"]
+            for row in engine.to_arrow(counted, columns=[SEGMENT, column, "rows"]).to_pylist()
+        }
+    total = sum(row["size"] for row in found)
+    table = {
+        SEGMENT: pa.array([row[SEGMENT] for row in found], pa.int32()),
+        "size": pa.array([row["size"] for row in found], pa.int64()),
+        "share": pa.array([row["size"] / total for row in found], pa.float64()),
+        **{
+            f"{c}_mean": pa.array([row[f"{c}_mean"] for row in found], pa.float64())
+            for c in columns
+        },
+        **{
+            f"{c}_median": pa.array([medians[row[SEGMENT]][c] for row in found], pa.float64())
+            for c in columns
+        },
+    }
+    return with_top_levels(pa.table(table), counts)
+
+
+def distance_quantiles(
+    engine: Engine, matrix: Matrix, *, id_column: str, q: float
+) -> dict[int, float]:
+    """Per segment of an assigned matrix, the ``q`` quantile of its rows' distances to their
+    centroid."""
+    rows_of = engine.matrix_frame(
+        matrix, id_column=id_column, columns={SEGMENT: col(SEGMENT), DISTANCE: col(DISTANCE)}
+    )
+    found = engine.quantiles(rows_of, columns=[DISTANCE], q=q, by=SEGMENT)
+    return {int(segment): float(value[DISTANCE]) for segment, value in found.items()}
