@@ -20,8 +20,9 @@ from typing import Any, Generic, Literal, TypeVar
 import numpy as np
 import pyarrow as pa
 
+from segmatch import kernels
 from segmatch.cells import Cells
-from segmatch.engines.expressions import Expr
+from segmatch.engines.expressions import Expr, rows
 from segmatch.engines.types import (
     BlockKernel,
     ColumnKind,
@@ -29,7 +30,6 @@ from segmatch.engines.types import (
     SampledRows,
     SegmentRows,
     StoredKind,
-    TransactionColumns,
 )
 from segmatch.locations import Files
 from segmatch.staging import StagedOutputs, TableCommit
@@ -152,8 +152,10 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     @abstractmethod
     def schema(self, frame: FrameT) -> dict[str, ColumnKind]: ...
 
-    @abstractmethod
-    def count(self, frame: FrameT) -> int: ...
+    def count(self, frame: FrameT) -> int:
+        """How many rows a frame has."""
+        counted = self.to_arrow(self.aggregate(frame, {"rows": rows()}))
+        return int(counted.column("rows")[0].as_py())
 
     @abstractmethod
     def stage_table(self, frame: FrameT, *, outputs: StagedOutputs, table: str) -> None:
@@ -216,9 +218,6 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
 
     # -- features ------------------------------------------------------------------------
     @abstractmethod
-    def aggregate_transactions(self, frame: FrameT, *, columns: TransactionColumns) -> FrameT: ...
-
-    @abstractmethod
     def feature_matrix(
         self,
         frame: FrameT,
@@ -226,19 +225,22 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         id_column: str,
         numeric: Sequence[str],
         log: Sequence[str],
-        levels: dict[str, Sequence[str]],
+        levels: Mapping[str, Sequence[str]],
         carry: Sequence[str] = (),
+        labels: str | None = None,
     ) -> MatrixT:
         """One row per customer: numeric columns (signed-log where listed), then one-hot levels.
 
         ``carry`` names columns of ``frame`` the results will want beside the segments (for
         profiles and the segments table); an engine that cannot line rows up without a join
-        keeps them in the matrix.
+        keeps them in the matrix. ``labels`` names an integer column of segment labels (a
+        segments table read back): the matrix is then labelled with them.
         """
 
     # -- passes over the matrix ----------------------------------------------------------
-    @abstractmethod
-    def matrix_rows(self, matrix: MatrixT) -> int: ...
+    def matrix_rows(self, matrix: MatrixT) -> int:
+        """How many rows a matrix has."""
+        return self.count(self.matrix_frame(matrix, id_column="id", columns={}))
 
     @abstractmethod
     def reduce_blocks(
@@ -264,15 +266,28 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         """The customers with the smallest seeded id hashes, in hash order: the same customers
         on every engine. ``rows`` is how many, or how many of each segment (label → rows)."""
 
-    @abstractmethod
     def refine_centroids(
         self, matrix: MatrixT, *, centroids: np.ndarray, max_iter: int, shift_tolerance: float
     ) -> np.ndarray:
-        """Lloyd iterations over every row from ``centroids`` (fitted on a sample).
+        """Lloyd iterations over every row from ``centroids`` (fitted on a sample), one pass
+        of :meth:`reduce_blocks` each; an engine may use a library's own k-means instead.
 
         They stop once the centroids' summed squared shift is at most ``shift_tolerance`` (an
         absolute figure, in the matrix's squared units) or after ``max_iter``.
         """
+        k, d = centroids.shape
+        for _ in range(max_iter):
+            current = centroids
+            step = kernels.nearest_then(current, kernels.cluster_sums_kernel(k))
+            sums = kernels.ClusterSums.from_flat(self.reduce_blocks(matrix, kernel=step), k, d)
+            centroids = np.where(
+                sums.counts[:, None] > 0,
+                sums.sums / np.maximum(sums.counts, 1)[:, None],
+                current,
+            )
+            if np.sum((centroids - current) ** 2) <= shift_tolerance:
+                break
+        return centroids
 
     @abstractmethod
     def assign(self, matrix: MatrixT, *, centroids: np.ndarray) -> MatrixT:
@@ -324,7 +339,3 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         vector, :func:`vector_column`) and, once assigned, ``segment``, ``distance`` and
         ``runner_up`` (the distance to the second-nearest centroid).
         """
-
-    @abstractmethod
-    def reference_matrix(self, reference: FrameT, *, id_column: str, width: int) -> MatrixT:
-        """A segments table (id, segment, pc_1 … pc_width) as a labelled matrix."""

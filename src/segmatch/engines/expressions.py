@@ -205,3 +205,20 @@ def kind_of(expr: Expr, schema: Mapping[str, Kind]) -> Kind:
     if op in ("or", "not", "starts_with"):
         return "boolean"
     return "numeric"
+
+
+def columns_used(expr: Expr) -> set[str]:
+    """The names of the columns an expression reads."""
+    if expr.op == "col":
+        return {expr.args[0]}
+    found: set[str] = set()
+    for arg in expr.args:
+        if isinstance(arg, Expr):
+            found |= columns_used(arg)
+        elif isinstance(arg, tuple):
+            for part in arg:
+                if isinstance(part, Expr):
+                    found |= columns_used(part)
+                elif isinstance(part, tuple):
+                    found |= set().union(*(columns_used(p) for p in part if isinstance(p, Expr)))
+    return found

@@ -10,6 +10,7 @@ from segmatch.engines.base import Engine, Frame, Matrix
 from segmatch.stages.clean import CleanedRows
 from segmatch.stages.columns import ColumnPlan
 from segmatch.stages.statistics import column_stats
+from segmatch.stages.transactions import customers_from_transactions
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def build_features(
     ``levels`` (a fitted model's) fixes the one-hot columns, as when scoring new customers.
     """
     customers = (
-        engine.aggregate_transactions(cleaned.frame, columns=plan.transactions)
+        customers_from_transactions(engine, cleaned.frame, columns=plan.transactions)
         if plan.transactions is not None
         else cleaned.frame
     )

@@ -78,8 +78,14 @@ def find_lookalikes(
         separator=",",
         version=reference_version if is_delta else None,
     )
-    reference_matrix = engine.reference_matrix(
-        segments, id_column=id_column, width=model.fitted().components.shape[0]
+    width = model.fitted().components.shape[0]
+    reference_matrix = engine.feature_matrix(
+        segments,
+        id_column=id_column,
+        numeric=[f"pc_{j + 1}" for j in range(width)],
+        log=(),
+        levels={},
+        labels="segment",
     )
     cells = search_cells(
         engine, reference_matrix, config=config, sizes=segment_sizes(engine, reference_matrix)

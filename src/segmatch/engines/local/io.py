@@ -92,9 +92,6 @@ class PolarsStorage:
     def schema(self, frame: pl.DataFrame) -> dict[str, ColumnKind]:
         return {name: kind_of_dtype(dtype) for name, dtype in frame.schema.items()}
 
-    def count(self, frame: pl.DataFrame) -> int:
-        return frame.height
-
     def stage_table(self, frame: pl.DataFrame, *, outputs: StagedOutputs, table: str) -> None:
         frame.write_parquet(
             join(outputs.path_for(table), PART_FILE), storage_options=self.storage_options or None

@@ -36,8 +36,9 @@ class NumpyPasses:
         id_column: str,
         numeric: Sequence[str],
         log: Sequence[str],
-        levels: dict[str, Sequence[str]],
+        levels: Mapping[str, Sequence[str]],
         carry: Sequence[str] = (),
+        labels: str | None = None,
     ) -> LocalMatrix:
         del carry  # the matrix keeps the frame's row order: results line up without carrying
         width = len(numeric) + sum(len(v) for v in levels.values())
@@ -49,10 +50,11 @@ class NumpyPasses:
             text = frame.get_column(one_hot.column).cast(pl.String)
             hit = ~text.is_in(one_hot.named) if one_hot.is_other else text == one_hot.level
             values[:, j] = hit.fill_null(False).to_numpy()
-        return LocalMatrix(ids=frame.get_column(id_column), values=values)
-
-    def matrix_rows(self, matrix: LocalMatrix) -> int:
-        return matrix.values.shape[0]
+        return LocalMatrix(
+            ids=frame.get_column(id_column),
+            values=values,
+            labels=None if labels is None else frame.get_column(labels).cast(pl.Int32).to_numpy(),
+        )
 
     def reduce_blocks(
         self, matrix: LocalMatrix, *, kernel: BlockKernel, combine: Combine = np.add

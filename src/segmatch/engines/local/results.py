@@ -9,7 +9,7 @@ import polars as pl
 import pyarrow as pa
 
 from segmatch.cells import Cells
-from segmatch.engines.expressions import Expr
+from segmatch.engines.expressions import Expr, columns_used
 from segmatch.engines.local.expressions import kinds_of, to_polars
 from segmatch.engines.local.matrix import LocalMatrix, labels_of
 from segmatch.engines.shaping import customer_columns_beside
@@ -48,27 +48,25 @@ class PolarsResults:
         customers: pl.DataFrame | None = None,
         customer_columns: Sequence[str] = (),
     ) -> pl.DataFrame:
-        own: dict[str, object] = {
+        available: dict[str, object] = {
             vector_column(j): matrix.values[:, j] for j in range(matrix.values.shape[1])
         }
         if matrix.labels is not None:
-            own |= {SEGMENT: matrix.labels, DISTANCE: matrix.distances, RUNNER_UP: matrix.runner_up}
-        base = pl.DataFrame(own)
+            available |= {
+                SEGMENT: matrix.labels,
+                DISTANCE: matrix.distances,
+                RUNNER_UP: matrix.runner_up,
+            }
+        used = set().union(*(columns_used(e) for e in columns.values()))
+        base = pl.DataFrame(
+            [matrix.ids.alias(id_column)],
+        ).with_columns(pl.Series(name, available[name]) for name in available if name in used)
         kinds = kinds_of(base.schema)
         rows = base.select(
-            matrix.ids.alias(id_column),
+            id_column,
             *(to_polars(e, kinds).alias(name) for name, e in columns.items()),
         )
         return _with_customer_columns(rows, customers, customer_columns)
-
-    def reference_matrix(
-        self, reference: pl.DataFrame, *, id_column: str, width: int
-    ) -> LocalMatrix:
-        return LocalMatrix(
-            ids=reference.get_column(id_column),
-            values=reference.select(f"pc_{j + 1}" for j in range(width)).to_numpy(),
-            labels=reference.get_column("segment").cast(pl.Int32).to_numpy(),
-        )
 
     def map_groups(
         self,

@@ -4,7 +4,6 @@ transactions → customers."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 from typing import Any, Literal
 
 import numpy as np
@@ -12,7 +11,6 @@ import polars as pl
 
 from segmatch.engines.expressions import Expr
 from segmatch.engines.local.expressions import kinds_of, to_polars
-from segmatch.engines.types import TransactionColumns
 
 
 class PolarsCleaning:
@@ -76,51 +74,6 @@ class PolarsCleaning:
             key: {column: _quantile(part.get_column(column), q) for column in columns}
             for key, part in groups.items()
         }
-
-    def aggregate_transactions(
-        self, frame: pl.DataFrame, *, columns: TransactionColumns
-    ) -> pl.DataFrame:
-        c = columns
-        amount = (pl.col(c.amount) if c.amount else pl.col(c.quantity) * pl.col(c.unit_price)).cast(
-            pl.Float64
-        )
-        is_return = amount < 0
-        if c.cancellation_prefix and c.invoice:
-            cancelled = pl.col(c.invoice).cast(pl.String).str.starts_with(c.cancellation_prefix)
-            is_return = is_return | cancelled
-        lines = frame.with_columns(amount.alias("__amount"), is_return.alias("__return"))
-        if c.drop_returns:
-            lines = lines.filter(~pl.col("__return"))
-        as_of = c.as_of or (lines.get_column(c.timestamp).max() + timedelta(days=1))
-        purchase = ~pl.col("__return")
-        frequency = (
-            pl.col(c.invoice).filter(purchase).n_unique() if c.invoice else purchase.sum()
-        ).cast(pl.Float64)
-        aggregations = [
-            ((pl.lit(as_of) - pl.col(c.timestamp).max()).dt.total_seconds() / 86400.0).alias(
-                "recency_days"
-            ),
-            frequency.alias("frequency"),
-            pl.col("__amount").sum().alias("monetary_total"),
-            ((pl.lit(as_of) - pl.col(c.timestamp).min()).dt.total_seconds() / 86400.0).alias(
-                "tenure_days"
-            ),
-            pl.col("__return").mean().cast(pl.Float64).alias("return_share"),
-        ]
-        if c.category:
-            aggregations.append(
-                pl.col(c.category)
-                .filter(purchase)
-                .n_unique()
-                .cast(pl.Float64)
-                .alias("distinct_categories")
-            )
-        customers = lines.group_by(c.id_column, maintain_order=True).agg(aggregations)
-        return customers.with_columns(
-            (pl.col("monetary_total") / pl.max_horizontal("frequency", pl.lit(1.0))).alias(
-                "monetary_avg"
-            )
-        )
 
 
 def _quantile(values: pl.Series, q: float) -> float | None:

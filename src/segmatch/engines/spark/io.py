@@ -108,9 +108,6 @@ class SparkStorage:
     def schema(self, frame: DataFrame) -> dict[str, ColumnKind]:
         return kinds_of(frame.schema)
 
-    def count(self, frame: DataFrame) -> int:
-        return frame.count()
-
     def stage_table(self, frame: DataFrame, *, outputs: StagedOutputs, table: str) -> None:
         if self.has_delta:
             # Delta's writer commits the frame itself: staging its rows as Parquet first would

@@ -36,8 +36,9 @@ class SparkPasses:
         id_column: str,
         numeric: Sequence[str],
         log: Sequence[str],
-        levels: dict[str, Sequence[str]],
+        levels: Mapping[str, Sequence[str]],
         carry: Sequence[str] = (),
+        labels: str | None = None,
     ) -> SparkMatrix:
         expressions: list[Column] = []
         for name in numeric:
@@ -52,13 +53,13 @@ class SparkPasses:
             F.col(id_column),
             *(F.col(name).alias(f"c{i}") for i, name in enumerate(carried)),
             *(e.alias(f"x{j}") for j, e in enumerate(expressions)),
+            *([F.col(labels).cast("int").alias(LABEL)] if labels is not None else []),
         )
         # Not cached: scaling makes one pass over it and the reduce stage's projection another,
         # each a projection over the cleaned rows' cache; caching it cost more than both.
-        return SparkMatrix(selected, id_column, len(expressions), carried=carried)
-
-    def matrix_rows(self, matrix: SparkMatrix) -> int:
-        return matrix.frame.count()
+        return SparkMatrix(
+            selected, id_column, len(expressions), labelled=labels is not None, carried=carried
+        )
 
     def reduce_blocks(
         self, matrix: SparkMatrix, *, kernel: BlockKernel, combine: Combine = np.add
@@ -167,24 +168,6 @@ class SparkPasses:
             matrix_of(picked, matrix.value_columns),
             picked.column(LABEL).to_numpy() if matrix.labelled else None,
         )
-
-    def refine_centroids(
-        self, matrix: SparkMatrix, *, centroids: np.ndarray, max_iter: int, shift_tolerance: float
-    ) -> np.ndarray:
-        """Lloyd's iterations, one pass each over the executors with the shared kernels."""
-        k, d = centroids.shape
-        for _ in range(max_iter):
-            current = centroids
-            step = kernels.nearest_then(current, kernels.cluster_sums_kernel(k))
-            sums = kernels.ClusterSums.from_flat(self.reduce_blocks(matrix, kernel=step), k, d)
-            centroids = np.where(
-                sums.counts[:, None] > 0,
-                sums.sums / np.maximum(sums.counts, 1)[:, None],
-                current,
-            )
-            if np.sum((centroids - current) ** 2) <= shift_tolerance:
-                break
-        return centroids
 
     def assign(self, matrix: SparkMatrix, *, centroids: np.ndarray) -> SparkMatrix:
         width = matrix.width

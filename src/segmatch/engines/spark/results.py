@@ -13,7 +13,7 @@ from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_type
 
 from segmatch.cells import Cells
-from segmatch.engines.expressions import Expr
+from segmatch.engines.expressions import Expr, columns_used
 from segmatch.engines.shaping import customer_columns_beside
 from segmatch.engines.spark.expressions import kinds_of, to_spark
 from segmatch.engines.spark.frames import (
@@ -54,9 +54,11 @@ class SparkResults:
         customers: DataFrame | None = None,
         customer_columns: Sequence[str] = (),
     ) -> DataFrame:
-        own = [F.col(f"x{j}").alias(vector_column(j)) for j in range(matrix.width)]
+        available = {vector_column(j): f"x{j}" for j in range(matrix.width)}
         if matrix.labelled:
-            own += [F.col(LABEL).alias(SEGMENT), F.col(DISTANCE), F.col(RUNNER_UP)]
+            available |= {SEGMENT: LABEL, DISTANCE: DISTANCE, RUNNER_UP: RUNNER_UP}
+        used = set().union(*(columns_used(e) for e in columns.values()))
+        own = [F.col(source).alias(name) for name, source in available.items() if name in used]
         wanted = customer_columns_beside([id_column, *columns], customer_columns)
         carried = matrix.carries(wanted)
         base = matrix.frame.select(
@@ -107,14 +109,6 @@ class SparkResults:
         return _search_groups(
             placed, cells, per_group, id_column=source_id, columns=columns, schema=output
         )
-
-    def reference_matrix(self, reference: DataFrame, *, id_column: str, width: int) -> SparkMatrix:
-        frame = reference.select(
-            id_column,
-            *(F.col(f"pc_{j + 1}").cast("double").alias(f"x{j}") for j in range(width)),
-            F.col("segment").cast("int").alias(LABEL),
-        )
-        return SparkMatrix(frame, id_column, width, labelled=True)
 
 
 def _placed(
