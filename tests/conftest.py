@@ -131,15 +131,19 @@ def s3_server():
     server.wait(timeout=30)
 
 
+@pytest.fixture
+def spark_process() -> None:
+    """The test starts Spark in processes of its own (a Connect server, a local-cluster
+    master, concurrent runs): asking for this marks it a Spark test."""
+
+
 def _needs_spark(item: pytest.Item) -> bool:
-    """A test that starts or uses Spark: the session fixture, the spark engine as a parameter,
-    or a subprocess on Spark (those tests name it)."""
-    if "spark_session" in getattr(item, "fixturenames", ()):
+    """A test that starts or uses Spark: by the fixtures it asks for (the shared session, a
+    Spark process of its own) or the spark engine as its parameter."""
+    if {"spark_session", "spark_process"} & set(getattr(item, "fixturenames", ())):
         return True
     callspec = getattr(item, "callspec", None)
-    if callspec is not None and "spark" in map(str, callspec.params.values()):
-        return True
-    return "spark" in item.name.lower() or "connect" in item.name.lower()
+    return callspec is not None and "spark" in map(str, callspec.params.values())
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

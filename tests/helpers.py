@@ -78,23 +78,24 @@ def run_script(script: str, *args: str, cwd: Path, env: dict[str, str] | None = 
     return json.loads(line.removeprefix("RESULT "))
 
 
-def labelled_matrix(engine: Any, ids: list[str], points: Any, labels: Any, session: Any = None):
-    """An assigned feature matrix of ``engine`` holding ``points`` with segment ``labels``."""
+def labelled_matrix(engine: Any, ids: list[str], points: Any, labels: Any, folder: Path):
+    """A matrix of ``engine`` holding ``points`` with segment ``labels``, built as any input
+    is: a file read by the engine, then its feature matrix."""
     import numpy as np  # noqa: PLC0415 -- only the tests that build matrices need it
 
-    if engine.name == "local":
-        import polars as pl  # noqa: PLC0415
-
-        from segmatch.engines.local import LocalMatrix  # noqa: PLC0415 -- engine internals
-
-        zeros = np.zeros(len(ids))
-        return LocalMatrix(pl.Series("id", ids), points, np.asarray(labels, np.int32), zeros, zeros)
-    from segmatch.engines.spark import SparkMatrix  # noqa: PLC0415
-
-    columns = {"id": pa.array(ids), **{f"x{j}": points[:, j] for j in range(points.shape[1])}}
-    columns["label"] = pa.array(np.asarray(labels, np.int32))
-    frame = session.createDataFrame(pa.table(columns)).repartition(8)
-    return SparkMatrix(frame, "id", points.shape[1], labelled=True)
+    columns = [f"x{j}" for j in range(points.shape[1])]
+    path = write_table(
+        {
+            "id": ids,
+            **{name: points[:, j] for j, name in enumerate(columns)},
+            "segment": np.asarray(labels, np.int32),
+        },
+        folder / f"matrix-{len(ids)}-{abs(hash(tuple(ids[:3])))}.parquet",
+    )
+    frame = engine.read(path=str(path), fmt="parquet", types={}, separator=",")
+    return engine.feature_matrix(
+        frame, id_column="id", numeric=columns, log=(), levels={}, labels="segment"
+    )
 
 
 def clustering_of(matrix: Any, labels: Any):

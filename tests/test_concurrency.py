@@ -218,7 +218,7 @@ def test_pairs_of_local_runs_on_object_storage_never_mix(s3_server, tmp_path):
     print("pair outcomes:", outcomes)
 
 
-def test_pairs_of_spark_runs_on_one_output_never_mix(tmp_path):
+def test_pairs_of_spark_runs_on_one_output_never_mix(spark_process, tmp_path):
     outcomes = run_pairs(tmp_path, out=str(tmp_path / "out"), engine="spark", pairs=2, seed=3)
     print("pair outcomes:", outcomes)
 

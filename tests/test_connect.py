@@ -44,7 +44,9 @@ CONNECT_RUN = textwrap.dedent(
 )
 
 
-def test_the_whole_job_runs_over_spark_connect(customers_path, tmp_path, tracking_store):
+def test_the_whole_job_runs_over_spark_connect(
+    spark_process, customers_path, tmp_path, tracking_store
+):
     config = make_config(
         customers_path,
         tmp_path / "connect",

@@ -91,7 +91,7 @@ CLUSTER_RUN = textwrap.dedent(
 )
 
 
-def test_the_spark_engine_on_a_cluster_writes_object_storage(s3_server, tmp_path):
+def test_the_spark_engine_on_a_cluster_writes_object_storage(spark_process, s3_server, tmp_path):
     """Executors in their own JVMs (local-cluster) share no folder with the driver: input,
     staging and every table go through s3a://, the tables through Delta's Spark writer."""
     data = generate_customers(tmp_path / "customers.parquet", rows=3000, seed=11)
