@@ -28,11 +28,12 @@ demo: install
 bench: install-dev
 	$(BIN)/python -m benchmarks
 
-## lint: ruff, formatting, and the import-layer contracts of DESIGN.md
+## lint: ruff, formatting, the import-layer contracts of DESIGN.md, and the type checker
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 ## test: install, lint, and run the whole test suite
 test: lint

@@ -139,7 +139,7 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         *,
         path: str,
         fmt: Literal["csv", "parquet", "delta"],
-        types: dict[str, str],
+        types: Mapping[str, str],
         separator: str,
         version: int | None = None,
         encoding: str = "utf-8",

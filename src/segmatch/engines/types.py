@@ -51,8 +51,8 @@ class Rule:
         """True where a row breaks this rule (never null), for a frame of these column kinds."""
         value = col(self.column)
         if self.kind == "null_id":
-            text = kinds[self.column] == "string"
-            blank = value.strip().eq("").fill_null(False) if text else lit(False)
+            is_text = kinds[self.column] == "string"
+            blank = value.strip().eq("").fill_null(False) if is_text else lit(False)
             return value.is_null().or_(blank)
         if self.kind == "not_null":
             return value.is_null()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from segmatch.config import CleanConfig, FeaturesConfig, InputConfig
 from segmatch.engines.base import Engine, Frame
-from segmatch.engines.expressions import col, when
+from segmatch.engines.expressions import Expr, col, when
 from segmatch.engines.types import TransactionColumns
 from segmatch.errors import (
     ColumnNotFoundError,
@@ -440,7 +440,7 @@ def value_ranges(
     smallest and its largest."""
     if not columns:
         return {}
-    aggregations = {}
+    aggregations: dict[str, Expr] = {}
     for i, column in enumerate(columns):
         value = col(column).as_number().nan_to_null()
         aggregations |= {f"n{i}": value.count(), f"lo{i}": value.min(), f"hi{i}": value.max()}

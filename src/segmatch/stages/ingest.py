@@ -7,6 +7,7 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Literal
 
 from segmatch.config import CleanConfig, FeaturesConfig, InputConfig
 from segmatch.engines.base import Engine, Frame
@@ -28,6 +29,11 @@ from segmatch.stages.columns import (
 )
 from segmatch.storage import is_delta_table
 
+FORMATS: dict[str, Literal["csv", "parquet", "delta"]] = {
+    "csv": "csv",
+    "parquet": "parquet",
+    "delta": "delta",
+}
 #: Compression both engines read by a CSV file's extension.
 COMPRESSED_SUFFIXES = {".gz", ".zst"}
 #: Enough of a CSV file's start to hold its header line.
@@ -209,13 +215,13 @@ def _normalize_numbers(
     return engine.with_columns(frame, {column: as_written(column) for column in columns})
 
 
-def _detect_format(path: str, fmt: str, files: Files) -> str:
+def _detect_format(path: str, fmt: str, files: Files) -> Literal["csv", "parquet", "delta"]:
     if is_table_name(path):
         return "delta"
     if not files.exists(path):
         raise InputError(f"input {path!r} does not exist (input.path)")
-    if fmt != "auto":
-        return fmt
+    if fmt in FORMATS:
+        return FORMATS[fmt]
     if files.is_dir(path):
         if is_delta_table(path, files=files):
             return "delta"

@@ -37,13 +37,14 @@ def column_stats(
         centers = {c: row[f"center{i}"] for i, c in enumerate(numeric)}
     else:
         centers = engine.quantiles(frame, columns=numeric, q=0.5).get(None, {}) if numeric else {}
-    levels = {}
+    levels: dict[str, dict[str, int]] = {}
     for name in categorical:
         counts = level_counts(engine, frame, name)
         nulls[name] = counts.pop(None, 0)
+        named = {level: n for level, n in counts.items() if level is not None}
         if nulls[name]:
-            counts[MISSING_LEVEL] = counts.get(MISSING_LEVEL, 0) + nulls[name]
-        levels[name] = counts
+            named[MISSING_LEVEL] = named.get(MISSING_LEVEL, 0) + nulls[name]
+        levels[name] = named
     return ColumnStats(
         nulls=nulls,
         centers={c: float(v) if v is not None else 0.0 for c, v in centers.items()},
@@ -116,4 +117,8 @@ def distance_quantiles(
         matrix, id_column=id_column, columns={SEGMENT: col(SEGMENT), DISTANCE: col(DISTANCE)}
     )
     found = engine.quantiles(rows_of, columns=[DISTANCE], q=q, by=SEGMENT)
-    return {int(segment): float(value[DISTANCE]) for segment, value in found.items()}
+    return {
+        int(segment): float(distance)
+        for segment, value in found.items()
+        if (distance := value[DISTANCE]) is not None
+    }

@@ -24,7 +24,12 @@ def customers_from_transactions(
     cancellation prefix; returns count against spend, or are dropped first.
     """
     c = columns
-    amount = (col(c.amount) if c.amount else col(c.quantity).times(col(c.unit_price))).as_float()
+    if c.amount is not None:
+        amount = col(c.amount).as_float()
+    elif c.quantity is not None and c.unit_price is not None:
+        amount = col(c.quantity).times(col(c.unit_price)).as_float()
+    else:
+        raise ValueError("a transactions table needs an amount, or a quantity and a unit price")
     is_return = amount.lt(0.0)
     if c.cancellation_prefix and c.invoice:
         is_return = is_return.or_(col(c.invoice).as_text().starts_with(c.cancellation_prefix))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import polars as pl
 
@@ -78,9 +79,8 @@ def to_polars(expr: Expr, schema: Mapping[str, Kind]) -> pl.Expr:
         branches, otherwise = args
         if not branches:
             return inner(otherwise)
-        (condition, value), *rest = branches
-        chained = pl.when(inner(condition)).then(inner(value))
-        for condition, value in rest:
+        chained: Any = pl
+        for condition, value in branches:
             chained = chained.when(inner(condition)).then(inner(value))
         return chained.otherwise(inner(otherwise))
     raise ValueError(f"no Polars form for the expression operation {op!r}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import codecs
 import io
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -38,12 +38,14 @@ _POLARS_TYPES: dict[str, pl.DataType] = {
 class PolarsStorage:
     """Reading inputs, staging outputs and checkpointing frames and matrices."""
 
+    storage_options: dict[str, str]
+
     def read(
         self,
         *,
         path: str,
         fmt: Literal["csv", "parquet", "delta"],
-        types: dict[str, str],
+        types: Mapping[str, str],
         separator: str,
         version: int | None = None,
         encoding: str = "utf-8",
@@ -53,7 +55,7 @@ class PolarsStorage:
         options = self.storage_options or None
         try:
             if fmt == "csv":
-                source = path
+                source: str | io.BytesIO = path
                 if codecs.lookup(encoding).name != "utf-8":
                     # Polars reads UTF-8 only: other encodings are decoded here first.
                     text = Files(self.storage_options).read_bytes(path).decode(encoding)
@@ -116,7 +118,7 @@ class PolarsStorage:
             return pl.DataFrame(pl.from_arrow(read_arrow(join(folder, PART_FILE), files=files)))
         ids = pl.from_arrow(read_arrow(join(folder, "ids.parquet"), files=files))
         assert isinstance(ids, pl.DataFrame)
-        arrays = {
+        arrays: dict[str, Any] = {
             name: np.load(io.BytesIO(files.read_bytes(join(folder, f"{name}.npy"))))
             if files.exists(join(folder, f"{name}.npy"))
             else None

@@ -48,7 +48,7 @@ class PolarsResults:
         customers: pl.DataFrame | None = None,
         customer_columns: Sequence[str] = (),
     ) -> pl.DataFrame:
-        available: dict[str, object] = {
+        available: dict[str, np.ndarray | None] = {
             vector_column(j): matrix.values[:, j] for j in range(matrix.values.shape[1])
         }
         if matrix.labels is not None:

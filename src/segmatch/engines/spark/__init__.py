@@ -17,7 +17,6 @@ from pyspark.sql import DataFrame, SparkSession
 
 from segmatch.config import SparkConfig
 from segmatch.engines.base import Engine
-from segmatch.engines.spark.delta import SparkDelta
 from segmatch.engines.spark.frames import SparkMatrix
 from segmatch.engines.spark.io import SparkStorage
 from segmatch.engines.spark.matrix import SparkPasses
@@ -30,7 +29,6 @@ __all__ = ["SparkEngine", "SparkMatrix", "session_for"]
 
 
 class SparkEngine(
-    SparkDelta,
     SparkPlanning,
     SparkStorage,
     SparkCleaning,

@@ -46,6 +46,8 @@ class SparkDelta:
     """Reading and committing Delta tables with the session's Delta Lake."""
 
     spark: SparkSession
+    storage_options: dict[str, str]
+    _has_delta: bool | None
 
     @property
     def has_delta(self) -> bool:
@@ -58,7 +60,7 @@ class SparkDelta:
 
     def _shares_driver_disk(self) -> bool:
         try:
-            return self.spark.sparkContext.master.startswith("local")
+            return (self.spark.sparkContext.master or "").startswith("local")
         except (PySparkException, AttributeError):
             return False  # Spark Connect: the server may run anywhere
 
@@ -85,7 +87,7 @@ class SparkDelta:
     def input_bytes(self, location: str) -> int:
         if is_table_name(location):
             detail = self.spark.sql(f"DESCRIBE DETAIL {_sql_target(location)}").first()
-            return int(detail["sizeInBytes"] or 0)
+            return int(detail["sizeInBytes"] or 0) if detail is not None else 0
         return super().input_bytes(location)  # type: ignore[misc]
 
     def table_history(self, location: str) -> list[dict[str, Any]]:
@@ -121,6 +123,8 @@ class SparkDelta:
         named = is_table_name(location)
         if not self.has_delta:
             if named or not self._shares_driver_disk():
+                raise EngineUnavailableError(no_delta_message())
+            if isinstance(staged, DataFrame):
                 raise EngineUnavailableError(no_delta_message())
             return commit_staged(
                 location, staged=staged, mode=mode, keys=keys, app_id=app_id, metadata=metadata
@@ -160,11 +164,11 @@ class SparkDelta:
                 raise
         else:
             self._merge(frame, location, keys=keys, app_id=app_id, user_metadata=user_metadata)
-        version, rows = self._last_commit(location)
+        version, written = self._last_commit(location)
         name = location.rsplit(".", 1)[-1] if named else name_of(location)
         if version == before:
             return TableCommit(name, location, version, "skipped", 0, skipped=True)
-        return TableCommit(name, location, version, mode, rows)
+        return TableCommit(name, location, version, mode, written)
 
     def _merge(
         self,
@@ -218,6 +222,8 @@ class SparkDelta:
     def _last_commit(self, location: str) -> tuple[int, int]:
         """The table's latest version and the rows its commit wrote (inserted or updated)."""
         last = self.spark.sql(f"DESCRIBE HISTORY {_sql_target(location)} LIMIT 1").first()
+        if last is None:
+            raise InputError(f"Delta table {location!r} has no history")
         metrics: dict[str, Any] = last["operationMetrics"] or {}
         merged = sum(
             int(metrics.get(m, 0)) for m in ("numTargetRowsInserted", "numTargetRowsUpdated")

@@ -89,14 +89,14 @@ def session_settings(spark: SparkSession, settings: Mapping[str, str]) -> Iterat
         yield
         return
     with _SETTINGS_LOCK:
-        previous = {key: spark.conf.get(key, None) for key in settings}
+        previous: dict[str, str | None] = {key: spark.conf.get(key, None) for key in settings}
         for key, value in settings.items():
             spark.conf.set(key, value)
         try:
             yield
         finally:
-            for key, value in previous.items():
-                if value is None:
+            for key, earlier in previous.items():
+                if earlier is None:
                     spark.conf.unset(key)
                 else:
-                    spark.conf.set(key, value)
+                    spark.conf.set(key, earlier)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import pyarrow as pa
 from deltalake import DeltaTable
@@ -16,6 +16,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
 
+from segmatch.engines.spark.delta import SparkDelta
 from segmatch.engines.spark.expressions import kinds_of
 from segmatch.engines.spark.frames import (
     ROW,
@@ -46,7 +47,7 @@ _SPARK_CHARSETS = {"UTF-8", "ISO-8859-1", "US-ASCII", "UTF-16", "UTF-16BE", "UTF
 _JAVA_CHARSETS = {"utf-8": "UTF-8", "iso8859-1": "ISO-8859-1", "cp1252": "windows-1252"}
 
 
-class SparkStorage:
+class SparkStorage(SparkDelta):
     """Reads inputs, stages outputs as Parquet, checkpoints frames and matrices."""
 
     def read(
@@ -54,7 +55,7 @@ class SparkStorage:
         *,
         path: str,
         fmt: Literal["csv", "parquet", "delta"],
-        types: dict[str, str],
+        types: Mapping[str, str],
         separator: str,
         version: int | None = None,
         encoding: str = "utf-8",
@@ -62,7 +63,7 @@ class SparkStorage:
     ) -> DataFrame:
         try:
             if fmt == "csv":
-                options = {
+                options: dict[str, Any] = {
                     "header": True,
                     "sep": separator,
                     "mode": "FAILFAST",
@@ -85,7 +86,7 @@ class SparkStorage:
             elif fmt == "parquet":
                 # Hive partition folders (``country=BR/``) become columns; any other folder
                 # layout is read file by file, whatever its nesting.
-                hive = any("=" in name for name in Files().subfolders(path))
+                hive = any("=" in name for name in Files(self.storage_options).subfolders(path))
                 reader = self.spark.read
                 if not hive:
                     reader = reader.option("recursiveFileLookup", "true")
@@ -93,7 +94,7 @@ class SparkStorage:
             elif self.has_delta:
                 frame = self.read_delta_table(path, version=version)
             else:
-                frame = self.spark.read.parquet(*_delta_files(path, version))
+                frame = self.spark.read.parquet(*_delta_files(path, version, self.storage_options))
             typed = {
                 name: F.col(name).cast(_SPARK_TYPES[kind])
                 for name, kind in types.items()
@@ -177,9 +178,9 @@ def _single_byte_text(frame: DataFrame, encoding: str) -> DataFrame:
     )
 
 
-def _delta_files(path: str, version: int | None) -> list[str]:
+def _delta_files(path: str, version: int | None, storage_options: dict[str, str]) -> list[str]:
     """The Parquet files of a Delta table version, via delta-rs (no Delta jars needed)."""
-    table = DeltaTable(str(path), version=version)
+    table = DeltaTable(str(path), version=version, storage_options=storage_options or None)
     files = table.file_uris()
     if not files:
         raise ValueError(f"Delta table {str(path)!r} has no data files")

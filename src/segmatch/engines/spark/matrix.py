@@ -117,7 +117,7 @@ class SparkPasses:
             wanted: dict[int | None, int] = {None: rows}
             sizes: dict[int | None, int] = {None: matrix.frame.count()}
         else:
-            wanted = dict(rows)
+            wanted = {int(label): count for label, count in rows.items()}
             counted = matrix.frame.groupBy(LABEL).count().collect()
             sizes = {r[LABEL]: r["count"] for r in counted}
         cutoffs = {}
@@ -135,7 +135,7 @@ class SparkPasses:
                     keep = hashes <= cutoffs[None] if cutoffs else np.ones(len(hashes), bool)
                 else:
                     groups = batch.column(LABEL).to_numpy()
-                    keep = np.isin(groups, everything)
+                    keep = np.isin(groups, [g for g in everything if g is not None])
                     for group, cutoff in cutoffs.items():
                         keep |= (groups == group) & (hashes <= cutoff)
                 chosen = pa.array(np.flatnonzero(keep))

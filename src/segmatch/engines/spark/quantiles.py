@@ -113,9 +113,10 @@ def quantiles_and_counts(
                 quantiles[key][column] = _between(lower, upper, fraction, q)
             else:
                 where = frame if group is None else frame.where(F.col(group) == F.lit(key))
-                quantiles[key][column] = where.agg(F.percentile(F.col(column), q)).first()[0]
-    values = {key: {c: counts[(key, i)] for i, c in enumerate(columns)} for key in rows}
-    return quantiles, rows, values
+                exact = where.agg(F.percentile(F.col(column), q)).first()
+                quantiles[key][column] = None if exact is None else exact[0]
+    present = {key: {c: counts[(key, i)] for i, c in enumerate(columns)} for key in rows}
+    return quantiles, rows, present
 
 
 def _ranks(n: int, q: float) -> tuple[int, int, float]:

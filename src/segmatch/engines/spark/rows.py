@@ -10,7 +10,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 
 from segmatch.engines.expressions import Expr
-from segmatch.engines.spark.expressions import to_spark
+from segmatch.engines.spark.expressions import kinds_of, to_spark
 from segmatch.engines.spark.frames import ROW, persist
 from segmatch.engines.spark.quantiles import exact_quantiles
 
@@ -21,16 +21,16 @@ class SparkCleaning:
     def with_columns(self, frame: DataFrame, columns: Mapping[str, Expr]) -> DataFrame:
         if not columns:
             return frame
-        kinds = self.schema(frame)
+        kinds = kinds_of(frame.schema)
         return frame.withColumns({name: to_spark(e, kinds, frame) for name, e in columns.items()})
 
     def filter(self, frame: DataFrame, condition: Expr) -> DataFrame:
-        return frame.where(to_spark(condition, self.schema(frame), frame))
+        return frame.where(to_spark(condition, kinds_of(frame.schema), frame))
 
     def aggregate(
         self, frame: DataFrame, aggregations: Mapping[str, Expr], *, by: Sequence[str] = ()
     ) -> DataFrame:
-        kinds = self.schema(frame)
+        kinds = kinds_of(frame.schema)
         compiled = [to_spark(e, kinds, frame).alias(name) for name, e in aggregations.items()]
         if not by:
             return frame.agg(*compiled)
@@ -53,7 +53,7 @@ class SparkCleaning:
         from pyspark.sql import Window  # noqa: PLC0415 -- only deduplication needs windows
 
         order = [F.col(ROW).asc()]
-        if keep == "latest":
+        if keep == "latest" and order_by is not None:
             order = [F.col(order_by).desc_nulls_last(), *order]
         rank = F.row_number().over(Window.partitionBy(id_column).orderBy(*order))
         kept = persist(frame.withColumn("__rank", rank).where(F.col("__rank") == 1).drop("__rank"))

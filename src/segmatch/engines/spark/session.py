@@ -15,7 +15,7 @@ from segmatch.config import SparkConfig
 from segmatch.engines.expressions import Expr
 from segmatch.engines.spark.expressions import kinds_of, to_spark
 from segmatch.engines.spark.frames import persist
-from segmatch.partitioning import plan_partitions
+from segmatch.partitioning import PartitionPlan, plan_partitions
 
 #: Rows of the probe that counts the partitions Spark gives a scan, when the session has no
 #: SparkContext to ask (Spark Connect).
@@ -114,6 +114,11 @@ def _half_of_memory_gib() -> int:
 class SparkPlanning:
     """How many partitions the data is spread over, decided from its volume and the cores."""
 
+    spark: SparkSession
+    settings: SparkConfig
+    _plan: PartitionPlan | None
+    _cores: int | None
+
     @property
     def partitions(self) -> int:
         return self._plan.partitions if self._plan else self.cores
@@ -132,7 +137,8 @@ class SparkPlanning:
                 partition = self.spark.range(0, PARALLELISM_PROBE_ROWS).select(
                     F.spark_partition_id().alias("partition")
                 )
-                self._cores = int(partition.agg(F.max("partition")).first()[0]) + 1
+                counted = partition.agg(F.max("partition")).first()
+                self._cores = int(counted[0] if counted is not None else 0) + 1
         return self._cores
 
     def partition_plan(self) -> dict[str, Any]:
