@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import time
@@ -39,6 +40,8 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from segmatch.errors import OutputBusyError
 from segmatch.layout import LEASE_TABLE
 from segmatch.locations import join
+
+logger = logging.getLogger(__name__)
 
 #: How long a lease held from another host counts as live without its holder finishing.
 STALE_AFTER_SECONDS = 6 * 3600.0
@@ -150,6 +153,9 @@ class OutputLease:
                 )
                 version = self._write(table, taken)
                 if version is not None:
+                    logger.debug(
+                        "run %s holds the lease on %s (version %d)", run_id, self.root, version
+                    )
                     return Claim(run_id, state, version, interrupted)
             elif time.monotonic() >= deadline:
                 raise OutputBusyError(
@@ -158,6 +164,7 @@ class OutputLease:
                     f"on {state.holder_host}); this run committed nothing. Run it again once "
                     "that one has finished, or raise output.lease_timeout to wait longer"
                 )
+            logger.debug("run %s waits for %s to release %s", run_id, state.holder, self.root)
             time.sleep(wait)
             wait = min(2 * wait, 1.0)
 

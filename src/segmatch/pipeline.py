@@ -177,7 +177,7 @@ class Pipeline:
         keys: dict[str, str] = {INPUT_DIGEST.root: digest or ""}
         step_name = "starting"
         try:
-            with self.engine.labelled_jobs(f"segmatch-run-{self.run_id}"):
+            with self.engine.tagged_jobs(f"segmatch-run-{self.run_id}"):
                 try:
                     for step in self.plan.steps:
                         step_name = f"stage {step.name!r}" if step.stage else f"step {step.name!r}"
@@ -272,7 +272,7 @@ class Pipeline:
 
     def _stage(self, name: str, compute: Callable[[], Any], *, key: str | None) -> Any:
         """Run one stage (or reuse its checkpoint under ``key``), timed and logged by hooks."""
-        with self.engine.labelled_jobs(f"segmatch-{name}"):
+        with self.engine.tagged_jobs(f"segmatch-{name}"):
             self._call("before_stage", run_id=self.run_id, stage=name)
             started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
             start = time.perf_counter()

@@ -3,6 +3,7 @@ together: one Delta commit per table, by the engine's committer."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from typing import Any, Protocol
 from segmatch.layout import OutputLayout
 from segmatch.locations import Files, is_remote, join
 from segmatch.tables import WriteMode
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,14 @@ class StagedOutputs:
             done = {table: future.result() for table, future in futures.items()}
         self._tables.clear()
         self._held.clear()
+        for result in done.values():
+            logger.debug(
+                "table %s: version %d (%s, %d rows)",
+                result.path,
+                result.version,
+                result.operation,
+                result.rows,
+            )
         return done
 
     def discard(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 import uuid
@@ -33,6 +34,8 @@ from segmatch.layout import DELTA_LOG, Location
 from segmatch.locations import Files, is_remote, join, local_path, name_of
 from segmatch.staging import TableCommit
 from segmatch.tables import WriteMode
+
+logger = logging.getLogger(__name__)
 
 #: Plain tables every Delta reader opens: no deletion vectors, no column mapping.
 TABLE_CONFIGURATION = {"delta.enableDeletionVectors": "false"}
@@ -126,6 +129,7 @@ def _with_retries(commit: Callable[[], TableCommit]) -> TableCommit:
             attempt += 1
             if attempt == COMMIT_RETRIES:
                 raise
+            logger.debug("a concurrent commit conflicted; retry %d of %d", attempt, COMMIT_RETRIES)
             time.sleep(0.05 * 2**attempt)
 
 

@@ -70,9 +70,9 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         """Partitions the data is spread over (1 in one process)."""
         return 1
 
-    def labelled_jobs(self, label: str) -> AbstractContextManager[None]:
-        """Work this thread starts inside carries ``label`` where the engine lists its jobs
-        (nothing to label in one process)."""
+    def tagged_jobs(self, tag: str) -> AbstractContextManager[None]:
+        """Work this thread starts inside carries ``tag`` where the engine lists its jobs
+        (nothing to tag in one process)."""
         return nullcontext()
 
     def partition_plan(self) -> dict[str, Any]:

@@ -49,15 +49,15 @@ class SparkEngine(
     commit_concurrency = 8
 
     @contextmanager
-    def labelled_jobs(self, label: str) -> Iterator[None]:
+    def tagged_jobs(self, tag: str) -> Iterator[None]:
         # A session tag, not a job description: Spark Connect has no SparkContext, and the tag
         # shows in Spark's UI beside each job and is what ``SparkSession.interruptTag`` takes.
-        tag = label.replace(",", "_")  # a tag may not hold a comma
-        self.spark.addTag(tag)
+        allowed = tag.replace(",", "_")  # a tag may not hold a comma
+        self.spark.addTag(allowed)
         try:
             yield
         finally:
-            self.spark.removeTag(tag)
+            self.spark.removeTag(allowed)
 
     def __init__(self, *, settings: SparkConfig, session: SparkSession | None = None) -> None:
         self.settings = settings

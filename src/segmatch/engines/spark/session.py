@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -111,6 +112,9 @@ def _half_of_memory_gib() -> int:
     return max(1, total // 2**31)
 
 
+logger = logging.getLogger(__name__)
+
+
 class SparkPlanning:
     """How many partitions the data is spread over, decided from its volume and the cores."""
 
@@ -152,6 +156,9 @@ class SparkPlanning:
             floor=self.settings.min_partitions,
             ceiling=self.settings.max_partitions,
             fixed=self.settings.fixed_partitions,
+        )
+        logger.debug(
+            "spreading the rows over %d partitions: %s", self._plan.partitions, self._plan.reason
         )
         # Joins and aggregations after this point shuffle into as many partitions as planned.
         self.spark.conf.set("spark.sql.shuffle.partitions", str(self._plan.partitions))
