@@ -34,6 +34,8 @@ FORMATS: dict[str, Literal["csv", "parquet", "delta"]] = {
     "parquet": "parquet",
     "delta": "delta",
 }
+#: Separators a CSV header is tried with when it reads as one column.
+SEPARATORS = (",", ";", "\t", "|")
 #: Compression both engines read by a CSV file's extension.
 COMPRESSED_SUFFIXES = {".gz", ".zst"}
 #: Enough of a CSV file's start to hold its header line.
@@ -129,7 +131,10 @@ def check_input(
     """Check, before a run starts, that the input is there and readable and has every column
     the config names; every missing column is listed in one error. Returns the input's
     columns. Reads the schema only (for local files, the header and a few rows)."""
-    schema = list(engine.schema(_open_input(engine, config)[0]))
+    frame = _open_input(engine, config)[0]
+    schema = list(engine.schema(frame))
+    if engine.to_arrow(frame, limit=1).num_rows == 0:
+        raise InputError(f"input {config.path!r} is empty: it has a header but no rows")
     named: dict[str, str] = {}
     if config.id_column:
         named[config.id_column] = "id column"
@@ -183,13 +188,34 @@ def _check_header(path: str, separator: str, encoding: str, files: Files) -> Non
     if codecs.lookup(encoding).name == "utf-8":
         encoding = "utf-8-sig"
     head = head.decode(encoding, errors="replace")
-    header = next(csv.reader(io.StringIO(head.split("\n", 1)[0]), delimiter=separator), [])
+    line = head.split("\n", 1)[0].rstrip("\r")
+    header = next(csv.reader(io.StringIO(line), delimiter=separator), [])
+    if len(header) == 1:
+        _stop_on_another_separator(path, line, separator)
     names = [name.strip() for name in header]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise InputError(
             f"input {path!r} repeats the column name(s) {', '.join(map(repr, repeated))}; "
             "rename them so each column has its own name"
+        )
+
+
+def _stop_on_another_separator(path: str, line: str, separator: str) -> None:
+    """A header that reads as one column but splits on another common separator was written
+    with that one: the run would find one text column and no feature."""
+    splits = {
+        other: len(next(csv.reader(io.StringIO(line), delimiter=other), []))
+        for other in SEPARATORS
+        if other != separator
+    }
+    other, columns = max(splits.items(), key=lambda item: item[1])
+    if columns > 1:
+        shown = line if len(line) <= 60 else line[:57] + "…"
+        raise InputError(
+            f"input {path!r} reads as one column with input.csv_separator {separator!r}, but "
+            f"its header {shown!r} splits into {columns} columns on {other!r}: set "
+            f"input.csv_separator: {other!r}"
         )
 
 
