@@ -224,7 +224,7 @@ def test_pairs_of_spark_runs_on_one_output_never_mix(spark_process, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_scoring_run_and_a_training_run_writing_at_once(tmp_path):
+def test_a_scoring_run_while_a_retrain_commits(tmp_path):
     data = generate_customers(tmp_path / "customers.parquet", rows=1500, seed=4)
     out = str(tmp_path / "out")
     config = write_config(
@@ -232,6 +232,9 @@ def test_a_scoring_run_and_a_training_run_writing_at_once(tmp_path):
     )
     first = finish(launch(["run", str(config)], delay=0.0, cwd=tmp_path))
     assert first.returncode == 0, first.stderr
+    # Scoring reads the training segments at the version the lease names while a retrain
+    # commits; it writes its own tables to an output of its own.
+    scores = str(tmp_path / "scores")
     rng = random.Random(5)
     for round_ in range(3):
         fresh = generate_customers(tmp_path / f"new_{round_}.parquet", rows=1500, seed=40 + round_)
@@ -240,7 +243,7 @@ def test_a_scoring_run_and_a_training_run_writing_at_once(tmp_path):
         )
         training = launch(["run", str(config)], delay=rng.uniform(0, 1.0), cwd=tmp_path)
         scoring = launch(
-            ["score", "--model", out, "--input", str(fresh), "--out", out],
+            ["score", "--model", out, "--input", str(fresh), "--out", scores],
             delay=rng.uniform(0, 1.0),
             cwd=tmp_path,
         )
@@ -251,7 +254,7 @@ def test_a_scoring_run_and_a_training_run_writing_at_once(tmp_path):
         )
         assert current == trained.run_id
         for table in ("scores", "lookalikes"):
-            assert latest_run(join(out, table)) == scored.run_id
+            assert latest_run(join(scores, table)) == scored.run_id
 
 
 @pytest.mark.parametrize(

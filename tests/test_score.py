@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from helpers import ENGINES, write_table
+from helpers import ENGINES, make_config, write_table
 from segmatch.api import demo_config, run_pipeline, score_customers
 from segmatch.cli import app
-from segmatch.errors import ColumnNotFoundError, ModelError
+from segmatch.errors import ColumnNotFoundError, ConfigError, ModelError
 from segmatch.storage import read_delta
 
 
@@ -196,3 +196,10 @@ def test_mlflow_models_serve_answers_a_scoring_request(
         server.terminate()
         server.wait(timeout=30)
     assert mlflow.active_run() is None
+
+
+def test_scoring_refuses_a_training_runs_output(customers_path, tmp_path):
+    out = tmp_path / "out"
+    run_pipeline(make_config(customers_path, out, cluster={"k": 3}))
+    with pytest.raises(ConfigError, match="holds a training run's tables"):
+        score_customers(out, customers_path, out)

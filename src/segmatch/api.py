@@ -22,7 +22,7 @@ from segmatch.config import Config, TrackingConfig
 from segmatch.config_loading import Overrides, apply_overrides, build_config, load_config
 from segmatch.engines import make_engine
 from segmatch.engines.base import Engine
-from segmatch.errors import ModelError, TrackingUnavailableError
+from segmatch.errors import ConfigError, ModelError, TrackingUnavailableError
 from segmatch.layout import MODEL_FILE, SUMMARY_FILE, run_folder
 from segmatch.lease import OutputLease
 from segmatch.locations import Files, is_table_name, is_uri, join
@@ -377,6 +377,7 @@ def score_customers(
         "tracking": {**raw["tracking"], "enabled": False},
     }
     config = build_config(raw, source=f"the training config of model {str(model)!r}")
+    _refuse_a_training_output(config)
     trained_output = fitted.config_["output"]
     reference = str(segments) if segments else _segments_table(trained_output)
     runner = make_engine(config.engine, spark=config.spark, storage_options=config.storage_options)
@@ -400,3 +401,18 @@ def score_customers(
         },
     )
     return run.run()
+
+
+def _refuse_a_training_output(config: Config) -> None:
+    """Scoring writes tables of its own (``scores``, ``lookalikes``): into a training run's
+    output they would replace that run's lookalikes."""
+    out = config.output.path
+    files = Files(config.storage_options)
+    if files.exists(join(out, MODEL_FILE)) or storage.is_delta_table(
+        join(out, "segments"), files=files
+    ):
+        raise ConfigError(
+            f"output {out!r} holds a training run's tables (segments, lookalikes, model.json); "
+            "a scoring run writes its own lookalikes table and would replace that run's: give "
+            "--out another folder"
+        )

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +34,7 @@ from segmatch.layout import DELTA_LOG, Location
 from segmatch.locations import Files, is_remote, join, local_path, name_of
 from segmatch.staging import TableCommit
 from segmatch.tables import WriteMode
+from segmatch.writes import CommitInfo, Written, commit_rows
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +53,10 @@ def commit_staged(
     metadata: Mapping[str, str],
     storage_options: Mapping[str, str] | None = None,
 ) -> TableCommit:
-    """Commit a staged folder's Parquet files with delta-rs.
+    """Commit a staged folder's Parquet files with delta-rs (see :mod:`segmatch.writes`).
 
-    On a local disk the staged files are adopted as they are (:func:`commit_table`); on object
-    storage, where a file cannot be renamed into the table, their rows are written anew.
+    On a local disk the staged files are adopted as they are; on object storage, where a file
+    cannot be renamed into the table, their rows are written anew.
     """
     if not is_remote(location) and not is_remote(staged):
         files = sorted(local_path(staged).glob("*.parquet"))
@@ -63,17 +64,140 @@ def commit_staged(
             local_path(location), files, mode=mode, keys=keys, app_id=app_id, metadata=metadata
         )
     rows = _read_staged(staged, Files(storage_options))
+    writer = ArrowRowsWriter(dict(storage_options or {}))
     return _with_retries(
-        lambda: _commit_rows(
+        lambda: commit_rows(
+            writer,
             location,
             rows,
+            name=name_of(location),
             mode=mode,
             keys=keys,
             app_id=app_id,
             metadata=metadata,
-            storage_options=dict(storage_options or {}),
         )
     )
+
+
+def commit_table(
+    path: Path,
+    files: Sequence[Path],
+    *,
+    mode: WriteMode,
+    keys: Sequence[str],
+    app_id: str | None,
+    metadata: Mapping[str, str],
+) -> TableCommit:
+    """Commit staged Parquet files to the local Delta table at ``path``: overwrite and append
+    adopt them as they are (moved into the table, then committed: no rewrite)."""
+    return _with_retries(
+        lambda: commit_rows(
+            AdoptedFilesWriter(),
+            str(path),
+            list(files),
+            name=path.name,
+            mode=mode,
+            keys=keys,
+            app_id=app_id,
+            metadata=metadata,
+        )
+    )
+
+
+class _DeltaRsTables:
+    """What both delta-rs writers read of a table."""
+
+    storage_options: dict[str, str] | None = None
+
+    def version(self, location: str) -> int | None:
+        table = open_table(location, storage_options=self.storage_options)
+        return None if table is None else table.version()
+
+    def holds_batch(self, location: str, app_id: str) -> bool:
+        table = open_table(location, storage_options=self.storage_options)
+        return table is not None and table.transaction_version(app_id) is not None
+
+
+class ArrowRowsWriter(_DeltaRsTables):
+    """delta-rs writing Arrow rows, anywhere delta-rs reaches (object stores included)."""
+
+    def __init__(self, storage_options: dict[str, str]) -> None:
+        self.storage_options = storage_options or None
+
+    def write(
+        self,
+        location: str,
+        rows: pa.Table,
+        *,
+        mode: Literal["overwrite", "append"],
+        create: bool,
+        commit: CommitInfo,
+    ) -> Written:
+        write_deltalake(
+            location,
+            rows,
+            mode=mode,
+            schema_mode="overwrite" if mode == "overwrite" else "merge",
+            configuration=TABLE_CONFIGURATION if create else None,
+            storage_options=self.storage_options,
+            commit_properties=_properties(commit, rows_written=rows.num_rows),
+        )
+        return Written(rows.num_rows)
+
+    def merge(
+        self, location: str, rows: pa.Table, *, keys: Sequence[str], commit: CommitInfo
+    ) -> Written:
+        existing = DeltaTable(location, storage_options=self.storage_options)
+        target = existing.to_pyarrow_dataset()
+        return Written(_merge(existing, _unique_on(rows, keys), target, keys, _properties(commit)))
+
+
+class AdoptedFilesWriter(_DeltaRsTables):
+    """delta-rs on a local disk, taking staged Parquet files into the table as they are."""
+
+    def write(
+        self,
+        location: str,
+        rows: list[Path],
+        *,
+        mode: Literal["overwrite", "append"],
+        create: bool,
+        commit: CommitInfo,
+    ) -> Written:
+        path = Path(location)
+        schema = pq.read_schema(rows[0]) if rows else pa.schema([])
+        adds, written = _adopt(path, rows)
+        properties = _properties(commit, rows_written=written)
+        if create:
+            create_table_with_add_actions(
+                str(path),
+                Schema.from_arrow(schema),
+                adds,
+                mode="error",
+                configuration=TABLE_CONFIGURATION,
+                commit_properties=properties,
+            )
+        else:
+            DeltaTable(str(path)).create_write_transaction(
+                list[AddAction | RemoveAction](adds),
+                mode=mode,
+                schema=schema,
+                commit_properties=properties,
+            )
+        return Written(written)
+
+    def merge(
+        self, location: str, rows: list[Path], *, keys: Sequence[str], commit: CommitInfo
+    ) -> Written:
+        existing = DeltaTable(location)
+        local = pafs.SubTreeFileSystem(str(Path(location).resolve()), pafs.LocalFileSystem())
+        target = existing.to_pyarrow_dataset(filesystem=local)
+        written = _merge(
+            existing, _unique_on(_read_files(rows), keys), target, keys, _properties(commit)
+        )
+        for file in rows:
+            file.unlink(missing_ok=True)
+        return Written(written)
 
 
 def _read_staged(staged: str, files: Files) -> pa.Table:
@@ -84,39 +208,6 @@ def _read_staged(staged: str, files: Files) -> pa.Table:
         if entry.relative.endswith(".parquet")
     ]
     return pa.concat_tables([pq.read_table(p, filesystem=filesystem) for p in parts])
-
-
-def _commit_rows(
-    location: str,
-    rows: pa.Table,
-    *,
-    mode: WriteMode,
-    keys: Sequence[str],
-    app_id: str | None,
-    metadata: Mapping[str, str],
-    storage_options: dict[str, str],
-) -> TableCommit:
-    existing = open_table(location, storage_options=storage_options)
-    if existing is not None and app_id and existing.transaction_version(app_id) is not None:
-        return TableCommit(name_of(location), location, existing.version(), "skipped", 0, True)
-    if existing is None or mode != "merge":
-        properties = _properties(metadata, app_id, rows_written=rows.num_rows)
-        write_deltalake(
-            location,
-            rows,
-            mode="append" if mode == "merge" else mode,
-            schema_mode="overwrite" if mode == "overwrite" else "merge",
-            configuration=TABLE_CONFIGURATION if existing is None else None,
-            storage_options=storage_options,
-            commit_properties=properties,
-        )
-        version = DeltaTable(location, storage_options=storage_options).version()
-        return TableCommit(name_of(location), location, version, mode, rows.num_rows)
-    target = existing.to_pyarrow_dataset()
-    properties = _properties(metadata, app_id)
-    written = _merge(existing, _unique_on(rows, keys), target, keys, properties)
-    version = DeltaTable(location, storage_options=storage_options).version()
-    return TableCommit(name_of(location), location, version, "merge", written)
 
 
 def _with_retries(commit: Callable[[], TableCommit]) -> TableCommit:
@@ -133,70 +224,12 @@ def _with_retries(commit: Callable[[], TableCommit]) -> TableCommit:
             time.sleep(0.05 * 2**attempt)
 
 
-def _properties(
-    metadata: Mapping[str, str], app_id: str | None, *, rows_written: int | None = None
-) -> CommitProperties:
+def _properties(commit: CommitInfo, *, rows_written: int | None = None) -> CommitProperties:
     written = {} if rows_written is None else {"segmatch.rows_written": str(rows_written)}
     return CommitProperties(
-        custom_metadata={**metadata, **written},
-        app_transactions=[Transaction(app_id, 0)] if app_id else None,
+        custom_metadata={**commit.metadata, **written},
+        app_transactions=[Transaction(commit.app_id, 0)] if commit.app_id else None,
     )
-
-
-def commit_table(
-    path: Path,
-    files: Sequence[Path],
-    *,
-    mode: WriteMode,
-    keys: Sequence[str],
-    app_id: str | None,
-    metadata: Mapping[str, str],
-) -> TableCommit:
-    """Commit staged Parquet files to the Delta table at ``path``.
-
-    Overwrite and append adopt the staged files as they are (moved into the table, then
-    committed: no rewrite). Merge upserts on ``keys``: rows whose values changed are updated,
-    new keys inserted, unchanged rows left alone. A concurrent commit that conflicts is retried
-    on the new table version.
-    """
-    return _with_retries(
-        lambda: _commit_once(path, files, mode=mode, keys=keys, app_id=app_id, metadata=metadata)
-    )
-
-
-def _commit_once(path, files, *, mode, keys, app_id, metadata) -> TableCommit:
-    existing = open_table(path)
-    if existing is not None and app_id and existing.transaction_version(app_id) is not None:
-        return TableCommit(path.name, str(path), existing.version(), "skipped", 0, skipped=True)
-    schema = pq.read_schema(files[0]) if files else pa.schema([])
-    properties = _properties(metadata, app_id)
-    if existing is None or mode != "merge":
-        adds, rows = _adopt(path, files)
-        properties = _properties(metadata, app_id, rows_written=rows)
-        if existing is None:
-            create_table_with_add_actions(
-                str(path),
-                Schema.from_arrow(schema),
-                adds,
-                mode="error",
-                configuration=TABLE_CONFIGURATION,
-                commit_properties=properties,
-            )
-        else:
-            existing.create_write_transaction(
-                list[AddAction | RemoveAction](adds),
-                mode=mode,
-                schema=schema,
-                commit_properties=properties,
-            )
-        version = DeltaTable(str(path)).version()
-        return TableCommit(path.name, str(path), version, mode, rows)
-    local = pafs.SubTreeFileSystem(str(path.resolve()), pafs.LocalFileSystem())
-    target = existing.to_pyarrow_dataset(filesystem=local)
-    rows = _merge(existing, _unique_on(_read_files(files), keys), target, keys, properties)
-    for file in files:
-        file.unlink(missing_ok=True)
-    return TableCommit(path.name, str(path), DeltaTable(str(path)).version(), "merge", rows)
 
 
 def _merge(

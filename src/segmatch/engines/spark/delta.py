@@ -13,7 +13,7 @@ import json
 import os
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pyspark.errors import AnalysisException, PySparkException
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -27,6 +27,7 @@ from segmatch.locations import is_table_name, name_of, quoted_table_name
 from segmatch.staging import TableCommit
 from segmatch.storage import check_restorable, commit_staged, history_row
 from segmatch.tables import WriteMode
+from segmatch.writes import CommitInfo, Written, commit_rows
 
 #: The idempotent-write version of a batch: one commit per (table, batch) application id.
 BATCH_VERSION = 0
@@ -129,46 +130,51 @@ class SparkDelta:
             return commit_staged(
                 location, staged=staged, mode=mode, keys=keys, app_id=app_id, metadata=metadata
             )
-        before = self._version(location)
         rows = staged if isinstance(staged, DataFrame) else self.spark.read.parquet(str(staged))
-        frame = _plain_strings(rows)
-        user_metadata = json.dumps(dict(metadata))
-        if before is None or mode != "merge":
-            # A merge into a table that does not exist yet creates it.
-            save_mode = "append" if mode == "merge" else mode
-            writer = (
-                frame.write.format("delta").mode(save_mode).option("userMetadata", user_metadata)
-            )
-            if before is None:
-                # Plain tables that every Delta reader opens (delta-rs, Polars, DuckDB).
-                writer = writer.option("delta.enableDeletionVectors", "false")
-            writer = writer.option(
-                "overwriteSchema" if mode == "overwrite" else "mergeSchema", "true"
-            )
-            if app_id:
-                writer = writer.option("txnAppId", app_id).option("txnVersion", BATCH_VERSION)
-            # Delta drops the writer's userMetadata option when a write to a named table runs
-            # as CREATE (or REPLACE) TABLE AS SELECT: there the session setting carries it.
-            settings = (
-                {"spark.databricks.delta.commitInfo.userMetadata": user_metadata} if named else {}
-            )
-            try:
-                with session_settings(self.spark, settings):
-                    if named:
-                        writer.saveAsTable(quoted_table_name(location))
-                    else:
-                        writer.save(str(location))
-            except AnalysisException as exc:
-                if named and "SCHEMA_NOT_FOUND" in str(exc):
-                    raise ConfigError(_missing_schema(location)) from exc
-                raise
-        else:
-            self._merge(frame, location, keys=keys, app_id=app_id, user_metadata=user_metadata)
-        version, written = self._last_commit(location)
-        name = location.rsplit(".", 1)[-1] if named else name_of(location)
-        if version == before:
-            return TableCommit(name, location, version, "skipped", 0, skipped=True)
-        return TableCommit(name, location, version, mode, written)
+        return commit_rows(
+            SparkDeltaWriter(self),
+            location,
+            _plain_strings(rows),
+            name=location.rsplit(".", 1)[-1] if named else name_of(location),
+            mode=mode,
+            keys=keys,
+            app_id=app_id,
+            metadata=metadata,
+        )
+
+    def _write(
+        self,
+        location: str,
+        frame: DataFrame,
+        *,
+        mode: Literal["overwrite", "append"],
+        create: bool,
+        commit: CommitInfo,
+    ) -> None:
+        named = is_table_name(location)
+        user_metadata = json.dumps(dict(commit.metadata))
+        writer = frame.write.format("delta").mode(mode).option("userMetadata", user_metadata)
+        if create:
+            # Plain tables that every Delta reader opens (delta-rs, Polars, DuckDB).
+            writer = writer.option("delta.enableDeletionVectors", "false")
+        writer = writer.option("overwriteSchema" if mode == "overwrite" else "mergeSchema", "true")
+        if commit.app_id:
+            writer = writer.option("txnAppId", commit.app_id).option("txnVersion", BATCH_VERSION)
+        # Delta drops the writer's userMetadata option when a write to a named table runs as
+        # CREATE (or REPLACE) TABLE AS SELECT: there the session setting carries it.
+        settings = (
+            {"spark.databricks.delta.commitInfo.userMetadata": user_metadata} if named else {}
+        )
+        try:
+            with session_settings(self.spark, settings):
+                if named:
+                    writer.saveAsTable(quoted_table_name(location))
+                else:
+                    writer.save(str(location))
+        except AnalysisException as exc:
+            if named and "SCHEMA_NOT_FOUND" in str(exc):
+                raise ConfigError(_missing_schema(location)) from exc
+            raise
 
     def _merge(
         self,
@@ -176,10 +182,10 @@ class SparkDelta:
         location: str,
         *,
         keys: Sequence[str],
-        app_id: str | None,
-        user_metadata: str,
+        commit: CommitInfo,
     ) -> None:
         """Upsert on ``keys``: only rows whose values differ are rewritten."""
+        app_id, user_metadata = commit.app_id, json.dumps(dict(commit.metadata))
         order = "__segmatch_order"
         latest = Window.partitionBy(*keys).orderBy(F.col(order).desc())
         source = (
@@ -260,3 +266,40 @@ def _plain_strings(frame: DataFrame) -> DataFrame:
             for f in frame.schema.fields
         )
     )
+
+
+class SparkDeltaWriter:
+    """Delta's own Spark writer and MERGE for :func:`segmatch.writes.commit_rows`.
+
+    Whether a table holds a batch is not asked ahead: Delta's idempotent-write options make
+    the writer skip it, and the version then stays where it was.
+    """
+
+    def __init__(self, delta: SparkDelta) -> None:
+        self.delta = delta
+
+    def version(self, location: str) -> int | None:
+        return self.delta._version(location)
+
+    def holds_batch(self, location: str, app_id: str) -> bool:
+        return False
+
+    def write(
+        self,
+        location: str,
+        rows: DataFrame,
+        *,
+        mode: Literal["overwrite", "append"],
+        create: bool,
+        commit: CommitInfo,
+    ) -> Written:
+        self.delta._write(location, rows, mode=mode, create=create, commit=commit)
+        version, written = self.delta._last_commit(location)
+        return Written(written, version)
+
+    def merge(
+        self, location: str, rows: DataFrame, *, keys: Sequence[str], commit: CommitInfo
+    ) -> Written:
+        self.delta._merge(rows, location, keys=keys, commit=commit)
+        version, written = self.delta._last_commit(location)
+        return Written(written, version)
