@@ -18,12 +18,27 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 Kind = Literal["numeric", "string", "temporal", "boolean", "other"]
+
+#: Operations both engines' column objects implement as Python operators.
+OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "lt": operator.lt,
+    "gt": operator.gt,
+    "and": operator.and_,
+    "or": operator.or_,
+    "plus": operator.add,
+    "minus": operator.sub,
+    "times": operator.mul,
+    "divided_by": operator.truediv,
+}
 
 #: Operations whose result is one value per group, not per row.
 AGGREGATIONS = frozenset({"count", "sum", "min", "max", "mean", "n_unique", "first", "rows"})

@@ -7,19 +7,10 @@ from typing import Any
 
 import polars as pl
 
-from segmatch.engines.expressions import Expr, Kind, kind_of
+from segmatch.engines.expressions import OPERATORS, Expr, Kind, kind_of
 
 _BINARY: dict[str, Callable[[pl.Expr, pl.Expr], pl.Expr]] = {
-    "eq": lambda a, b: a == b,
-    "ne": lambda a, b: a != b,
-    "lt": lambda a, b: a < b,
-    "gt": lambda a, b: a > b,
-    "and": lambda a, b: a & b,
-    "or": lambda a, b: a | b,
-    "plus": lambda a, b: a + b,
-    "minus": lambda a, b: a - b,
-    "times": lambda a, b: a * b,
-    "divided_by": lambda a, b: a / b,
+    **OPERATORS,
     "larger_of": pl.max_horizontal,
     "fill_null": lambda a, b: a.fill_null(b),
 }

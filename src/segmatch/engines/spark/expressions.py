@@ -8,23 +8,14 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
 
-from segmatch.engines.expressions import Expr, Kind, kind_of
+from segmatch.engines.expressions import OPERATORS, Expr, Kind, kind_of
 from segmatch.engines.spark.frames import ROW, trimmed
 
 #: The row key of a frame as read holds its scan partition in the bits above these.
 ROW_PARTITION_SHIFT = 33
 
 _BINARY: dict[str, Callable[[Column, Column], Column]] = {
-    "eq": lambda a, b: a == b,
-    "ne": lambda a, b: a != b,
-    "lt": lambda a, b: a < b,
-    "gt": lambda a, b: a > b,
-    "and": lambda a, b: a & b,
-    "or": lambda a, b: a | b,
-    "plus": lambda a, b: a + b,
-    "minus": lambda a, b: a - b,
-    "times": lambda a, b: a * b,
-    "divided_by": lambda a, b: a / b,
+    **OPERATORS,
     "larger_of": F.greatest,
     "fill_null": F.coalesce,
 }
