@@ -35,7 +35,9 @@ class SparkResults:
     def segment_transitions(
         self, previous: DataFrame, matrix: SparkMatrix, *, id_column: str
     ) -> pa.Table:
-        current = matrix.frame.select(id_column, F.col(LABEL).alias("to_segment"))
+        current = matrix.frame.select(
+            F.col(matrix.id_column).alias(id_column), F.col(LABEL).alias("to_segment")
+        )
         return (
             previous.select(id_column, F.col("segment").cast("int").alias("from_segment"))
             .join(current, on=id_column, how="inner")
