@@ -16,6 +16,7 @@ from segmatch.errors import (
     ColumnNotFoundError,
     InputError,
     did_you_mean,
+    first_line,
 )
 from segmatch.locations import Files, is_table_name, join, name_of
 from segmatch.stages.columns import (
@@ -133,8 +134,6 @@ def check_input(
     columns. Reads the schema only (for local files, the header and a few rows)."""
     frame = _open_input(engine, config)[0]
     schema = list(engine.schema(frame))
-    if engine.to_arrow(frame, limit=1).num_rows == 0:
-        raise InputError(f"input {config.path!r} is empty: it has a header but no rows")
     named: dict[str, str] = {}
     if config.id_column:
         named[config.id_column] = "id column"
@@ -170,6 +169,12 @@ def check_input(
         )
     if features.numeric is not None:
         check_log_columns(features.log, list(features.numeric))
+    try:
+        first = engine.to_arrow(frame, limit=1)
+    except Exception as error:  # the reader's own error, whatever its library: named here
+        raise InputError(f"cannot read input {config.path!r}: {first_line(error)}") from error
+    if first.num_rows == 0:
+        raise InputError(f"input {config.path!r} is empty: it has a header but no rows")
     return schema
 
 
