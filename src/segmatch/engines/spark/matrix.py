@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 
@@ -123,7 +124,9 @@ class SparkPasses:
         cutoffs = {}
         for group, count in wanted.items():
             size = max(sizes.get(group, 0), 1)
-            share = count / size * 1.1 + 1000 / size
+            # The rows under a hash cutoff are binomial around share × size: 10% and five
+            # standard deviations over the count leave it short about never, whatever the size.
+            share = (1.1 * count + 5 * math.sqrt(count) + 10) / size
             if share < 1.0:
                 cutoffs[group] = np.uint64(share * float(2**64 - 1))
         everything = [group for group in wanted if group not in cutoffs]
