@@ -23,7 +23,7 @@ from segmatch.config_loading import Overrides, apply_overrides, build_config, lo
 from segmatch.engines import make_engine
 from segmatch.engines.base import Engine
 from segmatch.errors import ConfigError, ModelError, TrackingUnavailableError
-from segmatch.layout import MODEL_FILE, SUMMARY_FILE, run_folder
+from segmatch.layout import MODEL_FILE, SUMMARY_FILE, OutputLayout, run_folder
 from segmatch.lease import OutputLease
 from segmatch.locations import Files, is_table_name, is_uri, join
 from segmatch.model import SegmentModel
@@ -33,6 +33,7 @@ from segmatch.report import REPORT_FILE, build_report
 from segmatch.results import RunResult, ScoringResult
 from segmatch.stages import ingest
 from segmatch.synthetic import generate_customers
+from segmatch.tables import Table
 
 logger = logging.getLogger(__name__)
 
@@ -408,9 +409,8 @@ def _refuse_a_training_output(config: Config) -> None:
     output they would replace that run's lookalikes."""
     out = config.output.path
     files = Files(config.storage_options)
-    if files.exists(join(out, MODEL_FILE)) or storage.is_delta_table(
-        join(out, "segments"), files=files
-    ):
+    layout = OutputLayout(out)
+    if files.exists(layout.model) or storage.is_delta_table(join(out, Table.SEGMENTS), files=files):
         raise ConfigError(
             f"output {out!r} holds a training run's tables (segments, lookalikes, model.json); "
             "a scoring run writes its own lookalikes table and would replace that run's: give "

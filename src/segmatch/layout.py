@@ -13,8 +13,8 @@
       .staging/runs/<run_id>.json a run's checkpoint manifest
 
 Example:
-    >>> OutputLayout("s3://bucket/out").run_folder("r1")
-    's3://bucket/out/runs/r1'
+    >>> OutputLayout("s3://bucket/out").staged_run("r1")
+    's3://bucket/out/.staging/runs/r1'
 """
 
 from __future__ import annotations
@@ -61,9 +61,6 @@ class OutputLayout:
 
     root: str
 
-    def table(self, name: str) -> str:
-        return join(self.root, name)
-
     @property
     def model(self) -> str:
         return join(self.root, MODEL_FILE)
@@ -82,9 +79,6 @@ class OutputLayout:
 
     def staged_run(self, run_id: str) -> str:
         return join(self.root, STAGING_FOLDER, RUNS_FOLDER, run_id)
-
-    def run_folder(self, run_id: str) -> str:
-        return run_folder(self.root, run_id)
 
 
 def run_folder(output: Location, run_id: str) -> str:

@@ -38,8 +38,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from segmatch.errors import OutputBusyError
-from segmatch.layout import LEASE_TABLE
-from segmatch.locations import join
+from segmatch.layout import OutputLayout
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +122,7 @@ class OutputLease:
         stale_after: float = STALE_AFTER_SECONDS,
     ) -> None:
         self.root = root
-        self.location = join(root, LEASE_TABLE)
+        self.location = OutputLayout(root).lease
         self.storage_options = dict(storage_options or {}) or None
         self.stale_after = stale_after
 

@@ -40,9 +40,6 @@ OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     "divided_by": operator.truediv,
 }
 
-#: Operations whose result is one value per group, not per row.
-AGGREGATIONS = frozenset({"count", "sum", "min", "max", "mean", "n_unique", "first", "rows"})
-
 
 @dataclass(frozen=True)
 class Expr:

@@ -7,8 +7,8 @@ from typing import Protocol
 
 from segmatch.config import Config
 from segmatch.engines.base import Engine
-from segmatch.layout import MODEL_FILE
-from segmatch.locations import Files, join
+from segmatch.layout import OutputLayout
+from segmatch.locations import Files
 from segmatch.model import SegmentModel
 from segmatch.results import StageRecord
 from segmatch.staging import StagedOutputs
@@ -41,7 +41,7 @@ class FolderRegistry:
         self.files = files
 
     def previous(self) -> SegmentModel | None:
-        saved = join(self.out, MODEL_FILE)
+        saved = OutputLayout(self.out).model
         if not self.files.exists(saved):
             return None
         return SegmentModel.from_json(self.files.read_text(saved), source=saved)

@@ -27,6 +27,7 @@ from segmatch.layout import (
     SCATTER_POINTS,
     SCATTER_SAMPLE_FILE,
     SUMMARY_FILE,
+    OutputLayout,
     run_folder,
     write_arrow,
     write_json,
@@ -300,7 +301,7 @@ def finish_training(context: RunContext, values: Values) -> RunResult:
     stage_log = pa.Table.from_pylist([asdict(record) for record in context.stage_records])
     write_arrow(stage_log, join(outputs.path_for("stage_log"), PART_FILE), files=outputs.files)
     raw, clustering = values.of(INGEST), values.of(STABLE_IDS)
-    model_path = join(outputs.root, MODEL_FILE)
+    model_path = OutputLayout(outputs.root).model
     commits = commit_tables(
         context,
         id_column=raw.plan.id_column,
