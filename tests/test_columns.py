@@ -93,7 +93,7 @@ def test_constant_and_empty_columns_are_left_out_of_default_features(engine, tmp
     roles = {entry["column"]: (entry["role"], entry["reason"]) for entry in result.column_plan}
     assert roles["plan_fee"] == (
         "ignored",
-        "constant: every value is 9.9, so it tells no customer apart",
+        "constant: every value of 80 rows is 9.9, so it tells no customer apart",
     )
     assert roles["legacy_score"][0] == "ignored"
     assert result.model.numeric_columns == ["spend", "visits"]
@@ -294,7 +294,7 @@ def test_numeric_codes_are_used_but_flagged(tmp_path):
     result = run_pipeline(config)
     roles = roles_of(result)
     assert roles["Region"][0] == "numeric feature"
-    assert "looks like a numeric code (values 1, 2, 3)" in roles["Region"][1]
+    assert "looks like a numeric code (whole numbers 1 to 3 over 90 rows)" in roles["Region"][1]
     assert "numeric code" not in roles["is_member"][1]
     assert any(w.startswith("Region look(s) like numeric codes") for w in result.warnings)
 

@@ -3,6 +3,8 @@ with a header and no rows. Nothing is created for an input that fails these chec
 
 from __future__ import annotations
 
+import re
+
 import mlflow
 import pytest
 from click.testing import CliRunner
@@ -11,28 +13,31 @@ from helpers import make_config
 from segmatch.api import check_input, run_pipeline
 from segmatch.cli import app
 from segmatch.errors import InputError
+from segmatch.stages.ingest import read_input
 
 
 @pytest.mark.parametrize(("separator", "shown"), [("\t", r"'\\t'"), ("|", r"'\|'"), (";", "';'")])
-def test_a_header_that_splits_on_another_separator_names_it(engine, tmp_path, separator, shown):
+def test_a_header_that_splits_on_another_separator_is_read_with_it(
+    engine, tmp_path, separator, shown
+):
     path = tmp_path / "people.csv"
-    path.write_text(
-        separator.join(["ID", "Year_Birth", "Income"])
-        + "\n1"
-        + separator
-        + "1970"
-        + separator
-        + "500\n"
+    lines = [["ID", "Year_Birth", "Income"], ["1", "1970", "500"], ["2", "1985", "730"]]
+    path.write_text("".join(separator.join(line) + "\n" for line in lines))
+    detected = make_config(path, tmp_path / "out", input={"id_column": "ID"})
+    assert check_input(engine, detected) == ["ID", "Year_Birth", "Income"]
+    raw = read_input(
+        engine, config=detected.input, features=detected.features, clean=detected.clean
     )
-    config = make_config(path, tmp_path / "out", input={"id_column": "ID"})
+    assert re.search(
+        f"read with separator {shown}: the header splits into 3 columns", raw.plan.roles[0].reason
+    )
+    named_wrong = make_config(
+        path, tmp_path / "out", input={"id_column": "ID", "csv_separator": ","}
+    )
     with pytest.raises(
         InputError, match=f"splits into 3 columns on {shown}: set input.csv_separator"
     ):
-        check_input(engine, config)
-    fixed = make_config(
-        path, tmp_path / "out", input={"id_column": "ID", "csv_separator": separator}
-    )
-    assert check_input(engine, fixed) == ["ID", "Year_Birth", "Income"]
+        check_input(engine, named_wrong)
 
 
 def test_a_header_without_rows_fails_validation(engine, tmp_path):

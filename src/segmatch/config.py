@@ -69,7 +69,12 @@ class InputConfig(_Strict):
     #: column named ``row_number``.
     id_column: str | None = "idcliente"
     types: dict[str, ColumnType] = Field(default_factory=dict)
-    csv_separator: str = Field(",", min_length=1, max_length=1)
+    #: A CSV input's separator. Unset: ``,``, or the one its header splits on when it reads as
+    #: one column with ``,`` (a tab, ``;`` or ``|``), as the column plan then says.
+    csv_separator: str | None = Field(None, min_length=1, max_length=1)
+    #: Dates written with the day or the month first (21/08/2013, 08/21/2013). Unset: decided
+    #: per column from every value (a first field over 12 is a day), day first when none is.
+    dayfirst: bool | None = None
     #: The text encoding of a CSV input (utf-8 with or without BOM; latin-1, cp1252 …).
     encoding: str = "utf-8"
     #: A CSV input's decimal mark. Unset: ``.``, and a column of numbers written with a
@@ -146,6 +151,16 @@ class FeaturesConfig(_Strict):
     categorical: list[str] | None = None
     max_levels: int = Field(20, ge=1)
     min_level_share: float = Field(0.01, ge=0.0, lt=1.0)
+    #: Columns that record what happened to a customer (churn, a response, a default): left
+    #: out of the features and profiled per segment. Unset: those whose name says so (churn,
+    #: target, ``y``, cancelou…); ``[]``: none. Naming one under ``numeric`` or
+    #: ``categorical`` still makes it a feature.
+    outcomes: list[str] | None = None
+    #: Date columns turned into days before the as-of date (tenure, recency), as the numeric
+    #: features ``<column>_days``.
+    dates: list[str] = Field(default_factory=list)
+    #: The date ``dates`` count days to. Unset: the latest date in those columns.
+    as_of: datetime | None = None
 
 
 class ScaleConfig(_Strict):

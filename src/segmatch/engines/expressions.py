@@ -25,6 +25,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 Kind = Literal["numeric", "string", "temporal", "boolean", "other"]
+DateOrder = Literal["dmy", "mdy", "ymd"]
+#: The date and time fields (whatever the order) and the separators :meth:`Expr.as_date` reads.
+DATE_FIELDS = r"^\s*(\d{1,4})[-/.](\d{1,2})[-/.](\d{1,4})"
 
 #: Operations both engines' column objects implement as Python operators.
 OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
@@ -127,6 +130,31 @@ class Expr:
         """Days (fractional) from this timestamp to ``moment``."""
         return Expr("days_until", (self, moment))
 
+    def floor(self) -> Expr:
+        """The largest whole number not above the value (as a float64)."""
+        return Expr("floor", (self,))
+
+    def lower(self) -> Expr:
+        """Text in lower case."""
+        return Expr("lower", (self,))
+
+    def matches(self, pattern: str) -> Expr:
+        """Whether text matches a regular expression (the syntax both engines share: classes,
+        repeats, groups and anchors)."""
+        return Expr("matches", (self, pattern))
+
+    def extract(self, pattern: str, group: int) -> Expr:
+        """A group of the regular expression's match in the text (null where it does not
+        match)."""
+        return Expr("extract", (self, pattern, group))
+
+    def as_date(self, order: DateOrder) -> Expr:
+        """Text written as a date (and time) with its fields in ``order`` — ``"dmy"``
+        (21/08/2013), ``"mdy"`` (08/21/2013) or ``"ymd"`` (2013-08-21) — separated by ``/``,
+        ``-`` or ``.``, with an optional ``HH:MM[:SS]``: a timestamp (null where it does not
+        read as one)."""
+        return Expr("as_date", (self, order))
+
     def as_float(self) -> Expr:
         """A boolean or a number as float64 (no parsing: see :meth:`as_number`)."""
         return Expr("as_float", (self,))
@@ -205,7 +233,9 @@ def kind_of(expr: Expr, schema: Mapping[str, Kind]) -> Kind:
         if isinstance(value, int | float):
             return "numeric"
         return "string" if isinstance(value, str) else "other"
-    if op in ("as_text", "strip", "replace", "row_position"):
+    if op == "as_date":
+        return "temporal"
+    if op in ("as_text", "strip", "replace", "row_position", "lower", "extract"):
         return "string"
     if op in ("fill_null", "min", "max", "first"):
         return kind_of(expr.args[0], schema)
@@ -214,7 +244,7 @@ def kind_of(expr: Expr, schema: Mapping[str, Kind]) -> Kind:
         return kind_of(branches[0][1], schema) if branches else kind_of(otherwise, schema)
     if op in ("is_null", "is_nan", "is_infinite", "is_in", "eq", "ne", "lt", "gt", "and"):
         return "boolean"
-    if op in ("or", "not", "starts_with"):
+    if op in ("or", "not", "starts_with", "matches"):
         return "boolean"
     return "numeric"
 

@@ -3,18 +3,25 @@ and why, decided before any work and checked against the input's schema."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from segmatch.config import CleanConfig, FeaturesConfig, InputConfig
 from segmatch.engines.base import Engine, Frame
-from segmatch.engines.expressions import Expr, col, when
+from segmatch.engines.expressions import col
 from segmatch.engines.types import TransactionColumns
 from segmatch.errors import (
     ColumnNotFoundError,
     ColumnTypeError,
     ConfigError,
     InputError,
+)
+from segmatch.stages.column_facts import (
+    MOST,
+    ColumnFacts,
+    TextFacts,
+    date_reading,
+    name_says_outcome,
+    positive_level,
 )
 
 #: Customer behaviour computed from a transactions table (see the features stage).
@@ -28,9 +35,6 @@ BEHAVIOUR_FEATURES = (
 )
 CATEGORY_FEATURE = "distinct_categories"
 
-#: Values of each text column looked at to tell a column of numbers stored as text.
-NUMBER_SAMPLE = 1000
-NUMBER_SHARE = 0.95
 #: A text column is a numeric feature with a few bad values only if most values parse.
 MIN_PARSED_SHARE = 0.5
 #: The id column made from row positions when ``input.id_column`` is null.
@@ -64,6 +68,12 @@ class ColumnPlan:
     ranges: dict[str, tuple[float | None, float | None]]
     transactions: TransactionColumns | None
     roles: tuple[ColumnRole, ...] = ()
+    #: The input's rows, counted with the column facts.
+    rows: int = 0
+    outcomes: tuple[Outcome, ...] = ()
+    #: Date features: column → how its text reads (``dmy``, ``mdy``, ``ymd``; ``""`` for a
+    #: column already read as dates).
+    dates: dict[str, str] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         """How many columns have each role."""
@@ -71,6 +81,23 @@ class ColumnPlan:
         for role in self.roles:
             found[role.role] = found.get(role.role, 0) + 1
         return found
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A column that records what happened to a customer, profiled per segment: its mean
+    (numbers, 0/1), the share of its ``level`` (a yes/no text), or its top levels."""
+
+    column: str
+    level: str | None = None
+    numeric: bool = True
+
+    @property
+    def profile_column(self) -> str:
+        """The profiles table's column for it."""
+        if self.numeric:
+            return f"{self.column}_mean"
+        return f"{self.column}_share" if self.level is not None else f"{self.column}_top"
 
 
 def plan_columns(
@@ -81,8 +108,11 @@ def plan_columns(
     features: FeaturesConfig,
     clean: CleanConfig,
     source: str,
+    facts: ColumnFacts,
+    separator_note: str | None = None,
 ) -> ColumnPlan:
-    """Match the config's column names to the input's schema."""
+    """Match the config's column names to the input's schema, and decide every other column
+    from ``facts`` (counted over every row)."""
     schema = engine.schema(frame)
     id_column = config.id_column or ROW_NUMBER_COLUMN
     id_reason = (
@@ -90,6 +120,8 @@ def plan_columns(
         if config.id_column
         else "input.id_column is null: the row's position in the input (1 = first row)"
     )
+    if separator_note:
+        id_reason += f"; {separator_note}"
 
     def require(column: str, role: str) -> None:
         if column not in schema:
@@ -113,29 +145,56 @@ def plan_columns(
             source=source,
             id_column=id_column,
             id_reason=id_reason,
+            facts=facts,
         )
 
+    rows_seen = facts.rows
     named_categorical = list(features.categorical or [])
+    date_features = [days_column(c) for c in features.dates]
+    named_numeric = [c for c in features.numeric or [] if c not in date_features]
     excluded = {id_column, clean.duplicates.order_by, *named_categorical}
-    sample = head_values(engine, frame, [c for c in schema if c not in excluded])
-    text = {c: values for c, values in sample.items() if schema[c] == "string"}
-    as_numbers = {c for c, values in text.items() if share_parsed(values) >= NUMBER_SHARE}
+    text = {c: f for c, f in facts.text.items() if c not in excluded}
+    as_numbers = {c for c, f in text.items() if f.numeric}
+    date_readings = {
+        c: reading
+        for c, f in text.items()
+        if c not in as_numbers
+        and (reading := date_reading(f, dayfirst=config.dayfirst, rows=rows_seen)) is not None
+    }
+    outcomes = _outcomes(features, schema, facts, named=[*named_numeric, *named_categorical])
+    for column in features.dates:
+        require(column, "date feature (features.dates)")
+        if schema[column] != "temporal" and column not in date_readings:
+            raise ColumnTypeError(
+                f"features.dates names {column!r} of {source!r}, which does not read as dates "
+                f"({_not_dates(facts.text.get(column), schema[column])}); set input.types."
+                f"{column}: date, or input.dayfirst"
+            )
+    dates = {c: date_readings[c].order if c in date_readings else "" for c in features.dates}
+    left_out = {*excluded, *outcomes, *date_readings, *features.dates}
     if features.numeric is not None:
-        numeric = list(features.numeric)
+        numeric = named_numeric
     else:
         if config.decimal is None:
             _stop_on_decimal_commas(text, as_numbers, source)
         numeric = [
-            c for c in schema if c not in excluded and (schema[c] == "numeric" or c in as_numbers)
+            c
+            for c in schema
+            if c not in left_out and (schema[c] == "numeric" or c in as_numbers)
         ]
-    levels_seen = {c: _distinct(values) for c, values in text.items() if c not in as_numbers}
     auto_categorical = features.categorical is None and features.numeric is None
     categorical = named_categorical or (
-        [c for c, seen in levels_seen.items() if 2 <= seen <= features.max_levels]
+        [
+            c
+            for c, f in text.items()
+            if c not in as_numbers
+            and c not in left_out
+            and 2 <= f.distinct <= features.max_levels
+        ]
         if auto_categorical
         else []
     )
-    if not numeric and not categorical:
+    if not numeric and not categorical and not date_features:
         raise ColumnTypeError(
             f"input {source!r} has no numeric or categorical column to use as a feature besides "
             f"the id {id_column!r}; name the features in features.numeric or "
@@ -145,10 +204,10 @@ def plan_columns(
         require(column, "numeric feature")
     for column in categorical:
         require(column, "categorical feature")
-    check_log_columns(features.log, numeric)
-    as_text = _numeric_stored_as_text(engine, frame, numeric, schema, source)
+    check_log_columns(features.log, [*numeric, *date_features])
+    as_text = _numeric_stored_as_text(engine, frame, facts, numeric, schema, source)
     named = features.numeric is not None
-    uninformative = _uninformative(engine, frame, [c for c in numeric if c not in as_text])
+    uninformative = _uninformative(facts, [c for c in numeric if c not in as_text], rows_seen)
     empty_named = [c for c, why in uninformative.items() if named and why.startswith("all null")]
     if empty_named:
         raise ColumnTypeError(
@@ -159,8 +218,8 @@ def plan_columns(
     # the plan still says it is constant here.
     dropped = {} if named else uninformative
     numeric = [c for c in numeric if c not in dropped]
-    codes = _numeric_codes(sample, numeric)
-    if not numeric and not categorical:
+    codes = _numeric_codes(facts, numeric, rows_seen)
+    if not numeric and not categorical and not date_features:
         raise ColumnTypeError(
             f"input {source!r} has no informative feature left: "
             + "; ".join(f"{c} is {why}" for c, why in dropped.items())
@@ -168,6 +227,7 @@ def plan_columns(
     checked = sorted(
         {*numeric, *(c for c in clean.ranges if c not in numeric)}, key=list(schema).index
     )
+    profiled = {c: outcome_of(c, schema, facts) for c in outcomes}
 
     def role_of(column: str, kind: str) -> tuple[str, str]:
         if column == id_column:
@@ -192,14 +252,30 @@ def plan_columns(
             if column in named_categorical:
                 return "categorical feature", "listed in features.categorical"
             return "categorical feature", (
-                f"text with {levels_seen[column]} levels (at most features.max_levels="
-                f"{features.max_levels}): one-hot, weighted like one numeric variable"
+                f"text with {text[column].distinct} levels over {rows_seen:,} rows (at most "
+                f"features.max_levels={features.max_levels}): one-hot, weighted like one "
+                "numeric variable"
             )
+        if column in dates:
+            reading = date_readings.get(column)
+            how = f"{reading.reason}; " if reading else ""
+            return "date feature", f"{how}features.dates: days before the as-of date, as " + repr(
+                days_column(column)
+            )
+        if column in profiled:
+            return "outcome", outcomes[column]
         if column == clean.duplicates.order_by:
             return "ordering", "clean.duplicates.order_by: picks the latest duplicate"
         if column in clean.ranges:
             return "checked", "clean.ranges: rows outside the range are quarantined"
-        return "ignored", _ignored_because(kind, sample.get(column), auto_categorical, features)
+        if column in date_readings:
+            return "ignored", (
+                f"{date_readings[column].reason}; list it under features.dates for the days "
+                "before the as-of date"
+            )
+        return "ignored", _ignored_because(
+            kind, facts.text.get(column), auto_categorical, features, rows_seen
+        )
 
     roles = tuple(ColumnRole(c, kind, *role_of(c, kind)) for c, kind in schema.items())
     return ColumnPlan(
@@ -207,17 +283,74 @@ def plan_columns(
         validated_numeric=tuple(checked),
         numeric_as_text=tuple(as_text),
         required=(),
-        features=tuple(numeric),
-        log=tuple(c for c in features.log if c in numeric),
+        features=(*numeric, *date_features),
+        log=tuple(c for c in features.log if c in numeric or c in date_features),
         categorical=tuple(categorical),
         ranges=dict(clean.ranges),
         transactions=None,
         roles=roles,
+        rows=rows_seen,
+        outcomes=tuple(profiled.values()),
+        dates=dates,
     )
 
 
+def days_column(column: str) -> str:
+    """The feature a date column becomes: days before the as-of date."""
+    return f"{column}_days"
+
+
+def _not_dates(facts: TextFacts | None, kind: str) -> str:
+    if facts is None:
+        return f"it reads as {kind}"
+    return (
+        f"{max(facts.year_first, facts.year_last):,} of {facts.present:,} values are dates; "
+        f"e.g. {facts.lowest!r}"
+    )
+
+
+def _outcomes(
+    features: FeaturesConfig, schema: dict[str, str], facts: ColumnFacts, *, named: list[str]
+) -> dict[str, str]:
+    """Outcome columns (not named as features), each with the plan's reason."""
+    if features.outcomes is not None:
+        for column in features.outcomes:
+            if column not in schema:
+                raise ColumnNotFoundError(column, list(schema), role="outcome (features.outcomes)")
+        found = {c: "listed in features.outcomes" for c in features.outcomes}
+    else:
+        found = {
+            c: "its name says it is an outcome (features.outcomes: [] to use it as a feature)"
+            for c in schema
+            if name_says_outcome(c)
+        }
+    return {
+        column: f"{why}: left out of the features, {_profiled_as(column, schema, facts)}"
+        for column, why in found.items()
+        if column not in named
+    }
+
+
+def _profiled_as(column: str, schema: dict[str, str], facts: ColumnFacts) -> str:
+    outcome = outcome_of(column, schema, facts)
+    if outcome.numeric:
+        return "its mean profiled per segment"
+    if outcome.level is not None:
+        return f"the share of {outcome.level!r} profiled per segment"
+    return "its top levels profiled per segment"
+
+
+def outcome_of(column: str, schema: dict[str, str], facts: ColumnFacts) -> Outcome:
+    """How an outcome column is profiled, from its kind and its values."""
+    text = facts.text.get(column)
+    if schema[column] in ("numeric", "boolean") or (text is not None and text.numeric):
+        return Outcome(column)
+    level = positive_level(text) if text is not None else None
+    return Outcome(column, level=level, numeric=False)
+
+
 def _plan_transactions(
-    engine, frame, config, *, features, clean, schema, require, source, id_column, id_reason
+    engine, frame, config, *, features, clean, schema, require, source, id_column, id_reason, facts
 ) -> ColumnPlan:
     t = config.transactions
     require(t.timestamp, "timestamp (input.transactions.timestamp)")
@@ -248,7 +381,7 @@ def _plan_transactions(
                 role="numeric feature",
             )
     check_log_columns(features.log, chosen)
-    as_text = _numeric_stored_as_text(engine, frame, money, schema, source)
+    as_text = _numeric_stored_as_text(engine, frame, facts, money, schema, source)
     used = {
         id_column: ("id", id_reason),
         t.timestamp: ("transaction", "input.transactions.timestamp: recency and tenure"),
@@ -288,109 +421,79 @@ def _plan_transactions(
             as_of=t.as_of,
         ),
         roles=roles,
+        rows=facts.rows,
     )
 
 
-def _uninformative(engine: Engine, frame: Frame, columns: list[str]) -> dict[str, str]:
+def _uninformative(facts: ColumnFacts, columns: list[str], rows: int) -> dict[str, str]:
     """Numeric columns that cannot tell customers apart, with why: all null, or constant."""
     found = {}
-    for column, (values, low, high) in value_ranges(engine, frame, columns).items():
-        if values == 0:
-            found[column] = "all null: every cell is empty"
-        elif low == high:
-            found[column] = f"constant: every value is {low:g}, so it tells no customer apart"
+    for column in columns:
+        number = facts.numbers[column]
+        if number.present == 0:
+            found[column] = f"all null: every cell of {rows:,} rows is empty"
+        elif number.low == number.high:
+            found[column] = (
+                f"constant: every value of {rows:,} rows is {number.low:g}, so it tells no "
+                "customer apart"
+            )
     return found
 
 
 def _ignored_because(
-    kind: str, values: list | None, auto_categorical: bool, features: FeaturesConfig
+    kind: str, facts: TextFacts | None, auto_categorical: bool, features: FeaturesConfig, rows: int
 ) -> str:
     if kind == "numeric":
         return "not listed in features.numeric"
-    if kind == "string" and values is not None and auto_categorical:
-        present = [v for v in values if v is not None and str(v).strip()]
-        seen = _distinct(values)
-        if seen == 0:
-            return "all null: every cell is empty"
-        if seen == 1:
-            return "constant text: one value, so it tells no customer apart"
-        if seen == len(present):
-            return f"id-like: a different value on each of the first {len(present):,} rows"
+    if kind == "string" and facts is not None and auto_categorical:
+        if facts.distinct == 0:
+            return f"all null: every cell of {rows:,} rows is empty"
+        if facts.distinct == 1:
+            return (
+                f"constant text: one value ({facts.lowest!r}) over {rows:,} rows, so it tells "
+                "no customer apart"
+            )
+        if facts.distinct == facts.present:
+            return f"id-like: a different value on each of {facts.present:,} rows"
         return (
-            f"text with more than features.max_levels={features.max_levels} levels; list it "
-            "under features.categorical to use its most frequent levels"
+            f"text with {facts.distinct:,} levels over {rows:,} rows, more than "
+            f"features.max_levels={features.max_levels}; list it under features.categorical "
+            "to use its most frequent levels"
         )
     if kind == "string":
         return "text: list it under features.categorical to use its levels"
     if kind == "temporal":
-        return "a date or time: not a feature (transactions derive recency from one)"
+        return "a date or time: list it under features.dates for the days before the as-of date"
     return f"a {kind} column: not a feature"
 
 
-def head_values(engine: Engine, frame: Frame, columns: list[str]) -> dict[str, list]:
-    """The first values of each column (a cheap look, whatever the input's size)."""
-    if not columns:
-        return {}
-    return engine.to_arrow(frame, limit=NUMBER_SAMPLE).select(columns).to_pydict()
-
-
-def _present(values: list) -> list[str]:
-    return [v.strip() for v in values if v is not None and v.strip()]
-
-
-def _distinct(values: list) -> int:
-    return len({v.strip() if isinstance(v, str) else v for v in values if v is not None} - {""})
-
-
-def share_parsed(values: list, *, decimal: str = ".", thousands: str | None = None) -> float:
-    """The share of a text column's present values that read as numbers (0 with none)."""
-    present = _present(values)
-    if not present:
-        return 0.0
-    return sum(_is_number(v, decimal=decimal, thousands=thousands) for v in present) / len(present)
-
-
-def _is_number(text: str, *, decimal: str = ".", thousands: str | None = None) -> bool:
-    if thousands is not None:
-        text = text.replace(thousands, "")
-    try:
-        float(text.replace(decimal, ".") if decimal != "." else text)
-    except ValueError:
-        return False
-    return True
-
-
-def _stop_on_decimal_commas(text: dict[str, list], as_numbers: set[str], source: str) -> None:
+def _stop_on_decimal_commas(text: dict[str, TextFacts], as_numbers: set[str], source: str) -> None:
     """A column of numbers with a decimal comma would be dropped as text: stop and say why."""
-    for column, values in text.items():
-        if column not in as_numbers and share_parsed(values, decimal=",") >= NUMBER_SHARE:
-            example = next(v for v in _present(values) if "," in v)
+    for column, facts in text.items():
+        if column in as_numbers or not facts.present:
+            continue
+        if facts.comma_numbers + facts.numbers >= MOST * facts.present and facts.comma_numbers:
             raise InputError(
                 f"column {column!r} of {source!r} holds numbers written with a comma (e.g. "
-                f"{example!r}): set input.decimal: ',' if the comma marks decimals, or "
+                f"{facts.comma_example!r}, {facts.comma_numbers:,} of {facts.present:,} "
+                "values): set input.decimal: ',' if the comma marks decimals, or "
                 "input.thousands: ',' if it separates thousands (or leave the column out by "
                 "naming the features in features.numeric)"
             )
 
 
-def _numeric_codes(sample: dict[str, list], columns: list[str]) -> dict[str, str]:
-    """Numeric columns whose values look like codes (a few small positive integers)."""
+def _numeric_codes(facts: ColumnFacts, columns: list[str], rows: int) -> dict[str, str]:
+    """Numeric columns whose values look like codes (a few small positive whole numbers)."""
     found = {}
     for column in columns:
-        numbers = (
-            float(v)
-            for v in sample.get(column, [])
-            if v is not None and (not isinstance(v, str) or _is_number(v))
-        )
-        values = {v for v in numbers if not math.isnan(v)}
-        if not values or not all(v.is_integer() for v in values):
+        number = facts.numbers[column]
+        if number.present == 0 or number.fractions or number.low is None or number.high is None:
             continue
         # Codes count from 1 (Region 1, 2, 3); a count or a measure (tenure 6–12) need not.
-        if len(values) >= 2 and min(values) == 1 and max(values) <= MAX_CODE_VALUES:
-            shown = ", ".join(f"{v:g}" for v in sorted(values))
+        if number.low == 1 and 1 < number.high <= MAX_CODE_VALUES:
             found[column] = (
-                f"looks like a numeric code (values {shown}): used as a magnitude; list it "
-                "under features.categorical if it is a code"
+                f"looks like a numeric code (whole numbers 1 to {number.high:g} over {rows:,} "
+                "rows): used as a magnitude; list it under features.categorical if it is a code"
             )
     return found
 
@@ -404,63 +507,45 @@ def check_log_columns(log: list[str], numeric: list[str]) -> None:
             )
 
 
-def _numeric_stored_as_text(engine, frame, columns, schema, source) -> dict[str, int]:
+def _numeric_stored_as_text(
+    engine: Engine,
+    frame: Frame,
+    facts: ColumnFacts,
+    columns: list[str],
+    schema: dict[str, str],
+    source: str,
+) -> dict[str, int]:
     """Feature columns stored as text, with how many of their cells are not numbers."""
     as_text = {}
     for column in columns:
         kind = schema[column]
         if kind == "numeric":
             continue
+        if kind == "other" and _holds_no_value(engine, frame, column):
+            raise ColumnTypeError(
+                f"feature column {column!r} of {source!r} has no values (every cell is "
+                "empty); remove it from the features"
+            )
         if kind != "string":
-            if kind == "other" and value_ranges(engine, frame, [column])[column][0] == 0:
-                raise ColumnTypeError(
-                    f"feature column {column!r} of {source!r} has no values (every cell is "
-                    "empty); remove it from the features"
-                )
             raise ColumnTypeError(
                 f"feature column {column!r} of {source!r} is not numeric (it reads as {kind})"
             )
-        present, failed, example = numbers_in_text(engine, frame, column)
-        if present == 0 or failed > (1 - MIN_PARSED_SHARE) * present:
+        text = facts.text[column]
+        failed = text.present - text.numbers
+        if text.present == 0 or failed > (1 - MIN_PARSED_SHARE) * text.present:
+            example = text.not_number
             shown = f"; e.g. value {example!r}" if example is not None else ""
-            if example is not None and _is_number(example, decimal=","):
+            if text.comma_numbers:
                 shown += " (a decimal comma? set input.decimal: ',')"
             raise ColumnTypeError(
                 f"feature column {column!r} of {source!r} is not numeric: {failed:,} of "
-                f"{present:,} values are not numbers{shown}"
+                f"{text.present:,} values are not numbers{shown}"
             )
         as_text[column] = failed
     return as_text
 
 
-def value_ranges(
-    engine: Engine, frame: Frame, columns: list[str]
-) -> dict[str, tuple[int, float | None, float | None]]:
-    """Per numeric column, in one pass: its count of values (null and NaN left out), its
-    smallest and its largest."""
-    if not columns:
-        return {}
-    aggregations: dict[str, Expr] = {}
-    for i, column in enumerate(columns):
-        value = col(column).as_number().nan_to_null()
-        aggregations |= {f"n{i}": value.count(), f"lo{i}": value.min(), f"hi{i}": value.max()}
-    row = engine.to_arrow(engine.aggregate(frame, aggregations)).to_pylist()[0]
-    return {c: (row[f"n{i}"], row[f"lo{i}"], row[f"hi{i}"]) for i, c in enumerate(columns)}
-
-
-def numbers_in_text(engine: Engine, frame: Frame, column: str) -> tuple[int, int, str | None]:
-    """Of a text column's non-blank values: how many there are, how many do not parse as a
-    number, and the first of those in input order."""
-    text = col(column).as_text().strip()
-    present = text.ne("").fill_null(False)
-    failed = present.and_(text.as_number().is_null())
-    counts = engine.aggregate(
-        frame,
-        {
-            "present": present.as_float().sum(),
-            "failed": failed.as_float().sum(),
-            "example": when([(failed, text)]).first(),
-        },
-    )
-    row = engine.to_arrow(counts).to_pylist()[0]
-    return int(row["present"] or 0), int(row["failed"] or 0), row["example"]
+def _holds_no_value(engine: Engine, frame: Frame, column: str) -> bool:
+    """Whether a column of a type no reader inferred (a Parquet column of nulls) is empty."""
+    counted = engine.aggregate(frame, {"values": col(column).is_null().not_().as_float().sum()})
+    return not engine.to_arrow(counted).to_pylist()[0]["values"]

@@ -5,13 +5,15 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import logging
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import Literal, cast
 
 from segmatch.config import CleanConfig, FeaturesConfig, InputConfig
 from segmatch.engines.base import Engine, Frame
-from segmatch.engines.expressions import Expr, col, row_position
+from segmatch.engines.expressions import DateOrder, Expr, col, row_position
 from segmatch.errors import (
     ColumnNotFoundError,
     InputError,
@@ -19,16 +21,18 @@ from segmatch.errors import (
     first_line,
 )
 from segmatch.locations import Files, is_table_name, join, name_of
+from segmatch.stages.column_facts import ColumnFacts, column_facts
 from segmatch.stages.columns import (
     MIN_PARSED_SHARE,
     ROW_NUMBER_COLUMN,
     ColumnPlan,
     check_log_columns,
-    head_values,
+    days_column,
     plan_columns,
-    share_parsed,
 )
 from segmatch.storage import is_delta_table
+
+logger = logging.getLogger(__name__)
 
 FORMATS: dict[str, Literal["csv", "parquet", "delta"]] = {
     "csv": "csv",
@@ -51,18 +55,38 @@ class RawInput:
     rows: int
     source: str
     plan: ColumnPlan
+    #: The moment date features count days to (None: no date feature).
+    as_of: datetime | None = None
 
     @property
     def rows_out(self) -> int:
         return self.rows
 
 
+@dataclass(frozen=True)
+class OpenedInput:
+    """The input as the engine's frame, and how it was read."""
+
+    frame: Frame
+    marked_numbers: bool
+    #: The separator a CSV input is read with, and why when it is not the configured one.
+    separator: str
+    separator_note: str | None = None
+
+
 def read_input(
-    engine: Engine, *, config: InputConfig, features: FeaturesConfig, clean: CleanConfig
+    engine: Engine,
+    *,
+    config: InputConfig,
+    features: FeaturesConfig,
+    clean: CleanConfig,
+    as_of: datetime | None = None,
 ) -> RawInput:
-    """Read the configured input and build its column plan; fail fast on a bad schema."""
+    """Read the configured input and build its column plan from every row; fail fast on a bad
+    schema. ``as_of`` (a fitted model's) fixes the moment date features count days to."""
     path = config.path
-    frame, marked_numbers = _open_input(engine, config)
+    opened = open_input(engine, config)
+    frame = opened.frame
     id_column = config.id_column or ROW_NUMBER_COLUMN
     source = path
     if config.id_column is None:
@@ -73,8 +97,6 @@ def read_input(
                 "column instead"
             )
         frame = engine.with_columns(frame, {ROW_NUMBER_COLUMN: row_position()})
-    if marked_numbers:
-        frame = _normalize_numbers(engine, frame, config, keep_text={id_column, *config.types})
     kinds = engine.schema(frame)
     if id_column in kinds:
         # Spread (and on Spark, hold) the rows first, so every later pass starts from there:
@@ -84,14 +106,58 @@ def read_input(
         frame = engine.spread(
             frame, key=key.strip() if trimmed else key, stored_bytes=engine.input_bytes(path)
         )
-    rows = engine.count(frame)
-    if rows == 0:
+    keep_text = {id_column, *config.types}
+    facts = column_facts(
+        engine,
+        frame,
+        text=[c for c, kind in kinds.items() if kind == "string" and c != id_column],
+        numeric=[c for c, kind in kinds.items() if kind == "numeric" and c != id_column],
+        decimal=config.decimal or ".",
+        thousands=config.thousands,
+    )
+    if facts.rows == 0:
         raise InputError(f"input {source!r} is empty: it has a header but no rows")
-    plan = plan_columns(engine, frame, config, features=features, clean=clean, source=source)
-    return RawInput(frame=frame, rows=rows, source=source, plan=plan)
+    if opened.marked_numbers:
+        frame = _normalize_numbers(engine, frame, config, facts=facts, keep_text=keep_text)
+    plan = plan_columns(
+        engine,
+        frame,
+        config,
+        features=features,
+        clean=clean,
+        source=source,
+        facts=facts,
+        separator_note=opened.separator_note,
+    )
+    if plan.dates:
+        frame, as_of = _with_days(engine, frame, plan, as_of=as_of or features.as_of)
+    return RawInput(frame=frame, rows=facts.rows, source=source, plan=plan, as_of=as_of)
 
 
-def _open_input(engine: Engine, config: InputConfig) -> tuple[Frame, bool]:
+def _with_days(
+    engine: Engine, frame: Frame, plan: ColumnPlan, *, as_of: datetime | None
+) -> tuple[Frame, datetime]:
+    """The frame with each date feature as days before ``as_of`` (unset: the latest date in
+    those columns, over every row)."""
+    dated = {
+        column: col(column).as_date(cast(DateOrder, order)) if order else col(column)
+        for column, order in plan.dates.items()
+    }
+    if as_of is None:
+        latest = engine.aggregate(frame, {c: value.max() for c, value in dated.items()})
+        found = [v for v in engine.to_arrow(latest).to_pylist()[0].values() if v is not None]
+        if not found:
+            raise InputError(
+                f"date feature(s) {', '.join(map(repr, plan.dates))} hold no date to count from"
+            )
+        as_of = max(found)
+    frame = engine.with_columns(
+        frame, {days_column(c): value.days_until(as_of) for c, value in dated.items()}
+    )
+    return frame, as_of
+
+
+def open_input(engine: Engine, config: InputConfig) -> OpenedInput:
     """The input as the engine's (lazy where it can be) frame, its header checked, and whether
     its numbers are written with ``input.decimal``/``input.thousands``: a CSV's are then read
     as text (a reader would take 1.234, one thousand…, for a fraction)."""
@@ -103,8 +169,9 @@ def _open_input(engine: Engine, config: InputConfig) -> tuple[Frame, bool]:
             f"input.version={config.version} reads an earlier version of a Delta table, but "
             f"{str(path)!r} is {fmt}"
         )
+    separator, note = config.csv_separator or ",", None
     if fmt == "csv":
-        _check_header(path, config.csv_separator, config.encoding, files)
+        separator, note = _check_header(path, config.csv_separator, config.encoding, files)
     id_column = config.id_column or ROW_NUMBER_COLUMN
     # Ids are read as written: numeric inference would turn 007 into 7 and 10001 into 10001.0.
     types = {id_column: "str", **config.types} if fmt == "csv" else dict(config.types)
@@ -113,12 +180,12 @@ def _open_input(engine: Engine, config: InputConfig) -> tuple[Frame, bool]:
         path=path,
         fmt=fmt,
         types=types,
-        separator=config.csv_separator,
+        separator=separator,
         version=config.version,
         encoding=config.encoding,
         infer_numbers=not marked_numbers,
     )
-    return frame, marked_numbers
+    return OpenedInput(frame, marked_numbers, separator, note)
 
 
 def check_input(
@@ -132,7 +199,8 @@ def check_input(
     """Check, before a run starts, that the input is there and readable and has every column
     the config names; every missing column is listed in one error. Returns the input's
     columns. Reads the schema only (for local files, the header and a few rows)."""
-    frame = _open_input(engine, config)[0]
+    opened = open_input(engine, config)
+    frame = opened.frame
     schema = list(engine.schema(frame))
     named: dict[str, str] = {}
     if config.id_column:
@@ -175,15 +243,22 @@ def check_input(
         raise InputError(f"cannot read input {config.path!r}: {first_line(error)}") from error
     if first.num_rows == 0:
         raise InputError(f"input {config.path!r} is empty: it has a header but no rows")
+    if opened.separator_note:
+        logger.warning("input %r: %s", config.path, opened.separator_note)
     return schema
 
 
-def _check_header(path: str, separator: str, encoding: str, files: Files) -> None:
-    """Stop on repeated column names, which readers would rename and use silently."""
+def _check_header(
+    path: str, separator: str | None, encoding: str, files: Files
+) -> tuple[str, str | None]:
+    """The separator to read with, and why when it is not the configured one (a header that
+    reads as one column with ``,`` but splits on a tab, ``;`` or ``|``). Stops on an empty
+    file, on a header that reads as one column with a separator the config sets, and on
+    repeated column names, which readers would rename and use silently."""
     if files.is_dir(path):
         entries = [e for e in files.list_files(path) if not e.relative.startswith((".", "_"))]
         if not entries:
-            return
+            return separator or ",", None
         first = join(path, entries[0].relative)
     else:
         first = path
@@ -194,9 +269,26 @@ def _check_header(path: str, separator: str, encoding: str, files: Files) -> Non
         encoding = "utf-8-sig"
     head = head.decode(encoding, errors="replace")
     line = head.split("\n", 1)[0].rstrip("\r")
-    header = next(csv.reader(io.StringIO(line), delimiter=separator), [])
+    if not line.strip():
+        raise InputError(f"input {path!r} is empty: it has no header line")
+    used, note = separator or ",", None
+    header = next(csv.reader(io.StringIO(line), delimiter=used), [])
     if len(header) == 1:
-        _stop_on_another_separator(path, line, separator)
+        other, columns = _another_separator(line, used)
+        if columns > 1 and separator is not None:
+            shown = line if len(line) <= 60 else line[:57] + "…"
+            raise InputError(
+                f"input {path!r} reads as one column with input.csv_separator {separator!r}, "
+                f"but its header {shown!r} splits into {columns} columns on {other!r}: set "
+                f"input.csv_separator: {other!r}"
+            )
+        if columns > 1:
+            used = other
+            note = (
+                f"read with separator {other!r}: the header splits into {columns} columns on "
+                "it and into one on ',' (set input.csv_separator to choose)"
+            )
+            header = next(csv.reader(io.StringIO(line), delimiter=used), [])
     names = [name.strip() for name in header]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -204,37 +296,28 @@ def _check_header(path: str, separator: str, encoding: str, files: Files) -> Non
             f"input {path!r} repeats the column name(s) {', '.join(map(repr, repeated))}; "
             "rename them so each column has its own name"
         )
+    return used, note
 
 
-def _stop_on_another_separator(path: str, line: str, separator: str) -> None:
-    """A header that reads as one column but splits on another common separator was written
-    with that one: the run would find one text column and no feature."""
+def _another_separator(line: str, separator: str) -> tuple[str, int]:
+    """Of the other common separators, the one the header splits on into most columns."""
     splits = {
         other: len(next(csv.reader(io.StringIO(line), delimiter=other), []))
         for other in SEPARATORS
         if other != separator
     }
-    other, columns = max(splits.items(), key=lambda item: item[1])
-    if columns > 1:
-        shown = line if len(line) <= 60 else line[:57] + "…"
-        raise InputError(
-            f"input {path!r} reads as one column with input.csv_separator {separator!r}, but "
-            f"its header {shown!r} splits into {columns} columns on {other!r}: set "
-            f"input.csv_separator: {other!r}"
-        )
+    return max(splits.items(), key=lambda item: item[1])
 
 
 def _normalize_numbers(
-    engine: Engine, frame: Frame, config: InputConfig, *, keep_text: set[str]
+    engine: Engine, frame: Frame, config: InputConfig, *, facts: ColumnFacts, keep_text: set[str]
 ) -> Frame:
     """Rewrite the text columns that hold numbers in the input's notation so they parse."""
-    schema = engine.schema(frame)
-    candidates = [c for c, kind in schema.items() if kind == "string" and c not in keep_text]
     decimal, thousands = config.decimal or ".", config.thousands
     columns = [
         column
-        for column, values in head_values(engine, frame, candidates).items()
-        if share_parsed(values, decimal=decimal, thousands=thousands) >= MIN_PARSED_SHARE
+        for column, text in facts.text.items()
+        if column not in keep_text and text.present and text.numbers >= MIN_PARSED_SHARE * text.present
     ]
 
     def as_written(column: str) -> Expr:

@@ -7,7 +7,7 @@ from typing import Any
 
 import polars as pl
 
-from segmatch.engines.expressions import OPERATORS, Expr, Kind, kind_of
+from segmatch.engines.expressions import DATE_FIELDS, OPERATORS, DateOrder, Expr, Kind, kind_of
 
 _BINARY: dict[str, Callable[[pl.Expr, pl.Expr], pl.Expr]] = {
     **OPERATORS,
@@ -24,6 +24,8 @@ _UNARY: dict[str, Callable[[pl.Expr], pl.Expr]] = {
     "is_infinite": lambda a: a.is_infinite(),
     "not": lambda a: ~a,
     "as_float": lambda a: a.cast(pl.Float64),
+    "floor": lambda a: a.cast(pl.Float64).floor(),
+    "lower": lambda a: a.str.to_lowercase(),
     "count": lambda a: a.count(),
     "sum": lambda a: a.sum(),
     "min": lambda a: a.min(),
@@ -56,6 +58,12 @@ def to_polars(expr: Expr, schema: Mapping[str, Kind]) -> pl.Expr:
         return value.cast(pl.Float64)
     if op == "replace":
         return inner(args[0]).str.replace_all(args[1], args[2], literal=True)
+    if op == "matches":
+        return inner(args[0]).str.contains(args[1])
+    if op == "extract":
+        return inner(args[0]).str.extract(args[1], args[2])
+    if op == "as_date":
+        return _as_date(inner(args[0]), args[1])
     if op == "starts_with":
         return inner(args[0]).str.starts_with(args[1])
     if op == "is_in":
@@ -75,6 +83,19 @@ def to_polars(expr: Expr, schema: Mapping[str, Kind]) -> pl.Expr:
             chained = chained.when(inner(condition)).then(inner(value))
         return chained.otherwise(inner(otherwise))
     raise ValueError(f"no Polars form for the expression operation {op!r}")
+
+
+#: strptime's fields for each order of a date's parts (separators made ``/`` first).
+_DATE_FORMATS = {"dmy": "%d/%m/%Y", "mdy": "%m/%d/%Y", "ymd": "%Y/%m/%d"}
+
+
+def _as_date(text: pl.Expr, order: DateOrder) -> pl.Expr:
+    unified = text.str.strip_chars().str.replace(DATE_FIELDS, "$1/$2/$3").str.replace("T", " ")
+    day = _DATE_FORMATS[order]
+    return pl.coalesce(
+        unified.str.to_datetime(f"{day} {time}", strict=False, time_unit="us")
+        for time in ("%H:%M:%S", "%H:%M")
+    ).fill_null(unified.str.to_datetime(day, strict=False, time_unit="us"))
 
 
 def kind_of_dtype(dtype: pl.DataType) -> Kind:

@@ -8,7 +8,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
 
-from segmatch.engines.expressions import OPERATORS, Expr, Kind, kind_of
+from segmatch.engines.expressions import DATE_FIELDS, OPERATORS, DateOrder, Expr, Kind, kind_of
 from segmatch.engines.spark.frames import ROW, trimmed
 
 #: The row key of a frame as read holds its scan partition in the bits above these.
@@ -29,6 +29,8 @@ _UNARY: dict[str, Callable[[Column], Column]] = {
     "is_infinite": lambda a: a.isin(float("inf"), float("-inf")),
     "not": lambda a: ~a,
     "as_float": lambda a: a.cast("double"),
+    "floor": lambda a: F.floor(a.cast("double")).cast("double"),
+    "lower": F.lower,
     "count": F.count,
     "sum": F.sum,
     "min": F.min,
@@ -62,6 +64,13 @@ def to_spark(expr: Expr, schema: Mapping[str, Kind], frame: DataFrame) -> Column
         return value.cast("double")
     if op == "replace":
         return F.replace(inner(args[0]), F.lit(args[1]), F.lit(args[2]))
+    if op == "matches":
+        return inner(args[0]).rlike(args[1])
+    if op == "extract":
+        text = inner(args[0])
+        return F.when(text.rlike(args[1]), F.regexp_extract(text, args[1], args[2]))
+    if op == "as_date":
+        return _as_date(inner(args[0]), args[1])
     if op == "starts_with":
         return inner(args[0]).startswith(args[1])
     if op == "is_in":
@@ -97,6 +106,23 @@ def _row_positions(frame: DataFrame) -> Column:
     )
     in_partition = F.col(ROW).bitwiseAND(F.lit((1 << ROW_PARTITION_SHIFT) - 1))
     return (offset + in_partition).cast("string")
+
+
+#: Spark's datetime patterns for each order of a date's parts (separators made ``/`` first).
+_DATE_FORMATS = {"dmy": "d/M/yyyy", "mdy": "M/d/yyyy", "ymd": "yyyy/M/d"}
+
+
+def _as_date(text: Column, order: DateOrder) -> Column:
+    unified = F.regexp_replace(
+        F.regexp_replace(trimmed(text), DATE_FIELDS, "$1/$2/$3"), "T", " "
+    )
+    day = _DATE_FORMATS[order]
+    return F.coalesce(
+        *(
+            F.try_to_timestamp(unified, F.lit(f"{day}{time}"))
+            for time in (" H:m:s", " H:m", "")
+        )
+    )
 
 
 def kind_of_type(data_type: T.DataType) -> Kind:
