@@ -51,7 +51,9 @@ def test_the_mixed_customer_table_has_the_expected_column_plan(engine, tmp_path)
     assert plan["signup_date"][1].startswith("a date or time")
     assert plan["country"][1].startswith("constant text")
     assert plan["comment"][1].startswith("id-like")
-    assert "looks like a numeric code (values 1, 2, 3, 4)" in plan["region_code"][1]
+    assert (
+        "looks like a numeric code (whole numbers 1 to 4 over 600 rows)" in plan["region_code"][1]
+    )
     assert result.imputed == {"income": 7}
     assert result.customers == 600 and result.quarantined == 0
     assert set(result.model.categorical_levels) == {"household", "channel"}

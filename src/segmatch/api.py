@@ -373,6 +373,8 @@ def score_customers(
             **raw["features"],
             "numeric": fitted.numeric_columns,
             "categorical": list(fitted.categorical_levels),
+            # The training run's outcomes are not needed to score.
+            "outcomes": [],
         },
         "output": {"path": str(out) if is_uri(str(out)) else str(Path(out).resolve())},
         "tracking": {**raw["tracking"], "enabled": False},
@@ -382,6 +384,7 @@ def score_customers(
     trained_output = fitted.config_["output"]
     reference = str(segments) if segments else _segments_table(trained_output)
     runner = make_engine(config.engine, spark=config.spark, storage_options=config.storage_options)
+    config = _scored_as_customers_when_derived(runner, config, fitted)
     check_input(runner, config, named_by=f"that {loaded.describe()} needs")
     known = runner.has_table(reference) or (
         not is_table_name(reference) and Files(config.storage_options).exists(reference)
@@ -402,6 +405,24 @@ def score_customers(
         },
     )
     return run.run()
+
+
+def _scored_as_customers_when_derived(
+    engine: Engine, config: Config, model: SegmentModel
+) -> Config:
+    """A model trained on transactions scores transactions (aggregated as in training), or a
+    customer table that already holds the derived columns and no transaction timestamp."""
+    source = config.input
+    if source.transactions is None:
+        return config
+    columns = engine.schema(ingest.open_input(engine, source).frame)
+    if source.transactions.timestamp in columns or not all(
+        c in columns for c in model.numeric_columns
+    ):
+        return config
+    return config.model_copy(
+        update={"input": source.model_copy(update={"shape": "customers", "transactions": None})}
+    )
 
 
 def _refuse_a_training_output(config: Config) -> None:

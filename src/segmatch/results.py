@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -79,6 +80,8 @@ class RunResult:
     column_plan: list[dict[str, str]] = field(default_factory=list)
     #: What the run did differently from its config (untracked for want of a store).
     notes: list[str] = field(default_factory=list)
+    #: Outcome columns profiled per segment: column, profiles column, level counted.
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_outputs(
@@ -130,6 +133,10 @@ class RunResult:
             model=model,
             transitions=exported.transitions,
             column_plan=[asdict(role) for role in raw.plan.roles],
+            outcomes=[
+                {"column": o.column, "profile_column": o.profile_column, "level": o.level}
+                for o in built.outcomes
+            ],
             lookalikes={}
             if found is None
             else {
@@ -172,6 +179,7 @@ class RunResult:
             "partition_plan": self.partition_plan,
             "lookalikes": self.lookalikes,
             "column_plan": self.column_plan,
+            "outcomes": self.outcomes,
             "warnings": self.warnings,
         }
 
@@ -180,17 +188,16 @@ class RunResult:
         """What a user should look at before trusting the segmentation."""
         found = list(self.notes)
         sweep = self.config.cluster
-        # k = 2 at the bottom of a range that starts at 2 has nowhere smaller to go.
-        edges = {sweep.k_max, *([sweep.k_min] if sweep.k_min > 2 else [])}
-        if sweep.k is None and sweep.k_min < sweep.k_max and self.k in edges:
-            edge, key, other = (
-                ("top", "k_max", "larger")
-                if self.k == sweep.k_max
-                else ("bottom", "k_min", "smaller")
-            )
+        if sweep.k is None and sweep.k_min < sweep.k_max and self.k == sweep.k_max:
             found.append(
-                f"k = {self.k} is at the {edge} of the range {sweep.k_min}–{sweep.k_max}: widen "
-                f"cluster.{key} to see whether a {other} k scores better"
+                f"k = {self.k} is at the top of the range {sweep.k_min}–{sweep.k_max}: widen "
+                "cluster.k_max to see whether a larger k scores better"
+            )
+        elif sweep.k is None and sweep.k_min < sweep.k_max and self.k == sweep.k_min:
+            found.append(
+                f"k = {self.k} is at the bottom of the range {sweep.k_min}–{sweep.k_max}: the "
+                "silhouette favours the coarsest split; compare the sweep's other figures, or "
+                "set cluster.k (or raise cluster.k_min) for finer segments"
             )
         smallest = min(self.sizes) / max(sum(self.sizes), 1)
         if sweep.min_segment_share and smallest < 1.5 * sweep.min_segment_share:
@@ -201,10 +208,17 @@ class RunResult:
         left_out = [
             f"{entry['column']} ({entry['reason'].split(':')[0]})"
             for entry in self.column_plan
-            if entry["role"] == "ignored" and entry["reason"].startswith(("constant", "all null"))
+            if entry["role"] == "ignored"
+            and entry["reason"].startswith(("constant", "all null", "dates", "a date"))
         ]
         if left_out:
             found.append(f"columns left out of the features: {', '.join(left_out)}")
+        if self.outcomes:
+            found.append(
+                "outcomes profiled per segment, not clustered: "
+                + ", ".join(o["column"] for o in self.outcomes)
+                + " (features.outcomes to change)"
+            )
         codes = [
             entry["column"]
             for entry in self.column_plan
@@ -248,3 +262,20 @@ class ScoringResult:
     #: beyond the training distance (``beyond_training_p99_mean``).
     segments: pa.Table
     table_versions: dict[str, int]
+    #: Per number column, the cells imputed with the training medians (blanks and junk).
+    imputed: dict[str, int] = field(default_factory=dict)
+
+
+#: Words of a column name that say its numbers are years (printed 1971, not 1,971).
+YEAR_WORDS = frozenset({"year", "years", "yr", "ano", "anos", "birth", "nascimento"})
+
+
+def plain_number_columns(column_plan: list[dict[str, str]]) -> set[str]:
+    """Numeric features whose values read without thousands separators: years and codes."""
+    found = set()
+    for entry in column_plan:
+        spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", entry["column"])
+        words = set(re.split(r"[^0-9a-z]+", spaced.casefold()))
+        if "looks like a numeric code" in entry["reason"] or words & YEAR_WORDS:
+            found.add(entry["column"])
+    return found

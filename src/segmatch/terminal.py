@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from segmatch.results import RunResult, ScoringResult
+from segmatch.results import RunResult, ScoringResult, plain_number_columns
 
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
@@ -94,6 +94,9 @@ def show_scores(result: ScoringResult) -> None:
         f"[bold]scored {result.customers:,} customers[/] ({result.quarantined:,} quarantined) in "
         f"{sum(r.seconds for r in result.stages):.2f} s"
     )
+    if any(result.imputed.values()):
+        cells = ", ".join(f"{c} {n:,}" for c, n in sorted(result.imputed.items()) if n)
+        out.print(f"blank or non-number cells imputed with the training medians: {cells}")
     table = Table(title="New customers per segment", title_justify="left")
     for column in ("segment", "customers", "share", "median confidence", "unlike training"):
         table.add_column(column, justify="right")
@@ -134,11 +137,31 @@ def _segments_table(result: RunResult) -> Table:
         table.add_column(f"segment {row['segment']}", justify="right")
     table.add_row("customers", *(f"{row['size']:,}" for row in profiles), style="bold")
     table.add_row("share", *(f"{row['share']:.1%}" for row in profiles), end_section=True)
+    plain = plain_number_columns(result.column_plan)
     for name in result.model.numeric_columns:
-        table.add_row(name, *(_number(row[f"{name}_median"]) for row in profiles))
+        table.add_row(
+            name, *(_number(row[f"{name}_median"], plain=name in plain) for row in profiles)
+        )
     for name in result.model.categorical_levels:
         table.add_row(name, *(row[f"{name}_top"].replace("; ", "\n") for row in profiles))
+    for outcome in result.outcomes:
+        table.add_row(*_outcome_cells(outcome, profiles), style="italic")
     return table
+
+
+def _outcome_cells(outcome: dict, profiles: list[dict]) -> list[str]:
+    """An outcome's row: its share (of a level) or mean per segment, or its top levels."""
+    name, column = outcome["column"], outcome["profile_column"]
+    if outcome["level"] is not None:
+        label = f"{name} = {outcome['level']} (outcome)"
+        return [label, *(_share(row[column]) for row in profiles)]
+    if column.endswith("_top"):
+        return [f"{name} (outcome)", *(row[column].replace("; ", "\n") for row in profiles)]
+    return [f"{name} (outcome, mean)", *(_number(row[column]) for row in profiles)]
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 def _sweep_table(result: RunResult) -> Table:
@@ -183,7 +206,9 @@ def _quality_table(result: RunResult) -> Table:
     return table
 
 
-def _number(value: float | None) -> str:
+def _number(value: float | None, *, plain: bool = False) -> str:
     if value is None:
         return "-"
+    if plain:
+        return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"

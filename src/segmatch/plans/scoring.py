@@ -23,8 +23,11 @@ REFERENCE_VERSION = Ref("reference_version")
 def clean_rows_for_model(
     engine: Engine, *, config: CleanConfig, raw: ingest.RawInput, model: SegmentModel
 ) -> clean.CleanedRows:
-    """New customers cleaned with the imputation values the model learned."""
-    return clean.clean_rows(engine, config=config, raw=raw, fill_values=model.fill_values_)
+    """New customers cleaned with the imputation values the model learned: blanks, and cells
+    of a number column that are not numbers, take the training medians (and are counted)."""
+    return clean.clean_rows(
+        engine, config=config, raw=raw, fill_values=model.fill_values_, impute_junk=True
+    )
 
 
 def features_for_model(
@@ -96,6 +99,7 @@ def finish_scoring(context: RunContext, values: Values) -> ScoringResult:
         run_id=context.run_id,
         customers=values.of(SCORE).rows_out,
         quarantined=values.of(CLEAN).quarantined,
+        imputed=values.of(CLEAN).imputed,
         beyond_training_p99=exported.beyond_training_p99,
         outputs={name: c.path for name, c in commits.items()},
         stages=list(context.stage_records),

@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
@@ -95,8 +96,10 @@ def fitted_model(
     scaled: scale.Scaled,
     reduced: reduce.Reduced,
     clustering: cluster.Clustering,
+    as_of: datetime | None,
 ) -> SegmentModel:
-    """The engine-neutral model of a training run's results."""
+    """The engine-neutral model of a training run's results. Its config carries what new rows
+    are read with: the as-of date that date features count to, and how their dates read."""
     distance_p99 = statistics.distance_quantiles(
         engine, clustering.matrix, id_column=plan.id_column, q=0.99
     )
@@ -114,7 +117,23 @@ def fitted_model(
         centroids_=clustering.centroids,
         segment_ids_=clustering.segment_ids,
         distance_p99_=np.array([distance_p99.get(int(s), np.nan) for s in clustering.segment_ids]),
-        config_=config.model_dump(mode="json"),
+        config_=_as_trained(config, plan, as_of).model_dump(mode="json"),
+    )
+
+
+def _as_trained(config: Config, plan: ingest.ColumnPlan, as_of: datetime | None) -> Config:
+    """The config with the date readings the run decided fixed, so scoring reads as it did."""
+    if as_of is None:
+        return config
+    orders = {order for order in plan.dates.values() if order in ("dmy", "mdy")}
+    dayfirst = config.input.dayfirst
+    if dayfirst is None and len(orders) == 1:
+        dayfirst = orders == {"dmy"}
+    return config.model_copy(
+        update={
+            "features": config.features.model_copy(update={"as_of": as_of}),
+            "input": config.input.model_copy(update={"dayfirst": dayfirst}),
+        }
     )
 
 
@@ -243,6 +262,7 @@ MODEL = Step(
         "scaled": SCALE.result,
         "reduced": REDUCE.result,
         "clustering": STABLE_IDS.result,
+        "as_of": INGEST.result.as_of,
     },
     sections={"config": WHOLE_CONFIG},
     stage=False,

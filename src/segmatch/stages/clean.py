@@ -37,12 +37,14 @@ class CleanedRows:
         return self.quarantined / self.rows_in if self.rows_in else 0.0
 
 
-def validation_rules(raw: RawInput) -> list[Rule]:
-    """The rules for this input, in the order a row is checked against them."""
+def validation_rules(raw: RawInput, *, impute_junk: bool = False) -> list[Rule]:
+    """The rules for this input, in the order a row is checked against them (``impute_junk``:
+    a cell that is not a number is imputed, not quarantined)."""
     plan = raw.plan
     rules = [Rule("null_id", plan.id_column, "null_id")]
     rules += [Rule("missing_value", column, "not_null") for column in plan.required]
-    rules += [Rule("not_numeric", column, "numeric") for column in plan.numeric_as_text]
+    if not impute_junk:
+        rules += [Rule("not_numeric", column, "numeric") for column in plan.numeric_as_text]
     rules += [Rule("not_finite", column, "finite") for column in plan.validated_numeric]
     # Past this magnitude a value's square overflows the moments that scaling and PCA sum.
     rules += [
@@ -63,19 +65,24 @@ def clean_rows(
     config: CleanConfig,
     raw: RawInput,
     fill_values: dict[str, float] | None = None,
+    impute_junk: bool = False,
 ) -> CleanedRows:
     """Split off bad rows, then deduplicate and impute what is left.
 
     Missing numeric values (null, blank, NaN) are imputed with the column's median (or mean);
     missing categories become their own level. Duplicate ids are resolved only for a customer
     table: in a transactions table an id repeats by nature. ``fill_values`` (a fitted model's)
-    replace the values learned from these rows, as when scoring new customers.
+    replace the values learned from these rows, as when scoring new customers; with
+    ``impute_junk`` a number column's cells that are not numbers are imputed like blanks (and
+    counted with them) instead of quarantined.
     """
     plan = raw.plan
     frame, ids_trimmed = raw.frame, 0
     if config.trim_ids and engine.schema(frame)[plan.id_column] == "string":
         frame, ids_trimmed = trim_ids(engine, frame, plan.id_column)
-    valid, quarantine = split_quarantine(engine, frame, validation_rules(raw))
+    valid, quarantine = split_quarantine(
+        engine, frame, validation_rules(raw, impute_junk=impute_junk)
+    )
     counts = engine.aggregate(quarantine, {"rows": rows()}, by=[QUARANTINE_RULE])
     by_rule = {
         row[QUARANTINE_RULE]: row["rows"]

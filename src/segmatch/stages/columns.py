@@ -3,9 +3,10 @@ and why, decided before any work and checked against the input's schema."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from segmatch.config import CleanConfig, FeaturesConfig, InputConfig
+from segmatch.config import CleanConfig, FeaturesConfig, InputConfig, TransactionsConfig
 from segmatch.engines.base import Engine, Frame
 from segmatch.engines.expressions import col
 from segmatch.engines.types import TransactionColumns
@@ -93,6 +94,11 @@ class Outcome:
     numeric: bool = True
 
     @property
+    def is_levels(self) -> bool:
+        """Profiled by its top levels (text of more than two values)."""
+        return not self.numeric and self.level is None
+
+    @property
     def profile_column(self) -> str:
         """The profiles table's column for it."""
         if self.numeric:
@@ -178,18 +184,14 @@ def plan_columns(
         if config.decimal is None:
             _stop_on_decimal_commas(text, as_numbers, source)
         numeric = [
-            c
-            for c in schema
-            if c not in left_out and (schema[c] == "numeric" or c in as_numbers)
+            c for c in schema if c not in left_out and (schema[c] == "numeric" or c in as_numbers)
         ]
     auto_categorical = features.categorical is None and features.numeric is None
     categorical = named_categorical or (
         [
             c
             for c, f in text.items()
-            if c not in as_numbers
-            and c not in left_out
-            and 2 <= f.distinct <= features.max_levels
+            if c not in as_numbers and c not in left_out and 2 <= f.distinct <= features.max_levels
         ]
         if auto_categorical
         else []
@@ -205,7 +207,9 @@ def plan_columns(
     for column in categorical:
         require(column, "categorical feature")
     check_log_columns(features.log, [*numeric, *date_features])
-    as_text = _numeric_stored_as_text(engine, frame, facts, numeric, schema, source)
+    as_text = _numeric_stored_as_text(
+        engine, frame, facts=facts, columns=numeric, schema=schema, source=source
+    )
     named = features.numeric is not None
     uninformative = _uninformative(facts, [c for c in numeric if c not in as_text], rows_seen)
     empty_named = [c for c, why in uninformative.items() if named and why.startswith("all null")]
@@ -310,19 +314,24 @@ def _not_dates(facts: TextFacts | None, kind: str) -> str:
 
 
 def _outcomes(
-    features: FeaturesConfig, schema: dict[str, str], facts: ColumnFacts, *, named: list[str]
+    features: FeaturesConfig, schema: Mapping[str, str], facts: ColumnFacts, *, named: list[str]
 ) -> dict[str, str]:
     """Outcome columns (not named as features), each with the plan's reason."""
     if features.outcomes is not None:
         for column in features.outcomes:
             if column not in schema:
-                raise ColumnNotFoundError(column, list(schema), role="outcome (features.outcomes)")
+                raise ColumnNotFoundError(
+                    column, list(schema), source="the input", role="outcome (features.outcomes)"
+                )
         found = {c: "listed in features.outcomes" for c in features.outcomes}
     else:
+        # A measure with fractions named y or target (a coordinate, a revenue) is a feature;
+        # an outcome so named is a flag, a count or a label.
         found = {
             c: "its name says it is an outcome (features.outcomes: [] to use it as a feature)"
             for c in schema
             if name_says_outcome(c)
+            and not (c in facts.numbers and c not in facts.text and facts.numbers[c].fractions)
         }
     return {
         column: f"{why}: left out of the features, {_profiled_as(column, schema, facts)}"
@@ -331,7 +340,7 @@ def _outcomes(
     }
 
 
-def _profiled_as(column: str, schema: dict[str, str], facts: ColumnFacts) -> str:
+def _profiled_as(column: str, schema: Mapping[str, str], facts: ColumnFacts) -> str:
     outcome = outcome_of(column, schema, facts)
     if outcome.numeric:
         return "its mean profiled per segment"
@@ -340,7 +349,7 @@ def _profiled_as(column: str, schema: dict[str, str], facts: ColumnFacts) -> str
     return "its top levels profiled per segment"
 
 
-def outcome_of(column: str, schema: dict[str, str], facts: ColumnFacts) -> Outcome:
+def outcome_of(column: str, schema: Mapping[str, str], facts: ColumnFacts) -> Outcome:
     """How an outcome column is profiled, from its kind and its values."""
     text = facts.text.get(column)
     if schema[column] in ("numeric", "boolean") or (text is not None and text.numeric):
@@ -381,7 +390,9 @@ def _plan_transactions(
                 role="numeric feature",
             )
     check_log_columns(features.log, chosen)
-    as_text = _numeric_stored_as_text(engine, frame, facts, money, schema, source)
+    as_text = _numeric_stored_as_text(
+        engine, frame, facts=facts, columns=money, schema=schema, source=source
+    )
     used = {
         id_column: ("id", id_reason),
         t.timestamp: ("transaction", "input.transactions.timestamp: recency and tenure"),
@@ -408,20 +419,25 @@ def _plan_transactions(
         log=tuple(features.log),
         categorical=(),
         ranges=dict(clean.ranges),
-        transactions=TransactionColumns(
-            id_column=id_column,
-            timestamp=t.timestamp,
-            amount=t.amount,
-            quantity=t.quantity,
-            unit_price=t.unit_price,
-            invoice=t.invoice,
-            category=t.category,
-            cancellation_prefix=t.cancellation_prefix,
-            drop_returns=t.returns == "drop",
-            as_of=t.as_of,
-        ),
+        transactions=transaction_columns(t, id_column=id_column),
         roles=roles,
         rows=facts.rows,
+    )
+
+
+def transaction_columns(config: TransactionsConfig, *, id_column: str) -> TransactionColumns:
+    """The aggregation plan of a transactions table (``input.transactions``)."""
+    return TransactionColumns(
+        id_column=id_column,
+        timestamp=config.timestamp,
+        amount=config.amount,
+        quantity=config.quantity,
+        unit_price=config.unit_price,
+        invoice=config.invoice,
+        category=config.category,
+        cancellation_prefix=config.cancellation_prefix,
+        drop_returns=config.returns == "drop",
+        as_of=config.as_of,
     )
 
 
@@ -510,9 +526,10 @@ def check_log_columns(log: list[str], numeric: list[str]) -> None:
 def _numeric_stored_as_text(
     engine: Engine,
     frame: Frame,
+    *,
     facts: ColumnFacts,
     columns: list[str],
-    schema: dict[str, str],
+    schema: Mapping[str, str],
     source: str,
 ) -> dict[str, int]:
     """Feature columns stored as text, with how many of their cells are not numbers."""

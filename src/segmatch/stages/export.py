@@ -45,17 +45,25 @@ def customer_columns(
 
 
 def segment_profiles(engine: Engine, features: Features, clustering: Clustering) -> pa.Table:
-    """Size, share, mean and median of every numeric feature in original units, and the top
-    levels of every categorical one, per segment."""
+    """Size, share, mean and median of every numeric feature in original units, the top
+    levels of every categorical one, and how often each outcome happened, per segment."""
     labelled = engine.matrix_frame(
         clustering.matrix,
         id_column=features.id_column,
         columns={SEGMENT: col(SEGMENT)},
         customers=features.customers,
-        customer_columns=[*features.numeric, *features.levels],
+        customer_columns=[
+            *features.numeric,
+            *features.levels,
+            *(o.column for o in features.outcomes),
+        ],
     )
     return statistics.segment_profiles(
-        engine, labelled, columns=list(features.numeric), categorical=list(features.levels)
+        engine,
+        labelled,
+        columns=list(features.numeric),
+        categorical=list(features.levels),
+        outcomes=features.outcomes,
     )
 
 

@@ -8,7 +8,7 @@ from segmatch.config import FeaturesConfig
 from segmatch.encoding import OTHER_LEVEL, feature_names
 from segmatch.engines.base import Engine, Frame, Matrix
 from segmatch.stages.clean import CleanedRows
-from segmatch.stages.columns import ColumnPlan
+from segmatch.stages.columns import ColumnPlan, Outcome
 from segmatch.stages.statistics import column_stats
 from segmatch.stages.transactions import customers_from_transactions
 
@@ -25,6 +25,8 @@ class Features:
     levels: dict[str, list[str]]
     rows_in: int
     rows_out: int
+    #: Columns profiled per segment, not clustered.
+    outcomes: tuple[Outcome, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -90,4 +92,5 @@ def build_features(
         levels=levels,
         rows_in=cleaned.rows_out,
         rows_out=cleaned.rows_out if plan.transactions is None else engine.matrix_rows(matrix),
+        outcomes=plan.outcomes,
     )

@@ -7,7 +7,7 @@ import csv
 import io
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Literal, cast
 
@@ -151,6 +151,8 @@ def _with_days(
                 f"date feature(s) {', '.join(map(repr, plan.dates))} hold no date to count from"
             )
         as_of = max(found)
+    if as_of.tzinfo is not None:
+        as_of = as_of.astimezone(UTC).replace(tzinfo=None)
     frame = engine.with_columns(
         frame, {days_column(c): value.days_until(as_of) for c, value in dated.items()}
     )
@@ -207,8 +209,16 @@ def check_input(
         named[config.id_column] = "id column"
     for column in config.types:
         named.setdefault(column, "typed column (input.types)")
-    for column in features.numeric or []:
-        named.setdefault(column, "numeric feature column")
+    # A transactions table's features are derived from it, and a date's from its column.
+    derived = config.transactions is not None
+    dated = {days_column(c) for c in features.dates}
+    for column in [] if derived else features.numeric or []:
+        if column not in dated:
+            named.setdefault(column, "numeric feature column")
+    for column in features.dates:
+        named.setdefault(column, "date column (features.dates)")
+    for column in features.outcomes or []:
+        named.setdefault(column, "outcome column (features.outcomes)")
     for column in features.categorical or []:
         named.setdefault(column, "categorical feature column")
     for column in clean.ranges:
@@ -235,8 +245,8 @@ def check_input(
             message=f"input {config.path!r} lacks {len(missing)} column(s) {named_by}:"
             f"{listed}\nColumns present: {shown}",
         )
-    if features.numeric is not None:
-        check_log_columns(features.log, list(features.numeric))
+    if features.numeric is not None and not derived:
+        check_log_columns(features.log, [*features.numeric, *dated])
     try:
         first = engine.to_arrow(frame, limit=1)
     except Exception as error:  # the reader's own error, whatever its library: named here
@@ -317,7 +327,9 @@ def _normalize_numbers(
     columns = [
         column
         for column, text in facts.text.items()
-        if column not in keep_text and text.present and text.numbers >= MIN_PARSED_SHARE * text.present
+        if column not in keep_text
+        and text.present
+        and text.numbers >= MIN_PARSED_SHARE * text.present
     ]
 
     def as_written(column: str) -> Expr:

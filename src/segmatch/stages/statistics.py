@@ -9,9 +9,10 @@ import pyarrow as pa
 
 from segmatch.encoding import MISSING_LEVEL
 from segmatch.engines.base import Engine, Frame, Matrix
-from segmatch.engines.expressions import Expr, col, rows
+from segmatch.engines.expressions import Expr, col, rows, when
 from segmatch.engines.shaping import with_top_levels
 from segmatch.engines.types import DISTANCE, SEGMENT, ColumnStats
+from segmatch.stages.columns import Outcome
 
 LEVEL = "__segmatch_level"
 
@@ -69,23 +70,26 @@ def segment_profiles(
     *,
     columns: Sequence[str],
     categorical: Sequence[str] = (),
+    outcomes: Sequence[Outcome] = (),
 ) -> pa.Table:
     """Per segment of rows with a ``segment`` column: size, share, the mean and median of
-    each numeric column, and the top levels of each categorical one."""
+    each numeric column, the top levels of each categorical one, and each outcome's mean (or
+    the share of its positive level, or its top levels)."""
+    rated = {o.profile_column: _outcome_rate(o) for o in outcomes if not o.is_levels}
     summary = engine.aggregate(
         labelled,
-        {"size": rows(), **{f"{c}_mean": col(c).mean() for c in columns}},
+        {"size": rows(), **{f"{c}_mean": col(c).mean() for c in columns}, **rated},
         by=[SEGMENT],
     )
     found = sorted(
         engine.to_arrow(
-            summary, columns=[SEGMENT, "size", *(f"{c}_mean" for c in columns)]
+            summary, columns=[SEGMENT, "size", *(f"{c}_mean" for c in columns), *rated]
         ).to_pylist(),
         key=lambda row: row[SEGMENT],
     )
     medians = engine.quantiles(labelled, columns=columns, q=0.5, by=SEGMENT) if columns else {}
     counts = {}
-    for column in categorical:
+    for column in [*categorical, *(o.column for o in outcomes if o.is_levels)]:
         counted = engine.aggregate(labelled, {"rows": rows()}, by=[SEGMENT, column])
         counts[column] = {
             (row[SEGMENT], row[column]): row["rows"]
@@ -104,8 +108,18 @@ def segment_profiles(
             f"{c}_median": pa.array([medians[row[SEGMENT]][c] for row in found], pa.float64())
             for c in columns
         },
+        **{name: pa.array([row[name] for row in found], pa.float64()) for name in rated},
     }
     return with_top_levels(pa.table(table), counts)
+
+
+def _outcome_rate(outcome: Outcome) -> Expr:
+    """An outcome's mean per segment: of its numbers, or of "the value is its level" (missing
+    values left out of both)."""
+    if outcome.level is None:
+        return col(outcome.column).as_number().mean()
+    text = col(outcome.column).as_text().strip()
+    return when([(text.ne("").fill_null(False), text.eq(outcome.level).as_float())]).mean()
 
 
 def distance_quantiles(

@@ -352,6 +352,10 @@ class MlflowTracking:
                 "scipy",
                 "pyarrow",
                 "pandas",
+                # A model trained on transactions aggregates new ones with the local engine.
+                "polars",
+                "scikit-learn",
+                "pydantic",
                 f"mlflow>={mlflow.__version__.split('.')[0]}",
             ],
         )

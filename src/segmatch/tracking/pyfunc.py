@@ -1,12 +1,16 @@
-"""The registered model as MLflow serves it: a pyfunc that scores raw customer columns."""
+"""The registered model as MLflow serves it: a pyfunc that scores raw customer columns, or
+raw transactions when it was trained on them, cleaned as the training run cleaned them."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from segmatch.config import InputConfig
+from segmatch.errors import ModelError
 from segmatch.model import SegmentModel
 from segmatch.tracking.store import import_mlflow
 
@@ -21,19 +25,7 @@ def pyfunc_class() -> type:
         self.model = SegmentModel.load(Path(context.artifacts[MODEL_ARTIFACT]))
 
     def predict(self, context, model_input, params=None):
-        frame = pd.DataFrame(model_input)
-        # The signature takes any type (CSV integers, decimals, text digits): numbers are
-        # converted here, and a value that is not one is an error naming the column.
-        columns: dict[str, Any] = {name: frame[name].to_numpy() for name in frame.columns}
-        for name in self.model.numeric_columns:
-            if name in frame.columns:
-                try:
-                    columns[name] = pd.to_numeric(frame[name]).to_numpy(dtype=np.float64)
-                except (TypeError, ValueError) as exc:
-                    message = f"column {name!r} holds a value that is not a number: {exc}"
-                    raise ValueError(message) from None
-        segment, distance, confidence = self.model.score(self.model.features_from_columns(columns))
-        return pd.DataFrame({"segment": segment, "distance": distance, "confidence": confidence})
+        return score_frame(self.model, pd.DataFrame(model_input))
 
     # MLflow reads predict's input type hint when the class is created: a DataFrame means a
     # table checked against the logged signature. It is set as a type object because this
@@ -50,16 +42,89 @@ def pyfunc_class() -> type:
     )
 
 
+def score_frame(model: SegmentModel, frame: Any) -> Any:
+    """Segment, distance and confidence of each row of a pandas frame of customers (or, for a
+    model trained on transactions, of each customer of a frame of transactions, with its id).
+
+    Numbers are read in the training input's notation; blanks and values that are not numbers
+    are imputed with the training medians, as the run imputed its own blanks."""
+    import pandas as pd  # noqa: PLC0415 -- pandas comes with mlflow
+
+    source = InputConfig.model_validate(model.config_["input"]) if model.config_ else None
+    ids = None
+    if (
+        source is not None
+        and source.transactions is not None
+        and _holds_transactions(frame, source)
+    ):
+        frame = _customers_from_transactions(frame, model, source)
+        ids = frame[model.id_column]
+    decimal = (source.decimal if source else None) or "."
+    thousands = source.thousands if source else None
+    columns: dict[str, Any] = {name: frame[name].to_numpy() for name in frame.columns}
+    for name in model.numeric_columns:
+        if name in frame.columns:
+            columns[name] = _numbers(frame[name], decimal=decimal, thousands=thousands)
+    segment, distance, confidence = model.score(model.features_from_columns(columns))
+    scores = {"segment": segment, "distance": distance, "confidence": confidence}
+    return pd.DataFrame(scores if ids is None else {model.id_column: ids.to_numpy(), **scores})
+
+
+def _numbers(values: Any, *, decimal: str, thousands: str | None) -> np.ndarray:
+    """A column as float64: numbers as they are, text read in the input's notation; NaN where
+    a cell is blank or not a number (imputed next)."""
+    import pandas as pd  # noqa: PLC0415 -- pandas comes with mlflow
+
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    text = values.astype("string").str.strip()
+    if thousands is not None:
+        text = text.str.replace(thousands, "", regex=False)
+    if decimal != ".":
+        text = text.str.replace(decimal, ".", regex=False)
+    return pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _holds_transactions(frame: Any, source: InputConfig) -> bool:
+    """Whether a frame holds transactions (the timestamp the model aggregated), not the
+    per-customer columns derived from them."""
+    assert source.transactions is not None
+    return source.transactions.timestamp in frame.columns
+
+
+def _customers_from_transactions(frame: Any, model: SegmentModel, source: InputConfig) -> Any:
+    """The customers of a frame of transactions, aggregated by the training run's plan (through
+    the local engine, the same code as ``segmatch score``)."""
+    from segmatch.engines import make_engine  # noqa: PLC0415 -- the engine loads on demand
+    from segmatch.stages.columns import transaction_columns  # noqa: PLC0415
+    from segmatch.stages.transactions import customers_from_transactions  # noqa: PLC0415
+
+    assert source.transactions is not None
+    missing = [c for c in (model.id_column,) if c not in frame.columns]
+    if missing:
+        raise ModelError(f"the transactions lack the id column {missing[0]!r}")
+    engine = make_engine("local")
+    with tempfile.TemporaryDirectory(prefix="segmatch-score-") as folder:
+        path = str(Path(folder) / "transactions.parquet")
+        frame.to_parquet(path, index=False)
+        types = {source.transactions.timestamp: "datetime"}
+        lines = engine.read(path=path, fmt="parquet", types=types, separator=",")
+        plan = transaction_columns(source.transactions, id_column=model.id_column)
+        customers = customers_from_transactions(engine, lines, columns=plan)
+        return engine.to_arrow(customers).to_pandas()
+
+
 def signature(mlflow: Any, model: SegmentModel) -> Any:
-    """Every feature column by name, of any type: MLflow then takes the columns in any order
-    and names the missing ones, and refuses no integer (a CSV's ``Age``) a double would hold;
-    the model converts them itself."""
+    """Every feature column by name, of any type and optional: the model takes the columns in
+    any order, refuses no integer (a CSV's ``Age``) a double would hold, converts them itself,
+    and names a missing one in one line of its own (as does a frame of transactions, which
+    holds none of the derived columns)."""
     from mlflow.types.schema import AnyType, ColSpec, Schema  # noqa: PLC0415
 
     names = [*model.numeric_columns, *model.categorical_levels]
     outputs = [ColSpec("long", "segment"), ColSpec("double", "distance")]
     return mlflow.models.ModelSignature(
-        inputs=Schema([ColSpec(AnyType(), name) for name in names]),
+        inputs=Schema([ColSpec(AnyType(), name, required=False) for name in names]),
         outputs=Schema([*outputs, ColSpec("double", "confidence")]),
     )
 

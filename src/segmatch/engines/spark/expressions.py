@@ -113,15 +113,10 @@ _DATE_FORMATS = {"dmy": "d/M/yyyy", "mdy": "M/d/yyyy", "ymd": "yyyy/M/d"}
 
 
 def _as_date(text: Column, order: DateOrder) -> Column:
-    unified = F.regexp_replace(
-        F.regexp_replace(trimmed(text), DATE_FIELDS, "$1/$2/$3"), "T", " "
-    )
+    unified = F.regexp_replace(F.regexp_replace(trimmed(text), DATE_FIELDS, "$1/$2/$3"), "T", " ")
     day = _DATE_FORMATS[order]
     return F.coalesce(
-        *(
-            F.try_to_timestamp(unified, F.lit(f"{day}{time}"))
-            for time in (" H:m:s", " H:m", "")
-        )
+        *(F.try_to_timestamp(unified, F.lit(f"{day}{time}")) for time in (" H:m:s", " H:m", ""))
     )
 
 
