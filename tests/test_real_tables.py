@@ -7,12 +7,16 @@ from __future__ import annotations
 import random
 from datetime import datetime
 
+import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 
 from helpers import make_config
-from segmatch.api import run_pipeline
-from segmatch.errors import ColumnTypeError
+from segmatch.api import run_pipeline, score_customers
+from segmatch.errors import ColumnTypeError, ModelError
 from segmatch.stages.ingest import read_input
+from segmatch.storage import read_delta
 
 HEAD = 1_200
 
@@ -141,3 +145,156 @@ def test_month_first_dates_are_read_so_and_dayfirst_forces_a_reading(engine, tmp
     assert forced["signup"][1].startswith("dates, day first as input.dayfirst says")
     with pytest.raises(ColumnTypeError, match=r"features\.dates names 'spend'"):
         _plan(engine, path, tmp_path, features={"dates": ["spend"]})
+
+
+def _telecom(path, rows, *, blanks=(), junk=()):
+    rng = random.Random(len(path.name) + rows)
+    lines = ["customerID,tenure,TotalCharges,Contract"]
+    for i in range(rows):
+        heavy = i % 2 == 0
+        tenure = rng.randint(40, 70) if heavy else rng.randint(1, 12)
+        charges = f"{tenure * rng.uniform(60, 90):.2f}"
+        if i in blanks:
+            charges = " "
+        if i in junk:
+            charges = "n/a"
+        contract = rng.choice(["Two year", "One year"] if heavy else ["Month-to-month"])
+        lines.append(f"T{i:04d},{tenure},{charges},{contract}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _telecom_config(path, out, engine_name, **tracking):
+    return make_config(
+        path,
+        out,
+        engine_name,
+        input={"id_column": "customerID"},
+        cluster={"k": 2, "seed": 3},
+        lookalikes={"enabled": False},
+        tracking=tracking or {"enabled": False},
+    )
+
+
+def test_scoring_imputes_blank_and_junk_number_cells_with_the_training_medians(engine, tmp_path):
+    train = _telecom(tmp_path / "telecom.csv", 300, blanks={3, 50, 77})
+    result = run_pipeline(
+        _telecom_config(train, tmp_path / "out", engine.name),
+        spark=getattr(engine, "spark", None),
+    )
+    assert result.imputed == {"TotalCharges": 3}
+    assert "TotalCharges" in result.model.numeric_columns
+    new = _telecom(tmp_path / "new.csv", 40, blanks={1}, junk={2, 9})
+    scored = score_customers(tmp_path / "out", new, tmp_path / "scored", engine=engine.name)
+    assert (scored.customers, scored.quarantined) == (40, 0)
+    assert scored.imputed == {"TotalCharges": 3}
+
+
+@pytest.mark.slow
+def test_the_registered_model_takes_the_file_the_run_took(tracking_store, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_store)
+    train = _telecom(tmp_path / "telecom.csv", 300, blanks={3, 50, 77})
+    config = _telecom_config(train, tmp_path / "out", "local", enabled=True, model_name="t-telecom")
+    result = run_pipeline(config)
+    model = mlflow.pyfunc.load_model("models:/t-telecom@champion")
+    frame = pd.read_csv(train)
+    assert frame["TotalCharges"].dtype == object  # the blank cells make it text
+    predicted = model.predict(frame)
+    segments = read_delta(tmp_path / "out" / "segments").to_pandas()
+    expected = frame[["customerID"]].merge(segments, on="customerID")["segment"]
+    np.testing.assert_array_equal(predicted["segment"].to_numpy(), expected.to_numpy())
+    junk = pd.read_csv(_telecom(tmp_path / "new.csv", 20, blanks={1}, junk={2}))
+    assert len(model.predict(junk)) == 20
+    with pytest.raises(ModelError, match=r"lacks feature column\(s\) 'TotalCharges'") as missing:
+        model.predict(frame.drop(columns=["TotalCharges"]))
+    assert "\n" not in str(missing.value) and len(str(missing.value)) < 300
+    assert result.model_version is not None
+
+
+def _transactions(path, customers, *, seed):
+    rng = random.Random(seed)
+    lines = ["order_id,customer_id,ordered_at,amount,category"]
+    order = 0
+    for c in range(customers):
+        big = c % 3 == 0
+        for _ in range(rng.randint(8, 14) if big else rng.randint(1, 3)):
+            order += 1
+            day = rng.randint(1, 28)
+            amount = rng.uniform(200, 400) if big else rng.uniform(5, 40)
+            category = rng.choice(["home", "fashion", "tech"])
+            lines.append(
+                f"T{order:06d},C-{c:04d},2025-0{rng.randint(1, 9)}-{day:02d}T10:00:00,"
+                f"{amount:.2f},{category}"
+            )
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _transactions_config(path, out, engine_name, **tracking):
+    return make_config(
+        path,
+        out,
+        engine_name,
+        input={
+            "id_column": "customer_id",
+            "shape": "transactions",
+            "transactions": {
+                "timestamp": "ordered_at",
+                "amount": "amount",
+                "invoice": "order_id",
+                "category": "category",
+                "as_of": "2025-10-01T00:00:00",
+            },
+        },
+        cluster={"k": 3, "seed": 3},
+        lookalikes={"enabled": False},
+        tracking=tracking or {"enabled": False},
+    )
+
+
+def test_a_model_trained_on_transactions_scores_transactions(engine, tmp_path):
+    train = _transactions(tmp_path / "orders.csv", 150, seed=1)
+    config = _transactions_config(train, tmp_path / "out", engine.name)
+    run_pipeline(config, spark=getattr(engine, "spark", None))
+    trained = read_delta(tmp_path / "out" / "segments").to_pandas().set_index("customer_id")
+    again = score_customers(tmp_path / "out", train, tmp_path / "again", engine=engine.name)
+    scored = read_delta(again.outputs["scores"]).to_pandas().set_index("customer_id")
+    assert again.customers == 150
+    assert (scored["segment"] == trained.loc[scored.index, "segment"]).all()
+    derived = tmp_path / "derived.csv"
+    trained.reset_index()[["customer_id", *_behaviour(trained)]].to_csv(derived, index=False)
+    as_customers = score_customers(tmp_path / "out", derived, tmp_path / "derived_scores")
+    assert as_customers.customers == 150
+
+
+def _behaviour(segments) -> list[str]:
+    return [
+        c
+        for c in (
+            "recency_days",
+            "frequency",
+            "monetary_total",
+            "monetary_avg",
+            "tenure_days",
+            "return_share",
+            "distinct_categories",
+        )
+        if c in segments.columns
+    ]
+
+
+@pytest.mark.slow
+def test_the_registered_transactions_model_aggregates_what_it_is_given(
+    tracking_store, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_store)
+    train = _transactions(tmp_path / "orders.csv", 150, seed=1)
+    config = _transactions_config(
+        train, tmp_path / "out", "local", enabled=True, model_name="t-orders"
+    )
+    run_pipeline(config)
+    model = mlflow.pyfunc.load_model("models:/t-orders@champion")
+    predicted = model.predict(pd.read_csv(train)).set_index("customer_id")
+    trained = read_delta(tmp_path / "out" / "segments").to_pandas().set_index("customer_id")
+    assert len(predicted) == 150
+    assert (predicted["segment"] == trained.loc[predicted.index, "segment"]).all()

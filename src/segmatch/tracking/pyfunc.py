@@ -105,10 +105,11 @@ def _customers_from_transactions(frame: Any, model: SegmentModel, source: InputC
         raise ModelError(f"the transactions lack the id column {missing[0]!r}")
     engine = make_engine("local")
     with tempfile.TemporaryDirectory(prefix="segmatch-score-") as folder:
-        path = str(Path(folder) / "transactions.parquet")
-        frame.to_parquet(path, index=False)
-        types = {source.transactions.timestamp: "datetime"}
-        lines = engine.read(path=path, fmt="parquet", types=types, separator=",")
+        # Written as text and read as a CSV input is, so the lines are typed as in training.
+        path = str(Path(folder) / "transactions.csv")
+        frame.to_csv(path, index=False)
+        types = {model.id_column: "str", **source.types}
+        lines = engine.read(path=path, fmt="csv", types=types, separator=",")
         plan = transaction_columns(source.transactions, id_column=model.id_column)
         customers = customers_from_transactions(engine, lines, columns=plan)
         return engine.to_arrow(customers).to_pandas()
@@ -121,12 +122,22 @@ def signature(mlflow: Any, model: SegmentModel) -> Any:
     holds none of the derived columns)."""
     from mlflow.types.schema import AnyType, ColSpec, Schema  # noqa: PLC0415
 
-    names = [*model.numeric_columns, *model.categorical_levels]
+    names = [*model.numeric_columns, *model.categorical_levels, *_transaction_names(model)]
     outputs = [ColSpec("long", "segment"), ColSpec("double", "distance")]
     return mlflow.models.ModelSignature(
         inputs=Schema([ColSpec(AnyType(), name, required=False) for name in names]),
         outputs=Schema([*outputs, ColSpec("double", "confidence")]),
     )
+
+
+def _transaction_names(model: SegmentModel) -> list[str]:
+    """The columns of the transactions a model was trained on (none for a customer table)."""
+    source = InputConfig.model_validate(model.config_["input"]) if model.config_ else None
+    if source is None or source.transactions is None:
+        return []
+    t = source.transactions
+    named = (model.id_column, t.timestamp, t.amount, t.quantity, t.unit_price, t.invoice)
+    return [c for c in dict.fromkeys((*named, t.category)) if c is not None]
 
 
 def warm_model_logging() -> None:
