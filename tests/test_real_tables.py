@@ -11,10 +11,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from helpers import make_config
 from segmatch.api import run_pipeline, score_customers
-from segmatch.errors import ColumnTypeError, ModelError
+from segmatch.errors import ColumnTypeError, ConfigError, ModelError
 from segmatch.stages.ingest import read_input
 from segmatch.storage import read_delta
 
@@ -298,3 +299,40 @@ def test_the_registered_transactions_model_aggregates_what_it_is_given(
     trained = read_delta(tmp_path / "out" / "segments").to_pandas().set_index("customer_id")
     assert len(predicted) == 150
     assert (predicted["segment"] == trained.loc[predicted.index, "segment"]).all()
+
+
+def test_two_configs_with_default_outputs_keep_their_own_tables(tmp_path):
+    first = _telecom(tmp_path / "telecom.csv", 120)
+    second = _transactions(tmp_path / "orders.csv", 60, seed=4)
+    configs = {
+        "telecom.yaml": {"input": {"path": first.name, "id_column": "customerID"}},
+        "orders.yaml": {
+            "input": {
+                "path": second.name,
+                "id_column": "customer_id",
+                "shape": "transactions",
+                "transactions": {"timestamp": "ordered_at", "amount": "amount"},
+            }
+        },
+    }
+    results = {}
+    for name, raw in configs.items():
+        raw |= {"cluster": {"k": 2}, "lookalikes": {"enabled": False}}
+        raw |= {"tracking": {"enabled": False}}
+        (tmp_path / name).write_text(yaml.safe_dump(raw))
+        results[name] = run_pipeline(tmp_path / name)
+    assert results["telecom.yaml"].config.output.path == str(tmp_path / "segmatch-out" / "telecom")
+    assert results["orders.yaml"].config.output.path == str(tmp_path / "segmatch-out" / "orders")
+    assert read_delta(tmp_path / "segmatch-out" / "orders" / "segments").num_rows == 60
+
+
+def test_an_output_holding_another_data_sets_tables_stops_before_the_first_stage(tmp_path):
+    first = _telecom(tmp_path / "telecom.csv", 120)
+    out = tmp_path / "shared-out"
+    run_pipeline(_telecom_config(first, out, "local"))
+    second = _transactions(tmp_path / "orders.csv", 60, seed=4)
+    other = _transactions_config(second, out, "local")
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(ConfigError, match=r"holds the tables of another data set .*--out"):
+        run_pipeline(other)
+    assert sorted(p.name for p in out.iterdir()) == before

@@ -84,6 +84,7 @@ def run_pipeline(
             storage_options=config.storage_options,
         )
         check_input(engine, config)
+        check_output_is_this_data_sets(config)
     except BaseException as error:
         if tracker is not None:
             tracker.after_run(run_id=run_id, result=None, error=error)
@@ -100,6 +101,27 @@ def run_pipeline(
     if config.output.report:
         result.outputs["report"] = report_run(result)
     return result
+
+
+def check_output_is_this_data_sets(config: Config) -> None:
+    """Stop when the output already holds another data set's tables (another id column, or
+    another registered model name): this run's segments would replace or merge into them."""
+    files = Files(config.storage_options)
+    location = OutputLayout(config.output.path).model
+    if not files.exists(location):
+        return
+    previous = SegmentModel.from_json(files.read_text(location), source=location)
+    trained = previous.config_
+    id_column = config.input.id_column or ingest.ROW_NUMBER_COLUMN
+    name = trained.get("tracking", {}).get("model_name")
+    if previous.id_column == id_column and (name is None or name == config.tracking.model_name):
+        return
+    raise ConfigError(
+        f"output {config.output.path!r} holds the tables of another data set (model {name!r}, "
+        f"id column {previous.id_column!r}, from {trained.get('input', {}).get('path')!r}); this "
+        f"run is {config.tracking.model_name!r} with id column {id_column!r}: give it an "
+        "output of its own (--out, or output.path)"
+    )
 
 
 def _tracker(config: Config) -> tuple[Any, str | None]:

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from segmatch.config import Config, model_name_for
+from segmatch.config import Config, OutputConfig, model_name_for
 from segmatch.errors import ConfigError, did_you_mean
 from segmatch.locations import is_table_name, is_uri
 
@@ -42,6 +42,10 @@ def load_config(path: str | Path, overrides: Overrides | None = None) -> Config:
     tracking = raw.get("tracking")
     if isinstance(tracking, dict | None) and not (tracking or {}).get("model_name"):
         raw["tracking"] = {**(tracking or {}), "model_name": model_name_for(path.stem)}
+    output = raw.get("output")
+    if isinstance(output, dict | None) and not (output or {}).get("path"):
+        # Each config its own folder by default: two data sets never share tables.
+        raw["output"] = {**(output or {}), "path": f"{OutputConfig().path}/{path.stem}"}
     return build_config(raw, source=str(path), base_dir=path.parent)
 
 
