@@ -4,18 +4,23 @@ on both engines."""
 
 from __future__ import annotations
 
+import html
 import random
 from datetime import datetime
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from helpers import make_config
 from segmatch.api import run_pipeline, score_customers
 from segmatch.errors import ColumnTypeError, ConfigError, ModelError
+from segmatch.layout import LOOKALIKE_SAMPLE_FILE
+from segmatch.report import SILHOUETTES, standardised_means
 from segmatch.stages.ingest import read_input
 from segmatch.storage import read_delta
 
@@ -336,3 +341,31 @@ def test_an_output_holding_another_data_sets_tables_stops_before_the_first_stage
     with pytest.raises(ConfigError, match=r"holds the tables of another data set .*--out"):
         run_pipeline(other)
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_the_report_reads_as_its_labels_say(tmp_path):
+    rng = random.Random(8)
+    lines = ["idcliente,Year_Birth,Income,visits,channel"]
+    for i in range(300):
+        old = i % 2 == 0
+        year = rng.randint(1940, 1965) if old else rng.randint(1980, 2000)
+        income = rng.gauss(80_000 if old else 30_000, 4_000)
+        visits = rng.gauss(3, 2)  # the same in both groups: its cell should read near 0
+        channel = rng.choice(["web", "store"])
+        lines.append(f" c{i},{year},{income:.0f},{visits:.2f},{channel}")
+    path = tmp_path / "people.csv"
+    path.write_text("\n".join(lines) + "\n")
+    config = make_config(path, tmp_path / "out", cluster={"k": 2, "seed": 3})
+    result = run_pipeline(config)
+    page = Path(result.outputs["report"]).read_text()
+    assert "ids trimmed of spaces</td><td>300" in page
+    assert html.escape(SILHOUETTES.split(",")[0]) in page
+    assert "1,9" not in page.split("Medians and most frequent levels")[1].split("</table>")[0]
+    sample = pq.read_table(
+        tmp_path / "out" / "runs" / result.run_id / LOOKALIKE_SAMPLE_FILE
+    ).column_names
+    assert "channel" in sample
+    z = standardised_means(result.profiles.to_pylist(), result.model.numeric_columns, result.spread)
+    by_feature = dict(zip(result.model.numeric_columns, np.abs(z).max(axis=0), strict=True))
+    assert by_feature["visits"] < 0.3
+    assert by_feature["Income"] > 0.8

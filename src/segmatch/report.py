@@ -26,8 +26,16 @@ from segmatch.layout import (
     run_folder,
 )
 from segmatch.locations import Files, join
+from segmatch.results import plain_number_columns
 
 REPORT_FILE = "report.html"
+#: What the report says of the two silhouettes it shows.
+SILHOUETTES = (
+    "the exact one uses squared Euclidean distances over every customer (as Spark's "
+    "ClusteringEvaluator), the sampled one plain Euclidean distances (as scikit-learn's "
+    "silhouette_score) on a sample stratified by segment, and reads lower; compare runs on "
+    "the exact one"
+)
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3",
            "#8C8C8C", "#CCB974", "#64B5CD", "#1F77B4", "#FF7F0E"]  # fmt: skip
 
@@ -58,6 +66,7 @@ def build_report(
 def _page(summary: dict, profiles: pa.Table, segments: pa.Table, sample: pa.Table | None) -> str:
     features = summary["numeric_columns"]
     rows = profiles.to_pylist()
+    plain = plain_number_columns(summary.get("column_plan", []))
     sections = [
         _section("overview", "Run", _overview(summary)),
         _section("timeline", "Stage timeline", _timeline(summary["stages"])),
@@ -66,10 +75,12 @@ def _page(summary: dict, profiles: pa.Table, segments: pa.Table, sample: pa.Tabl
         _section(
             "heatmap",
             "Segment profiles",
-            (_heatmap(rows, features) if features else "") + _medians(rows, features),
+            (_heatmap(rows, features, summary.get("spread", {})) if features else "")
+            + _medians(rows, features, plain)
+            + _outcomes(rows, summary.get("outcomes", [])),
         ),
         _section("scatter", "Customers in PCA space", _scatter(segments, summary)),
-        _section("lookalikes", "Lookalikes (a sample)", _lookalikes(sample, features)),
+        _section("lookalikes", "Lookalikes (a sample)", _lookalikes(sample, features, plain)),
         _section("quality", "Data quality", _quality(summary)),
         _section("columns", "Columns", _columns(summary.get("column_plan", []))),
     ]
@@ -106,6 +117,7 @@ def _overview(summary: dict) -> str:
         "k": summary["k"],
         "silhouette (exact, squared Euclidean)": f"{summary['silhouette']:.4f}",
         "silhouette (Euclidean, stratified sample)": f"{summary['sample_silhouette']:.4f}",
+        "the two silhouettes": SILHOUETTES,
         "PCA components": f"{len(summary['explained_variance'])} "
         f"({sum(summary['explained_variance']):.1%} of variance)",
         "total seconds": f"{sum(s['seconds'] for s in summary['stages']):.2f}",
@@ -227,29 +239,62 @@ def _sizes(rows: list[dict]) -> str:
     return _svg(fig)
 
 
-def _heatmap(rows: list[dict], features: list[str]) -> str:
-    plt = _pyplot()
+def standardised_means(
+    rows: list[dict], features: list[str], customer_spread: dict[str, float]
+) -> np.ndarray:
+    """Each segment's mean minus the customers' mean, in standard deviations of the customers
+    (not of the segment means, which would make every row ±1 at k = 2)."""
     means = np.array([[r[f"{f}_mean"] for f in features] for r in rows], dtype=float)
     sizes = np.array([r["size"] for r in rows], dtype=float)
     overall = (means * sizes[:, None]).sum(axis=0) / sizes.sum()
-    spread = np.sqrt(((means - overall) ** 2 * sizes[:, None]).sum(axis=0) / sizes.sum())
-    z = (means - overall) / np.where(spread > 0, spread, 1.0)
+    spread = np.array([customer_spread.get(f, 0.0) or 0.0 for f in features], dtype=float)
+    return (means - overall) / np.where(spread > 0, spread, 1.0)
+
+
+def _heatmap(rows: list[dict], features: list[str], customer_spread: dict[str, float]) -> str:
+    plt = _pyplot()
+    z = standardised_means(rows, features, customer_spread)
     fig, ax = plt.subplots(figsize=(1.1 * len(features) + 2, 0.5 * len(rows) + 1.5))
     image = ax.imshow(z, cmap="RdBu_r", vmin=-2.5, vmax=2.5, aspect="auto")
     ax.set_xticks(range(len(features)), features, rotation=35, ha="right", fontsize=8)
     ax.set_yticks(range(len(rows)), [f"segment {r['segment']}" for r in rows], fontsize=8)
     for (i, j), value in np.ndenumerate(z):
         ax.text(j, i, f"{value:+.1f}", ha="center", va="center", fontsize=7)
-    fig.colorbar(image, ax=ax, label="segment mean, standardised")
+    fig.colorbar(image, ax=ax, label="segment mean − customers' mean, in customers' std. dev.")
     return _svg(fig)
 
 
-def _medians(rows: list[dict], features: list[str]) -> str:
-    body = [[f, *(_number(r[f"{f}_median"]) for r in rows)] for f in features]
+def _medians(rows: list[dict], features: list[str], plain: set[str]) -> str:
+    body = [[f, *(_number(r[f"{f}_median"], plain=f in plain) for r in rows)] for f in features]
     categorical = [c.removesuffix("_top") for c in (rows[0] if rows else {}) if c.endswith("_top")]
     body += [[c, *(r[f"{c}_top"] for r in rows)] for c in categorical]
     header = ["median / top levels of", *(f"segment {r['segment']}" for r in rows)]
     return "<h3>Medians and most frequent levels, in original units</h3>" + _table(header, body)
+
+
+def _outcomes(rows: list[dict], outcomes: list[dict]) -> str:
+    """How often each outcome happened per segment (profiled, not clustered)."""
+    if not outcomes:
+        return ""
+    body = []
+    for outcome in outcomes:
+        column = outcome["profile_column"]
+        if outcome["level"] is not None:
+            label = f"{outcome['column']} = {outcome['level']}"
+            body.append([label, *(_share(r[column]) for r in rows)])
+        elif column.endswith("_top"):
+            body.append([outcome["column"], *(r[column] for r in rows)])
+        else:
+            body.append([f"{outcome['column']} (mean)", *(_number(r[column]) for r in rows)])
+    header = ["outcome", *(f"segment {r['segment']}" for r in rows)]
+    return (
+        "<h3>Outcomes per segment</h3><p>Columns that record what happened to a customer: "
+        "left out of the features, so the segments do not split on them.</p>" + _table(header, body)
+    )
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 def _columns(plan: list[dict]) -> str:
@@ -300,9 +345,11 @@ def _scatter(segments: pa.Table, summary: dict) -> str:
     return _svg(fig) + f"<p>{drawn} (a sample stratified by segment).</p>"
 
 
-def _lookalikes(sample: pa.Table | None, features: list[str]) -> str:
+def _lookalikes(sample: pa.Table | None, numeric: list[str], plain: set[str]) -> str:
     if sample is None or sample.num_rows == 0:
         return "<p>Matching was switched off for this run.</p>"
+    fixed = {"customer", "rank", "lookalike_id", "similarity"}
+    features = [c for c in sample.column_names if c not in fixed]
     parts = []
     # One row per lookalike, features as columns: as wide as the features, not the pairs.
     for customer in dict.fromkeys(sample["customer"].to_pylist()):
@@ -312,7 +359,7 @@ def _lookalikes(sample: pa.Table | None, features: list[str]) -> str:
                 "customer" if r["rank"] == 0 else f"#{r['rank']}",
                 str(r["lookalike_id"]),
                 "" if r["rank"] == 0 else f"{r['similarity']:.3f}",
-                *(_number(r[f]) for f in features),
+                *(_number(r[f], plain=f in plain or f not in numeric) for f in features),
             ]
             for r in rows
         ]
@@ -328,6 +375,7 @@ def _quality(summary: dict) -> str:
     rows += [
         [f"  rule {rule}", f"{n:,}"] for rule, n in sorted(summary["quarantined_by_rule"].items())
     ]
+    rows.append(["ids trimmed of spaces", f"{summary.get('ids_trimmed', 0):,}"])
     rows.append(["duplicate ids resolved", f"{summary['duplicates']:,}"])
     rows += [[f"imputed {c}", f"{n:,}"] for c, n in sorted(summary["imputed"].items())]
     return _table(["", ""], rows, header=False)
@@ -368,11 +416,14 @@ def _table(columns: list[str], rows: list[list[Any]], *, header: bool = True) ->
     return f'<div class="scroll">{table}</div>'
 
 
-def _number(value: Any) -> str:
+def _number(value: Any, *, plain: bool = False) -> str:
+    """A number for reading: thousands separated, except years and codes (``plain``)."""
     if value is None:
         return "-"
     if isinstance(value, str):
         return value
+    if plain:
+        return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
 
 

@@ -82,6 +82,8 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     #: Outcome columns profiled per segment: column, profiles column, level counted.
     outcomes: list[dict[str, Any]] = field(default_factory=list)
+    #: Each numeric feature's standard deviation over the customers.
+    spread: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_outputs(
@@ -133,6 +135,7 @@ class RunResult:
             model=model,
             transitions=exported.transitions,
             column_plan=[asdict(role) for role in raw.plan.roles],
+            spread=exported.spread,
             outcomes=[
                 {"column": o.column, "profile_column": o.profile_column, "level": o.level}
                 for o in built.outcomes
@@ -180,6 +183,7 @@ class RunResult:
             "lookalikes": self.lookalikes,
             "column_plan": self.column_plan,
             "outcomes": self.outcomes,
+            "spread": self.spread,
             "warnings": self.warnings,
         }
 

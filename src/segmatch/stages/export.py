@@ -30,6 +30,9 @@ class Exported:
     tables: tuple[str, ...]
     rows_in: int
     rows_out: int
+    #: Each numeric feature's standard deviation over the customers (what the report's
+    #: profile heatmap measures segments in).
+    spread: dict[str, float]
 
 
 def customer_columns(
@@ -78,7 +81,7 @@ def lookalike_sample(
     """A few customers beside their top lookalikes, in original units (for the report).
 
     Rows: ``customer``, ``rank`` (0 for the customer itself), ``lookalike_id``, ``similarity``, and
-    every numeric feature.
+    every numeric and categorical feature.
     """
     head = engine.to_arrow(lookalikes.frame, limit=customers * 50).to_pylist()
     chosen = list(dict.fromkeys(r[id_column] for r in head))[:customers]
@@ -86,7 +89,7 @@ def lookalike_sample(
     ids = {*chosen, *(r["lookalike_id"] for r in pairs)}
     values = engine.to_arrow(
         engine.filter(features.customers, col(id_column).is_in(list(ids))),
-        columns=[id_column, *features.numeric],
+        columns=[id_column, *features.numeric, *features.levels],
     ).to_pylist()
     by_id = {row[id_column]: row for row in values}
     rows = []
@@ -102,7 +105,8 @@ def lookalike_sample(
             for r in sorted((p for p in pairs if p[id_column] == customer), key=lambda p: p["rank"])
         ]
     for row in rows:
-        row.update({f: by_id.get(row["lookalike_id"], {}).get(f) for f in features.numeric})
+        found = by_id.get(row["lookalike_id"], {})
+        row.update({f: found.get(f) for f in [*features.numeric, *features.levels]})
     return pa.Table.from_pylist(rows)
 
 
@@ -166,4 +170,11 @@ def export_results(
         "profiles",
         "quarantine",
     )
-    return Exported(profiles, transitions, tables, clustering.rows_out, rows + cleaned.quarantined)
+    return Exported(
+        profiles,
+        transitions,
+        tables,
+        clustering.rows_out,
+        rows + cleaned.quarantined,
+        spread=statistics.spread(engine, features.customers, columns=list(features.numeric)),
+    )
