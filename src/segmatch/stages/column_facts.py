@@ -13,14 +13,17 @@ import re
 from dataclasses import dataclass
 
 from segmatch.engines.base import Engine, Frame
-from segmatch.engines.expressions import DATE_FIELDS, DateOrder, Expr, col, rows, when
+from segmatch.engines.expressions import DateOrder, Expr, col, rows, when
 
-#: A date as people write it: three fields of digits, then an optional time.
-DATE_TEXT = DATE_FIELDS + r"([ T]\d{1,2}:\d{2}(:\d{2}([.,]\d+)?)?)?\s*$"
+#: A date's optional time, and the end of the text.
+TIME_TEXT = r"([ T]\d{1,2}:\d{2}(:\d{2}([.,]\d+)?)?)?\s*$"
 #: A date whose year comes first (2013-08-21).
-YEAR_FIRST = r"^\s*\d{4}[-/.]\d{1,2}[-/.]\d{1,2}"
+YEAR_FIRST = r"^\s*\d{4}[-/.]\d{1,2}[-/.]\d{1,2}" + TIME_TEXT
 #: A date whose year comes last (21/08/2013, 08-21-2013).
-YEAR_LAST = r"^\s*\d{1,2}[-/.]\d{1,2}[-/.]\d{4}"
+YEAR_LAST = r"^\s*\d{1,2}[-/.]\d{1,2}[-/.]\d{4}" + TIME_TEXT
+#: Such a date whose first field, or whose second, goes past 12 (so it is a day).
+FIRST_OVER_12 = r"^\s*(1[3-9]|[2-9]\d)[-/.]\d{1,2}[-/.]\d{4}" + TIME_TEXT
+SECOND_OVER_12 = r"^\s*\d{1,2}[-/.](1[3-9]|[2-9]\d)[-/.]\d{4}" + TIME_TEXT
 #: Of a column's present values, the share that must read one way for the column to be that.
 MOST = 0.95
 
@@ -101,11 +104,6 @@ def column_facts(
         comma_number = present.and_(value.matches(",")).and_(
             value.replace(",", ".").as_number().is_null().not_()
         )
-        fields = [
-            value.extract(YEAR_LAST, 0).extract(r"^\s*(\d{1,2})", 1).as_number(),
-            value.extract(YEAR_LAST, 0).extract(r"^\s*\d{1,2}[-/.](\d{1,2})", 1).as_number(),
-        ]
-        dated = present.and_(value.matches(DATE_TEXT))
         kept = when([(present, value)])
         aggregations |= {
             f"t{i}_present": present.as_float().sum(),
@@ -116,10 +114,10 @@ def column_facts(
             f"t{i}_comma_example": when([(comma_number, value)]).first(),
             f"t{i}_lowest": kept.min(),
             f"t{i}_highest": kept.max(),
-            f"t{i}_year_first": dated.and_(value.matches(YEAR_FIRST)).as_float().sum(),
-            f"t{i}_year_last": dated.and_(value.matches(YEAR_LAST)).as_float().sum(),
-            f"t{i}_first_12": fields[0].gt(12).fill_null(False).as_float().sum(),
-            f"t{i}_second_12": fields[1].gt(12).fill_null(False).as_float().sum(),
+            f"t{i}_year_first": _count(value.matches(YEAR_FIRST)),
+            f"t{i}_year_last": _count(value.matches(YEAR_LAST)),
+            f"t{i}_first_12": _count(value.matches(FIRST_OVER_12)),
+            f"t{i}_second_12": _count(value.matches(SECOND_OVER_12)),
         }
         aggregations |= _number_aggregations(f"t{i}", when([(is_number, number)]))
     for i, column in enumerate(numeric):
@@ -145,6 +143,10 @@ def column_facts(
     numbers = {column: _number_facts(row, f"t{i}") for i, column in enumerate(text)}
     numbers |= {column: _number_facts(row, f"n{i}") for i, column in enumerate(numeric)}
     return ColumnFacts(rows=int(row["rows"] or 0), text=facts_of_text, numbers=numbers)
+
+
+def _count(condition: Expr) -> Expr:
+    return condition.fill_null(False).as_float().sum()
 
 
 def _in_notation(value: Expr, decimal: str, thousands: str | None) -> Expr:
