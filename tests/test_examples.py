@@ -29,6 +29,18 @@ TRANSACTIONS_PLAN = {
     "ordered_at": "transaction",
     "amount": "transaction",
     "category": "transaction",
+    **dict.fromkeys(
+        [
+            "recency_days",
+            "frequency",
+            "monetary_total",
+            "monetary_avg",
+            "tenure_days",
+            "return_share",
+            "distinct_categories",
+        ],
+        "derived feature",
+    ),
 }
 
 

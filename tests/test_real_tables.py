@@ -5,6 +5,7 @@ on both engines."""
 from __future__ import annotations
 
 import html
+import math
 import random
 from datetime import datetime
 from pathlib import Path
@@ -369,3 +370,54 @@ def test_the_report_reads_as_its_labels_say(tmp_path):
     by_feature = dict(zip(result.model.numeric_columns, np.abs(z).max(axis=0), strict=True))
     assert by_feature["visits"] < 0.3
     assert by_feature["Income"] > 0.8
+
+
+def _heavy_tailed_orders(path, customers=1500, whales=12, seed=21):
+    """Order lines of customers in three behaviours, and a dozen extreme spenders (0.8%)."""
+    rng = random.Random(seed)
+    lines = ["order_id,customer_id,ordered_at,amount"]
+    order = 0
+    for c in range(customers):
+        kind = c % 3
+        orders = (rng.randint(1, 2), rng.randint(4, 8), rng.randint(12, 20))[kind]
+        scale = (15.0, 60.0, 200.0)[kind] * (300.0 if c < whales else 1.0)
+        for _ in range(orders):
+            order += 1
+            month = (rng.randint(1, 3), rng.randint(4, 7), rng.randint(7, 9))[kind]
+            amount = rng.lognormvariate(math.log(scale), 0.4)
+            lines.append(
+                f"T{order:07d},C{c:05d},2025-0{month}-{rng.randint(1, 28):02d},{amount:.2f}"
+            )
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("skewed", ["keep", "log"])
+def test_extreme_spenders_no_longer_decide_k(engine, tmp_path, skewed):
+    path = _heavy_tailed_orders(tmp_path / "orders.csv")
+    config = make_config(
+        path,
+        tmp_path / "out",
+        engine.name,
+        input={
+            "id_column": "customer_id",
+            "shape": "transactions",
+            "transactions": {"timestamp": "ordered_at", "amount": "amount"},
+        },
+        features={"skewed": skewed},
+        cluster={"k_min": 2, "k_max": 6, "seed": 3},
+        lookalikes={"enabled": False},
+    )
+    result = run_pipeline(config, spark=getattr(engine, "spark", None))
+    rejected = [c.k for c in result.candidates if c.rejected]
+    if skewed == "keep":
+        # Raw spend: from k = 3 on, a few extreme spenders take a segment of their own, every
+        # such k is rejected, and the run falls back to the coarsest split.
+        assert rejected == [3, 4, 5, 6]
+        assert result.k == 2
+        return
+    # Logged spend: the three behaviours, a third of the customers each.
+    assert result.k == 3
+    assert min(result.sizes) / sum(result.sizes) > 0.3
+    logged = {e["column"]: e["reason"] for e in result.column_plan}
+    assert "signed log is used" in logged["monetary_total"]

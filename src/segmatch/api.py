@@ -395,6 +395,9 @@ def score_customers(
             **raw["features"],
             "numeric": fitted.numeric_columns,
             "categorical": list(fitted.categorical_levels),
+            # The columns the training run logged, skewed ones included, and no others.
+            "log": fitted.log_columns,
+            "skewed": "keep",
             # The training run's outcomes are not needed to score.
             "outcomes": [],
         },

@@ -146,6 +146,10 @@ class FeaturesConfig(_Strict):
     #: Unset: every numeric column (and every column of numbers stored as text).
     numeric: list[str] | None = None
     log: list[str] = Field(default_factory=list)
+    #: Numeric features whose skewness over every customer passes 2 (spend, counts, balances):
+    #: ``log`` takes their signed log (as if listed under ``log``, and the plan says so);
+    #: ``keep`` leaves them raw, where a few extreme customers can form segments of their own.
+    skewed: Literal["log", "keep"] = "log"
     #: Unset, with ``numeric`` unset too: every text column with at most ``max_levels``
     #: levels. A list names them; ``[]`` uses none.
     categorical: list[str] | None = None

@@ -241,6 +241,41 @@ def score_centroids(values: np.ndarray, centroids: np.ndarray) -> tuple[ClusterS
     return sums, float(silhouette_kernel(sums)(values, labels)[0] / max(len(values), 1))
 
 
+def calinski_harabasz(values: np.ndarray, sums: ClusterSums) -> float:
+    """Between-segment over within-segment dispersion, each per degree of freedom (higher is
+    better; the Calinski–Harabasz index, from the per-cluster sums)."""
+    n, k = len(values), len(sums.counts)
+    total = float(((values - values.mean(axis=0)) ** 2).sum())
+    within = sums.inertia()
+    if k < 2 or n <= k or within <= 0:
+        return float("nan")
+    return ((total - within) / (k - 1)) / (within / (n - k))
+
+
+#: Rows the stability of a partition is measured on (two fits on halves of them).
+STABILITY_ROWS = 4000
+
+
+def stability(values: np.ndarray, *, k: int, seed: int, shift_tolerance: float) -> float:
+    """How much a k-means partition survives a change of data: k-means fitted on two disjoint
+    random halves of (at most :data:`STABILITY_ROWS` of) the rows, every one of those rows
+    labelled by both, and the adjusted Rand index of the two labellings (1: the same)."""
+    from sklearn.metrics import adjusted_rand_score  # noqa: PLC0415 -- only when sweeping
+
+    rng = np.random.default_rng(seed)
+    rows = values[rng.permutation(len(values))[:STABILITY_ROWS]]
+    half = len(rows) // 2
+    if half <= k:
+        return float("nan")
+    labels = []
+    for part in (rows[:half], rows[half:]):
+        centroids = kmeans(
+            part, k=k, seed=seed, max_iter=100, n_init=2, shift_tolerance=shift_tolerance
+        )
+        labels.append(nearest_centroids(rows, centroids)[0])
+    return float(adjusted_rand_score(labels[0], labels[1]))
+
+
 def nearest_then(centroids: np.ndarray, kernel):
     """A kernel that first labels each row with its nearest centroid, then applies ``kernel``.
 

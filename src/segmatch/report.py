@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import math
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -210,6 +211,8 @@ def _sweep(summary: dict) -> str:
         [
             c["k"],
             f"{c['silhouette']:.4f}",
+            _figure(c.get("calinski_harabasz"), "{:,.1f}"),
+            _figure(c.get("stability"), "{:.2f}"),
             f"{c['inertia']:,.0f}",
             f"{c['smallest_share']:.1%}",
             "chosen" if c["k"] == summary["k"] else (c["rejected"] or ""),
@@ -217,8 +220,19 @@ def _sweep(summary: dict) -> str:
         for c in candidates
     ]
     marks = "; ✕ marks a rejected k" if rejected else ""
-    note = f"<p>Swept on {summary['sweep_rows']:,} customers{marks}.</p>"
-    return _svg(fig) + note + _table(["k", "silhouette", "inertia", "smallest", ""], rows)
+    note = (
+        f"<p>Swept on {summary['sweep_rows']:,} customers{marks}. k is the best silhouette "
+        "among the k whose smallest segment holds cluster.min_segment_share; beside it, the "
+        "Calinski–Harabasz index (higher: segments farther apart for their spread) and the "
+        "stability (adjusted Rand index of two fits on halves of the rows; 1: the same "
+        "segments).</p>"
+    )
+    header = ["k", "silhouette", "Calinski–Harabasz", "stability", "inertia", "smallest", ""]
+    return _svg(fig) + note + _table(header, rows)
+
+
+def _figure(value: float | None, form: str) -> str:
+    return "-" if value is None or math.isnan(value) else form.format(value)
 
 
 def _sizes(rows: list[dict]) -> str:

@@ -134,7 +134,7 @@ class RunResult:
             ids_trimmed=cleaned.ids_trimmed,
             model=model,
             transitions=exported.transitions,
-            column_plan=[asdict(role) for role in raw.plan.roles],
+            column_plan=[_with_skew(asdict(role), built.skewed) for role in raw.plan.roles],
             spread=exported.spread,
             outcomes=[
                 {"column": o.column, "profile_column": o.profile_column, "level": o.level}
@@ -268,6 +268,17 @@ class ScoringResult:
     table_versions: dict[str, int]
     #: Per number column, the cells imputed with the training medians (blanks and junk).
     imputed: dict[str, int] = field(default_factory=dict)
+
+
+def _with_skew(entry: dict[str, str], skewed: dict[str, float]) -> dict[str, str]:
+    """A column plan entry, saying when the feature was logged for its skew."""
+    if entry["column"] not in skewed:
+        return entry
+    return {
+        **entry,
+        "reason": f"{entry['reason']}; skewed (skewness {skewed[entry['column']]:.1f} over every "
+        "customer): its signed log is used (features.skewed: keep to use it raw)",
+    }
 
 
 #: Words of a column name that say its numbers are years (printed 1971, not 1,971).

@@ -166,12 +166,19 @@ def _share(value: float | None) -> str:
 
 def _sweep_table(result: RunResult) -> Table:
     table = Table(title=f"Choosing k (on {result.sweep_rows:,} customers)", title_justify="left")
-    for column in ("k", "silhouette", "inertia", "smallest segment", ""):
+    columns = ("k", "silhouette", "Calinski–Harabasz", "stability", "inertia", "smallest", "")
+    for column in columns:
         table.add_column(column, justify="right" if column else "left")
     for c in result.candidates:
         mark = "← chosen" if c.k == result.k else (f"rejected: {c.rejected}" if c.rejected else "")
         table.add_row(
-            str(c.k), f"{c.silhouette:.4f}", f"{c.inertia:,.0f}", f"{c.smallest_share:.1%}", mark
+            str(c.k),
+            f"{c.silhouette:.4f}",
+            f"{c.calinski_harabasz:,.1f}",
+            f"{c.stability:.2f}",
+            f"{c.inertia:,.0f}",
+            f"{c.smallest_share:.1%}",
+            mark,
         )
     return table
 

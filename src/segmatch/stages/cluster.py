@@ -25,6 +25,10 @@ class Candidate:
     inertia: float
     smallest_share: float
     rejected: str | None = None
+    #: Calinski–Harabasz index (between- over within-segment dispersion; higher is better).
+    calinski_harabasz: float = float("nan")
+    #: Adjusted Rand index of two fits on halves of the sweep's rows (1: the same partition).
+    stability: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -204,7 +208,19 @@ def _sweep(
                 if smallest < config.min_segment_share
                 else None
             )
-            scored.append(Candidate(k, silhouette, sums.inertia(), smallest, rejected))
+            scored.append(
+                Candidate(
+                    k,
+                    silhouette,
+                    sums.inertia(),
+                    smallest,
+                    rejected,
+                    calinski_harabasz=kernels.calinski_harabasz(sample, sums),
+                    stability=kernels.stability(
+                        sample, k=k, seed=config.seed, shift_tolerance=shift_tolerance
+                    ),
+                )
+            )
             fitted[k] = centroids
             task.advance()
     return tuple(scored), fitted

@@ -406,9 +406,21 @@ def _plan_transactions(
     }
     if clean.duplicates.order_by:
         used.setdefault(clean.duplicates.order_by, ("ordering", "clean.duplicates.order_by"))
+    derived = {
+        "recency_days": "days before the as-of date since the customer's last purchase",
+        "frequency": "purchases (distinct invoices, else lines)",
+        "monetary_total": "spend, returns netted out (or dropped)",
+        "monetary_avg": "spend per purchase",
+        "tenure_days": "days before the as-of date since the first purchase",
+        "return_share": "the share of lines that are returns",
+        CATEGORY_FEATURE: "distinct categories bought",
+    }
     roles = tuple(
         ColumnRole(c, kind, *used.get(c, ("ignored", "not a column of input.transactions")))
         for c, kind in schema.items()
+    ) + tuple(
+        ColumnRole(c, "numeric", "derived feature", f"from the transactions: {derived[c]}")
+        for c in chosen
     )
     return ColumnPlan(
         id_column=id_column,

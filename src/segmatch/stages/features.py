@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from segmatch.config import FeaturesConfig
 from segmatch.encoding import OTHER_LEVEL, feature_names
 from segmatch.engines.base import Engine, Frame, Matrix
+from segmatch.engines.expressions import Expr, col
 from segmatch.stages.clean import CleanedRows
 from segmatch.stages.columns import ColumnPlan, Outcome
 from segmatch.stages.statistics import column_stats
 from segmatch.stages.transactions import customers_from_transactions
+
+#: Past this skewness (over every customer) a feature's signed log is taken by default: spend,
+#: counts and balances, whose few extreme customers would otherwise form segments of their own.
+SKEWNESS_LIMIT = 2.0
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,8 @@ class Features:
     rows_out: int
     #: Columns profiled per segment, not clustered.
     outcomes: tuple[Outcome, ...] = ()
+    #: Features logged because they were skewed (``features.skewed: log``), with the skewness.
+    skewed: dict[str, float] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -75,11 +84,23 @@ def build_features(
             for column in plan.categorical
         }
     levels = levels or {}
+    skewed = (
+        {
+            column: value
+            for column, value in skewness(
+                engine, customers, columns=[c for c in plan.features if c not in plan.log]
+            ).items()
+            if abs(value) > SKEWNESS_LIMIT
+        }
+        if config.skewed == "log"
+        else {}
+    )
+    log = (*plan.log, *skewed)
     matrix = engine.feature_matrix(
         customers,
         id_column=plan.id_column,
         numeric=plan.features,
-        log=plan.log,
+        log=log,
         levels=levels,
         carry=[*plan.features, *plan.categorical],
     )
@@ -88,9 +109,38 @@ def build_features(
         customers=customers,
         matrix=matrix,
         numeric=plan.features,
-        log=plan.log,
+        log=log,
         levels=levels,
         rows_in=cleaned.rows_out,
         rows_out=cleaned.rows_out if plan.transactions is None else engine.matrix_rows(matrix),
         outcomes=plan.outcomes,
+        skewed=skewed,
     )
+
+
+def skewness(engine: Engine, frame: Frame, *, columns: Sequence[str]) -> dict[str, float]:
+    """Each numeric column's skewness over every row (missing values left out), from one
+    aggregation of its first three moments; 0 for a constant column."""
+    if not columns:
+        return {}
+    aggregations: dict[str, Expr] = {}
+    for i, column in enumerate(columns):
+        value = col(column).as_number().nan_to_null()
+        square = value.times(value)
+        aggregations |= {
+            f"m{i}": value.mean(),
+            f"s{i}": square.mean(),
+            f"c{i}": square.times(value).mean(),
+        }
+    row = engine.to_arrow(engine.aggregate(frame, aggregations)).to_pylist()[0]
+    found = {}
+    for i, column in enumerate(columns):
+        mean, square, cube = row[f"m{i}"], row[f"s{i}"], row[f"c{i}"]
+        if mean is None or square is None or cube is None:
+            found[column] = 0.0
+            continue
+        variance = square - mean * mean
+        spread = math.sqrt(variance) if variance > 0 else 0.0
+        central = cube - 3 * mean * variance - mean**3
+        found[column] = central / spread**3 if spread > 1e-12 * max(1.0, abs(mean)) else 0.0
+    return found
