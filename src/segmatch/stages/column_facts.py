@@ -1,5 +1,5 @@
-"""Whole-column facts: what the column plan decides from, counted over every row in one
-aggregation (never from the first rows of a file that may be sorted).
+"""Whole-column facts: what the column plan decides from, counted over every row (never from the
+first rows of a file that may be sorted).
 
 Per text column: values present, distinct values, how many read as numbers (in the input's
 notation, and with a decimal comma), the first that does not, its lowest and highest value, and
@@ -9,6 +9,7 @@ present, lowest, highest, and how many are not whole numbers.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -26,6 +27,9 @@ FIRST_OVER_12 = r"^\s*(1[3-9]|[2-9]\d)[-/.]\d{1,2}[-/.]\d{4}" + TIME_TEXT
 SECOND_OVER_12 = r"^\s*\d{1,2}[-/.](1[3-9]|[2-9]\d)[-/.]\d{4}" + TIME_TEXT
 #: Of a column's present values, the share that must read one way for the column to be that.
 MOST = 0.95
+#: A text column with at most this many distinct values is judged from its value counts.
+COUNTED_VALUES = 10_000
+LEVEL = "__segmatch_level"
 
 
 @dataclass(frozen=True)
@@ -92,10 +96,126 @@ def column_facts(
     decimal: str = ".",
     thousands: str | None = None,
 ) -> ColumnFacts:
-    """The facts of ``text`` and ``numeric`` columns and the count of rows, in one pass. A text
-    column's numbers are read in the input's notation (``decimal``, ``thousands``), and their
-    range is counted too."""
-    aggregations: dict[str, Expr] = {"rows": rows()}
+    """The facts of ``text`` and ``numeric`` columns and the count of rows. A text column's
+    numbers are read in the input's notation (``decimal``, ``thousands``), and their range is
+    counted too.
+
+    One aggregation counts rows, each column's values and range, and each text column's
+    distinct values; a text column of at most :data:`COUNTED_VALUES` values is then judged from
+    its value counts (one grouping, the checks run once per value), any other by a second
+    aggregation that checks every row."""
+    first: dict[str, Expr] = {"rows": rows()}
+    for i, column in enumerate(text):
+        value = col(column).as_text().strip()
+        kept = when([(value.ne("").fill_null(False), value)])
+        first |= {f"t{i}_distinct": kept.n_unique(), f"t{i}_present": kept.count()}
+    for i, column in enumerate(numeric):
+        first |= _number_aggregations(f"n{i}", col(column).as_number().nan_to_null())
+    row = engine.to_arrow(engine.aggregate(frame, first)).to_pylist()[0]
+    numbers = {column: _number_facts(row, f"n{i}") for i, column in enumerate(numeric)}
+    counted = [c for i, c in enumerate(text) if (row[f"t{i}_distinct"] or 0) <= COUNTED_VALUES]
+    facts_of_text: dict[str, TextFacts] = {}
+    for column in counted:
+        facts_of_text[column], numbers[column] = _facts_from_counts(
+            level_counts(engine, frame, column), decimal=decimal, thousands=thousands
+        )
+    checked = [c for c in text if c not in facts_of_text]
+    if checked:
+        found_text, found_numbers = _facts_over_rows(
+            engine, frame, checked, decimal=decimal, thousands=thousands
+        )
+        facts_of_text |= found_text
+        numbers |= found_numbers
+    return ColumnFacts(
+        rows=int(row["rows"] or 0),
+        text={c: facts_of_text[c] for c in text},
+        numbers=numbers,
+    )
+
+
+def level_counts(engine: Engine, frame: Frame, column: str) -> dict[str | None, int]:
+    """How many rows hold each value of a column, as text (None: missing)."""
+    counted = engine.aggregate(
+        engine.with_columns(frame, {LEVEL: col(column).as_text()}), {"rows": rows()}, by=[LEVEL]
+    )
+    return {
+        row[LEVEL]: row["rows"]
+        for row in engine.to_arrow(counted, columns=[LEVEL, "rows"]).to_pylist()
+    }
+
+
+def _facts_from_counts(
+    counts: dict[str | None, int], *, decimal: str, thousands: str | None
+) -> tuple[TextFacts, NumberFacts]:
+    """A text column's facts from how many rows hold each of its values."""
+    merged: dict[str, int] = {}
+    for value, n in counts.items():
+        if value is not None and value.strip():
+            merged[value.strip()] = merged.get(value.strip(), 0) + n
+    parsed = {v: _as_number(_in_notation_text(v, decimal, thousands)) for v in merged}
+    numbers = {v: x for v, x in parsed.items() if x is not None}
+    commas = {v for v in merged if "," in v and _as_number(v.replace(",", ".")) is not None}
+    # The most frequent value first, so an example is a value the user will recognise.
+    by_count = sorted(merged, key=lambda v: (-merged[v], v))
+
+    def rows_matching(pattern: str) -> int:
+        compiled = re.compile(pattern)
+        return sum(n for v, n in merged.items() if compiled.search(v))
+
+    finite = [x for x in numbers.values() if math.isfinite(x)]
+    text = TextFacts(
+        present=sum(merged.values()),
+        distinct=len(merged),
+        numbers=sum(merged[v] for v in numbers),
+        comma_numbers=sum(merged[v] for v in commas),
+        not_number=next((v for v in by_count if v not in numbers), None),
+        comma_example=next((v for v in by_count if v in commas), None),
+        lowest=min(merged) if merged else None,
+        highest=max(merged) if merged else None,
+        year_first=rows_matching(YEAR_FIRST),
+        year_last=rows_matching(YEAR_LAST),
+        first_over_12=rows_matching(FIRST_OVER_12),
+        second_over_12=rows_matching(SECOND_OVER_12),
+    )
+    number = NumberFacts(
+        present=sum(merged[v] for v, x in numbers.items() if not math.isnan(x)),
+        low=min(finite) if finite else None,
+        high=max(finite) if finite else None,
+        fractions=sum(merged[v] for v, x in numbers.items() if math.isfinite(x) and x % 1),
+    )
+    return text, number
+
+
+#: A number as both engines read text: digits with an optional point and exponent, or one of
+#: the names of infinity and not-a-number.
+NUMBER_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+SPECIAL_NUMBERS = {"inf": math.inf, "infinity": math.inf, "nan": math.nan}
+
+
+def _as_number(text: str) -> float | None:
+    if NUMBER_TEXT.fullmatch(text):
+        return float(text)
+    sign, name = (-1.0, text[1:]) if text.startswith("-") else (1.0, text.lstrip("+"))
+    special = SPECIAL_NUMBERS.get(name.casefold())
+    return None if special is None else sign * special
+
+
+def _in_notation_text(value: str, decimal: str, thousands: str | None) -> str:
+    if thousands is not None:
+        value = value.replace(thousands, "")
+    return value.replace(decimal, ".") if decimal != "." else value
+
+
+def _facts_over_rows(
+    engine: Engine,
+    frame: Frame,
+    text: list[str],
+    *,
+    decimal: str,
+    thousands: str | None,
+) -> tuple[dict[str, TextFacts], dict[str, NumberFacts]]:
+    """Text columns' facts by expressions over every row (columns of many values)."""
+    aggregations: dict[str, Expr] = {}
     for i, column in enumerate(text):
         value = col(column).as_text().strip()
         present = value.ne("").fill_null(False)
@@ -120,10 +240,8 @@ def column_facts(
             f"t{i}_second_12": _count(value.matches(SECOND_OVER_12)),
         }
         aggregations |= _number_aggregations(f"t{i}", when([(is_number, number)]))
-    for i, column in enumerate(numeric):
-        aggregations |= _number_aggregations(f"n{i}", col(column).as_number().nan_to_null())
     row = engine.to_arrow(engine.aggregate(frame, aggregations)).to_pylist()[0]
-    facts_of_text = {
+    facts = {
         column: TextFacts(
             present=int(row[f"t{i}_present"] or 0),
             distinct=int(row[f"t{i}_distinct"] or 0),
@@ -140,9 +258,7 @@ def column_facts(
         )
         for i, column in enumerate(text)
     }
-    numbers = {column: _number_facts(row, f"t{i}") for i, column in enumerate(text)}
-    numbers |= {column: _number_facts(row, f"n{i}") for i, column in enumerate(numeric)}
-    return ColumnFacts(rows=int(row["rows"] or 0), text=facts_of_text, numbers=numbers)
+    return facts, {column: _number_facts(row, f"t{i}") for i, column in enumerate(text)}
 
 
 def _count(condition: Expr) -> Expr:

@@ -12,9 +12,8 @@ from segmatch.engines.base import Engine, Frame, Matrix
 from segmatch.engines.expressions import Expr, col, rows, when
 from segmatch.engines.shaping import with_top_levels
 from segmatch.engines.types import DISTANCE, SEGMENT, ColumnStats
+from segmatch.stages.column_facts import level_counts
 from segmatch.stages.columns import Outcome
-
-LEVEL = "__segmatch_level"
 
 
 def column_stats(
@@ -51,17 +50,6 @@ def column_stats(
         centers={c: float(v) if v is not None else 0.0 for c, v in centers.items()},
         levels=levels,
     )
-
-
-def level_counts(engine: Engine, frame: Frame, column: str) -> dict[str | None, int]:
-    """How many rows hold each value of a column, as text (None: missing)."""
-    counted = engine.aggregate(
-        engine.with_columns(frame, {LEVEL: col(column).as_text()}), {"rows": rows()}, by=[LEVEL]
-    )
-    return {
-        row[LEVEL]: row["rows"]
-        for row in engine.to_arrow(counted, columns=[LEVEL, "rows"]).to_pylist()
-    }
 
 
 def segment_profiles(
