@@ -28,9 +28,10 @@ from segmatch.lease import OutputLease
 from segmatch.locations import Files, is_table_name, is_uri, join
 from segmatch.model import SegmentModel
 from segmatch.pipeline import Pipeline, StageHook
+from segmatch.plans.dedupe import DEDUPE
 from segmatch.plans.scoring import SCORING
 from segmatch.report import REPORT_FILE, build_report
-from segmatch.results import RunResult, ScoringResult
+from segmatch.results import DedupeResult, RunResult, ScoringResult
 from segmatch.stages import ingest
 from segmatch.synthetic import generate_customers
 from segmatch.tables import Table
@@ -101,6 +102,33 @@ def run_pipeline(
     if config.output.report:
         result.outputs["report"] = report_run(result)
     return result
+
+
+def dedupe(
+    config: Config | str | Path,
+    *,
+    overrides: Overrides | None = None,
+    run_id: str | None = None,
+    spark: Any | None = None,
+) -> DedupeResult:
+    """Resolve the input's records into entities alone (no segmentation): the ``entities``
+    and ``pairs`` tables, committed under the output's lease like any run's.
+
+    Example:
+        >>> dedupe("people.yaml").entities  # doctest: +SKIP
+        4512
+    """
+    if not isinstance(config, Config):
+        config = load_config(config, overrides)
+    elif overrides:
+        config = build_config(
+            apply_overrides(config.model_dump(mode="json"), overrides), source="overrides"
+        )
+    engine = make_engine(
+        config.engine, spark=config.spark, session=spark, storage_options=config.storage_options
+    )
+    ingest.open_input(engine, config.input)
+    return Pipeline(config, engine, plan=DEDUPE, run_id=run_id).run()
 
 
 def check_output_is_this_data_sets(config: Config) -> None:

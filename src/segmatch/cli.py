@@ -22,7 +22,7 @@ from segmatch._version import __version__
 from segmatch.errors import SegmatchError
 from segmatch.locations import is_uri
 from segmatch.progress import LibraryLog, ProgressTask, install_sink
-from segmatch.terminal import err, optional_text, out, show_scores, show_summary
+from segmatch.terminal import err, optional_text, out, show_dedupe, show_scores, show_summary
 
 EXIT_USER_ERROR = 2
 HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -206,6 +206,26 @@ def run(config: Path, as_of: int | None, quiet: bool, verbose: bool, **options: 
     except SegmatchError as error:
         raise _fail(error) from None
     show_summary(result)
+
+
+@app.command(context_settings=HELP)
+@click.argument("config", type=click.Path(path_type=Path))
+@_job_options
+@click.option(
+    "--out", "out_dir", metavar="DIR", help="Output folder or URI (overrides output.path)."
+)
+@_output_options
+def dedupe(config: Path, quiet: bool, verbose: bool, **options: Any) -> None:
+    """Resolve CONFIG's records into entities (no segmentation).
+
+    Writes the entities table (each record's entity, its size, the survivor) and the pairs
+    table (scored pairs with each field's weight, linked or not and why)."""
+    _set_up_output(quiet, verbose)
+    try:
+        result = api.dedupe(config, overrides=_overrides(options))
+    except SegmatchError as error:
+        raise _fail(error) from None
+    show_dedupe(result)
 
 
 @app.command(context_settings=HELP)

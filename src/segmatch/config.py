@@ -167,6 +167,53 @@ class FeaturesConfig(_Strict):
     as_of: datetime | None = None
 
 
+IdentityRole = Literal[
+    "full_name",
+    "first_name",
+    "surname",
+    "birth_date",
+    "email",
+    "phone",
+    "postcode",
+    "address",
+    "city",
+    "national_id",
+    "cpf",
+    "category",
+    "text",
+]
+
+
+class IdentityConfig(_Strict):
+    """Entity resolution: records of one person under several ids become one entity."""
+
+    enabled: bool = False
+    #: Column → role (full_name, first_name, surname, birth_date, email, phone, postcode,
+    #: address, city, national_id, cpf, category — compared exactly —, text — fuzzily). Unset:
+    #: the roles the columns' names say.
+    columns: dict[str, IdentityRole] | None = None
+    #: The match probability a pair is linked at. Unset: the one with the best F1 the fitted
+    #: model expects of itself.
+    threshold: float | None = Field(None, gt=0.0, lt=1.0)
+    #: The most comparisons blocking may generate (rules past it are left out, and said).
+    max_pairs: int = Field(20_000_000, ge=1_000)
+    #: A blocking key shared by more records than this is left out of its rule (and counted).
+    max_block: int = Field(1_000, ge=2)
+    #: No entity grows past this many records by a chain of links (the guard refuses the link).
+    max_entity_size: int = Field(50, ge=2)
+    #: Two sources stacked in one input: the column naming each record's source.
+    source_column: str | None = None
+    #: With ``source_column``: compare records of different sources only.
+    link_only: bool = False
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _link_only_needs_sources(self) -> IdentityConfig:
+        if self.link_only and self.source_column is None:
+            raise ValueError("link_only compares sources: it needs 'source_column'")
+        return self
+
+
 class ScaleConfig(_Strict):
     """Feature scaling."""
 
@@ -382,6 +429,7 @@ class Config(_Strict):
     reduce: ReduceConfig = ReduceConfig()
     cluster: ClusterConfig = ClusterConfig()
     lookalikes: LookalikesConfig = LookalikesConfig()
+    identity: IdentityConfig = IdentityConfig()
     output: OutputConfig = OutputConfig()
     tracking: TrackingConfig = TrackingConfig()
     spark: SparkConfig = SparkConfig()

@@ -16,6 +16,7 @@ from segmatch.stages.clean import CleanedRows
 from segmatch.stages.cluster import Candidate, Clustering
 from segmatch.stages.export import Exported
 from segmatch.stages.features import Features
+from segmatch.stages.identity import Identity, Records
 from segmatch.stages.ingest import RawInput
 from segmatch.stages.lookalikes import Lookalikes
 from segmatch.stages.reduce import Reduced
@@ -294,3 +295,74 @@ def plain_number_columns(column_plan: list[dict[str, str]]) -> set[str]:
         if "looks like a numeric code" in entry["reason"] or words & YEAR_WORDS:
             found.add(entry["column"])
     return found
+
+
+@dataclass(frozen=True)
+class DedupeResult:
+    """What a dedupe run found and wrote."""
+
+    run_id: str
+    records: int
+    missing_ids: int
+    entities: int
+    linked_pairs: int
+    scored_pairs: int
+    threshold: float
+    threshold_chosen_by: str
+    expected_precision: float
+    expected_recall: float
+    estimated_blocking_recall: float
+    refused_links: int
+    blocking: list[dict[str, Any]]
+    roles: list[dict[str, str]]
+    events: list[dict[str, Any]]
+    size_histogram: dict[str, int]
+    kept_ids: int
+    opened_ids: int
+    outputs: dict[str, str]
+    table_versions: dict[str, int]
+    stages: list[StageRecord]
+
+    @classmethod
+    def from_identity(
+        cls,
+        *,
+        run_id: str,
+        records: Records,
+        resolved: Identity,
+        outputs: dict[str, str],
+        table_versions: dict[str, int],
+        stages: list[StageRecord],
+    ) -> DedupeResult:
+        return cls(
+            run_id=run_id,
+            records=records.rows_out,
+            missing_ids=records.missing_ids,
+            entities=resolved.entity_count,
+            linked_pairs=resolved.linked_pairs,
+            scored_pairs=resolved.pairs.num_rows,
+            threshold=resolved.threshold.threshold,
+            threshold_chosen_by=resolved.threshold.chosen_by,
+            expected_precision=resolved.threshold.precision,
+            expected_recall=resolved.threshold.recall,
+            estimated_blocking_recall=resolved.estimated_blocking_recall,
+            refused_links=resolved.refused_links,
+            blocking=[
+                {**asdict(rule), "columns": list(rule.columns)} for rule in resolved.blocking
+            ],
+            roles=[
+                {"column": c, "role": role, "reason": records.chosen_by[c]}
+                for c, role in resolved.roles.items()
+            ],
+            events=list(resolved.events),
+            size_histogram=dict(resolved.size_histogram),
+            kept_ids=resolved.kept_ids,
+            opened_ids=resolved.opened_ids,
+            outputs=outputs,
+            table_versions=table_versions,
+            stages=stages,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The run as JSON-compatible data."""
+        return {**asdict(self), "stages": [asdict(r) for r in self.stages]}

@@ -26,6 +26,8 @@ class Table(StrEnum):
     QUARANTINE = "quarantine"
     STAGE_LOG = "stage_log"
     SCORES = "scores"
+    ENTITIES = "entities"
+    PAIRS = "pairs"
 
 
 #: Stands for the input's id column in a merge key or a column list.
@@ -102,6 +104,21 @@ TABLES: dict[str, TableSpec] = {
             (ID,),
             "overwrite",
             (ID, "segment", "distance", "confidence"),
+        ),
+        TableSpec(
+            Table.ENTITIES,
+            "a record's entity (the person it belongs to), the entity's size, whether the "
+            "record is its survivor",
+            (ID,),
+            "overwrite",
+            (ID, "entity_id", "entity_size", "survivor", "run_id"),
+        ),
+        TableSpec(
+            Table.PAIRS,
+            "two records compared: match probability and weight, each field's weight, linked",
+            (),
+            "overwrite",
+            (),
         ),
     )
 }

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from segmatch.results import RunResult, ScoringResult, plain_number_columns
+from segmatch.results import DedupeResult, RunResult, ScoringResult, plain_number_columns
 
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
@@ -219,3 +219,52 @@ def _number(value: float | None, *, plain: bool = False) -> str:
     if plain:
         return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+
+
+def show_dedupe(result: DedupeResult) -> None:
+    """Records, entities, the threshold and what the model expects of it, the blocking."""
+    out.print()
+    out.print(
+        f"[bold]{result.records:,} records → {result.entities:,} entities[/] "
+        f"({result.linked_pairs:,} linked pairs of {result.scored_pairs:,} kept) in "
+        f"{sum(r.seconds for r in result.stages):.2f} s"
+    )
+    out.print(
+        f"threshold {result.threshold:.2f} ({result.threshold_chosen_by}): the model expects "
+        f"precision {result.expected_precision:.3f}, recall {result.expected_recall:.3f}; "
+        f"blocking recall about {result.estimated_blocking_recall:.3f}"
+    )
+    roles = Table(title="Compared columns", title_justify="left")
+    for column in ("column", "role", "why"):
+        roles.add_column(column)
+    for entry in result.roles:
+        roles.add_row(entry["column"], entry["role"], entry["reason"])
+    out.print(roles)
+    blocking = Table(title="Blocking rules", title_justify="left")
+    for column in ("rule", "comparisons", "largest block", "keys capped", ""):
+        blocking.add_column(column, justify="left" if column in ("rule", "") else "right")
+    for rule in result.blocking:
+        blocking.add_row(
+            " + ".join(rule["columns"]),
+            f"{rule['pairs']:,}",
+            f"{rule['largest_block']:,}",
+            f"{rule['capped_keys']:,}",
+            "" if rule["used"] else f"left out: {rule['why_not']}",
+        )
+    out.print(blocking)
+    if result.refused_links:
+        out.print(
+            f"{result.refused_links:,} links refused: they would have chained entities past "
+            "identity.max_entity_size"
+        )
+    if result.kept_ids or result.events:
+        out.print(
+            f"entity ids: {result.kept_ids:,} kept from the previous run, {result.opened_ids:,} "
+            f"new; {sum(e['event'] == 'merge' for e in result.events):,} merges, "
+            f"{sum(e['event'] == 'split' for e in result.events):,} splits"
+        )
+    outputs = Table(title="Outputs", show_header=False, title_justify="left")
+    for name, path in result.outputs.items():
+        version = result.table_versions.get(name)
+        outputs.add_row(name, str(path), "" if version is None else f"Delta version {version}")
+    out.print(outputs)

@@ -1,0 +1,290 @@
+"""identity: records of one person under several ids become one entity (entity resolution).
+
+The records' compared columns come to the driver as Arrow and are linked there by Splink on
+DuckDB (:mod:`segmatch.linkage`), on either engine; entities, survivors and stable ids are
+engine-neutral (:mod:`segmatch.entities`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from segmatch import entities, linkage
+from segmatch.config import CleanConfig, IdentityConfig, InputConfig
+from segmatch.engines.base import Engine, Frame
+from segmatch.engines.expressions import col, row_position
+from segmatch.errors import ColumnNotFoundError, ConfigError, InputError
+from segmatch.layout import PART_FILE, write_arrow
+from segmatch.locations import join
+from segmatch.stages.columns import ROW_NUMBER_COLUMN
+from segmatch.stages.ingest import open_input
+from segmatch.staging import StagedOutputs
+from segmatch.tables import Table
+
+#: Unlinked pairs kept in the pairs table as near misses, strongest first.
+NEAR_MISSES = 10_000
+
+
+@dataclass(frozen=True)
+class Records:
+    """The records to resolve, and the role of each compared column (with why)."""
+
+    frame: Frame
+    rows_in: int
+    rows_out: int
+    source: str
+    id_column: str
+    roles: dict[str, linkage.Role]
+    chosen_by: dict[str, str]
+    missing_ids: int
+
+
+def read_records(
+    engine: Engine, *, config: InputConfig, identity: IdentityConfig, clean: CleanConfig
+) -> Records:
+    """The input's records with an id, and the roles of the columns to compare: the config's
+    ``identity.columns``, else the ones the columns' names say."""
+    frame = open_input(engine, config).frame
+    id_column = config.id_column or ROW_NUMBER_COLUMN
+    if config.id_column is None:
+        frame = engine.with_columns(frame, {ROW_NUMBER_COLUMN: row_position()})
+    schema = engine.schema(frame)
+    if id_column not in schema:
+        raise ColumnNotFoundError(id_column, list(schema), source=config.path, role="id")
+    if identity.columns is not None:
+        roles: dict[str, linkage.Role] = dict(identity.columns)
+        chosen_by = dict.fromkeys(roles, "identity.columns")
+    else:
+        roles = linkage.roles_from_names([c for c in schema if c != id_column])
+        chosen_by = {c: f"its name says {role}" for c, role in roles.items()}
+    for column in [*roles, *([identity.source_column] if identity.source_column else [])]:
+        if column not in schema:
+            raise ColumnNotFoundError(column, list(schema), source=config.path, role="identity")
+    if not roles:
+        raise ConfigError(
+            f"no column of {config.path!r} has a role to compare by: name them in "
+            "identity.columns (e.g. nome: full_name, nascimento: birth_date, cpf: cpf)"
+        )
+    ids = col(id_column).as_text()
+    if clean.trim_ids:
+        ids = ids.strip()
+    frame = engine.with_columns(frame, {id_column: ids})
+    rows_in = engine.count(frame)
+    kept = engine.filter(frame, col(id_column).ne("").fill_null(False))
+    rows_out = engine.count(kept)
+    if rows_out == 0:
+        raise InputError(f"input {config.path!r} has no record with an id ({id_column!r})")
+    return Records(
+        frame=kept,
+        rows_in=rows_in,
+        rows_out=rows_out,
+        source=config.path,
+        id_column=id_column,
+        roles=roles,
+        chosen_by=chosen_by,
+        missing_ids=rows_in - rows_out,
+    )
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Entities and scored pairs, the threshold, the blocking and the fitted model."""
+
+    entities: pa.Table
+    pairs: pa.Table
+    threshold: entities.Threshold
+    blocking: tuple[linkage.BlockingRule, ...]
+    model: dict[str, Any]
+    roles: dict[str, str]
+    events: list[dict[str, object]]
+    entity_count: int
+    linked_pairs: int
+    refused_links: int
+    estimated_blocking_recall: float
+    rows_in: int
+    rows_out: int
+    kept_ids: int = 0
+    opened_ids: int = 0
+    size_histogram: dict[str, int] = field(default_factory=dict)
+
+
+def resolve_entities(
+    engine: Engine,
+    *,
+    config: IdentityConfig,
+    records: Records,
+    outputs: StagedOutputs,
+    run_id: str,
+    order_by: str | None = None,
+) -> Identity:
+    """Link the records, group linked records into entities (keeping the ids of the entities
+    the output already holds), and explain every pair."""
+    id_column = records.id_column
+    wanted = [id_column, *records.roles]
+    if config.source_column:
+        wanted.append(config.source_column)
+    if order_by and order_by not in wanted:
+        wanted.append(order_by)
+    table = engine.to_arrow(records.frame, columns=wanted)
+    linked = linkage.link(
+        table,
+        id_column=id_column,
+        roles=records.roles,
+        max_pairs=config.max_pairs,
+        max_block=config.max_block,
+        seed=config.seed,
+        source_column=config.source_column,
+        link_only=config.link_only,
+    )
+    ids = table.column(id_column).to_pylist()
+    position = {record: i for i, record in enumerate(ids)}
+    pairs = linked.pairs
+    probability = pairs.column("match_probability").to_numpy()
+    threshold = entities.choose_threshold(probability, fixed=config.threshold)
+    linked_mask = probability >= threshold.threshold
+    left = np.array(
+        [position[r] for r in pairs.column(f"{id_column}_l").to_pylist()], dtype=np.int64
+    )
+    right = np.array(
+        [position[r] for r in pairs.column(f"{id_column}_r").to_pylist()], dtype=np.int64
+    )
+    grouping = entities.group_records(
+        len(ids),
+        left[linked_mask],
+        right[linked_mask],
+        pairs.column("match_weight").to_numpy()[linked_mask],
+        max_size=config.max_entity_size,
+    )
+    compared = linked.records
+    completeness = np.sum(
+        [compared.column(c).is_valid().to_numpy(zero_copy_only=False) for c in records.roles],
+        axis=0,
+    )
+    order = _order(table, order_by)
+    survivor = entities.survivors(grouping.groups, completeness=completeness, order=order, ids=ids)
+    previous = _previous_entities(engine, outputs, id_column)
+    named = entities.stable_ids(grouping.groups, ids, previous)
+    entity_rows = entities.entity_table(
+        id_column,
+        record_ids=ids,
+        groups=grouping.groups,
+        ids=named,
+        survivor=survivor,
+        run_id=run_id,
+    )
+    sizes = np.bincount(grouping.groups)
+    return Identity(
+        entities=entity_rows,
+        pairs=_pairs_table(pairs, linked_mask, threshold.threshold),
+        threshold=threshold,
+        blocking=linked.blocking,
+        model=linked.model,
+        roles=dict(records.roles),
+        events=named.events,
+        entity_count=len(sizes),
+        linked_pairs=int(linked_mask.sum()),
+        refused_links=grouping.refused,
+        estimated_blocking_recall=_blocking_recall(
+            compared, pairs, linked_mask, linked.blocking, id_column
+        ),
+        rows_in=records.rows_out,
+        rows_out=len(sizes),
+        kept_ids=named.kept,
+        opened_ids=named.opened,
+        size_histogram={
+            str(size): int(n) for size, n in zip(*np.unique(sizes, return_counts=True), strict=True)
+        },
+    )
+
+
+def _order(table: pa.Table, order_by: str | None) -> np.ndarray | None:
+    if order_by is None:
+        return None
+    values = table.column(order_by)
+    if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
+        values = values.cast(pa.int64())
+    numbers = (
+        pc.cast(values, pa.float64(), safe=False) if not pa.types.is_string(values.type) else None
+    )
+    if numbers is None:
+        ranks = pc.rank(values, sort_keys="ascending", null_placement="at_start")
+        return ranks.to_numpy().astype(np.float64)
+    return np.nan_to_num(numbers.to_numpy(zero_copy_only=False), nan=-np.inf)
+
+
+def _previous_entities(engine: Engine, outputs: StagedOutputs, id_column: str) -> dict[str, str]:
+    """Record id → entity id of the entities table the output holds (empty: none yet)."""
+    location = outputs.table_path(Table.ENTITIES)
+    if not engine.has_table(location):
+        return {}
+    frame = engine.read(path=location, fmt="delta", types={}, separator=",")
+    rows = engine.to_arrow(frame, columns=[id_column, "entity_id"])
+    return dict(
+        zip(rows.column(id_column).to_pylist(), rows.column("entity_id").to_pylist(), strict=True)
+    )
+
+
+def _pairs_table(pairs: pa.Table, linked: np.ndarray, threshold: float) -> pa.Table:
+    """Linked pairs and the strongest near misses, each with ``linked`` and, for a near miss,
+    the reason it was not linked (its most negative field weight)."""
+    weights = [c for c in pairs.column_names if c.startswith("weight_") and c != "weight_prior"]
+    probability = pairs.column("match_probability").to_numpy()
+    misses = np.flatnonzero(~linked)
+    misses = misses[np.argsort(-probability[misses], kind="stable")][:NEAR_MISSES]
+    chosen = np.sort(np.concatenate([np.flatnonzero(linked), misses]))
+    kept = pairs.take(pa.array(chosen))
+    matrix = np.column_stack([kept.column(c).to_numpy() for c in weights]) if weights else None
+    reasons: list[str | None] = []
+    for row, index in enumerate(chosen.tolist()):
+        if linked[index] or matrix is None:
+            reasons.append(None)
+            continue
+        worst = int(np.argmin(matrix[row]))
+        reasons.append(
+            f"probability {probability[index]:.3f} < threshold {threshold:.2f}; "
+            f"{weights[worst].removeprefix('weight_')} weighs {matrix[row, worst]:+.1f}"
+        )
+    return kept.append_column("linked", pa.array(linked[chosen])).append_column(
+        "reason", pa.array(reasons, pa.string())
+    )
+
+
+def _blocking_recall(
+    records: pa.Table,
+    pairs: pa.Table,
+    linked: np.ndarray,
+    rules: tuple[linkage.BlockingRule, ...],
+    id_column: str,
+) -> float:
+    """The share of true matches the blocking generates, estimated without labels: each used
+    rule's share of the linked pairs it would generate on its own, combined as if rules missed
+    matches independently (1 − Π(1 − share))."""
+    used = [rule for rule in rules if rule.used]
+    if not linked.any() or not used:
+        return float("nan")
+    index = {r: i for i, r in enumerate(records.column(id_column).to_pylist())}
+    left = [
+        index[r] for r in pc.filter(pairs.column(f"{id_column}_l"), pa.array(linked)).to_pylist()
+    ]
+    right = [
+        index[r] for r in pc.filter(pairs.column(f"{id_column}_r"), pa.array(linked)).to_pylist()
+    ]
+    missed = 1.0
+    for rule in used:
+        keys = records.column(rule.key).to_pylist()
+        share = np.mean(
+            [keys[a] is not None and keys[a] == keys[b] for a, b in zip(left, right, strict=True)]
+        )
+        missed *= 1.0 - float(share)
+    return 1.0 - missed
+
+
+def stage_identity(outputs: StagedOutputs, identity: Identity) -> None:
+    """Stage the entities and pairs tables for the run's commit."""
+    for name, table in ((Table.ENTITIES, identity.entities), (Table.PAIRS, identity.pairs)):
+        write_arrow(table, join(outputs.path_for(name), PART_FILE), files=outputs.files)
