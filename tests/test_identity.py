@@ -1,0 +1,279 @@
+"""Entity resolution: normalisation by role, automatic blocking and threshold, entities and
+survivors, stable ids across runs, explanations that add up, `segmatch dedupe` with two
+sources, and both engines on the same records."""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+from click.testing import CliRunner
+
+from helpers import make_config, shared_data
+from segmatch import entities
+from segmatch.api import dedupe
+from segmatch.cli import app
+from segmatch.linkage import normalised, roles_from_names, valid_cpf
+from segmatch.storage import read_delta
+from segmatch.synthetic_people import cpf_check_digits, people_table, write_people
+
+BRAZILIAN_ROLES = {
+    "nome": "full_name",
+    "nascimento": "birth_date",
+    "email": "email",
+    "telefone": "phone",
+    "cep": "postcode",
+    "cidade": "city",
+    "endereco": "address",
+}
+TEXT = {c: "str" for c in ("id", "cpf", "telefone", "cep", "nascimento")}
+
+
+def _normalised(column: str, role: str, values: list) -> list:
+    table = pa.table({"id": [str(i) for i in range(len(values))], column: values})
+    return normalised(table, id_column="id", roles={column: role}).column(column).to_pylist()
+
+
+def test_names_lose_case_accents_punctuation_and_particles():
+    assert _normalised(
+        "nome",
+        "full_name",
+        ["JOSÉ DA SILVA", "jose silva", "MARIA DAS GRAÇAS SOUZA", "Maria Gracas Souza", "  "],
+    ) == ["jose silva", "jose silva", "maria gracas souza", "maria gracas souza", None]
+    assert _normalised("sobrenome", "surname", ["Van der Berg", "D'Ávila"]) == ["berg", "d avila"]
+
+
+def test_a_cpf_counts_only_with_its_check_digits():
+    nine = "123456789"
+    good = nine + cpf_check_digits(nine)
+    assert good == "12345678909"
+    written = ["123.456.789-09", "12345678909", "123.456.789-00", "111.111.111-11", "1234", None]
+    assert _normalised("cpf", "cpf", written) == [good, good, None, None, None, None]
+    assert valid_cpf(pa.array(["52998224725", "52998224724"])).to_pylist() == [
+        "52998224725",
+        None,
+    ]
+
+
+def test_phones_postcodes_and_dates_are_written_one_way():
+    assert (
+        _normalised("tel", "phone", ["+55 (11) 91234-5678", "(11) 91234-5678", "011912345678"])
+        == ["5511912345678"] * 3
+    )
+    assert _normalised("cep", "postcode", ["01310-100", "01310100"]) == ["01310100"] * 2
+    assert _normalised("dob", "birth_date", ["21/08/2013", "2013-08-21", "20130821", "x"]) == [
+        "2013-08-21",
+        "2013-08-21",
+        "2013-08-21",
+        None,
+    ]
+
+
+def test_roles_come_from_names_when_the_config_names_none():
+    found = roles_from_names(["rec_id", "given_name", "surname", "date_of_birth", "soc_sec_id"])
+    assert found == {
+        "given_name": "first_name",
+        "surname": "surname",
+        "date_of_birth": "birth_date",
+        "soc_sec_id": "national_id",
+    }
+
+
+def test_a_chain_of_links_cannot_glue_a_crowd_into_one_entity():
+    # 0-1-2-3-4-5 in a chain, the weakest link in the middle.
+    left, right = np.arange(5), np.arange(1, 6)
+    weight = np.array([9.0, 8.0, 1.0, 8.0, 9.0])
+    free = entities.group_records(6, left, right, weight, max_size=10)
+    assert len(set(free.groups.tolist())) == 1
+    guarded = entities.group_records(6, left, right, weight, max_size=3)
+    assert guarded.refused == 1
+    assert guarded.groups[0] == guarded.groups[2] != guarded.groups[3] == guarded.groups[5]
+
+
+def test_entity_ids_survive_merges_and_splits():
+    previous = {"a": "E000000001", "b": "E000000001", "c": "E000000002", "d": "E000000003"}
+    previous |= {"e": "E000000003", "f": "E000000003"}
+    # a, b unchanged; c merges into a, b's entity? no: c alone stays; d, e, f split into
+    # (d, e) and (f); a new record g joins f.
+    groups = np.array([0, 0, 1, 2, 2, 3, 3])
+    named = entities.stable_ids(groups, ["a", "b", "c", "d", "e", "f", "g"], previous)
+    assert named.ids[:3] == ["E000000001", "E000000002", "E000000003"]
+    assert named.ids[3] == "E000000004"
+    assert {"event": "split", "entity_id": "E000000003", "parts": 2} in named.events
+    merged = entities.stable_ids(np.array([0, 0, 0, 1, 1, 1]), list("abcdef"), previous)
+    assert merged.ids == ["E000000001", "E000000003"]
+    assert {"event": "merge", "entity_id": "E000000001", "merged": "E000000002"} in merged.events
+
+
+def test_the_threshold_is_the_best_f1_the_model_expects():
+    probabilities = np.array([0.99] * 50 + [0.7] * 10 + [0.2] * 40 + [0.01] * 500)
+    chosen = entities.choose_threshold(probabilities)
+    assert 0.2 < chosen.threshold <= 0.7
+    assert chosen.precision > 0.9 and chosen.recall > 0.8
+    fixed = entities.choose_threshold(probabilities, fixed=0.95)
+    assert fixed.threshold == 0.95 and fixed.chosen_by == "identity.threshold"
+
+
+def _people_config(path, out, engine_name="local", **identity):
+    return make_config(
+        path,
+        out,
+        engine_name,
+        input={"id_column": "id", "types": TEXT},
+        identity={"enabled": True, "columns": BRAZILIAN_ROLES, **identity},
+    )
+
+
+def _pairwise_f1(found: set, true: set) -> float:
+    hits = len(found & true)
+    precision, recall = hits / max(len(found), 1), hits / len(true)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _true_pairs(truth: pa.Table) -> set:
+    persons = defaultdict(list)
+    for record, person in zip(truth["id"].to_pylist(), truth["person"].to_pylist(), strict=True):
+        persons[person].append(record)
+    return {frozenset(p) for ids in persons.values() for p in itertools.combinations(ids, 2)}
+
+
+def test_generated_brazilian_duplicates_are_found_without_cpf(tmp_path):
+    path = write_people(tmp_path / "people.csv", rows=3000, duplicates=0.1, seed=3)
+    result = dedupe(_people_config(path, tmp_path / "out"))
+    truth = pacsv.read_csv(
+        tmp_path / "people_truth.csv", convert_options=pacsv.ConvertOptions(column_types=TEXT)
+    )
+    pairs = read_delta(tmp_path / "out" / "pairs")
+    linked = pairs.filter(pairs["linked"])
+    found = {
+        frozenset(p)
+        for p in zip(linked["id_l"].to_pylist(), linked["id_r"].to_pylist(), strict=True)
+    }
+    assert _pairwise_f1(found, _true_pairs(truth)) >= 0.97
+    rows = read_delta(tmp_path / "out" / "entities")
+    assert rows.num_rows == 3000 and result.entities == len(set(rows["entity_id"].to_pylist()))
+    # Each entity has exactly one survivor, and it is one of its most complete records.
+    survivors = defaultdict(int)
+    for entity, survivor in zip(
+        rows["entity_id"].to_pylist(), rows["survivor"].to_pylist(), strict=True
+    ):
+        survivors[entity] += survivor
+    assert set(survivors.values()) == {1}
+    # Every link explained: the fields' weights and the prior add up to the match weight.
+    weights = sum(pairs[c].to_numpy() for c in pairs.column_names if c.startswith("weight_"))
+    np.testing.assert_allclose(weights, pairs["match_weight"].to_numpy(), atol=1e-9)
+    misses = pairs.filter(pa.compute.invert(pairs["linked"]))
+    assert all(reason.startswith("probability") for reason in misses["reason"].to_pylist())
+
+
+def test_entity_ids_stay_when_new_records_arrive(tmp_path):
+    table, _ = people_table(rows=2200, duplicates=0.1, seed=8)
+    first = tmp_path / "first.csv"
+    pacsv.write_csv(table.slice(0, 2000), first)
+    dedupe(_people_config(first, tmp_path / "out"))
+    before = read_delta(tmp_path / "out" / "entities").to_pylist()
+    everyone = tmp_path / "everyone.csv"
+    pacsv.write_csv(table, everyone)
+    result = dedupe(_people_config(everyone, tmp_path / "out"))
+    after = read_delta(tmp_path / "out" / "entities").to_pylist()
+    members_before, members_after = defaultdict(set), defaultdict(set)
+    for row in before:
+        members_before[row["entity_id"]].add(row["id"])
+    entity_after = {row["id"]: row["entity_id"] for row in after}
+    for row in after:
+        members_after[row["entity_id"]].add(row["id"])
+    unchanged = [
+        entity
+        for entity, members in members_before.items()
+        if members_after.get(entity_after[next(iter(members))]) == members
+    ]
+    moved = [e for e in unchanged if entity_after[next(iter(members_before[e]))] != e]
+    assert len(unchanged) > 1500
+    assert moved == []
+    assert result.kept_ids >= len(unchanged)
+
+
+def test_dedupe_links_two_sources_only_across_them(tmp_path):
+    table, _ = people_table(rows=1200, duplicates=0.2, seed=4)
+    sources = pa.array(["crm" if i % 2 else "loja" for i in range(table.num_rows)])
+    path = tmp_path / "two_sources.csv"
+    pacsv.write_csv(table.append_column("sistema", sources), path)
+    config = tmp_path / "dedupe.yaml"
+    config.write_text(
+        "input:\n  path: two_sources.csv\n  id_column: id\n"
+        "  types: {cpf: str, telefone: str, cep: str}\n"
+        "identity:\n  enabled: true\n  source_column: sistema\n  link_only: true\n"
+        "  columns: {nome: full_name, nascimento: birth_date, email: email, telefone: phone}\n"
+        "tracking: {enabled: false}\n"
+    )
+    answer = CliRunner().invoke(app, ["dedupe", str(config), "--out", str(tmp_path / "out")])
+    assert answer.exit_code == 0, answer.output
+    assert "records →" in answer.output and "entities" in answer.output
+    pairs = read_delta(tmp_path / "out" / "pairs")
+    source = dict(zip(table["id"].to_pylist(), sources.to_pylist(), strict=True))
+    assert pairs.num_rows > 0
+    assert all(
+        source[a] != source[b]
+        for a, b in zip(pairs["id_l"].to_pylist(), pairs["id_r"].to_pylist(), strict=True)
+    )
+
+
+@pytest.mark.real_data
+def test_febrl3_with_roles_from_names_only(tmp_path):
+    path = shared_data("entity_resolution/febrl3.csv")
+    truth = pacsv.read_csv(shared_data("entity_resolution/febrl3_true_links.csv")).to_pylist()
+    config = make_config(
+        path,
+        tmp_path / "out",
+        input={
+            "id_column": "rec_id",
+            "types": dict.fromkeys(
+                ["postcode", "street_number", "date_of_birth", "soc_sec_id"], "str"
+            ),
+        },
+        identity={"enabled": True},
+    )
+    result = dedupe(config)
+    true = {frozenset((r["rec_id_1"], r["rec_id_2"])) for r in truth}
+    pairs = read_delta(tmp_path / "out" / "pairs").to_pylist()
+    own = {frozenset((p["rec_id_l"], p["rec_id_r"])) for p in pairs if p["linked"]}
+    best = max(
+        _pairwise_f1(
+            {
+                frozenset((p["rec_id_l"], p["rec_id_r"]))
+                for p in pairs
+                if p["match_probability"] >= t
+            },
+            true,
+        )
+        for t in np.arange(0.05, 1.0, 0.05)
+    )
+    assert _pairwise_f1(own, true) >= 0.99
+    assert _pairwise_f1(own, true) >= best - 0.01
+    assert result.estimated_blocking_recall > 0.95
+
+
+def test_both_engines_link_the_same_pairs(engine, tmp_path):
+    path = write_people(tmp_path / "people.csv", rows=1500, duplicates=0.1, seed=6)
+    dedupe(
+        _people_config(path, tmp_path / "out", engine.name), spark=getattr(engine, "spark", None)
+    )
+    pairs = read_delta(tmp_path / "out" / "pairs")
+    linked = pairs.filter(pairs["linked"])
+    found = {
+        frozenset(p)
+        for p in zip(linked["id_l"].to_pylist(), linked["id_r"].to_pylist(), strict=True)
+    }
+    reference = tmp_path / "local"
+    dedupe(_people_config(path, reference))
+    expected = read_delta(reference / "pairs")
+    expected = expected.filter(expected["linked"])
+    wanted = {
+        frozenset(p)
+        for p in zip(expected["id_l"].to_pylist(), expected["id_r"].to_pylist(), strict=True)
+    }
+    assert len(found & wanted) / len(found | wanted) >= 0.999
