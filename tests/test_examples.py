@@ -6,6 +6,7 @@ from pathlib import Path
 
 from segmatch.api import run_pipeline, validate
 from segmatch.engines import make_engine
+from segmatch.stages.columns import BEHAVIOUR_FEATURES, CATEGORY_FEATURE
 from segmatch.storage import read_delta
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -29,18 +30,7 @@ TRANSACTIONS_PLAN = {
     "ordered_at": "transaction",
     "amount": "transaction",
     "category": "transaction",
-    **dict.fromkeys(
-        [
-            "recency_days",
-            "frequency",
-            "monetary_total",
-            "monetary_avg",
-            "tenure_days",
-            "return_share",
-            "distinct_categories",
-        ],
-        "derived feature",
-    ),
+    **dict.fromkeys([*BEHAVIOUR_FEATURES, CATEGORY_FEATURE], "derived feature"),
 }
 
 

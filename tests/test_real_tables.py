@@ -22,6 +22,7 @@ from segmatch.api import run_pipeline, score_customers
 from segmatch.errors import ColumnTypeError, ConfigError, ModelError
 from segmatch.layout import LOOKALIKE_SAMPLE_FILE
 from segmatch.report import SILHOUETTES, standardised_means
+from segmatch.stages.columns import BEHAVIOUR_FEATURES, CATEGORY_FEATURE
 from segmatch.stages.ingest import read_input
 from segmatch.storage import read_delta
 
@@ -275,19 +276,7 @@ def test_a_model_trained_on_transactions_scores_transactions(engine, tmp_path):
 
 
 def _behaviour(segments) -> list[str]:
-    return [
-        c
-        for c in (
-            "recency_days",
-            "frequency",
-            "monetary_total",
-            "monetary_avg",
-            "tenure_days",
-            "return_share",
-            "distinct_categories",
-        )
-        if c in segments.columns
-    ]
+    return [c for c in (*BEHAVIOUR_FEATURES, CATEGORY_FEATURE) if c in segments.columns]
 
 
 @pytest.mark.slow

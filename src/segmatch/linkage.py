@@ -15,44 +15,18 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from segmatch.config import IdentityRole
+
 logger = logging.getLogger(__name__)
 
-Role = Literal[
-    "full_name",
-    "first_name",
-    "surname",
-    "birth_date",
-    "email",
-    "phone",
-    "postcode",
-    "address",
-    "city",
-    "national_id",
-    "cpf",
-    "category",
-    "text",
-]
-ROLES: tuple[Role, ...] = (
-    "full_name",
-    "first_name",
-    "surname",
-    "birth_date",
-    "email",
-    "phone",
-    "postcode",
-    "address",
-    "city",
-    "national_id",
-    "cpf",
-    "category",
-    "text",
-)
+Role = IdentityRole
+ROLES: tuple[Role, ...] = get_args(IdentityRole)
 LinkType = Literal["link_only", "link_and_dedupe", "dedupe_only"]
 #: Name particles left out before names are compared (Portuguese, Spanish, Dutch, English).
 PARTICLES = ("da", "de", "do", "das", "dos", "e", "del", "la", "van", "von", "der", "the", "of")
