@@ -170,6 +170,7 @@ def test_generated_brazilian_duplicates_are_found_without_cpf(tmp_path):
     assert all(reason.startswith("probability") for reason in misses["reason"].to_pylist())
 
 
+@pytest.mark.slow
 def test_entity_ids_stay_when_new_records_arrive(tmp_path):
     table, _ = people_table(rows=2200, duplicates=0.1, seed=8)
     first = tmp_path / "first.csv"
@@ -197,6 +198,7 @@ def test_entity_ids_stay_when_new_records_arrive(tmp_path):
     assert result.kept_ids >= len(unchanged)
 
 
+@pytest.mark.slow
 def test_dedupe_links_two_sources_only_across_them(tmp_path):
     table, _ = people_table(rows=1200, duplicates=0.2, seed=4)
     sources = pa.array(["crm" if i % 2 else "loja" for i in range(table.num_rows)])
@@ -223,6 +225,7 @@ def test_dedupe_links_two_sources_only_across_them(tmp_path):
 
 
 @pytest.mark.real_data
+@pytest.mark.slow
 def test_febrl3_with_roles_from_names_only(tmp_path):
     path = shared_data("entity_resolution/febrl3.csv")
     truth = pacsv.read_csv(shared_data("entity_resolution/febrl3_true_links.csv")).to_pylist()
@@ -257,6 +260,7 @@ def test_febrl3_with_roles_from_names_only(tmp_path):
     assert result.estimated_blocking_recall > 0.95
 
 
+@pytest.mark.slow
 def test_both_engines_link_the_same_pairs(engine, tmp_path):
     path = write_people(tmp_path / "people.csv", rows=1500, duplicates=0.1, seed=6)
     dedupe(
