@@ -206,6 +206,12 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         return frame
 
     @abstractmethod
+    def lookup(self, frame: FrameT, *, key: str, table: pa.Table) -> FrameT:
+        """``frame`` with ``table``'s other columns beside each row whose ``key`` is one of
+        ``table``'s keys (null where none is): a left join of a small table held on the
+        driver, whose keys are unique."""
+
+    @abstractmethod
     def deduplicate(
         self,
         frame: FrameT,

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from segmatch.engines.expressions import Expr
 from segmatch.engines.local.expressions import kinds_of, to_polars
@@ -24,6 +25,12 @@ class PolarsCleaning:
 
     def filter(self, frame: pl.DataFrame, condition: Expr) -> pl.DataFrame:
         return frame.filter(to_polars(condition, kinds_of(frame.schema)))
+
+    def lookup(self, frame: pl.DataFrame, *, key: str, table: pa.Table) -> pl.DataFrame:
+        right = pl.from_arrow(table)
+        assert isinstance(right, pl.DataFrame)
+        right = right.with_columns(pl.col(key).cast(frame.schema[key]))
+        return frame.join(right, on=key, how="left", maintain_order="left")
 
     def aggregate(
         self, frame: pl.DataFrame, aggregations: Mapping[str, Expr], *, by: Sequence[str] = ()

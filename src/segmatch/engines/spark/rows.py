@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 
@@ -26,6 +27,12 @@ class SparkCleaning:
 
     def filter(self, frame: DataFrame, condition: Expr) -> DataFrame:
         return frame.where(to_spark(condition, kinds_of(frame.schema), frame))
+
+    def lookup(self, frame: DataFrame, *, key: str, table: pa.Table) -> DataFrame:
+        right = frame.sparkSession.createDataFrame(table)
+        right = right.withColumn(key, F.col(key).cast(frame.schema[key].dataType))
+        # A small table: broadcast, so the rows of ``frame`` stay where they are.
+        return frame.join(F.broadcast(right), on=key, how="left")
 
     def aggregate(
         self, frame: DataFrame, aggregations: Mapping[str, Expr], *, by: Sequence[str] = ()
