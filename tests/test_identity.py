@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from helpers import make_config, shared_data
 from segmatch import entities
-from segmatch.api import dedupe
+from segmatch.api import dedupe, run_pipeline
 from segmatch.cli import app
 from segmatch.linkage import normalised, roles_from_names, valid_cpf
 from segmatch.storage import read_delta
@@ -281,3 +281,41 @@ def test_both_engines_link_the_same_pairs(engine, tmp_path):
         for p in zip(expected["id_l"].to_pylist(), expected["id_r"].to_pylist(), strict=True)
     }
     assert len(found & wanted) / len(found | wanted) >= 0.999
+
+
+def _people_with_behaviour(path, rows, seed):
+    """Generated people, each with a spend and visits of their own (the same on every record
+    of one person), for a segmentation run."""
+    table, truth = people_table(rows=rows, duplicates=0.1, seed=seed)
+    rng = np.random.default_rng(seed)
+    persons = np.array(truth["person"].to_pylist())
+    kind = persons % 3
+    spend = np.exp(rng.normal(np.log([40.0, 300.0, 2000.0])[kind], 0.2))
+    visits = rng.normal(np.array([2.0, 8.0, 20.0])[kind], 0.5)
+    table = table.append_column("gasto", pa.array(spend)).append_column("visitas", pa.array(visits))
+    pacsv.write_csv(table, path)
+    return truth
+
+
+def test_segments_are_of_entities_when_identity_is_on(engine, tmp_path):
+    truth = _people_with_behaviour(tmp_path / "people.csv", 1200, seed=12)
+    config = make_config(
+        tmp_path / "people.csv",
+        tmp_path / "out",
+        engine.name,
+        input={"id_column": "id", "types": TEXT},
+        features={"numeric": ["gasto", "visitas"], "categorical": []},
+        cluster={"k": 3, "seed": 3},
+        lookalikes={"enabled": False},
+        identity={"enabled": True, "columns": BRAZILIAN_ROLES},
+    )
+    result = run_pipeline(config, spark=getattr(engine, "spark", None))
+    segments = read_delta(tmp_path / "out" / "segments")
+    entities_table = read_delta(tmp_path / "out" / "entities")
+    entity_ids = segments["entity_id"].to_pylist()
+    assert len(entity_ids) == len(set(entity_ids)) == result.identity["entities"]
+    assert set(entity_ids) == set(entities_table["entity_id"].to_pylist())
+    persons = len(set(truth["person"].to_pylist()))
+    assert abs(result.customers - persons) <= 0.01 * persons
+    assert sum(result.sizes) == result.customers
+    assert "identity" in [stage.stage for stage in result.stages]

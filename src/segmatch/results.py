@@ -85,6 +85,9 @@ class RunResult:
     outcomes: list[dict[str, Any]] = field(default_factory=list)
     #: Each numeric feature's standard deviation over the customers.
     spread: dict[str, float] = field(default_factory=dict)
+    #: With identity on: records, entities, linked pairs, the threshold and what the model
+    #: expects of it.
+    identity: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_outputs(
@@ -101,6 +104,7 @@ class RunResult:
         found: Lookalikes | None,
         exported: Exported,
         stages: list[StageRecord],
+        resolved: Identity | None = None,
         outputs: dict[str, str],
         table_versions: dict[str, int],
         input_digest: str | None,
@@ -137,6 +141,17 @@ class RunResult:
             transitions=exported.transitions,
             column_plan=[_with_skew(asdict(role), built.skewed) for role in raw.plan.roles],
             spread=exported.spread,
+            identity={}
+            if resolved is None
+            else {
+                "records": resolved.rows_in,
+                "entities": resolved.entity_count,
+                "linked_pairs": resolved.linked_pairs,
+                "threshold": resolved.threshold.threshold,
+                "expected_precision": resolved.threshold.precision,
+                "expected_recall": resolved.threshold.recall,
+                "estimated_blocking_recall": resolved.estimated_blocking_recall,
+            },
             outcomes=[
                 {"column": o.column, "profile_column": o.profile_column, "level": o.level}
                 for o in built.outcomes
@@ -185,6 +200,7 @@ class RunResult:
             "column_plan": self.column_plan,
             "outcomes": self.outcomes,
             "spread": self.spread,
+            "identity": self.identity,
             "warnings": self.warnings,
         }
 

@@ -55,6 +55,14 @@ def show_summary(result: RunResult) -> None:
         f"[bold]{result.k}[/] segments, silhouette [bold]{result.silhouette:.3f}[/] "
         f"(exact, squared Euclidean), {result.total_seconds:.2f} s"
     )
+    if result.identity:
+        found = result.identity
+        out.print(
+            f"identity: {found['records']:,} records → {found['entities']:,} entities "
+            f"({found['linked_pairs']:,} linked pairs at {found['threshold']:.2f}; the model "
+            f"expects precision {found['expected_precision']:.3f}, recall "
+            f"{found['expected_recall']:.3f})"
+        )
     moved = (
         f"; {result.moved_customers:,} customers changed segment since the last run"
         if result.transitions is not None

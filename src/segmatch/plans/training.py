@@ -2,8 +2,8 @@
 
 Example:
     >>> [step.name for step in TRAINING.stages]
-    ['ingest', 'clean', 'features', 'scale', 'reduce', 'cluster', 'lookalikes', 'export', \
-'samples']
+    ['ingest', 'clean', 'identity', 'features', 'scale', 'reduce', 'cluster', 'lookalikes', \
+'export', 'samples']
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from segmatch.stages import (
     cluster,
     export,
     features,
+    identity,
     ingest,
     lookalikes,
     reduce,
@@ -215,10 +216,40 @@ QUALITY = Step(
     sections={"config": "clean"},
     stage=False,
 )
+
+
+def _identity_wanted(config: Config, values: Values) -> bool:
+    return config.identity.enabled
+
+
+IDENTITY = Step(
+    "identity",
+    identity.resolve_customers,
+    needs={
+        "cleaned": QUALITY.result,
+        "id_column": INGEST.result.plan.id_column,
+        "source": INGEST.result.source,
+        "outputs": OUTPUTS,
+        "run_id": RUN_ID,
+    },
+    sections={"config": "identity", "clean": "clean"},
+    when=_identity_wanted,
+)
+#: One row per entity when identity is on (the cleaned rows otherwise).
+ENTITY_ROWS = Step(
+    "entity_rows",
+    identity.entity_rows,
+    needs={
+        "cleaned": QUALITY.result,
+        "resolved": IDENTITY.result,
+        "id_column": INGEST.result.plan.id_column,
+    },
+    stage=False,
+)
 FEATURES = Step(
     "features",
     features.build_features,
-    needs={"cleaned": QUALITY.result, "plan": INGEST.result.plan},
+    needs={"cleaned": ENTITY_ROWS.result, "plan": INGEST.result.plan},
     sections={"config": "features"},
 )
 SCALE = Step(
@@ -298,6 +329,7 @@ EXPORT = Step(
         "lookalikes": LOOKALIKES.result,
         "id_column": INGEST.result.plan.id_column,
         "model_version": REGISTER.result.version,
+        "resolved": IDENTITY.result,
     },
     sections={"output": "output"},
 )
@@ -340,6 +372,7 @@ def finish_training(context: RunContext, values: Values) -> RunResult:
         model=values.of(MODEL),
         found=values.of(LOOKALIKES),
         exported=values.of(EXPORT),
+        resolved=values.of(IDENTITY),
         stages=list(context.stage_records),
         outputs={
             **{name: c.path for name, c in commits.items()},
@@ -375,6 +408,8 @@ TRAINING = Plan(
         INGEST,
         CLEAN,
         QUALITY,
+        IDENTITY,
+        ENTITY_ROWS,
         FEATURES,
         SCALE,
         REDUCE,

@@ -17,6 +17,7 @@ from segmatch.stages import statistics
 from segmatch.stages.clean import CleanedRows
 from segmatch.stages.cluster import Clustering
 from segmatch.stages.features import Features
+from segmatch.stages.identity import ENTITY_COLUMNS, Identity, stage_identity
 from segmatch.stages.lookalikes import Lookalikes
 from segmatch.staging import StagedOutputs
 
@@ -43,7 +44,8 @@ def customer_columns(
     if choice == "none":
         return []
     if choice == "features":
-        return [*features.numeric, *features.levels]
+        present = engine.schema(features.customers)
+        return [*features.numeric, *features.levels, *(c for c in ENTITY_COLUMNS if c in present)]
     return list(engine.schema(features.customers))
 
 
@@ -126,6 +128,7 @@ def export_results(
     id_column: str,
     model_version: str | None,
     output: OutputConfig,
+    resolved: Identity | None = None,
 ) -> Exported:
     """Stage every output table of the run; compare segments with the previous run's.
 
@@ -164,11 +167,14 @@ def export_results(
     profiles = segment_profiles(engine, features, clustering)
     write_arrow(profiles, join(outputs.path_for("profiles"), PART_FILE), files=outputs.files)
     write_quarantine(engine, cleaned, outputs)
+    if resolved is not None:
+        stage_identity(outputs, resolved)
     tables = (
         "segments",
         *(("lookalikes",) if lookalikes is not None else ()),
         "profiles",
         "quarantine",
+        *(("entities", "pairs") if resolved is not None else ()),
     )
     return Exported(
         profiles,

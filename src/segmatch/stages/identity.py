@@ -7,7 +7,8 @@ engine-neutral (:mod:`segmatch.entities`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from segmatch.engines.expressions import col, row_position
 from segmatch.errors import ColumnNotFoundError, ConfigError, InputError
 from segmatch.layout import PART_FILE, write_arrow
 from segmatch.locations import join
+from segmatch.stages.clean import CleanedRows
 from segmatch.stages.columns import ROW_NUMBER_COLUMN
 from segmatch.stages.ingest import open_input
 from segmatch.staging import StagedOutputs
@@ -56,20 +58,7 @@ def read_records(
     schema = engine.schema(frame)
     if id_column not in schema:
         raise ColumnNotFoundError(id_column, list(schema), source=config.path, role="id")
-    if identity.columns is not None:
-        roles: dict[str, linkage.Role] = dict(identity.columns)
-        chosen_by = dict.fromkeys(roles, "identity.columns")
-    else:
-        roles = linkage.roles_from_names([c for c in schema if c != id_column])
-        chosen_by = {c: f"its name says {role}" for c, role in roles.items()}
-    for column in [*roles, *([identity.source_column] if identity.source_column else [])]:
-        if column not in schema:
-            raise ColumnNotFoundError(column, list(schema), source=config.path, role="identity")
-    if not roles:
-        raise ConfigError(
-            f"no column of {config.path!r} has a role to compare by: name them in "
-            "identity.columns (e.g. nome: full_name, nascimento: birth_date, cpf: cpf)"
-        )
+    roles, chosen_by = compared_columns(schema, identity, id_column=id_column, source=config.path)
     ids = col(id_column).as_text()
     if clean.trim_ids:
         ids = ids.strip()
@@ -89,6 +78,83 @@ def read_records(
         chosen_by=chosen_by,
         missing_ids=rows_in - rows_out,
     )
+
+
+def compared_columns(
+    schema: Mapping[str, str], identity: IdentityConfig, *, id_column: str, source: str
+) -> tuple[dict[str, linkage.Role], dict[str, str]]:
+    """The role of each column to compare, and why: ``identity.columns``, else the roles the
+    columns' names say."""
+    if identity.columns is not None:
+        roles: dict[str, linkage.Role] = dict(identity.columns)
+        chosen_by = dict.fromkeys(roles, "identity.columns")
+    else:
+        roles = linkage.roles_from_names([c for c in schema if c != id_column])
+        chosen_by = {c: f"its name says {role}" for c, role in roles.items()}
+    for column in [*roles, *([identity.source_column] if identity.source_column else [])]:
+        if column not in schema:
+            raise ColumnNotFoundError(column, list(schema), source=source, role="identity")
+    if not roles:
+        raise ConfigError(
+            f"no column of {source!r} has a role to compare by: name them in "
+            "identity.columns (e.g. nome: full_name, nascimento: birth_date, cpf: cpf)"
+        )
+    return roles, chosen_by
+
+
+def resolve_customers(
+    engine: Engine,
+    *,
+    config: IdentityConfig,
+    clean: CleanConfig,
+    cleaned: CleanedRows,
+    id_column: str,
+    source: str,
+    outputs: StagedOutputs,
+    run_id: str,
+) -> Identity:
+    """The identity step of a training run: the cleaned customers (one row per id) resolved
+    into entities, before features."""
+    roles, chosen_by = compared_columns(
+        engine.schema(cleaned.frame), config, id_column=id_column, source=source
+    )
+    records = Records(
+        frame=cleaned.frame,
+        rows_in=cleaned.rows_out,
+        rows_out=cleaned.rows_out,
+        source=source,
+        id_column=id_column,
+        roles=roles,
+        chosen_by=chosen_by,
+        missing_ids=0,
+    )
+    return resolve_entities(
+        engine,
+        config=config,
+        records=records,
+        outputs=outputs,
+        run_id=run_id,
+        order_by=clean.duplicates.order_by,
+    )
+
+
+#: What the rows of a run with identity on carry beside their own columns.
+ENTITY_COLUMNS = ("entity_id", "entity_size")
+
+
+def entity_rows(
+    engine: Engine, *, cleaned: CleanedRows, resolved: Identity | None, id_column: str
+) -> CleanedRows:
+    """One row per entity, its survivor's, with ``entity_id`` and ``entity_size`` (the cleaned
+    rows as they are when identity is off)."""
+    if resolved is None:
+        return cleaned
+    chosen = resolved.entities.filter(resolved.entities["survivor"])
+    frame = engine.lookup(
+        cleaned.frame, key=id_column, table=chosen.select([id_column, *ENTITY_COLUMNS])
+    )
+    frame = engine.filter(frame, col("entity_id").is_null().not_())
+    return replace(cleaned, frame=frame, rows_out=resolved.entity_count)
 
 
 @dataclass(frozen=True)
