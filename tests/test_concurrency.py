@@ -87,10 +87,12 @@ def write_config(
                     "checkpoints": False,
                     "lease_timeout": lease_timeout,
                 },
+                # One data set under two config files: one model name, or the second run
+                # would stop before its first stage (its output holds another data set's).
                 "tracking": (
                     {"enabled": True, "uri": tracking, "model_name": "pairs"}
                     if tracking
-                    else {"enabled": False}
+                    else {"enabled": False, "model_name": "pairs"}
                 ),
                 "spark": {"master": "local[1]", "conf": {"spark.ui.enabled": "false"}},
             }

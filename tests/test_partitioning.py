@@ -109,7 +109,10 @@ def test_what_the_driver_collects_does_not_grow_with_the_customers(
             spark=spark_session,
         )
         totals[rows] = sum(collected)
-    assert totals[24_000] <= 1.1 * totals[6_000], totals
+    # Bounded figures still vary with the data: the exact quantiles' histograms collect up to a
+    # fixed number of buckets, more of them filled at 4N (2,644 → 3,089 rows on one run).
+    # Rows that grew with the customers would make it about 4×.
+    assert totals[24_000] <= 1.25 * totals[6_000], totals
 
 
 def test_spark_medians_narrow_a_wide_range_before_collecting_values(spark_session, monkeypatch):

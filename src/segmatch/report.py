@@ -377,7 +377,7 @@ def _lookalikes(sample: pa.Table | None, numeric: list[str], plain: set[str]) ->
             ]
             for r in rows
         ]
-        parts.append(_table(["", "id", "similarity", *features], body))
+        parts.append(_table(["", "id", "similarity", *features], body, compact=True))
     return "".join(parts)
 
 
@@ -421,12 +421,16 @@ def _svg(fig: Any) -> str:
     return f"<figure>{text[text.index('<svg') :]}</figure>"
 
 
-def _table(columns: list[str], rows: list[list[Any]], *, header: bool = True) -> str:
+def _table(
+    columns: list[str], rows: list[list[Any]], *, header: bool = True, compact: bool = False
+) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
     )
-    table = f"<table>{f'<tr>{head}</tr>' if header else ''}{body}</table>"
+    # A compact table (a customer beside its lookalikes, every feature a column) fits a card.
+    opening = '<table class="compact">' if compact else "<table>"
+    table = f"{opening}{f'<tr>{head}</tr>' if header else ''}{body}</table>"
     return f'<div class="scroll">{table}</div>'
 
 
@@ -456,4 +460,5 @@ svg{max-width:100%;height:auto}table{border-collapse:collapse;font-size:13px;mar
 td,th{border-bottom:1px solid #eee;padding:4px 10px;text-align:right}
 td:first-child,th:first-child{text-align:left}th{background:#f3f5f7}
 .scroll{overflow-x:auto;max-width:100%}
+table.compact{font-size:11px}table.compact td,table.compact th{padding:2px 5px}
 """
