@@ -52,7 +52,7 @@ from segmatch.plans.language import (
     Step,
     Values,
 )
-from segmatch.plans.training import TRAINING
+from segmatch.plans.training import IDENTITY, TRAINING
 from segmatch.progress import library_log
 from segmatch.results import StageRecord
 from segmatch.staging import StagedOutputs
@@ -60,7 +60,8 @@ from segmatch.storage import input_digest, table_digest
 
 logger = logging.getLogger("segmatch")
 
-STAGES = tuple(step.name for step in TRAINING.stages)
+#: The stages of a training run with the default config: identity, off by default, left out.
+STAGES = tuple(step.name for step in TRAINING.stages if step is not IDENTITY)
 CHECKPOINTED = TRAINING.checkpointed
 
 
