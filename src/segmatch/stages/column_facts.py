@@ -100,15 +100,15 @@ def column_facts(
     numbers are read in the input's notation (``decimal``, ``thousands``), and their range is
     counted too.
 
-    One aggregation counts rows, each column's values and range, and each text column's
-    distinct values; a text column of at most :data:`COUNTED_VALUES` values is then judged from
-    its value counts (one grouping, the checks run once per value), any other by a second
-    aggregation that checks every row."""
+    One aggregation counts rows, each column's values and range, and estimates each text
+    column's distinct values; a text column of at most about :data:`COUNTED_VALUES` values is
+    then judged from its value counts (one grouping, the checks run once per value; its
+    distinct count exact), any other by a second aggregation that checks every row."""
     first: dict[str, Expr] = {"rows": rows()}
     for i, column in enumerate(text):
         value = col(column).as_text().strip()
         kept = when([(value.ne("").fill_null(False), value)])
-        first |= {f"t{i}_distinct": kept.n_unique(), f"t{i}_present": kept.count()}
+        first |= {f"t{i}_distinct": kept.approx_n_unique(), f"t{i}_present": kept.count()}
     for i, column in enumerate(numeric):
         first |= _number_aggregations(f"n{i}", col(column).as_number().nan_to_null())
     row = engine.to_arrow(engine.aggregate(frame, first)).to_pylist()[0]

@@ -68,9 +68,14 @@ def persist(frame: DataFrame) -> DataFrame:
     return frame.persist(StorageLevel.MEMORY_AND_DISK)
 
 
+#: What a regular expression's ``\s`` matches in Java: spaces, tabs, line ends.
+WHITESPACE = " \t\n\x0b\f\r"
+
+
 def trimmed(text: Column) -> Column:
-    """Text without the spaces around it."""
-    return F.regexp_replace(text, r"^\s+|\s+$", "")
+    """Text without the whitespace around it (a character set, not a regular expression: on
+    5M rows of two text columns, the regular expression took seconds)."""
+    return F.btrim(text, F.lit(WHITESPACE))
 
 
 def visible(frame: DataFrame) -> DataFrame:
