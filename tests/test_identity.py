@@ -319,3 +319,15 @@ def test_segments_are_of_entities_when_identity_is_on(engine, tmp_path):
     assert abs(result.customers - persons) <= 0.01 * persons
     assert sum(result.sizes) == result.customers
     assert "identity" in [stage.stage for stage in result.stages]
+
+
+@pytest.mark.slow
+def test_the_demo_with_duplicates_shows_entities(tmp_path):
+    answer = CliRunner().invoke(
+        app,
+        ["demo", "--rows", "2000", "--duplicates", "0.1", "--out", str(tmp_path), "--no-track"],
+    )
+    assert answer.exit_code == 0, answer.output
+    assert "records →" in answer.output and "entities" in answer.output
+    segments = read_delta(tmp_path / "output" / "segments")
+    assert len(set(segments["entity_id"].to_pylist())) == segments.num_rows

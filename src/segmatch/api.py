@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from segmatch import storage
 from segmatch.config import Config, TrackingConfig
 from segmatch.config_loading import Overrides, apply_overrides, build_config, load_config
@@ -33,7 +35,8 @@ from segmatch.plans.scoring import SCORING
 from segmatch.report import REPORT_FILE, build_report
 from segmatch.results import DedupeResult, RunResult, ScoringResult
 from segmatch.stages import ingest
-from segmatch.synthetic import generate_customers
+from segmatch.synthetic import customer_table, generate_customers
+from segmatch.synthetic_people import PERSON_ROLES, with_people
 from segmatch.tables import Table
 
 logger = logging.getLogger(__name__)
@@ -236,6 +239,23 @@ def report_run(result: RunResult) -> str:
     return location
 
 
+def generate_demo_customers(path: Path, *, rows: int, seed: int, duplicates: float = 0.0) -> Path:
+    """The demo's synthetic customers; with ``duplicates``, that share of them written again
+    under other ids with a person's identity columns (the truth beside, ``*_truth.parquet``)."""
+    if not duplicates:
+        return generate_customers(path, rows=rows, seed=seed)
+    table, truth = with_people(
+        customer_table(rows=rows, seed=seed),
+        id_column="idcliente",
+        duplicates=duplicates,
+        seed=seed,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    pq.write_table(truth, path.with_name(f"{path.stem}_truth.parquet"))
+    return path
+
+
 def demo_config(
     data: Path,
     out: Path,
@@ -244,9 +264,11 @@ def demo_config(
     engine: str = "local",
     tracking: bool = True,
     categorical: tuple[str, ...] = ("channel", "region"),
+    identity: bool = False,
 ) -> Config:
     """The config the demo runs on the synthetic customer base (``categorical=()``: numeric
-    features only, as the benchmark's baseline pipeline uses)."""
+    features only, as the benchmark's baseline pipeline uses; ``identity``: records resolved
+    into entities first, by the identity columns of :func:`generate_demo_customers`)."""
     return build_config(
         {
             "engine": engine,
@@ -269,6 +291,7 @@ def demo_config(
             },
             "reduce": {"variance": 0.9},
             "cluster": {"k_min": 2, "k_max": 10, "seed": seed},
+            "identity": {"enabled": True, "columns": PERSON_ROLES} if identity else {},
             "output": {"path": str(out)},
             "tracking": {"enabled": tracking, "model_name": "segmatch-demo"},
         },

@@ -254,18 +254,32 @@ def validate(config: Path, **options: Any) -> None:
               show_default=True, help="Folder for data and outputs.")  # fmt: skip
 @click.option("--seed", type=int, default=42, show_default=True,
               help="Seed for the data and for k-means.")  # fmt: skip
+@click.option("--duplicates", type=click.FloatRange(0.0, 0.5), default=0.0, show_default=True,
+              help="Share of customers written again under other ids (identity).")  # fmt: skip
 @_job_options
 @_output_options
-def demo(rows: int, out_dir: Path, seed: int, quiet: bool, verbose: bool, **options: Any) -> None:
-    """Generate synthetic customers and run the whole pipeline."""
+def demo(
+    rows: int,
+    out_dir: Path,
+    seed: int,
+    duplicates: float,
+    quiet: bool,
+    verbose: bool,
+    **options: Any,
+) -> None:
+    """Generate synthetic customers and run the whole pipeline.
+
+    With --duplicates, a share of the customers is written again under new ids, as another
+    system would write them, and the run resolves records into entities first."""
     _set_up_output(quiet, verbose)
     out_dir = out_dir.resolve()
-    data = out_dir / "data" / f"customers_{rows}_{seed}.parquet"
+    suffix = f"_dup{duplicates:g}" if duplicates else ""
+    data = out_dir / "data" / f"customers_{rows}_{seed}{suffix}.parquet"
     try:
         if not data.exists():
             err.print(f"generating {rows:,} synthetic customers → {data}")
-            api.generate_customers(data, rows=rows, seed=seed)
-        config = api.demo_config(data, out_dir / "output", seed=seed)
+            api.generate_demo_customers(data, rows=rows, seed=seed, duplicates=duplicates)
+        config = api.demo_config(data, out_dir / "output", seed=seed, identity=bool(duplicates))
         result = api.run_pipeline(config, overrides=_overrides({**options, "out_dir": None}))
     except SegmatchError as error:
         raise _fail(error) from None

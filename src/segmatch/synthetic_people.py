@@ -102,6 +102,46 @@ def write_people(path: Path, *, rows: int, duplicates: float = 0.1, seed: int = 
     return path
 
 
+#: The identity columns :func:`with_people` adds to a customer table, and their roles.
+PERSON_ROLES = {
+    "nome": "full_name",
+    "nascimento": "birth_date",
+    "cpf": "cpf",
+    "email": "email",
+    "telefone": "phone",
+    "cep": "postcode",
+    "cidade": "city",
+}
+
+
+def with_people(
+    customers: pa.Table, *, id_column: str, duplicates: float, seed: int = 7
+) -> tuple[pa.Table, pa.Table]:
+    """A customer table with a person behind each row (name, birth date, CPF, email, phone,
+    CEP, city) and, for ``duplicates`` of its rows, another record of the same person under a
+    new id, its behaviour copied, its identity written as another system would; and the truth:
+    each row's ``person``."""
+    rng = np.random.default_rng(seed)
+    people = [_person(rng, i, with_cpf=True) for i in range(customers.num_rows)]
+    picked = np.sort(
+        rng.choice(customers.num_rows, size=round(duplicates * customers.num_rows), replace=False)
+    )
+    extra = customers.take(pa.array(picked))
+    new_ids = [f"DUP{i:09d}" for i in range(len(picked))]
+    extra = extra.set_column(
+        extra.column_names.index(id_column),
+        id_column,
+        pa.array(new_ids, extra.schema.field(id_column).type),
+    )
+    identities = people + [_variant(rng, people[i]) for i in picked.tolist()]
+    table = pa.concat_tables([customers, extra])
+    for column in PERSON_ROLES:
+        table = table.append_column(column, pa.array([p[column] for p in identities], pa.string()))
+    persons = list(range(customers.num_rows)) + picked.tolist()
+    truth = pa.table({id_column: table.column(id_column), "person": persons})
+    return table, truth
+
+
 def _person(rng: np.random.Generator, index: int, *, with_cpf: bool) -> dict[str, str | None]:
     first = str(rng.choice(FIRST_NAMES))
     middle = str(rng.choice(MIDDLE_NAMES)) if rng.random() < 0.5 else ""
