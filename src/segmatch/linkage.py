@@ -377,8 +377,13 @@ def link(
     linker = Linker(tables, settings, log_level=logging.WARNING)
     deterministic: list[Any] = [block_on(rule.key) for rule in used[:1]]
     linker.training.estimate_probability_two_random_records_match(deterministic, recall=0.7)
+    # One sample, not chunks drawn until every level is seen 100 times: agreement on an email
+    # or a CPF is rare among random pairs, and the chunks ran 60 queries for 5,000 records.
     linker.training.estimate_u_using_random_sampling(
-        max_pairs=min(5e6, 50.0 * len(keyed) ** 1.5), seed=seed
+        max_pairs=min(MAX_U_PAIRS, max(100_000, U_PAIRS_PER_RECORD * len(keyed))),
+        seed=seed,
+        min_count_per_level=None,
+        num_chunks=1,
     )
     proportion = min(1.0, 200_000 / max(len(keyed), 1))
     for rule in _training_rules(used, roles):
