@@ -199,6 +199,15 @@ def _variant(rng: np.random.Generator, person: dict[str, str | None]) -> dict[st
         record["cpf"] = None if rng.random() < 0.2 else _cpf_written(rng, digits)
     phone = "".join(c for c in str(person["telefone"]) if c.isdigit())
     record["telefone"] = f"+55 {phone}" if rng.random() < 0.5 else phone
+    # Other systems often hold another contact: a new phone, no email or another one.
+    if rng.random() < 0.3:
+        record["telefone"] = f"({phone[:2]}) 9{rng.integers(1000, 9999)}-{rng.integers(1000, 9999)}"
+    contact = rng.random()
+    if contact < 0.3:
+        record["email"] = None
+    elif contact < 0.5:
+        local, _, _ = str(person["email"]).partition("@")
+        record["email"] = f"{local}.{rng.integers(10, 99)}@{rng.choice(DOMAINS)}"
     return record
 
 
