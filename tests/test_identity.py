@@ -331,3 +331,27 @@ def test_the_demo_with_duplicates_shows_entities(tmp_path):
     assert "records →" in answer.output and "entities" in answer.output
     segments = read_delta(tmp_path / "output" / "segments")
     assert len(set(segments["entity_id"].to_pylist())) == segments.num_rows
+
+
+@pytest.mark.slow
+def test_a_tracked_run_with_identity_logs_its_model(tracking_store, monkeypatch, tmp_path):
+    import mlflow  # noqa: PLC0415 -- tracked tests only
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_store)
+    _people_with_behaviour(tmp_path / "people.csv", 600, seed=14)
+    config = make_config(
+        tmp_path / "people.csv",
+        tmp_path / "out",
+        input={"id_column": "id", "types": TEXT},
+        features={"numeric": ["gasto", "visitas"], "categorical": []},
+        cluster={"k": 3, "seed": 3},
+        lookalikes={"enabled": False},
+        identity={"enabled": True, "columns": BRAZILIAN_ROLES},
+        tracking={"enabled": True, "model_name": "t-identity"},
+    )
+    result = run_pipeline(config)
+    run = mlflow.MlflowClient(tracking_store).get_run(result.mlflow_run_id)
+    assert run.data.metrics["identity_entities"] == result.identity["entities"]
+    assert 0 < run.data.metrics["identity_threshold"] < 1
+    logged = mlflow.artifacts.load_dict(f"runs:/{result.mlflow_run_id}/identity_model.json")
+    assert logged["model"]["comparisons"] and logged["blocking"]

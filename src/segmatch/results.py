@@ -151,6 +151,12 @@ class RunResult:
                 "expected_precision": resolved.threshold.precision,
                 "expected_recall": resolved.threshold.recall,
                 "estimated_blocking_recall": resolved.estimated_blocking_recall,
+                "refused_links": resolved.refused_links,
+                "size_histogram": resolved.size_histogram,
+                "blocking": [
+                    {**asdict(rule), "columns": list(rule.columns)} for rule in resolved.blocking
+                ],
+                "model": resolved.model,
             },
             outcomes=[
                 {"column": o.column, "profile_column": o.profile_column, "level": o.level}

@@ -264,6 +264,23 @@ class MlflowTracking:
                 },
             }
         )
+        if result.identity:
+            found = result.identity
+            mlflow.log_metrics(
+                {
+                    f"identity_{name}": float(found[name])
+                    for name in (
+                        "records",
+                        "entities",
+                        "linked_pairs",
+                        "threshold",
+                        "expected_precision",
+                        "expected_recall",
+                        "estimated_blocking_recall",
+                        "refused_links",
+                    )
+                }
+            )
         self._log_stage_metrics(client)
         for candidate in result.candidates:
             mlflow.log_metrics(
@@ -271,6 +288,8 @@ class MlflowTracking:
                     "sweep_silhouette": candidate.silhouette,
                     "sweep_inertia": candidate.inertia,
                     "sweep_smallest_share": candidate.smallest_share,
+                    "sweep_calinski_harabasz": candidate.calinski_harabasz,
+                    "sweep_stability": candidate.stability,
                 },
                 step=candidate.k,
             )
@@ -320,6 +339,9 @@ class MlflowTracking:
             "\n".join(json.dumps(r.__dict__) for r in self.records) + "\n", "stage_log.jsonl"
         )
         mlflow.log_text(result.profiles.to_pandas().to_csv(index=False), "profiles.csv")
+        if result.identity:
+            # The fitted identity model (m and u probabilities), blocking and entity sizes.
+            mlflow.log_dict(result.identity, "identity_model.json")
         if result.transitions is not None:
             mlflow.log_table(result.transitions.to_pandas(), "segment_transitions.json")
         mlflow.log_dict(
