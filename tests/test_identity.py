@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -355,3 +356,26 @@ def test_a_tracked_run_with_identity_logs_its_model(tracking_store, monkeypatch,
     assert 0 < run.data.metrics["identity_threshold"] < 1
     logged = mlflow.artifacts.load_dict(f"runs:/{result.mlflow_run_id}/identity_model.json")
     assert logged["model"]["comparisons"] and logged["blocking"]
+
+
+@pytest.mark.slow
+def test_the_report_shows_the_identity_step_and_fits_its_cards(tmp_path):
+    from test_report import layout_problems  # noqa: PLC0415 -- the report's own layout probe
+
+    _people_with_behaviour(tmp_path / "people.csv", 800, seed=15)
+    config = make_config(
+        tmp_path / "people.csv",
+        tmp_path / "out",
+        input={"id_column": "id", "types": TEXT},
+        features={"numeric": ["gasto", "visitas"], "categorical": []},
+        cluster={"k": 3, "seed": 3},
+        identity={"enabled": True, "columns": BRAZILIAN_ROLES},
+    )
+    result = run_pipeline(config)
+    report = Path(result.outputs["report"])
+    page = report.read_text()
+    assert 'id="identity"' in page and "What each field weighs" in page
+    assert "Links and near misses" in page and "Entity sizes" in page
+    for width in (1400, 1024):
+        measured = layout_problems(report, tmp_path, width)
+        assert measured["problems"] == [], measured["problems"]

@@ -40,6 +40,8 @@ MODEL_FILE = "model.json"
 SUMMARY_FILE = "summary.json"
 LOOKALIKE_SAMPLE_FILE = "lookalike_sample.parquet"
 SCATTER_SAMPLE_FILE = "scatter_sample.parquet"
+#: The weakest links and the strongest near misses of a run with identity, for the report.
+IDENTITY_SAMPLE_FILE = "identity_pairs_sample.parquet"
 #: The run's segment profiles beside its summary: the report reads them wherever the tables are.
 PROFILES_FILE = "profiles.parquet"
 COLUMN_PLAN_FILE = "column_plan.json"

@@ -7,18 +7,17 @@ sample, and the segments and profiles tables at the versions the run wrote.
 from __future__ import annotations
 
 import html
-import io
 import json
 import math
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from segmatch.errors import InputError
 from segmatch.layout import (
+    IDENTITY_SAMPLE_FILE,
     LOOKALIKE_SAMPLE_FILE,
     PROFILES_FILE,
     SCATTER_SAMPLE_FILE,
@@ -27,6 +26,8 @@ from segmatch.layout import (
     run_folder,
 )
 from segmatch.locations import Files, join
+from segmatch.report_identity import identity_section
+from segmatch.report_parts import PALETTE, colour, number, pyplot, svg, table
 from segmatch.results import plain_number_columns
 
 REPORT_FILE = "report.html"
@@ -37,8 +38,6 @@ SILHOUETTES = (
     "silhouette_score) on a sample stratified by segment, and reads lower; compare runs on "
     "the exact one"
 )
-PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3",
-           "#8C8C8C", "#CCB974", "#64B5CD", "#1F77B4", "#FF7F0E"]  # fmt: skip
 
 
 def build_report(
@@ -58,13 +57,21 @@ def build_report(
     segments = read_arrow(join(folder, SCATTER_SAMPLE_FILE), files=files)
     sample_path = join(folder, LOOKALIKE_SAMPLE_FILE)
     sample = read_arrow(sample_path, files=files) if files.exists(sample_path) else None
+    pairs_path = join(folder, IDENTITY_SAMPLE_FILE)
+    pairs = read_arrow(pairs_path, files=files) if files.exists(pairs_path) else None
     target = join(folder, REPORT_FILE)
-    files.write_text(target, _page(summary, profiles, segments, sample))
+    files.write_text(target, _page(summary, profiles, segments, sample, pairs))
     return target
 
 
 # -- the page --------------------------------------------------------------------------------
-def _page(summary: dict, profiles: pa.Table, segments: pa.Table, sample: pa.Table | None) -> str:
+def _page(
+    summary: dict,
+    profiles: pa.Table,
+    segments: pa.Table,
+    sample: pa.Table | None,
+    pairs: pa.Table | None = None,
+) -> str:
     features = summary["numeric_columns"]
     rows = profiles.to_pylist()
     plain = plain_number_columns(summary.get("column_plan", []))
@@ -85,6 +92,13 @@ def _page(summary: dict, profiles: pa.Table, segments: pa.Table, sample: pa.Tabl
         _section("quality", "Data quality", _quality(summary)),
         _section("columns", "Columns", _columns(summary.get("column_plan", []))),
     ]
+    if summary.get("identity"):
+        sections.insert(
+            4,
+            _section(
+                "identity", "Records into entities", identity_section(summary["identity"], pairs)
+            ),
+        )
     if summary.get("transitions"):
         sections.append(
             _section(
@@ -125,11 +139,11 @@ def _overview(summary: dict) -> str:
         "model version": summary.get("model_version") or "-",
         "table versions": ", ".join(f"{t} v{v}" for t, v in summary["table_versions"].items()),
     }
-    return _table(["", ""], [[k, str(v)] for k, v in items.items()], header=False)
+    return table(["", ""], [[k, str(v)] for k, v in items.items()], header=False)
 
 
 def _timeline(stages: list[dict]) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     starts = [datetime.fromisoformat(s["started_at"]).timestamp() for s in stages]
     origin = min(starts)
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(stages) + 1))
@@ -156,14 +170,14 @@ def _timeline(stages: list[dict]) -> str:
         "that are not stages (registering the model, waiting for tracking) and to writing each "
         "stage's record.</p>"
     )
-    return _svg(fig) + caption
+    return svg(fig) + caption
 
 
 def _sweep(summary: dict) -> str:
     candidates = summary["candidates"]
     if not candidates:
         return f"<p>k was fixed at {summary['k']}.</p>"
-    plt = _pyplot()
+    plt = pyplot()
     ks = [c["k"] for c in candidates]
     fig, left = plt.subplots(figsize=(8, 3.6))
     lines = left.plot(
@@ -228,7 +242,7 @@ def _sweep(summary: dict) -> str:
         "segments).</p>"
     )
     header = ["k", "silhouette", "Calinski–Harabasz", "stability", "inertia", "smallest", ""]
-    return _svg(fig) + note + _table(header, rows)
+    return svg(fig) + note + table(header, rows)
 
 
 def _figure(value: float | None, form: str) -> str:
@@ -236,10 +250,10 @@ def _figure(value: float | None, form: str) -> str:
 
 
 def _sizes(rows: list[dict]) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 3))
     labels = [str(r["segment"]) for r in rows]
-    bars = ax.bar(labels, [r["size"] for r in rows], color=[_colour(r["segment"]) for r in rows])
+    bars = ax.bar(labels, [r["size"] for r in rows], color=[colour(r["segment"]) for r in rows])
     for bar, row in zip(bars, rows, strict=True):
         ax.annotate(
             f"{row['share']:.1%}",
@@ -250,7 +264,7 @@ def _sizes(rows: list[dict]) -> str:
         )
     ax.set_xlabel("segment")
     ax.set_ylabel("customers")
-    return _svg(fig)
+    return svg(fig)
 
 
 def standardised_means(
@@ -266,7 +280,7 @@ def standardised_means(
 
 
 def _heatmap(rows: list[dict], features: list[str], customer_spread: dict[str, float]) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     z = standardised_means(rows, features, customer_spread)
     fig, ax = plt.subplots(figsize=(1.1 * len(features) + 2, 0.5 * len(rows) + 1.5))
     image = ax.imshow(z, cmap="RdBu_r", vmin=-2.5, vmax=2.5, aspect="auto")
@@ -275,15 +289,15 @@ def _heatmap(rows: list[dict], features: list[str], customer_spread: dict[str, f
     for (i, j), value in np.ndenumerate(z):
         ax.text(j, i, f"{value:+.1f}", ha="center", va="center", fontsize=7)
     fig.colorbar(image, ax=ax, label="segment mean − customers' mean, in customers' std. dev.")
-    return _svg(fig)
+    return svg(fig)
 
 
 def _medians(rows: list[dict], features: list[str], plain: set[str]) -> str:
-    body = [[f, *(_number(r[f"{f}_median"], plain=f in plain) for r in rows)] for f in features]
+    body = [[f, *(number(r[f"{f}_median"], plain=f in plain) for r in rows)] for f in features]
     categorical = [c.removesuffix("_top") for c in (rows[0] if rows else {}) if c.endswith("_top")]
     body += [[c, *(r[f"{c}_top"] for r in rows)] for c in categorical]
     header = ["median / top levels of", *(f"segment {r['segment']}" for r in rows)]
-    return "<h3>Medians and most frequent levels, in original units</h3>" + _table(header, body)
+    return "<h3>Medians and most frequent levels, in original units</h3>" + table(header, body)
 
 
 def _outcomes(rows: list[dict], outcomes: list[dict]) -> str:
@@ -299,11 +313,11 @@ def _outcomes(rows: list[dict], outcomes: list[dict]) -> str:
         elif column.endswith("_top"):
             body.append([outcome["column"], *(r[column] for r in rows)])
         else:
-            body.append([f"{outcome['column']} (mean)", *(_number(r[column]) for r in rows)])
+            body.append([f"{outcome['column']} (mean)", *(number(r[column]) for r in rows)])
     header = ["outcome", *(f"segment {r['segment']}" for r in rows)]
     return (
         "<h3>Outcomes per segment</h3><p>Columns that record what happened to a customer: "
-        "left out of the features, so the segments do not split on them.</p>" + _table(header, body)
+        "left out of the features, so the segments do not split on them.</p>" + table(header, body)
     )
 
 
@@ -313,7 +327,7 @@ def _share(value: float | None) -> str:
 
 def _columns(plan: list[dict]) -> str:
     body = [[entry["column"], entry["role"], entry["reason"]] for entry in plan]
-    return "<p>What the run did with each input column, and why.</p>" + _table(
+    return "<p>What the run did with each input column, and why.</p>" + table(
         ["column", "role", "reason"], body
     )
 
@@ -324,7 +338,7 @@ def _scatter(segments: pa.Table, summary: dict) -> str:
     sample = segments
     x, y = sample["pc_1"].to_numpy(), sample["pc_2"].to_numpy()
     labels = sample["segment"].to_numpy()
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.lines import Line2D  # noqa: PLC0415 -- plotting only when a report is built
 
     fig, ax = plt.subplots(figsize=(7, 5))
@@ -335,7 +349,7 @@ def _scatter(segments: pa.Table, summary: dict) -> str:
             y[mask],
             s=4,
             alpha=0.5,
-            color=_colour(int(segment)),
+            color=colour(int(segment)),
             label=f"segment {segment}",
             rasterized=True,
         )
@@ -346,7 +360,7 @@ def _scatter(segments: pa.Table, summary: dict) -> str:
     ax.patch.set_gid("plot-area-scatter")
     # Beside the plot, every marker at one legible size (points are drawn tiny, centroids big).
     handles = [
-        Line2D([], [], marker="o", linestyle="none", markersize=6, color=_colour(int(s)))
+        Line2D([], [], marker="o", linestyle="none", markersize=6, color=colour(int(s)))
         for s in np.unique(labels)
     ]
     handles.append(Line2D([], [], marker="X", linestyle="none", markersize=8, color="black"))
@@ -356,7 +370,7 @@ def _scatter(segments: pa.Table, summary: dict) -> str:
     )
     legend.set_gid("legend-scatter")
     drawn = f"{sample.num_rows:,} of {summary['customers']:,} customers drawn"
-    return _svg(fig) + f"<p>{drawn} (a sample stratified by segment).</p>"
+    return svg(fig) + f"<p>{drawn} (a sample stratified by segment).</p>"
 
 
 def _lookalikes(sample: pa.Table | None, numeric: list[str], plain: set[str]) -> str:
@@ -373,11 +387,11 @@ def _lookalikes(sample: pa.Table | None, numeric: list[str], plain: set[str]) ->
                 "customer" if r["rank"] == 0 else f"#{r['rank']}",
                 str(r["lookalike_id"]),
                 "" if r["rank"] == 0 else f"{r['similarity']:.3f}",
-                *(_number(r[f], plain=f in plain or f not in numeric) for f in features),
+                *(number(r[f], plain=f in plain or f not in numeric) for f in features),
             ]
             for r in rows
         ]
-        parts.append(_table(["", "id", "similarity", *features], body, compact=True))
+        parts.append(table(["", "id", "similarity", *features], body, compact=True))
     return "".join(parts)
 
 
@@ -392,63 +406,15 @@ def _quality(summary: dict) -> str:
     rows.append(["ids trimmed of spaces", f"{summary.get('ids_trimmed', 0):,}"])
     rows.append(["duplicate ids resolved", f"{summary['duplicates']:,}"])
     rows += [[f"imputed {c}", f"{n:,}"] for c, n in sorted(summary["imputed"].items())]
-    return _table(["", ""], rows, header=False)
+    return table(["", ""], rows, header=False)
 
 
 def _transitions(transitions: list[dict]) -> str:
     rows = [[t["from_segment"], t["to_segment"], f"{t['customers']:,}"] for t in transitions]
-    return _table(["from", "to", "customers"], rows)
+    return table(["from", "to", "customers"], rows)
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def _pyplot() -> Any:
-    import matplotlib  # noqa: PLC0415 -- plotting only when a report is built
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False})
-    return plt
-
-
-def _svg(fig: Any) -> str:
-    buffer = io.StringIO()
-    fig.tight_layout()
-    # "tight" keeps legends placed outside the plot inside the picture.
-    fig.savefig(buffer, format="svg", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    text = buffer.getvalue()
-    return f"<figure>{text[text.index('<svg') :]}</figure>"
-
-
-def _table(
-    columns: list[str], rows: list[list[Any]], *, header: bool = True, compact: bool = False
-) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
-    )
-    # A compact table (a customer beside its lookalikes, every feature a column) fits a card.
-    opening = '<table class="compact">' if compact else "<table>"
-    table = f"{opening}{f'<tr>{head}</tr>' if header else ''}{body}</table>"
-    return f'<div class="scroll">{table}</div>'
-
-
-def _number(value: Any, *, plain: bool = False) -> str:
-    """A number for reading: thousands separated, except years and codes (``plain``)."""
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return value
-    if plain:
-        return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
-
-
-def _colour(segment: int) -> str:
-    return PALETTE[segment % len(PALETTE)]
-
-
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222;
 background:#fafafa}

@@ -11,13 +11,13 @@ from segmatch.config import OutputConfig
 from segmatch.engines.base import Engine
 from segmatch.engines.expressions import col, lit
 from segmatch.engines.types import DISTANCE, SEGMENT, vector_column
-from segmatch.layout import PART_FILE, write_arrow
+from segmatch.layout import IDENTITY_SAMPLE_FILE, PART_FILE, run_folder, write_arrow
 from segmatch.locations import join
 from segmatch.stages import statistics
 from segmatch.stages.clean import CleanedRows
 from segmatch.stages.cluster import Clustering
 from segmatch.stages.features import Features
-from segmatch.stages.identity import ENTITY_COLUMNS, Identity, stage_identity
+from segmatch.stages.identity import ENTITY_COLUMNS, Identity, pairs_sample, stage_identity
 from segmatch.stages.lookalikes import Lookalikes
 from segmatch.staging import StagedOutputs
 
@@ -169,6 +169,11 @@ def export_results(
     write_quarantine(engine, cleaned, outputs)
     if resolved is not None:
         stage_identity(outputs, resolved)
+        write_arrow(
+            pairs_sample(resolved),
+            join(run_folder(outputs.root, outputs.run_id), IDENTITY_SAMPLE_FILE),
+            files=outputs.files,
+        )
     tables = (
         "segments",
         *(("lookalikes",) if lookalikes is not None else ()),

@@ -350,6 +350,21 @@ def _blocking_recall(
     return 1.0 - missed
 
 
+#: Pairs of each kind the report shows.
+SAMPLE_PAIRS = 5
+
+
+def pairs_sample(resolved: Identity) -> pa.Table:
+    """The weakest links and the strongest near misses, for the report."""
+    pairs = resolved.pairs
+    by_probability = pc.sort_indices(pairs, sort_keys=[("match_probability", "ascending")])
+    ordered = pairs.take(by_probability)
+    linked = ordered.filter(ordered["linked"]).slice(0, SAMPLE_PAIRS)
+    missed = ordered.filter(pc.invert(ordered["linked"]))
+    missed = missed.slice(max(missed.num_rows - SAMPLE_PAIRS, 0))
+    return pa.concat_tables([linked, missed])
+
+
 def stage_identity(outputs: StagedOutputs, identity: Identity) -> None:
     """Stage the entities and pairs tables for the run's commit."""
     for name, table in ((Table.ENTITIES, identity.entities), (Table.PAIRS, identity.pairs)):
