@@ -5,6 +5,7 @@ sources, and both engines on the same records."""
 from __future__ import annotations
 
 import itertools
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from helpers import make_config, shared_data
 from segmatch import entities
 from segmatch.api import dedupe, run_pipeline
 from segmatch.cli import app
+from segmatch.errors import LinkageUnavailableError
 from segmatch.linkage import normalised, roles_from_names, valid_cpf
 from segmatch.storage import read_delta
 from segmatch.synthetic_people import cpf_check_digits, people_table, write_people
@@ -379,3 +381,11 @@ def test_the_report_shows_the_identity_step_and_fits_its_cards(tmp_path):
     for width in (1400, 1024):
         measured = layout_problems(report, tmp_path, width)
         assert measured["problems"] == [], measured["problems"]
+
+
+def test_without_splink_a_run_stops_before_its_first_stage_naming_the_extra(monkeypatch, tmp_path):
+    path = write_people(tmp_path / "people.csv", rows=200, duplicates=0.1, seed=2)
+    monkeypatch.setitem(sys.modules, "splink", None)  # as where the extra is not installed
+    with pytest.raises(LinkageUnavailableError, match=r"pip install 'segmatch\[identity\]'"):
+        dedupe(_people_config(path, tmp_path / "out"))
+    assert not (tmp_path / "out").exists()

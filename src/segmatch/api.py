@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from segmatch import storage
+from segmatch import linkage, storage
 from segmatch.config import Config, TrackingConfig
 from segmatch.config_loading import Overrides, apply_overrides, build_config, load_config
 from segmatch.engines import make_engine
@@ -89,6 +89,8 @@ def run_pipeline(
         )
         check_input(engine, config)
         check_output_is_this_data_sets(config)
+        if config.identity.enabled:
+            linkage.check_installed()
     except BaseException as error:
         if tracker is not None:
             tracker.after_run(run_id=run_id, result=None, error=error)
@@ -131,6 +133,7 @@ def dedupe(
         config.engine, spark=config.spark, session=spark, storage_options=config.storage_options
     )
     ingest.open_input(engine, config.input)
+    linkage.check_installed()
     return Pipeline(config, engine, plan=DEDUPE, run_id=run_id).run()
 
 

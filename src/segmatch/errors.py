@@ -66,6 +66,10 @@ class OutputBusyError(SegmatchError):
     """Another run holds the output's lease: this run committed nothing."""
 
 
+class LinkageUnavailableError(SegmatchError):
+    """The identity step's libraries (Splink, DuckDB) are not installed."""
+
+
 class EngineUnavailableError(SegmatchError):
     """The engine asked for needs an optional dependency that is not installed."""
 

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segmatch.config import IdentityRole
+from segmatch.errors import LinkageUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,19 @@ class Linked:
     prior_weight: float
     seconds_to_fit: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def check_installed() -> None:
+    """Stop, naming the extra to install, when Splink or DuckDB is missing (before a run's
+    first stage, not in its identity stage)."""
+    try:
+        import duckdb  # noqa: F401, PLC0415
+        import splink  # noqa: F401, PLC0415
+    except ImportError as error:
+        raise LinkageUnavailableError(
+            f"the identity step needs Splink and DuckDB ({error.name} is not installed): "
+            "pip install 'segmatch[identity]'"
+        ) from error
 
 
 def roles_from_names(columns: Sequence[str]) -> dict[str, Role]:
