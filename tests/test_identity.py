@@ -389,3 +389,11 @@ def test_without_splink_a_run_stops_before_its_first_stage_naming_the_extra(monk
     with pytest.raises(LinkageUnavailableError, match=r"pip install 'segmatch\[identity\]'"):
         dedupe(_people_config(path, tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+    config = tmp_path / "people.yaml"
+    config.write_text(
+        "input: {path: people.csv, id_column: id}\nidentity: {enabled: true}\n"
+        "tracking: {enabled: false}\n"
+    )
+    answer = CliRunner().invoke(app, ["dedupe", str(config), "--out", str(tmp_path / "cli")])
+    assert answer.exit_code == 2
+    assert "pip install 'segmatch[identity]'" in answer.output

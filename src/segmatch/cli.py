@@ -14,6 +14,7 @@ from typing import Any
 import click
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -88,7 +89,8 @@ def _set_up_output(quiet: bool, verbose: bool = False) -> None:
 
 
 def _fail(error: SegmatchError) -> click.exceptions.Exit:
-    err.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+    # Escaped: a message may hold brackets (pip install 'segmatch[identity]') that are not markup.
+    err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, markup=True)
     return click.exceptions.Exit(EXIT_USER_ERROR)
 
 
