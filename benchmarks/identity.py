@@ -49,15 +49,6 @@ FEBRL_ROLES = {
     "date_of_birth": "birth_date",
     "soc_sec_id": "national_id",
 }
-PEOPLE_ROLES = {
-    "nome": "full_name",
-    "nascimento": "birth_date",
-    "email": "email",
-    "telefone": "phone",
-    "cep": "postcode",
-    "cidade": "city",
-    "endereco": "address",
-}
 SPLINK_THRESHOLD = 0.9
 
 
@@ -100,12 +91,12 @@ def prepare(name: str, work: Path, shared: Path, generated: int) -> dict:
             "source": None,
         }
     else:
-        from segmatch.synthetic_people import people_table  # noqa: PLC0415
+        from segmatch.synthetic_people import PEOPLE_ROLES, people_table  # noqa: PLC0415
 
         table, truth = people_table(rows=generated, duplicates=0.1, seed=11)
         pacsv.write_csv(table, data)
         true = _pairs_of(truth["id"].to_pylist(), truth["person"].to_pylist())
-        spec = {"id": "id", "roles": PEOPLE_ROLES | {"cpf": "cpf"}, "source": None}
+        spec = {"id": "id", "roles": PEOPLE_ROLES, "source": None}
     (work / f"{name}_truth.json").write_text(json.dumps(true))
     return {"name": name, "data": str(data), **spec}
 

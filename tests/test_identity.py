@@ -22,17 +22,15 @@ from segmatch.cli import app
 from segmatch.errors import LinkageUnavailableError
 from segmatch.linkage import normalised, roles_from_names, valid_cpf
 from segmatch.storage import read_delta
-from segmatch.synthetic_people import cpf_check_digits, people_table, write_people
+from segmatch.synthetic_people import (
+    PEOPLE_ROLES,
+    cpf_check_digits,
+    people_table,
+    write_people,
+)
 
-BRAZILIAN_ROLES = {
-    "nome": "full_name",
-    "nascimento": "birth_date",
-    "email": "email",
-    "telefone": "phone",
-    "cep": "postcode",
-    "cidade": "city",
-    "endereco": "address",
-}
+#: Every generated column but the CPF: duplicates found without it.
+BRAZILIAN_ROLES = {c: role for c, role in PEOPLE_ROLES.items() if role != "cpf"}
 TEXT = {c: "str" for c in ("id", "cpf", "telefone", "cep", "nascimento")}
 
 

@@ -157,10 +157,7 @@ def stable_ids(
         heir_of.setdefault(heir, []).append(entity)
         if len(parts) > 1:
             events.append({"event": "split", "entity_id": entity, "parts": len(parts)})
-    next_number = max((entity_number(e) for e in held), default=0) + 1
-    next_number = max(
-        next_number, max((entity_number(e) for e in previous.values()), default=0) + 1
-    )
+    next_number = max((entity_number(e) for e in previous.values()), default=0) + 1
     ids: list[str] = []
     kept = opened = 0
     for group in range(n_groups):

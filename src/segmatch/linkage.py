@@ -5,7 +5,8 @@ with per-field match weights. What to do with the pairs (threshold, entities, id
 engine-neutral code in :mod:`segmatch.entities`.
 
 Example:
-    >>> normalised_name("MARIA DAS GRAÇAS  Souza")  # doctest: +SKIP
+    >>> table = pa.table({"id": ["1"], "nome": ["MARIA DAS GRAÇAS  Souza"]})  # doctest: +SKIP
+    >>> normalised(table, id_column="id", roles={"nome": "surname"})["nome"][0]  # doctest: +SKIP
     'maria gracas souza'
 """
 
@@ -14,8 +15,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +28,6 @@ from segmatch.errors import LinkageUnavailableError
 logger = logging.getLogger(__name__)
 
 Role = IdentityRole
-ROLES: tuple[Role, ...] = get_args(IdentityRole)
 LinkType = Literal["link_only", "link_and_dedupe", "dedupe_only"]
 #: Name particles left out before names are compared (Portuguese, Spanish, Dutch, English).
 PARTICLES = ("da", "de", "do", "das", "dos", "e", "del", "la", "van", "von", "der", "the", "of")
@@ -84,12 +84,8 @@ class Linked:
     #: Splink's settings with the trained m and u probabilities (JSON-compatible).
     model: dict[str, Any]
     blocking: tuple[BlockingRule, ...]
-    compared: tuple[str, ...]
     #: The records as compared (normalised), one row per record.
     records: pa.Table
-    prior_weight: float
-    seconds_to_fit: float = 0.0
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 def check_installed() -> None:
@@ -203,14 +199,6 @@ def valid_cpf(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     return pa.array([t if good else None for t, good in zip(texts, ok, strict=True)], pa.string())
 
 
-def normalised_name(text: str) -> str | None:
-    """A name as it is compared (for reading and tests): what :func:`normalised` gives."""
-    table = normalised(
-        pa.table({"id": ["1"], "name": [text]}), id_column="id", roles={"name": "surname"}
-    )
-    return table.column("name")[0].as_py()
-
-
 def _comparison(column: str, role: Role) -> Any:
     import splink.comparison_library as cl  # noqa: PLC0415
 
@@ -261,8 +249,6 @@ def choose_blocking(
     roles: Mapping[str, Role],
     max_pairs: int,
     max_block: int,
-    source_column: str | None,
-    link_only: bool,
 ) -> tuple[pa.Table, tuple[BlockingRule, ...]]:
     """The records with one key column per chosen rule, and every rule tried: rules are taken
     strongest first while their comparisons fit the pair budget; a key shared by more than
@@ -278,9 +264,7 @@ def choose_blocking(
         key = " || '|' || ".join(f'"{c}"' for c in columns)
         present = " AND ".join(f'"{c}" IS NOT NULL' for c in columns)
         counts = connection.sql(
-            f"SELECT {key} AS key, count(*) AS n"
-            + (f', count(DISTINCT "{source_column}") AS sources' if source_column else "")
-            + f" FROM records WHERE {present} GROUP BY key"
+            f"SELECT {key} AS key, count(*) AS n FROM records WHERE {present} GROUP BY key"
         ).arrow()
         if isinstance(counts, pa.RecordBatchReader):
             counts = counts.read_all()
@@ -351,11 +335,8 @@ def link(
 ) -> Linked:
     """Normalise, block, fit by EM and score every blocked pair (those above a probability of
     :data:`PAIRS_SCORED_ABOVE`), with each compared column's match weight."""
-    import time  # noqa: PLC0415
-
     from splink import DuckDBAPI, Linker, SettingsCreator, block_on  # noqa: PLC0415
 
-    started = time.perf_counter()
     compared = normalised(records, id_column=id_column, roles=roles)
     if source_column is not None:
         compared = compared.append_column(
@@ -366,8 +347,6 @@ def link(
         roles=roles,
         max_pairs=max_pairs,
         max_block=max_block,
-        source_column=source_column,
-        link_only=link_only,
     )
     used = [rule for rule in rules if rule.used]
     link_type: LinkType = (
@@ -413,10 +392,7 @@ def link(
         pairs=_explained(pairs, id_column=id_column, roles=roles, prior=prior),
         model=model,
         blocking=rules,
-        compared=tuple(roles),
         records=keyed,
-        prior_weight=math.log2(prior / (1 - prior)),
-        seconds_to_fit=time.perf_counter() - started,
     )
 
 

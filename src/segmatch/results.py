@@ -141,23 +141,7 @@ class RunResult:
             transitions=exported.transitions,
             column_plan=[_with_skew(asdict(role), built.skewed) for role in raw.plan.roles],
             spread=exported.spread,
-            identity={}
-            if resolved is None
-            else {
-                "records": resolved.rows_in,
-                "entities": resolved.entity_count,
-                "linked_pairs": resolved.linked_pairs,
-                "threshold": resolved.threshold.threshold,
-                "expected_precision": resolved.threshold.precision,
-                "expected_recall": resolved.threshold.recall,
-                "estimated_blocking_recall": resolved.estimated_blocking_recall,
-                "refused_links": resolved.refused_links,
-                "size_histogram": resolved.size_histogram,
-                "blocking": [
-                    {**asdict(rule), "columns": list(rule.columns)} for rule in resolved.blocking
-                ],
-                "model": resolved.model,
-            },
+            identity={} if resolved is None else resolved.summary(),
             outcomes=[
                 {"column": o.column, "profile_column": o.profile_column, "level": o.level}
                 for o in built.outcomes
@@ -369,9 +353,7 @@ class DedupeResult:
             expected_recall=resolved.threshold.recall,
             estimated_blocking_recall=resolved.estimated_blocking_recall,
             refused_links=resolved.refused_links,
-            blocking=[
-                {**asdict(rule), "columns": list(rule.columns)} for rule in resolved.blocking
-            ],
+            blocking=resolved.summary()["blocking"],
             roles=[
                 {"column": c, "role": role, "reason": records.chosen_by[c]}
                 for c, role in resolved.roles.items()

@@ -112,6 +112,8 @@ PERSON_ROLES = {
     "cep": "postcode",
     "cidade": "city",
 }
+#: The roles of every column of :func:`people_table` (the address too).
+PEOPLE_ROLES = {**PERSON_ROLES, "endereco": "address"}
 
 
 def with_people(

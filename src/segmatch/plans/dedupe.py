@@ -3,6 +3,7 @@ the ``entities`` and ``pairs`` tables; no segmentation."""
 
 from __future__ import annotations
 
+from segmatch.engines.base import Engine
 from segmatch.errors import DataQualityError
 from segmatch.layout import run_folder, write_json
 from segmatch.locations import join
@@ -11,16 +12,17 @@ from segmatch.plans.context import RunContext
 from segmatch.plans.language import OUTPUTS, RUN_ID, Plan, Step, Values
 from segmatch.results import DedupeResult
 from segmatch.stages import identity
+from segmatch.staging import StagedOutputs
 
 #: The fitted identity model (Splink's settings with m and u), beside the run's summary.
 IDENTITY_MODEL_FILE = "identity_model.json"
 
 
 def staged_identity(
-    engine: object, *, resolved: identity.Identity, outputs: object
+    engine: Engine, *, resolved: identity.Identity, outputs: StagedOutputs
 ) -> identity.Identity:
     """The entities and pairs staged for the commit."""
-    identity.stage_identity(outputs, resolved)  # type: ignore[arg-type]
+    identity.stage_identity(outputs, resolved)
     return resolved
 
 

@@ -8,7 +8,7 @@ engine-neutral (:mod:`segmatch.entities`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -177,6 +177,22 @@ class Identity:
     kept_ids: int = 0
     opened_ids: int = 0
     size_histogram: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The step's figures, blocking and fitted model, as JSON-compatible data."""
+        return {
+            "records": self.rows_in,
+            "entities": self.entity_count,
+            "linked_pairs": self.linked_pairs,
+            "threshold": self.threshold.threshold,
+            "expected_precision": self.threshold.precision,
+            "expected_recall": self.threshold.recall,
+            "estimated_blocking_recall": self.estimated_blocking_recall,
+            "refused_links": self.refused_links,
+            "size_histogram": self.size_histogram,
+            "blocking": [{**asdict(rule), "columns": list(rule.columns)} for rule in self.blocking],
+            "model": self.model,
+        }
 
 
 def resolve_entities(
