@@ -5,6 +5,7 @@ sources, and both engines on the same records."""
 from __future__ import annotations
 
 import itertools
+import shutil
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -17,9 +18,9 @@ from click.testing import CliRunner
 
 from helpers import make_config, shared_data
 from segmatch import entities
-from segmatch.api import dedupe, run_pipeline
+from segmatch.api import dedupe, run_pipeline, score_customers
 from segmatch.cli import app
-from segmatch.errors import LinkageUnavailableError
+from segmatch.errors import LinkageUnavailableError, ModelError
 from segmatch.linkage import normalised, roles_from_names, valid_cpf
 from segmatch.storage import read_delta
 from segmatch.synthetic_people import (
@@ -320,6 +321,68 @@ def test_segments_are_of_entities_when_identity_is_on(engine, tmp_path):
     assert abs(result.customers - persons) <= 0.01 * persons
     assert sum(result.sizes) == result.customers
     assert "identity" in [stage.stage for stage in result.stages]
+
+
+def test_new_records_are_linked_to_known_customers_when_scored(engine, tmp_path):
+    truth = _people_with_behaviour(tmp_path / "people.csv", 2200, seed=14)
+    everyone = pacsv.read_csv(
+        tmp_path / "people.csv", convert_options=pacsv.ConvertOptions(column_types=TEXT)
+    )
+    pacsv.write_csv(everyone.slice(0, 2000), tmp_path / "known.csv")
+    pacsv.write_csv(everyone.slice(2000), tmp_path / "new.csv")
+    config = make_config(
+        tmp_path / "known.csv",
+        tmp_path / "out",
+        engine.name,
+        input={"id_column": "id", "types": TEXT},
+        features={"numeric": ["gasto", "visitas"], "categorical": []},
+        cluster={"k": 3, "seed": 3},
+        lookalikes={"enabled": False},
+        identity={"enabled": True, "columns": BRAZILIAN_ROLES},
+    )
+    run_pipeline(config, spark=getattr(engine, "spark", None))
+    result = score_customers(tmp_path / "out", tmp_path / "new.csv", tmp_path / "scored")
+    links = read_delta(tmp_path / "scored" / "links")
+    known = read_delta(tmp_path / "out" / "entities")
+    person = dict(zip(truth["id"].to_pylist(), truth["person"].to_pylist(), strict=True))
+    known_persons = {person[r] for r in known["id"].to_pylist()}
+    entity_persons = defaultdict(set)
+    for record, entity in zip(known["id"].to_pylist(), known["entity_id"].to_pylist(), strict=True):
+        entity_persons[entity].add(person[record])
+    rows = links.to_pylist()
+    assert len(rows) == 200
+    seen = [r for r in rows if person[r["id"]] in known_persons]
+    right = [
+        r
+        for r in seen
+        if not r["new_entity"] and entity_persons[r["entity_id"]] == {person[r["id"]]}
+    ]
+    wrong = [r for r in rows if not r["new_entity"] and r not in right]
+    # The batch run's model, unrefitted: records whose every place field moved may stay apart.
+    assert wrong == [] and len(right) >= 0.85 * len(seen)
+    unseen = [r for r in rows if person[r["id"]] not in known_persons]
+    assert unseen and all(r["new_entity"] for r in unseen)
+    assert {r["entity_id"] for r in unseen}.isdisjoint(entity_persons)
+    # Two new records of one new person open one entity between them.
+    opened = defaultdict(set)
+    for r in unseen:
+        opened[person[r["id"]]].add(r["entity_id"])
+    assert all(len(ids) == 1 for ids in opened.values())
+    assert result.linked_records == sum(not r["new_entity"] for r in rows)
+    assert result.opened_entities == len({r["entity_id"] for r in rows if r["new_entity"]})
+    for r in right:
+        assert r["reason"].startswith(f"linked to {r['linked_to']}: probability")
+        weights = sum(value for name, value in r.items() if name.startswith("weight_"))
+        assert weights == pytest.approx(r["match_weight"])
+    assert all(r["reason"].startswith(("new entity", "no known", "linked through")) for r in unseen)
+    scores = read_delta(tmp_path / "scored" / "scores")
+    assert dict(zip(scores["id"].to_pylist(), scores["entity_id"].to_pylist(), strict=True)) == {
+        r["id"]: r["entity_id"] for r in rows
+    }
+    if engine.name == "local":
+        shutil.rmtree(tmp_path / "out" / "entities")
+        with pytest.raises(ModelError, match=r"entities table .*out/entities.* is not there"):
+            score_customers(tmp_path / "out", tmp_path / "new.csv", tmp_path / "again")
 
 
 @pytest.mark.slow

@@ -47,7 +47,7 @@ def plan_of(*steps: Step) -> Plan:
 def test_the_declared_plans_are_checked_and_named_after_their_values():
     assert [step.name for step in TRAINING.stages][:2] == ["ingest", "clean"]
     assert "lookalikes" in {step.name for step in SCORING.steps}
-    assert SCORING.provided == {"model", "reference", "reference_version"}
+    assert SCORING.provided == {"model", "reference", "reference_version", "known_entities"}
 
 
 def test_a_reference_to_a_value_no_earlier_step_makes_is_refused():
@@ -85,5 +85,7 @@ def test_a_name_given_twice_is_refused():
 def test_a_run_is_refused_the_values_its_plan_does_not_take(customers_path, tmp_path):
 
     config = make_config(customers_path, tmp_path / "out")
-    with pytest.raises(PlanError, match=r"takes the values \['model', 'reference'"):
+    with pytest.raises(
+        PlanError, match=r"takes the values \['known_entities', 'model', 'reference'"
+    ):
         Pipeline(config, make_engine("local"), plan=SCORING, provided={"model": None})

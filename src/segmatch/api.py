@@ -440,6 +440,8 @@ def score_customers(
     model = loaded.reference
     if not fitted.config_:
         raise ModelError(f"model {str(model)!r} carries no training config; retrain it")
+    if fitted.identity_:
+        linkage.check_installed()
     raw = fitted.config_
     raw = {
         **raw,
@@ -481,9 +483,29 @@ def score_customers(
             "model": fitted,
             "reference": reference if known else None,
             "reference_version": version,
+            "known_entities": _known_entities(runner, fitted, trained_output),
         },
     )
     return run.run()
+
+
+def _known_entities(engine: Engine, model: SegmentModel, output: dict[str, Any]) -> str | None:
+    """The training run's entities table, when its model resolved identities; a model that did
+    but whose entities table is gone cannot link, and says so."""
+    if not model.identity_:
+        return None
+    location = (
+        f"{output['catalog']}.{output['schema']}.{Table.ENTITIES}"
+        if output.get("catalog")
+        else join(output["path"], Table.ENTITIES)
+    )
+    if not engine.has_table(location):
+        raise ModelError(
+            f"the model resolved identities, but its training run's entities table "
+            f"{location!r} is not there: new records cannot be linked to known customers "
+            "(rerun the training, or restore that table)"
+        )
+    return location
 
 
 def _scored_as_customers_when_derived(

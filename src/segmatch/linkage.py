@@ -46,6 +46,8 @@ ROLE_WORDS: tuple[tuple[Role, tuple[str, ...]], ...] = (
     ("address", ("address", "endereco", "street", "address_1", "logradouro")),
 )
 PAIRS_SCORED_ABOVE = 0.001
+#: The blocking key columns added to the compared records start with this.
+BLOCK_KEY_PREFIX = "__block_"
 #: A rule making more comparisons than this per record (and than :data:`SMALL_RULE`) is too
 #: broad to pay: on 20,000 records a first name alone made 3.8 million pairs, half the time
 #: of the whole link, for no match the narrower rules had missed.
@@ -73,7 +75,7 @@ class BlockingRule:
 
     @property
     def key(self) -> str:
-        return "__block_" + "_".join(self.columns)
+        return BLOCK_KEY_PREFIX + "_".join(self.columns)
 
 
 @dataclass(frozen=True)
@@ -393,6 +395,79 @@ def link(
         model=model,
         blocking=rules,
         records=keyed,
+    )
+
+
+def link_new(
+    known: pa.Table,
+    new: pa.Table,
+    *,
+    id_column: str,
+    roles: Mapping[str, Role],
+    model: Mapping[str, Any],
+    rules: Sequence[Sequence[str]],
+    max_block: int,
+) -> tuple[pa.Table, pa.Table]:
+    """Score new records with a trained model, without refitting: against the known records
+    (as :func:`link` normalised them, keyed by id) and among themselves. Returns both sets of
+    pairs with per-field weights (known record on the left). Keys shared by more than
+    ``max_block`` known records are left out, as in training."""
+    import duckdb  # noqa: PLC0415
+    from splink import DuckDBAPI, Linker, block_on  # noqa: PLC0415
+
+    compared = normalised(new, id_column=id_column, roles=roles)
+    # As stored (Delta reads large strings): the key kernels want one string type.
+    known = known.cast(pa.schema([pa.field(name, pa.string()) for name in known.column_names]))
+    blocking = [BlockingRule(tuple(columns), 0, 0) for columns in rules]
+    connection = duckdb.connect()
+    connection.register("known", known)
+    for rule in blocking:
+        key = " || '|' || ".join(f'"{c}"' for c in rule.columns)
+        capped = connection.sql(
+            f"SELECT {key} AS key FROM known GROUP BY key HAVING count(*) > {int(max_block)}"
+        ).arrow()
+        if isinstance(capped, pa.RecordBatchReader):
+            capped = capped.read_all()
+        keys = capped.column("key")
+        known = _with_key(known, rule, keys)
+        compared = _with_key(compared, rule, keys)
+    settings = {**model, "link_type": "dedupe_only"}
+    settings.pop("source_dataset_column_name", None)
+    db = DuckDBAPI()
+    known_table, new_table = db.register(known), db.register(compared)
+    linker = Linker(known_table, settings, log_level=logging.ERROR)
+    for column in tf_columns(model):
+        linker.table_management.compute_tf_table(column)
+    chosen: list[Any] = [block_on(rule.key) for rule in blocking]
+    prior = float(model["probability_two_random_records_match"])
+    between = linker.inference.predict_between(
+        known_table,
+        new_table,
+        blocking_rules_to_generate_predictions=chosen,
+        threshold_match_probability=PAIRS_SCORED_ABOVE,
+        warning_mode="never",
+    ).as_pyarrow_table()
+    within = linker.inference.predict_within(
+        new_table,
+        blocking_rules_to_generate_predictions=chosen,
+        threshold_match_probability=PAIRS_SCORED_ABOVE,
+        warning_mode="never",
+    ).as_pyarrow_table()
+    return (
+        _explained(between, id_column=id_column, roles=roles, prior=prior),
+        _explained(within, id_column=id_column, roles=roles, prior=prior),
+    )
+
+
+def tf_columns(model: Mapping[str, Any]) -> list[str]:
+    """The columns a trained model adjusts by term frequency."""
+    return sorted(
+        {
+            level["tf_adjustment_column"]
+            for comparison in model["comparisons"]
+            for level in comparison["comparison_levels"]
+            if level.get("tf_adjustment_column")
+        }
     )
 
 

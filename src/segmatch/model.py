@@ -61,6 +61,9 @@ class SegmentModel:
     #: of its training customers are within: a new customer beyond it is unlike them.
     distance_p99_: np.ndarray | None = None
     config_: dict[str, Any] = field(default_factory=dict)
+    #: With identity on: the roles, the fitted linkage model, its threshold and blocking rules
+    #: (what scoring links new records to the training run's entities with).
+    identity_: dict[str, Any] = field(default_factory=dict)
 
     @property
     def feature_names(self) -> list[str]:

@@ -275,6 +275,10 @@ class ScoringResult:
     table_versions: dict[str, int]
     #: Per number column, the cells imputed with the training medians (blanks and junk).
     imputed: dict[str, int] = field(default_factory=dict)
+    #: With a model that resolved identities: new records joined to a known entity, and the
+    #: new entities opened for the others (the ``links`` table says which and why).
+    linked_records: int = 0
+    opened_entities: int = 0
 
 
 def _with_skew(entry: dict[str, str], skewed: dict[str, float]) -> dict[str, str]:

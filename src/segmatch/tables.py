@@ -28,6 +28,7 @@ class Table(StrEnum):
     SCORES = "scores"
     ENTITIES = "entities"
     PAIRS = "pairs"
+    LINKS = "links"
 
 
 #: Stands for the input's id column in a merge key or a column list.
@@ -119,6 +120,14 @@ TABLES: dict[str, TableSpec] = {
             (),
             "overwrite",
             (),
+        ),
+        TableSpec(
+            Table.LINKS,
+            "a scored record's entity: the known record it was linked to (none: a new entity), "
+            "the link's probability and field weights, and why",
+            (ID,),
+            "overwrite",
+            (ID, "entity_id", "new_entity", "linked_to"),
         ),
     )
 }

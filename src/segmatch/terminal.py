@@ -105,6 +105,11 @@ def show_scores(result: ScoringResult) -> None:
     if any(result.imputed.values()):
         cells = ", ".join(f"{c} {n:,}" for c, n in sorted(result.imputed.items()) if n)
         out.print(f"blank or non-number cells imputed with the training medians: {cells}")
+    if result.linked_records or result.opened_entities:
+        out.print(
+            f"identity: {result.linked_records:,} records linked to known customers, "
+            f"{result.opened_entities:,} new entities opened (links table: which and why)"
+        )
     table = Table(title="New customers per segment", title_justify="left")
     for column in ("segment", "customers", "share", "median confidence", "unlike training"):
         table.add_column(column, justify="right")

@@ -11,13 +11,16 @@ from segmatch.plans.context import RunContext
 from segmatch.plans.language import OUTPUTS, Plan, Ref, Step, Values
 from segmatch.plans.training import INGEST, QUALITY, stop_for_quality
 from segmatch.results import ScoringResult
-from segmatch.stages import clean, features, ingest, score
+from segmatch.stages import clean, features, identity, ingest, score
 
 #: What the caller hands a scoring run: the fitted model, the segments table whose customers
 #: are offered as lookalikes (None: no lookalikes), and that table's version to read.
 FITTED_MODEL = Ref("model")
 REFERENCE = Ref("reference")
 REFERENCE_VERSION = Ref("reference_version")
+#: The entities table of the training run, when its model resolved identities (None: no
+#: linking).
+KNOWN_ENTITIES = Ref("known_entities")
 
 
 def clean_rows_for_model(
@@ -49,11 +52,29 @@ def _has_reference(config: Config, values: Values) -> bool:
     return values.resolve(REFERENCE) is not None
 
 
+def _has_known_entities(config: Config, values: Values) -> bool:
+    """New records are linked when the model resolved identities and its entities are there."""
+    return values.resolve(KNOWN_ENTITIES) is not None
+
+
 CLEAN = Step(
     "clean",
     clean_rows_for_model,
     needs={"raw": INGEST.result, "model": FITTED_MODEL},
     sections={"config": "clean"},
+)
+LINK = Step(
+    "identity",
+    identity.link_new_records,
+    needs={
+        "cleaned": QUALITY.result,
+        "model": FITTED_MODEL,
+        "known": KNOWN_ENTITIES,
+        "id_column": INGEST.result.plan.id_column,
+        "source": INGEST.result.source,
+    },
+    sections={"config": "identity"},
+    when=_has_known_entities,
 )
 FEATURES = Step(
     "features",
@@ -84,6 +105,7 @@ EXPORT = Step(
         "features": FEATURES.result,
         "scored": SCORE.result,
         "found": LOOKALIKES.result,
+        "links": LINK.result,
         "id_column": INGEST.result.plan.id_column,
         "model": FITTED_MODEL,
     },
@@ -101,6 +123,8 @@ def finish_scoring(context: RunContext, values: Values) -> ScoringResult:
         quarantined=values.of(CLEAN).quarantined,
         imputed=values.of(CLEAN).imputed,
         beyond_training_p99=exported.beyond_training_p99,
+        linked_records=links.linked if (links := values.of(LINK)) else 0,
+        opened_entities=links.opened if links else 0,
         outputs={name: c.path for name, c in commits.items()},
         stages=list(context.stage_records),
         segments=exported.by_segment,
@@ -110,8 +134,10 @@ def finish_scoring(context: RunContext, values: Values) -> ScoringResult:
 
 SCORING = Plan(
     "scoring",
-    (INGEST, CLEAN, QUALITY, FEATURES, SCORE, LOOKALIKES, EXPORT),
+    (INGEST, CLEAN, QUALITY, LINK, FEATURES, SCORE, LOOKALIKES, EXPORT),
     finish=finish_scoring,
     stop_for_quality=stop_for_quality,
-    provided=frozenset(ref.root for ref in (FITTED_MODEL, REFERENCE, REFERENCE_VERSION)),
+    provided=frozenset(
+        ref.root for ref in (FITTED_MODEL, REFERENCE, REFERENCE_VERSION, KNOWN_ENTITIES)
+    ),
 )

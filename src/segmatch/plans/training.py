@@ -98,6 +98,7 @@ def fitted_model(
     reduced: reduce.Reduced,
     clustering: cluster.Clustering,
     as_of: datetime | None,
+    resolved: identity.Identity | None,
 ) -> SegmentModel:
     """The engine-neutral model of a training run's results. Its config carries what new rows
     are read with: the as-of date that date features count to, and how their dates read."""
@@ -119,6 +120,7 @@ def fitted_model(
         segment_ids_=clustering.segment_ids,
         distance_p99_=np.array([distance_p99.get(int(s), np.nan) for s in clustering.segment_ids]),
         config_=_as_trained(config, plan, as_of).model_dump(mode="json"),
+        identity_=resolved.trained() if resolved is not None else {},
     )
 
 
@@ -294,6 +296,7 @@ MODEL = Step(
         "reduced": REDUCE.result,
         "clustering": STABLE_IDS.result,
         "as_of": INGEST.result.as_of,
+        "resolved": IDENTITY.result,
     },
     sections={"config": WHOLE_CONFIG},
     stage=False,

@@ -22,12 +22,16 @@ from segmatch.engines.expressions import col, row_position
 from segmatch.errors import ColumnNotFoundError, ConfigError, InputError
 from segmatch.layout import PART_FILE, write_arrow
 from segmatch.locations import join
+from segmatch.model import SegmentModel
 from segmatch.stages.clean import CleanedRows
 from segmatch.stages.columns import ROW_NUMBER_COLUMN
 from segmatch.stages.ingest import open_input
 from segmatch.staging import StagedOutputs
 from segmatch.tables import Table
 
+#: The entities table keeps each record's values as compared (normalised) under this prefix,
+#: so scoring links new records to them without the training input.
+COMPARED_PREFIX = "compared_"
 #: Unlinked pairs kept in the pairs table as near misses, strongest first.
 NEAR_MISSES = 10_000
 
@@ -178,6 +182,16 @@ class Identity:
     opened_ids: int = 0
     size_histogram: dict[str, int] = field(default_factory=dict)
 
+    def trained(self) -> dict[str, Any]:
+        """What scoring needs to link new records without refitting: the roles, the fitted
+        model, the threshold and the blocking rules used."""
+        return {
+            "roles": self.roles,
+            "model": self.model,
+            "threshold": self.threshold.threshold,
+            "rules": [list(rule.columns) for rule in self.blocking if rule.used],
+        }
+
     def summary(self) -> dict[str, Any]:
         """The step's figures, blocking and fitted model, as JSON-compatible data."""
         return {
@@ -259,6 +273,11 @@ def resolve_entities(
         survivor=survivor,
         run_id=run_id,
     )
+    for name in compared.column_names:
+        if name != id_column and not name.startswith(linkage.BLOCK_KEY_PREFIX):
+            entity_rows = entity_rows.append_column(
+                f"{COMPARED_PREFIX}{name}", compared.column(name)
+            )
     sizes = np.bincount(grouping.groups)
     return Identity(
         entities=entity_rows,
@@ -385,3 +404,183 @@ def stage_identity(outputs: StagedOutputs, identity: Identity) -> None:
     """Stage the entities and pairs tables for the run's commit."""
     for name, table in ((Table.ENTITIES, identity.entities), (Table.PAIRS, identity.pairs)):
         write_arrow(table, join(outputs.path_for(name), PART_FILE), files=outputs.files)
+
+
+@dataclass(frozen=True)
+class Links:
+    """New records linked to the entities of a training run: one row per record with its
+    entity, the known record it was linked to (or none: a new entity) and why."""
+
+    table: pa.Table
+    linked: int
+    opened: int
+    rows_in: int
+    rows_out: int
+
+
+def link_new_records(
+    engine: Engine,
+    *,
+    config: IdentityConfig,
+    cleaned: CleanedRows,
+    model: SegmentModel,
+    known: str,
+    id_column: str,
+    source: str,
+) -> Links:
+    """Each new record joined to a known entity (its id is a known record's, or its strongest
+    link to a known record reaches the trained threshold) or to a new one, shared with the new
+    records it links to; scored with the trained model, nothing refitted."""
+    trained = model.identity_
+    roles: dict[str, linkage.Role] = trained["roles"]
+    schema = engine.schema(cleaned.frame)
+    for column in roles:
+        if column not in schema:
+            raise ColumnNotFoundError(column, list(schema), source=source, role="identity")
+    new = engine.to_arrow(cleaned.frame, columns=[id_column, *roles])
+    as_read = new.column(id_column)
+    new = new.set_column(0, id_column, as_read.cast(pa.string()))
+    stored = engine.to_arrow(engine.read(path=known, fmt="delta", types={}, separator=","))
+    entity_of = dict(
+        zip(
+            stored.column(id_column).to_pylist(),
+            stored.column("entity_id").to_pylist(),
+            strict=True,
+        )
+    )
+    compared = stored.select(
+        [id_column, *(c for c in stored.column_names if c.startswith(COMPARED_PREFIX))]
+    ).rename_columns(
+        [id_column]
+        + [
+            c.removeprefix(COMPARED_PREFIX)
+            for c in stored.column_names
+            if c.startswith(COMPARED_PREFIX)
+        ]
+    )
+    ids = new.column(id_column).to_pylist()
+    fresh = new.filter(
+        pc.invert(pc.is_in(new.column(id_column), value_set=stored.column(id_column)))
+    )
+    between, within = linkage.link_new(
+        compared,
+        fresh,
+        id_column=id_column,
+        roles=roles,
+        model=trained["model"],
+        rules=trained["rules"],
+        max_block=config.max_block,
+    )
+    threshold = float(trained["threshold"])
+    fresh_ids = fresh.column(id_column).to_pylist()
+    position = {record: i for i, record in enumerate(fresh_ids)}
+    nearest = _nearest_known(between, id_column)
+    within_p = within.column("match_probability").to_numpy()
+    joined = within_p >= threshold
+    grouping = entities.group_records(
+        len(fresh_ids),
+        np.array([position[r] for r in within.column(f"{id_column}_l").to_pylist()], np.int64)[
+            joined
+        ],
+        np.array([position[r] for r in within.column(f"{id_column}_r").to_pylist()], np.int64)[
+            joined
+        ],
+        within.column("match_weight").to_numpy()[joined],
+        max_size=config.max_entity_size,
+    )
+    next_number = max((entities.entity_number(e) for e in entity_of.values()), default=0) + 1
+    group_entity: dict[int, tuple[str, str | None]] = {}
+    for group in range(int(grouping.groups.max()) + 1 if fresh_ids else 0):
+        members = np.flatnonzero(grouping.groups == group)
+        links = [nearest[fresh_ids[m]] for m in members if fresh_ids[m] in nearest]
+        strongest = max(links, key=lambda link: link["match_probability"], default=None)
+        if strongest is not None and strongest["match_probability"] >= threshold:
+            group_entity[group] = (entity_of[strongest["known"]], strongest["known"])
+        else:
+            group_entity[group] = (f"{entities.ENTITY_PREFIX}{next_number:09d}", None)
+            next_number += 1
+    weights = [c for c in between.column_names if c.startswith("weight_")]
+    rows: list[dict[str, Any]] = []
+    for record in ids:
+        row: dict[str, Any] = dict.fromkeys(["match_probability", "match_weight", *weights])
+        if record not in position:
+            rows.append(
+                row
+                | {
+                    "entity_id": entity_of[record],
+                    "new_entity": False,
+                    "linked_to": record,
+                    "reason": "its id is a known record's",
+                }
+            )
+            continue
+        best = nearest.get(record)
+        entity, via = group_entity[int(grouping.groups[position[record]])]
+        if best is not None:
+            row |= {k: best[k] for k in ("match_probability", "match_weight", *weights)}
+        rows.append(
+            row
+            | {
+                "entity_id": entity,
+                "new_entity": via is None,
+                "linked_to": via,
+                "reason": _link_reason(best, via, threshold, weights),
+            }
+        )
+    table = pa.table(
+        {
+            id_column: as_read,
+            "entity_id": pa.array([r["entity_id"] for r in rows], pa.string()),
+            "new_entity": pa.array([r["new_entity"] for r in rows], pa.bool_()),
+            "linked_to": pa.array([r["linked_to"] for r in rows], pa.string()),
+            **{
+                name: pa.array([r[name] for r in rows], pa.float64())
+                for name in ("match_probability", "match_weight", *weights)
+            },
+            "reason": pa.array([r["reason"] for r in rows], pa.string()),
+        }
+    )
+    opened = len({r["entity_id"] for r in rows if r["new_entity"]})
+    return Links(
+        table=table,
+        linked=sum(not r["new_entity"] for r in rows),
+        opened=opened,
+        rows_in=len(ids),
+        rows_out=len(ids),
+    )
+
+
+def _nearest_known(between: pa.Table, id_column: str) -> dict[str, dict[str, Any]]:
+    """Each new record's most probable known record, with the pair's weights."""
+    order = pc.sort_indices(between, sort_keys=[("match_probability", "descending")])
+    nearest: dict[str, dict[str, Any]] = {}
+    for pair in between.take(order).to_pylist():
+        record = pair[f"{id_column}_r"]
+        if record not in nearest:
+            nearest[record] = pair | {"known": pair[f"{id_column}_l"]}
+    return nearest
+
+
+def _link_reason(
+    best: dict[str, Any] | None, via: str | None, threshold: float, weights: list[str]
+) -> str:
+    if best is None:
+        joined = "" if via is None else f"linked through another new record to {via}; "
+        return f"{joined}no known record shares a blocking key"
+    fields = sorted(
+        ((best[w], w.removeprefix("weight_")) for w in weights if w != "weight_prior"),
+        reverse=True,
+    )
+    probability = best["match_probability"]
+    if via is not None and best["known"] == via:
+        strongest = ", ".join(f"{name} {weight:+.1f}" for weight, name in fields[:2])
+        return f"linked to {via}: probability {probability:.3f} ≥ {threshold:.2f} ({strongest})"
+    weakest_weight, weakest = fields[-1]
+    below = "<" if probability < threshold else "≥"
+    nearest = (
+        f"nearest known record {best['known']} at probability {probability:.3f} {below} "
+        f"{threshold:.2f}; {weakest} weighs {weakest_weight:+.1f}"
+    )
+    if via is not None:
+        return f"linked through another new record to {via}; {nearest}"
+    return f"new entity: {nearest}"

@@ -14,14 +14,18 @@ from segmatch.engines.expressions import col, lit, when
 from segmatch.engines.shaping import lookalike_rows, lookalike_schema
 from segmatch.engines.types import DISTANCE, RUNNER_UP, SEGMENT, SegmentRows
 from segmatch.errors import ModelError
+from segmatch.layout import PART_FILE, write_arrow
+from segmatch.locations import join
 from segmatch.model import SegmentModel
 from segmatch.neighbours import top_k_from
 from segmatch.stages.clean import CleanedRows
 from segmatch.stages.export import customer_columns, write_quarantine
 from segmatch.stages.features import Features
+from segmatch.stages.identity import Links
 from segmatch.stages.lookalikes import search_cells, segment_sizes
 from segmatch.stages.statistics import segment_profiles
 from segmatch.staging import StagedOutputs
+from segmatch.tables import Table
 
 
 @dataclass(frozen=True)
@@ -115,11 +119,13 @@ def export_scores(
     features: Features,
     scored: Scored,
     found: Lookalikes | None,
+    links: Links | None,
     id_column: str,
     model: SegmentModel,
     output: OutputConfig,
 ) -> ScoresExported:
-    """Stage the scores, the lookalikes and the quarantine, and summarise scores by segment."""
+    """Stage the scores (with each record's entity when new records were linked), the
+    lookalikes, the links and the quarantine, and summarise scores by segment."""
     distance, runner_up = col(DISTANCE), col(RUNNER_UP)
     usual = when(
         [(col(SEGMENT).eq(segment), limit) for segment, limit in model.usual_distance.items()],
@@ -146,7 +152,14 @@ def export_scores(
         customers=features.customers,
         customer_columns=customer_columns(engine, features, choice=output.segments_columns),
     )
-    engine.stage_table(scores, outputs=outputs, table="scores")
+    if links is not None:
+        scores = engine.lookup(
+            scores, key=id_column, table=links.table.select([id_column, "entity_id"])
+        )
+        write_arrow(
+            links.table, join(outputs.path_for(Table.LINKS), PART_FILE), files=outputs.files
+        )
+    engine.stage_table(scores, outputs=outputs, table=Table.SCORES)
     by_segment = segment_profiles(
         engine,
         engine.with_columns(scores, {"beyond_training_p99": col("beyond_training_p99").as_float()}),
