@@ -4,6 +4,7 @@ side in one run, on data with true links.
 Usage:
     python -m benchmarks.identity [--shared ../shared/data/entity_resolution]
                                   [--generated 50000] [--out benchmarks/results]
+                                  [--sets febrl3,febrl4,fake_1000,generated,incremental]
 
 For each data set, each contender runs in its own process: segmatch (`segmatch.api.dedupe`,
 roles named, nothing else set) and Splink configured as its example notebooks configure it
@@ -12,6 +13,13 @@ write for those columns). Reported: wall seconds and peak memory of the process,
 blocking recall (true pairs among the pairs scored), pairwise precision / recall / F1 at the
 contender's threshold (segmatch's own; Splink's usual 0.9) and at the best threshold in
 hindsight, and F1 of the pairs implied by the entities (cluster F1).
+
+The ``incremental`` set measures what happens when 10% new records arrive, on generated
+records with a spend and visits each: a batch run (identity and segmentation) over everyone,
+against a run over the first records and `segmatch score` of the new ones (linked to known
+entities, not refitted); how many new records of a known person are linked to its entity and
+how many wrongly; and, for `segmatch dedupe` rerun with the new records, how many entities
+whose records did not change got another id.
 """
 
 from __future__ import annotations
@@ -268,6 +276,100 @@ def score(found: dict, true: set) -> dict:
     }
 
 
+def _behaviour(table: pa.Table, truth: pa.Table, seed: int) -> pa.Table:
+    """A spend and visits per person (the same on each of its records), to segment by."""
+    rng = np.random.default_rng(seed)
+    persons = np.array(truth["person"].to_pylist())
+    kind = persons % 3
+    spend = np.exp(rng.normal(np.log([40.0, 300.0, 2000.0])[kind], 0.2))
+    visits = rng.normal(np.array([2.0, 8.0, 20.0])[kind], 0.5)
+    return table.append_column("gasto", pa.array(spend)).append_column("visitas", pa.array(visits))
+
+
+def incremental(work: Path, rows: int) -> dict:
+    """Batch over everyone against training on the known records and scoring the new ones;
+    links against the truth; ids kept by a dedupe rerun with the new records."""
+    from segmatch.api import dedupe, run_pipeline, score_customers  # noqa: PLC0415
+    from segmatch.config_loading import build_config  # noqa: PLC0415
+    from segmatch.storage import read_delta  # noqa: PLC0415
+    from segmatch.synthetic_people import PEOPLE_ROLES, people_table  # noqa: PLC0415
+
+    table, truth = people_table(rows=rows, duplicates=0.1, seed=21)
+    table = _behaviour(table, truth, seed=21)
+    known_rows = round(rows / 1.1)
+    paths = {"everyone": table, "known": table.slice(0, known_rows), "new": table.slice(known_rows)}
+    for name, part in paths.items():
+        pacsv.write_csv(part, work / f"{name}.csv")
+    text = dict.fromkeys(["id", "cpf", "telefone", "cep", "nascimento"], "str")
+
+    def config(data: str, out: str, segment: bool = True) -> object:
+        raw = {
+            "input": {"path": str(work / f"{data}.csv"), "id_column": "id", "types": text},
+            "identity": {"enabled": True, "columns": PEOPLE_ROLES},
+            "output": {"path": str(work / out), "report": False},
+            "tracking": {"enabled": False},
+        }
+        if segment:
+            raw |= {
+                "features": {"numeric": ["gasto", "visitas"], "categorical": []},
+                "lookalikes": {"enabled": False},
+            }
+        return build_config(raw, source="benchmark")
+
+    started = time.perf_counter()
+    run_pipeline(config("everyone", "batch"))
+    batch = time.perf_counter() - started
+    run_pipeline(config("known", "trained"))
+    started = time.perf_counter()
+    scored = score_customers(work / "trained", work / "new.csv", work / "scored")
+    scoring = time.perf_counter() - started
+    linking = next(s.seconds for s in scored.stages if s.stage == "identity")
+    person = dict(zip(truth["id"].to_pylist(), truth["person"].to_pylist(), strict=True))
+    entities = read_delta(work / "trained" / "entities")
+    persons_of = defaultdict(set)
+    for record, entity in zip(
+        entities["id"].to_pylist(), entities["entity_id"].to_pylist(), strict=True
+    ):
+        persons_of[entity].add(person[record])
+    links = read_delta(work / "scored" / "links").to_pylist()
+    known_persons = set().union(*persons_of.values())
+    of_known = [r for r in links if person[r["id"]] in known_persons]
+    right = [
+        r
+        for r in of_known
+        if not r["new_entity"] and persons_of[r["entity_id"]] == {person[r["id"]]}
+    ]
+    wrong = [r for r in links if not r["new_entity"] and r not in right]
+
+    dedupe(config("known", "deduped", segment=False))
+    before = read_delta(work / "deduped" / "entities")
+    dedupe(config("everyone", "deduped", segment=False))
+    after = read_delta(work / "deduped" / "entities")
+    members_before, members_after = defaultdict(set), defaultdict(set)
+    for row in before.select(["id", "entity_id"]).to_pylist():
+        members_before[row["entity_id"]].add(row["id"])
+    entity_after = dict(zip(after["id"].to_pylist(), after["entity_id"].to_pylist(), strict=True))
+    for record, entity in entity_after.items():
+        members_after[entity].add(record)
+    unchanged = [
+        e for e, m in members_before.items() if members_after[entity_after[next(iter(m))]] == m
+    ]
+    return {
+        "records": rows,
+        "new_records": rows - known_rows,
+        "batch_seconds": batch,
+        "scoring_seconds": scoring,
+        "linking_seconds": linking,
+        "new_of_known_people": len(of_known),
+        "linked_right": len(right),
+        "linked_wrong": len(wrong),
+        "unchanged_entities": len(unchanged),
+        "changed_ids_of_unchanged": sum(
+            entity_after[next(iter(members_before[e]))] != e for e in unchanged
+        ),
+    }
+
+
 def contender_main(argv: list[str]) -> None:
     """Run one contender on one prepared data set; print its figures as JSON."""
     contender, spec_path, work = argv
@@ -300,13 +402,27 @@ def main() -> None:
     )
     parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--generated", type=int, default=50_000)
-    parser.add_argument("--sets", default="febrl3,febrl4,fake_1000,generated")
+    parser.add_argument("--sets", default="febrl3,febrl4,fake_1000,generated,incremental")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     rows = []
+    added: dict | None = None
     with tempfile.TemporaryDirectory(prefix="segmatch-identity-") as folder:
         work = Path(folder)
         for name in args.sets.split(","):
+            if name == "incremental":
+                place = work / "incremental"
+                place.mkdir()
+                done = subprocess.run(
+                    [sys.executable, "-m", "benchmarks.identity", "--incremental",
+                     str(args.generated), str(place)],
+                    cwd=ROOT, capture_output=True, text=True, check=False,
+                )  # fmt: skip
+                if done.returncode != 0:
+                    raise SystemExit(f"incremental failed:\n{done.stderr[-3000:]}")
+                added = json.loads(done.stdout.strip().splitlines()[-1])
+                print(_incremental_line(added), flush=True)
+                continue
             spec = prepare(name, work, args.shared, args.generated)
             spec_path = work / f"{name}.json"
             spec_path.write_text(json.dumps(spec))
@@ -334,14 +450,34 @@ def main() -> None:
                 print(_line(rows[-1]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
-    (args.out / f"identity-{stamp}.json").write_text(json.dumps(rows, indent=1))
+    (args.out / f"identity-{stamp}.json").write_text(
+        json.dumps({"pairs": rows, "incremental": added}, indent=1)
+    )
     table = [
         "| data | contender | seconds | peak MiB | pairs kept | blocking recall | P | R | "
         "F1 at its threshold | best F1 | cluster F1 |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     table += [_line(r) for r in rows]
+    if added:
+        table += ["", INCREMENTAL_HEADER, "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        table.append(_incremental_line(added))
     (args.out / f"identity-{stamp}.md").write_text("\n".join(table) + "\n")
+
+
+INCREMENTAL_HEADER = (
+    "| records (+10% new) | batch s | score new s | of which linking s | new of known people | "
+    "linked right | linked wrong | ids changed, unchanged entities |"
+)
+
+
+def _incremental_line(r: dict) -> str:
+    return (
+        f"| {r['records']:,} (+{r['new_records']:,}) | {r['batch_seconds']:.1f} | "
+        f"{r['scoring_seconds']:.1f} ({r['scoring_seconds'] / r['batch_seconds']:.0%}) | "
+        f"{r['linking_seconds']:.1f} | {r['new_of_known_people']:,} | {r['linked_right']:,} | "
+        f"{r['linked_wrong']:,} | {r['changed_ids_of_unchanged']} of {r['unchanged_entities']:,} |"
+    )
 
 
 def _line(r: dict) -> str:
@@ -356,5 +492,7 @@ def _line(r: dict) -> str:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--contender":
         contender_main(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--incremental":
+        print(json.dumps(incremental(Path(sys.argv[3]), int(sys.argv[2]))))
     else:
         main()
