@@ -94,7 +94,10 @@ def load_segment_model(model_uri: str, *, tracking: TrackingConfig) -> SegmentMo
     mlflow = import_mlflow()
     mlflow.set_tracking_uri(tracking_uri(tracking))
     try:
-        return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+        # segmatch reads the model with its own code, not in the pyfunc's environment: MLflow's
+        # check of that environment's requirements scans every installed package (~0.5 s).
+        loaded = mlflow.pyfunc.load_model(model_uri, suppress_warnings=True)
+        return loaded.unwrap_python_model().model
     except Exception as exc:
         raise ModelError(f"cannot load a segmatch model from {model_uri!r}: {exc}") from exc
 
