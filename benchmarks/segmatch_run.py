@@ -35,12 +35,35 @@ def main() -> None:
             "output": base.output.model_copy(update={"report": False}),
         }
     )
-    result = run_pipeline(config)
-    stages = {"startup": 0.0, **{r.stage: r.seconds for r in result.stages}}
+    session = None
+    session_seconds = 0.0
+    if args.engine == "spark":
+        from segmatch.engines.spark.session import session_for  # noqa: PLC0415
+
+        opened = time.perf_counter()
+        session = session_for(config.spark)
+        session_seconds = time.perf_counter() - opened
+    imported = time.perf_counter() - started - session_seconds
+    result = run_pipeline(config, spark=session)
+    total = time.perf_counter() - started
+    stages = {r.stage: r.seconds for r in result.stages}
+    jobs = {}
+    if session is not None:
+        from benchmarks.spark_jobs import jobs_by_stage  # noqa: PLC0415
+
+        jobs = jobs_by_stage(session)
     print(json.dumps({
         "pipeline": f"segmatch {args.engine}", "stages": stages, "silhouette": result.silhouette,
-        "total_seconds": time.perf_counter() - started, "customers": result.customers,
+        "total_seconds": total, "customers": result.customers,
         "partitions": result.partition_plan.get("partitions", 1),
+        # Outside the stages: imports, the Spark session, and what runs between and after
+        # the stages (output checks, tracking, commits).
+        "outside": {
+            "imports": imported,
+            "session": session_seconds,
+            "between_and_after": total - imported - session_seconds - sum(stages.values()),
+        },
+        "jobs": jobs,
     }))  # fmt: skip
 
 

@@ -39,6 +39,16 @@ def test_quick_benchmark_produces_a_complete_table(tmp_path):
         # Every pipeline finds the generator's segments, more or less well.
         assert 0.3 < entry["ari"] <= 1
         assert entry["baseline_over_this"] > 0
+    spark, local = report["results"][1], report["results"][2]
+    # segmatch's own runs say what ran outside their stages, and the Spark one its jobs.
+    for run in (spark, local):
+        assert set(run["outside"]) == {"imports", "session", "between_and_after"}
+        assert run["outside"]["between_and_after"] > 0
+    assert local["outside"]["session"] == 0 and local["jobs"] == {}
+    assert spark["outside"]["session"] > 0
+    for stage in ("ingest", "clean", "cluster", "export"):
+        assert spark["jobs"][stage]["jobs"] >= 1
+        assert spark["jobs"][stage]["spark_stages"] >= 1
     assert {"cores", "memory_gib", "python"} <= set(report["machine"])
     assert report["libraries"]["segmatch"] != "not installed"
     assert report["matching"]["rows"] == 20_000
