@@ -267,10 +267,17 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
 
     @abstractmethod
     def sample_rows(
-        self, matrix: MatrixT, *, rows: int | Mapping[int, int], seed: int
+        self,
+        matrix: MatrixT,
+        *,
+        rows: int | Mapping[int, int],
+        seed: int,
+        sizes: int | Mapping[int, int] | None = None,
     ) -> SampledRows:
         """The customers with the smallest seeded id hashes, in hash order: the same customers
-        on every engine. ``rows`` is how many, or how many of each segment (label → rows)."""
+        on every engine (so the first m of a sample are the sample of m). ``rows`` is how
+        many, or how many of each segment (label → rows); ``sizes``, the matrix's rows (or
+        each segment's) when the caller knows them, spares counting them."""
 
     def refine_centroids(
         self, matrix: MatrixT, *, centroids: np.ndarray, max_iter: int, shift_tolerance: float

@@ -15,6 +15,12 @@ from segmatch.progress import progress
 from segmatch.stages.reduce import Reduced
 from segmatch.stages.scale import Scaled
 
+#: k-means is refined in memory on every row up to this many bytes of the reduced matrix
+#: (1.6 million rows of 5 components), on a sample of that many beyond: the passes over every
+#: row that follow (one each on Spark) then start from centroids close to where they end. At
+#: 1M rows the 200,000-row sweep sample left 6 such passes.
+FIT_SAMPLE_BYTES = 64 * 2**20
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -79,18 +85,22 @@ def cluster_customers(engine: Engine, *, config: ClusterConfig, reduced: Reduced
 
     k-means runs first on a seeded sample of ``sweep_sample_size`` rows held in memory (all
     rows when fewer), where the sweep scores every candidate k; the chosen centroids are then
-    refined by Lloyd iterations over every row, and the silhouette is computed exactly on
-    every row. Segment ids run from 0 (the largest segment) to k − 1; see
-    :func:`keep_previous_ids` for ids that stay stable across retrains.
+    refined in memory on a larger sample (:data:`FIT_SAMPLE_BYTES`), then by Lloyd iterations
+    over every row, and the silhouette is computed exactly on every row. Segment ids run from
+    0 (the largest segment) to k − 1; see :func:`keep_previous_ids` for ids that stay stable
+    across retrains.
     """
     n = reduced.rows_out
     candidates = _feasible_candidates(config, n)
     matrix = reduced.matrix
     # The PCA coordinates' variances are the kept components' explained variances.
     shift_tolerance = config.tol * float(np.mean(reduced.components.explained_variance))
-    sample = engine.sample_rows(
-        matrix, rows=min(n, config.sweep_sample_size or n), seed=config.seed
-    ).values
+    sweep_rows = min(n, config.sweep_sample_size or n)
+    width = max(len(reduced.components.explained_variance), 1)
+    fit_rows = min(n, max(sweep_rows, FIT_SAMPLE_BYTES // (8 * width)))
+    # Hash order: the sweep's sample is the first rows of the fit's.
+    fit_sample = engine.sample_rows(matrix, rows=fit_rows, seed=config.seed, sizes=n).values
+    sample = fit_sample[:sweep_rows]
     if len(candidates) == 1:
         k = candidates[0]
         centroids = kernels.kmeans(
@@ -106,7 +116,17 @@ def cluster_customers(engine: Engine, *, config: ClusterConfig, reduced: Reduced
         sweep, fitted = _sweep(sample, candidates, config, shift_tolerance)
         k = _choose(sweep, config).k
         centroids = fitted[k]
-    if len(sample) < n:
+    if len(fit_sample) > len(sample):
+        centroids = kernels.kmeans(
+            fit_sample,
+            k=k,
+            seed=config.seed,
+            max_iter=config.max_iter,
+            n_init=1,
+            shift_tolerance=shift_tolerance,
+            init=centroids,
+        )
+    if len(fit_sample) < n:
         centroids = engine.refine_centroids(
             matrix, centroids=centroids, max_iter=config.max_iter, shift_tolerance=shift_tolerance
         )
@@ -250,5 +270,5 @@ def stratified_sample(
         if rows >= total
         else {s: min(n, max(2, round(rows * n / total))) for s, n in sizes.items()}
     )
-    sample = engine.sample_rows(matrix, rows=quotas, seed=seed)
+    sample = engine.sample_rows(matrix, rows=quotas, seed=seed, sizes=sizes)
     return sample.values, sample.segments

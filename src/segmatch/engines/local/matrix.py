@@ -74,7 +74,12 @@ class NumpyPasses:
         return LocalMatrix(ids=matrix.ids, values=out)
 
     def sample_rows(
-        self, matrix: LocalMatrix, *, rows: int | Mapping[int, int], seed: int
+        self,
+        matrix: LocalMatrix,
+        *,
+        rows: int | Mapping[int, int],
+        seed: int,
+        sizes: int | Mapping[int, int] | None = None,
     ) -> SampledRows:
         hashes = kernels.id_hashes(matrix.ids.to_arrow(), seed)
         if isinstance(rows, int):

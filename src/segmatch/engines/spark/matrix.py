@@ -107,23 +107,32 @@ class SparkPasses:
         return replace(matrix, frame=persist(mapped), width=out, labelled=False)
 
     def sample_rows(
-        self, matrix: SparkMatrix, *, rows: int | Mapping[int, int], seed: int
+        self,
+        matrix: SparkMatrix,
+        *,
+        rows: int | Mapping[int, int],
+        seed: int,
+        sizes: int | Mapping[int, int] | None = None,
     ) -> SampledRows:
         """The local engine's sample: the same customers in the same order. Ids whose hash
         falls under each group's share of the hash range (with slack) leave the executors; the
         smallest are kept on the driver."""
         id_column = matrix.id_column
         columns = [id_column, *matrix.value_columns, *([LABEL] if matrix.labelled else [])]
+        known: dict[int | None, int]
         if isinstance(rows, int):
             wanted: dict[int | None, int] = {None: rows}
-            sizes: dict[int | None, int] = {None: matrix.frame.count()}
+            known = {None: sizes if isinstance(sizes, int) else matrix.frame.count()}
         else:
             wanted = {int(label): count for label, count in rows.items()}
-            counted = matrix.frame.groupBy(LABEL).count().collect()
-            sizes = {r[LABEL]: r["count"] for r in counted}
+            if isinstance(sizes, Mapping):
+                known = {int(label): n for label, n in sizes.items()}
+            else:
+                counted = matrix.frame.groupBy(LABEL).count().collect()
+                known = {r[LABEL]: r["count"] for r in counted}
         cutoffs = {}
         for group, count in wanted.items():
-            size = max(sizes.get(group, 0), 1)
+            size = max(known.get(group, 0), 1)
             # The rows under a hash cutoff are binomial around share × size: 10% and five
             # standard deviations over the count leave it short about never, whatever the size.
             share = (1.1 * count + 5 * math.sqrt(count) + 10) / size
