@@ -12,8 +12,9 @@ import json
 import logging
 import subprocess
 import tempfile
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,9 +45,55 @@ from segmatch.tracking.store import (
 
 logger = logging.getLogger(__name__)
 
-PARAM_BATCH = 100
+#: The identity step's figures logged as metrics (``identity_<name>``).
+IDENTITY_METRICS = (
+    "records",
+    "entities",
+    "linked_pairs",
+    "threshold",
+    "expected_precision",
+    "expected_recall",
+    "estimated_blocking_recall",
+    "refused_links",
+)
 
 Value = TypeVar("Value")
+
+
+def log_in_batches(
+    client: Any,
+    run_id: str | None,
+    *,
+    metrics: Sequence[tuple[str, Any, int]] = (),
+    params: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+) -> None:
+    """Metrics (name, value, step), params and tags in as few ``log_batch`` calls as MLflow's
+    limits allow: each call is one transaction of the tracking store."""
+    from mlflow.entities import Metric, Param, RunTag  # noqa: PLC0415
+    from mlflow.utils.validation import (  # noqa: PLC0415
+        MAX_ENTITIES_PER_BATCH,
+        MAX_METRICS_PER_BATCH,
+        MAX_PARAMS_TAGS_PER_BATCH,
+    )
+
+    assert run_id is not None
+    now = int(time.time() * 1000)
+    pending_metrics = [
+        Metric(name, float("nan") if value is None else float(value), now, step)
+        for name, value, step in metrics
+    ]
+    pending_params = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
+    pending_tags = [RunTag(k, v) for k, v in (tags or {}).items()]
+    while pending_metrics or pending_params or pending_tags:
+        batch_params = pending_params[:MAX_PARAMS_TAGS_PER_BATCH]
+        batch_tags = pending_tags[:MAX_PARAMS_TAGS_PER_BATCH]
+        room = MAX_ENTITIES_PER_BATCH - len(batch_params) - len(batch_tags)
+        batch_metrics = pending_metrics[: min(MAX_METRICS_PER_BATCH, room)]
+        client.log_batch(run_id, metrics=batch_metrics, params=batch_params, tags=batch_tags)
+        pending_params = pending_params[len(batch_params) :]
+        pending_tags = pending_tags[len(batch_tags) :]
+        pending_metrics = pending_metrics[len(batch_metrics) :]
 
 
 class MlflowTracking:
@@ -223,6 +270,9 @@ class MlflowTracking:
 
     # -- what a finished run records -----------------------------------------------------
     def _log_run(self, mlflow: Any, client: Any, result: RunResult) -> None:
+        """Everything a finished run records: its params, metrics and tags in as few batches
+        as MLflow takes (one on a run of this size), its input, and its artifacts in one
+        upload."""
         config = result.config
         params = {
             **flatten(config.model_dump(mode="json")),
@@ -236,83 +286,71 @@ class MlflowTracking:
             "partitions": max((r.partitions for r in result.stages), default=1),
             **{f"partition_plan.{k}": v for k, v in result.partition_plan.items()},
             "segmatch_version": __version__,
+            **({"model_version": result.model_version} if result.model_version else {}),
+            **{f"table_version.{t}": v for t, v in result.table_versions.items()},
         }
-        items = [(k, str(v)[:6000]) for k, v in params.items()]
-        for start in range(0, len(items), PARAM_BATCH):
-            mlflow.log_params(dict(items[start : start + PARAM_BATCH]))
-        mlflow.log_metrics(
-            {
-                "silhouette": result.silhouette,
-                "silhouette_euclidean_sample": result.sample_silhouette,
-                "k": result.k,
-                "inertia": result.inertia,
-                "smallest_segment_share": min(result.sizes) / max(sum(result.sizes), 1),
-                "rows_in": result.rows_in,
-                "customers": result.customers,
-                "rows_quarantined": result.quarantined,
-                "duplicates_resolved": result.duplicates,
-                "total_seconds": result.total_seconds,
-                "customers_moved": result.moved_customers,
-                **{
-                    f"lookalikes_{name}": value
-                    for name, value in (
-                        ("cells", result.lookalikes.get("cells")),
-                        ("largest_cell", result.lookalikes.get("largest_cell")),
-                        ("recall_at_k", result.lookalikes.get("recall_at_k")),
-                    )
-                    if value is not None
-                },
-            }
-        )
+        metrics: dict[str, Any] = {
+            "silhouette": result.silhouette,
+            "silhouette_euclidean_sample": result.sample_silhouette,
+            "k": result.k,
+            "inertia": result.inertia,
+            "smallest_segment_share": min(result.sizes) / max(sum(result.sizes), 1),
+            "rows_in": result.rows_in,
+            "customers": result.customers,
+            "rows_quarantined": result.quarantined,
+            "duplicates_resolved": result.duplicates,
+            "total_seconds": result.total_seconds,
+            "customers_moved": result.moved_customers,
+            **{
+                f"lookalikes_{name}": value
+                for name, value in (
+                    ("cells", result.lookalikes.get("cells")),
+                    ("largest_cell", result.lookalikes.get("largest_cell")),
+                    ("recall_at_k", result.lookalikes.get("recall_at_k")),
+                )
+                if value is not None
+            },
+            **self._stage_metrics(),
+        }
         if result.identity:
-            found = result.identity
-            mlflow.log_metrics(
-                {
-                    f"identity_{name}": float(found[name])
-                    for name in (
-                        "records",
-                        "entities",
-                        "linked_pairs",
-                        "threshold",
-                        "expected_precision",
-                        "expected_recall",
-                        "estimated_blocking_recall",
-                        "refused_links",
-                    )
-                }
+            metrics |= {f"identity_{name}": result.identity[name] for name in IDENTITY_METRICS}
+        # The sweep's figures, one step per k.
+        steps = [
+            (f"sweep_{name}", value, candidate.k)
+            for candidate in result.candidates
+            for name, value in (
+                ("silhouette", candidate.silhouette),
+                ("inertia", candidate.inertia),
+                ("smallest_share", candidate.smallest_share),
+                ("calinski_harabasz", candidate.calinski_harabasz),
+                ("stability", candidate.stability),
             )
-        self._log_stage_metrics(client)
-        for candidate in result.candidates:
-            mlflow.log_metrics(
-                {
-                    "sweep_silhouette": candidate.silhouette,
-                    "sweep_inertia": candidate.inertia,
-                    "sweep_smallest_share": candidate.smallest_share,
-                    "sweep_calinski_harabasz": candidate.calinski_harabasz,
-                    "sweep_stability": candidate.stability,
-                },
-                step=candidate.k,
-            )
+        ]
+        tags = {
+            "input_digest": result.input_digest or "",
+            **{f"table_version.{t}": str(v) for t, v in result.table_versions.items()},
+        }
+        log_in_batches(
+            client,
+            self.mlflow_run_id,
+            metrics=[(name, value, 0) for name, value in metrics.items()] + steps,
+            params=params,
+            tags=tags,
+        )
         self._log_input(mlflow, config, result.input_digest)
         self._log_artifacts(mlflow, result)
-        if result.model_version is not None:
-            mlflow.log_param("model_version", result.model_version)
-        mlflow.set_tags(
-            {
-                "input_digest": result.input_digest or "",
-                **{f"table_version.{t}": str(v) for t, v in result.table_versions.items()},
-            }
-        )
-        mlflow.log_params({f"table_version.{t}": v for t, v in result.table_versions.items()})
 
-    def _log_stage_metrics(self, client: Any) -> None:
+    def _stage_metrics(self) -> dict[str, float]:
         metrics = {}
         for record in self.records:
             metrics[f"stage_{record.stage}_seconds"] = record.seconds
             metrics[f"stage_{record.stage}_rows_in"] = record.rows_in
             metrics[f"stage_{record.stage}_rows_out"] = record.rows_out
-        for name, value in metrics.items():
-            client.log_metric(self.mlflow_run_id, name, value)
+        return metrics
+
+    def _log_stage_metrics(self, client: Any) -> None:
+        metrics = [(name, value, 0) for name, value in self._stage_metrics().items()]
+        log_in_batches(client, self.mlflow_run_id, metrics=metrics)
 
     def _log_input(self, mlflow: Any, config: Config, digest: str | None) -> None:
         from mlflow.data.dataset_source_registry import resolve_dataset_source  # noqa: PLC0415
@@ -333,27 +371,36 @@ class MlflowTracking:
         mlflow.log_input(dataset, context="training")
 
     def _log_artifacts(self, mlflow: Any, result: RunResult) -> None:
-        mlflow.log_dict(result.config.model_dump(mode="json"), "config.json")
-        mlflow.log_dict(result.column_plan, "column_plan.json")
-        mlflow.log_text(
-            "\n".join(json.dumps(r.__dict__) for r in self.records) + "\n", "stage_log.jsonl"
-        )
-        mlflow.log_text(result.profiles.to_pandas().to_csv(index=False), "profiles.csv")
+        """The run's config, column plan, stage log, profiles, quarantine summary (and the
+        identity model and segment transitions when there are some), uploaded in one call."""
+        files: dict[str, str] = {
+            "config.json": json.dumps(result.config.model_dump(mode="json"), indent=2),
+            "column_plan.json": json.dumps(result.column_plan, indent=2, default=str),
+            "stage_log.jsonl": "\n".join(json.dumps(r.__dict__) for r in self.records) + "\n",
+            "profiles.csv": result.profiles.to_pandas().to_csv(index=False),
+            "quarantine_summary.json": json.dumps(
+                {
+                    "rows_in": result.rows_in,
+                    "quarantined": result.quarantined,
+                    "quarantined_by_rule": result.quarantined_by_rule,
+                    "duplicates_resolved": result.duplicates,
+                    "imputed": result.imputed,
+                },
+                indent=2,
+            ),
+        }
         if result.identity:
             # The fitted identity model (m and u probabilities), blocking and entity sizes.
-            mlflow.log_dict(result.identity, "identity_model.json")
+            files["identity_model.json"] = json.dumps(result.identity, indent=2, default=str)
         if result.transitions is not None:
-            mlflow.log_table(result.transitions.to_pandas(), "segment_transitions.json")
-        mlflow.log_dict(
-            {
-                "rows_in": result.rows_in,
-                "quarantined": result.quarantined,
-                "quarantined_by_rule": result.quarantined_by_rule,
-                "duplicates_resolved": result.duplicates,
-                "imputed": result.imputed,
-            },
-            "quarantine_summary.json",
-        )
+            # The shape MLflow's log_table writes, which its UI shows as a table.
+            files["segment_transitions.json"] = result.transitions.to_pandas().to_json(
+                orient="split", index=False
+            )
+        with tempfile.TemporaryDirectory(prefix="segmatch-artifacts-") as folder:
+            for name, text in files.items():
+                (Path(folder) / name).write_text(text, encoding="utf-8")
+            mlflow.log_artifacts(folder)
 
     def _log_model(self, mlflow: Any, model_path: Path, model: SegmentModel) -> str:
         import pandas as pd  # noqa: PLC0415 -- pandas comes with mlflow
