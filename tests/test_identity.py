@@ -22,6 +22,7 @@ from segmatch.api import dedupe, run_pipeline, score_customers
 from segmatch.cli import app
 from segmatch.errors import LinkageUnavailableError, ModelError
 from segmatch.linkage import normalised, roles_from_names, valid_cpf
+from segmatch.stages.identity import compared_columns
 from segmatch.storage import read_delta
 from segmatch.synthetic_people import (
     PEOPLE_ROLES,
@@ -83,6 +84,57 @@ def test_roles_come_from_names_when_the_config_names_none():
         "date_of_birth": "birth_date",
         "soc_sec_id": "national_id",
     }
+
+
+def _formatted_cpf(n: int) -> str:
+    first = f"{n * 7919 % 10**9:09d}"
+    digits = first + cpf_check_digits(first)
+    return f"{digits[:3]}.{digits[3:6]}.{digits[6:9]}-{digits[9:]}"
+
+
+def test_roles_come_from_values_where_names_say_none(engine, tmp_path):
+    """Columns named for nothing get the role their values say, judged on every value: one
+    bad value in twenty keeps the 90% bar, a column of 8-digit dates is no CEP, and 11-digit
+    numbers with wrong check digits are phones, not CPFs."""
+    table, _ = people_table(rows=200, duplicates=0.1, seed=5)
+    rows = table.num_rows
+    phones = [f"119{n:08d}" for n in range(rows)]
+    data = pa.table(
+        {
+            "id": table["id"],
+            "nome": table["nome"],
+            "a": table["email"],
+            "b": [_formatted_cpf(n) for n in range(rows)],
+            "c": phones,
+            "d": [f"{n % 90000 + 10000:05d}-{n % 1000:03d}" for n in range(rows)],
+            "e": [f"19{n % 90 + 10:02d}0{n % 9 + 1}1{n % 9}" for n in range(rows)],
+            "f": ["oops" if n % 20 == 0 else f"x{n}@mail.com" for n in range(rows)],
+        }
+    )
+    path = tmp_path / "people.csv"
+    pacsv.write_csv(data, path)
+    config = make_config(
+        path,
+        tmp_path / "out",
+        engine.name,
+        input={"id_column": "id", "types": dict.fromkeys(data.column_names, "str")},
+        identity={"enabled": True},
+    )
+    frame = engine.read(path=str(path), fmt="csv", types=config.input.types, separator=",")
+    roles, chosen_by = compared_columns(
+        engine, frame, config.identity, id_column="id", source=str(path)
+    )
+    assert roles == {
+        "nome": "full_name",
+        "a": "email",
+        "b": "cpf",
+        "c": "phone",
+        "d": "postcode",
+        "f": "email",
+    }
+    assert chosen_by["nome"] == "its name says full_name"
+    assert chosen_by["f"] == f"its values: 95% of {rows:,} non-empty values are e-mail addresses"
+    assert chosen_by["b"].endswith("are CPFs with valid check digits")
 
 
 def test_a_chain_of_links_cannot_glue_a_crowd_into_one_entity():
@@ -321,6 +373,8 @@ def test_segments_are_of_entities_when_identity_is_on(engine, tmp_path):
     assert abs(result.customers - persons) <= 0.01 * persons
     assert sum(result.sizes) == result.customers
     assert "identity" in [stage.stage for stage in result.stages]
+    reasons = {entry["column"]: entry["reason"] for entry in result.column_plan}
+    assert reasons["nome"].endswith("; identity compares it as full_name (identity.columns)")
 
 
 def test_new_records_are_linked_to_known_customers_when_scored(engine, tmp_path):

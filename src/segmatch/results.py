@@ -139,7 +139,10 @@ class RunResult:
             ids_trimmed=cleaned.ids_trimmed,
             model=model,
             transitions=exported.transitions,
-            column_plan=[_with_skew(asdict(role), built.skewed) for role in raw.plan.roles],
+            column_plan=[
+                _with_identity(_with_skew(asdict(role), built.skewed), resolved)
+                for role in raw.plan.roles
+            ],
             spread=exported.spread,
             identity={} if resolved is None else resolved.summary(),
             outcomes=[
@@ -279,6 +282,18 @@ class ScoringResult:
     #: new entities opened for the others (the ``links`` table says which and why).
     linked_records: int = 0
     opened_entities: int = 0
+
+
+def _with_identity(entry: dict[str, str], resolved: Identity | None) -> dict[str, str]:
+    """A column plan entry, saying when the identity step compares the column, and why."""
+    if resolved is None or entry["column"] not in resolved.roles:
+        return entry
+    column = entry["column"]
+    return {
+        **entry,
+        "reason": f"{entry['reason']}; identity compares it as {resolved.roles[column]} "
+        f"({resolved.role_reasons.get(column, 'identity.columns')})",
+    }
 
 
 def _with_skew(entry: dict[str, str], skewed: dict[str, float]) -> dict[str, str]:

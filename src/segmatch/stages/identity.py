@@ -7,7 +7,6 @@ engine-neutral (:mod:`segmatch.entities`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -18,7 +17,7 @@ import pyarrow.compute as pc
 from segmatch import entities, linkage
 from segmatch.config import CleanConfig, IdentityConfig, InputConfig
 from segmatch.engines.base import Engine, Frame
-from segmatch.engines.expressions import col, row_position
+from segmatch.engines.expressions import Expr, col, row_position
 from segmatch.errors import ColumnNotFoundError, ConfigError, InputError
 from segmatch.layout import PART_FILE, write_arrow
 from segmatch.locations import join
@@ -62,7 +61,9 @@ def read_records(
     schema = engine.schema(frame)
     if id_column not in schema:
         raise ColumnNotFoundError(id_column, list(schema), source=config.path, role="id")
-    roles, chosen_by = compared_columns(schema, identity, id_column=id_column, source=config.path)
+    roles, chosen_by = compared_columns(
+        engine, frame, identity, id_column=id_column, source=config.path
+    )
     ids = col(id_column).as_text()
     if clean.trim_ids:
         ids = ids.strip()
@@ -85,16 +86,21 @@ def read_records(
 
 
 def compared_columns(
-    schema: Mapping[str, str], identity: IdentityConfig, *, id_column: str, source: str
+    engine: Engine, frame: Frame, identity: IdentityConfig, *, id_column: str, source: str
 ) -> tuple[dict[str, linkage.Role], dict[str, str]]:
     """The role of each column to compare, and why: ``identity.columns``, else the roles the
-    columns' names say."""
+    columns' names say, then the roles the values of the other text columns say."""
+    schema = engine.schema(frame)
     if identity.columns is not None:
         roles: dict[str, linkage.Role] = dict(identity.columns)
         chosen_by = dict.fromkeys(roles, "identity.columns")
     else:
-        roles = linkage.roles_from_names([c for c in schema if c != id_column])
+        unnamed = [c for c in schema if c not in (id_column, identity.source_column)]
+        roles = linkage.roles_from_names(unnamed)
         chosen_by = {c: f"its name says {role}" for c, role in roles.items()}
+        text = [c for c in unnamed if c not in roles and schema[c] == "string"]
+        for column, (role, why) in roles_from_values(engine, frame, text).items():
+            roles[column], chosen_by[column] = role, why
     for column in [*roles, *([identity.source_column] if identity.source_column else [])]:
         if column not in schema:
             raise ColumnNotFoundError(column, list(schema), source=source, role="identity")
@@ -104,6 +110,74 @@ def compared_columns(
             "identity.columns (e.g. nome: full_name, nascimento: birth_date, cpf: cpf)"
         )
     return roles, chosen_by
+
+
+#: A role is read from a column's values when this share of its non-empty values has the
+#: role's format (over the whole column).
+VALUE_SHARE = 0.9
+#: Separators a phone number is written with.
+PHONE_SEPARATORS = (" ", "(", ")", "-", ".", "+")
+
+
+def _value_formats(text: Expr) -> dict[linkage.Role, tuple[Expr, str]]:
+    """Per role that values can say, in the order they are tried: whether a value has its
+    format, and what such values are called. Plain 8-digit values are no CEP (they read as
+    dates, yyyymmdd), and 11 digits are a CPF only with valid check digits (checked after)."""
+    digits = text
+    for separator in PHONE_SEPARATORS:
+        digits = digits.replace(separator, "")
+    return {
+        "email": (text.matches(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"), "e-mail addresses"),
+        "cpf": (
+            text.matches(r"^\d{3}\.?\d{3}\.?\d{3}-?\d{2}$"),
+            "CPFs with valid check digits",
+        ),
+        "postcode": (text.matches(r"^\d{5}-\d{3}$"), "CEPs (00000-000)"),
+        "phone": (
+            text.matches(r"^\+?[0-9 ().-]+$").and_(digits.matches(r"^\d{10,13}$")),
+            "phone numbers (10 to 13 digits)",
+        ),
+    }
+
+
+def roles_from_values(
+    engine: Engine, frame: Frame, columns: list[str]
+) -> dict[str, tuple[linkage.Role, str]]:
+    """Roles the values of text columns say (e-mail, CPF, CEP, phone), each with why: one
+    aggregation counts, over every row, each column's non-empty values and those of each
+    format; a CPF-shaped column then has its check digits verified."""
+    if not columns:
+        return {}
+    counts: dict[str, Expr] = {}
+    for index, column in enumerate(columns):
+        text = col(column).as_text().strip()
+        non_empty = text.ne("").fill_null(False)
+        counts[f"present_{index}"] = non_empty.as_float().sum()
+        for role, (matched, _) in _value_formats(text).items():
+            counts[f"{role}_{index}"] = non_empty.and_(matched).fill_null(False).as_float().sum()
+    row = engine.to_arrow(engine.aggregate(frame, counts)).to_pylist()[0]
+    found: dict[str, tuple[linkage.Role, str]] = {}
+    for index, column in enumerate(columns):
+        present = int(row[f"present_{index}"] or 0)
+        if not present:
+            continue
+        for role, (_, called) in _value_formats(col(column)).items():
+            share = float(row[f"{role}_{index}"] or 0) / present
+            if role == "cpf" and share >= VALUE_SHARE:
+                share = _valid_cpf_share(engine, frame, column, present)
+            if share >= VALUE_SHARE:
+                found[column] = (
+                    role,
+                    f"its values: {share:.0%} of {present:,} non-empty values are {called}",
+                )
+                break
+    return found
+
+
+def _valid_cpf_share(engine: Engine, frame: Frame, column: str, present: int) -> float:
+    values = engine.to_arrow(frame, columns=[column]).column(column).cast(pa.string())
+    valid = linkage.valid_cpf(pc.replace_substring_regex(values, pattern="[^0-9]", replacement=""))
+    return (len(valid) - valid.null_count) / present
 
 
 def resolve_customers(
@@ -120,7 +194,7 @@ def resolve_customers(
     """The identity step of a training run: the cleaned customers (one row per id) resolved
     into entities, before features."""
     roles, chosen_by = compared_columns(
-        engine.schema(cleaned.frame), config, id_column=id_column, source=source
+        engine, cleaned.frame, config, id_column=id_column, source=source
     )
     records = Records(
         frame=cleaned.frame,
@@ -171,6 +245,8 @@ class Identity:
     blocking: tuple[linkage.BlockingRule, ...]
     model: dict[str, Any]
     roles: dict[str, str]
+    #: Why each compared column has its role (identity.columns, its name, its values).
+    role_reasons: dict[str, str]
     events: list[dict[str, object]]
     entity_count: int
     linked_pairs: int
@@ -286,6 +362,7 @@ def resolve_entities(
         blocking=linked.blocking,
         model=linked.model,
         roles=dict(records.roles),
+        role_reasons=dict(records.chosen_by),
         events=named.events,
         entity_count=len(sizes),
         linked_pairs=int(linked_mask.sum()),
