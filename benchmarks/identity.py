@@ -276,26 +276,15 @@ def score(found: dict, true: set) -> dict:
     }
 
 
-def _behaviour(table: pa.Table, truth: pa.Table, seed: int) -> pa.Table:
-    """A spend and visits per person (the same on each of its records), to segment by."""
-    rng = np.random.default_rng(seed)
-    persons = np.array(truth["person"].to_pylist())
-    kind = persons % 3
-    spend = np.exp(rng.normal(np.log([40.0, 300.0, 2000.0])[kind], 0.2))
-    visits = rng.normal(np.array([2.0, 8.0, 20.0])[kind], 0.5)
-    return table.append_column("gasto", pa.array(spend)).append_column("visitas", pa.array(visits))
-
-
 def incremental(work: Path, rows: int) -> dict:
     """Batch over everyone against training on the known records and scoring the new ones;
     links against the truth; ids kept by a dedupe rerun with the new records."""
     from segmatch.api import dedupe, run_pipeline, score_customers  # noqa: PLC0415
     from segmatch.config_loading import build_config  # noqa: PLC0415
     from segmatch.storage import read_delta  # noqa: PLC0415
-    from segmatch.synthetic_people import PEOPLE_ROLES, people_table  # noqa: PLC0415
+    from segmatch.synthetic_people import PEOPLE_ROLES, people_with_behaviour  # noqa: PLC0415
 
-    table, truth = people_table(rows=rows, duplicates=0.1, seed=21)
-    table = _behaviour(table, truth, seed=21)
+    table, truth = people_with_behaviour(rows=rows, duplicates=0.1, seed=21)
     known_rows = round(rows / 1.1)
     paths = {"everyone": table, "known": table.slice(0, known_rows), "new": table.slice(known_rows)}
     for name, part in paths.items():

@@ -28,6 +28,7 @@ from segmatch.synthetic_people import (
     PEOPLE_ROLES,
     cpf_check_digits,
     people_table,
+    people_with_behaviour,
     write_people,
 )
 
@@ -338,31 +339,29 @@ def test_both_engines_link_the_same_pairs(engine, tmp_path):
 
 
 def _people_with_behaviour(path, rows, seed):
-    """Generated people, each with a spend and visits of their own (the same on every record
-    of one person), for a segmentation run."""
-    table, truth = people_table(rows=rows, duplicates=0.1, seed=seed)
-    rng = np.random.default_rng(seed)
-    persons = np.array(truth["person"].to_pylist())
-    kind = persons % 3
-    spend = np.exp(rng.normal(np.log([40.0, 300.0, 2000.0])[kind], 0.2))
-    visits = rng.normal(np.array([2.0, 8.0, 20.0])[kind], 0.5)
-    table = table.append_column("gasto", pa.array(spend)).append_column("visitas", pa.array(visits))
+    """Generated people with a spend and visits each, written to ``path``; the truth."""
+    table, truth = people_with_behaviour(rows=rows, duplicates=0.1, seed=seed)
     pacsv.write_csv(table, path)
     return truth
 
 
-def test_segments_are_of_entities_when_identity_is_on(engine, tmp_path):
-    truth = _people_with_behaviour(tmp_path / "people.csv", 1200, seed=12)
-    config = make_config(
-        tmp_path / "people.csv",
-        tmp_path / "out",
-        engine.name,
+def _segmented(data, out, engine_name):
+    """The config of a segmentation with identity on over generated people."""
+    return make_config(
+        data,
+        out,
+        engine_name,
         input={"id_column": "id", "types": TEXT},
         features={"numeric": ["gasto", "visitas"], "categorical": []},
         cluster={"k": 3, "seed": 3},
         lookalikes={"enabled": False},
         identity={"enabled": True, "columns": BRAZILIAN_ROLES},
     )
+
+
+def test_segments_are_of_entities_when_identity_is_on(engine, tmp_path):
+    truth = _people_with_behaviour(tmp_path / "people.csv", 1200, seed=12)
+    config = _segmented(tmp_path / "people.csv", tmp_path / "out", engine.name)
     result = run_pipeline(config, spark=getattr(engine, "spark", None))
     segments = read_delta(tmp_path / "out" / "segments")
     entities_table = read_delta(tmp_path / "out" / "entities")
@@ -384,16 +383,7 @@ def test_new_records_are_linked_to_known_customers_when_scored(engine, tmp_path)
     )
     pacsv.write_csv(everyone.slice(0, 2000), tmp_path / "known.csv")
     pacsv.write_csv(everyone.slice(2000), tmp_path / "new.csv")
-    config = make_config(
-        tmp_path / "known.csv",
-        tmp_path / "out",
-        engine.name,
-        input={"id_column": "id", "types": TEXT},
-        features={"numeric": ["gasto", "visitas"], "categorical": []},
-        cluster={"k": 3, "seed": 3},
-        lookalikes={"enabled": False},
-        identity={"enabled": True, "columns": BRAZILIAN_ROLES},
-    )
+    config = _segmented(tmp_path / "known.csv", tmp_path / "out", engine.name)
     run_pipeline(config, spark=getattr(engine, "spark", None))
     result = score_customers(tmp_path / "out", tmp_path / "new.csv", tmp_path / "scored")
     links = read_delta(tmp_path / "scored" / "links")

@@ -93,6 +93,21 @@ def people_table(
     return table, truth
 
 
+def people_with_behaviour(
+    *, rows: int, duplicates: float = 0.1, seed: int = 7
+) -> tuple[pa.Table, pa.Table]:
+    """:func:`people_table`'s records with a spend (``gasto``) and visits (``visitas``) per
+    person, the same on each of its records and drawn from three kinds of customer: a base to
+    segment with identity on. Returns the records and the truth."""
+    table, truth = people_table(rows=rows, duplicates=duplicates, seed=seed)
+    rng = np.random.default_rng(seed)
+    kind = np.array(truth["person"].to_pylist()) % 3
+    spend = np.exp(rng.normal(np.log([40.0, 300.0, 2000.0])[kind], 0.2))
+    visits = rng.normal(np.array([2.0, 8.0, 20.0])[kind], 0.5)
+    table = table.append_column("gasto", pa.array(spend)).append_column("visitas", pa.array(visits))
+    return table, truth
+
+
 def write_people(path: Path, *, rows: int, duplicates: float = 0.1, seed: int = 7) -> Path:
     """Write the records (CSV) and their truth beside them (``<name>_truth.csv``)."""
     table, truth = people_table(rows=rows, duplicates=duplicates, seed=seed)
