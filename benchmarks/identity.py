@@ -442,14 +442,17 @@ def main() -> None:
     (args.out / f"identity-{stamp}.json").write_text(
         json.dumps({"pairs": rows, "incremental": added}, indent=1)
     )
-    table = [
-        "| data | contender | seconds | peak MiB | pairs kept | blocking recall | P | R | "
-        "F1 at its threshold | best F1 | cluster F1 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    table += [_line(r) for r in rows]
+    table: list[str] = []
+    if rows:
+        table += [
+            "| data | contender | seconds | peak MiB | pairs kept | blocking recall | P | R | "
+            "F1 at its threshold | best F1 | cluster F1 |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            *(_line(r) for r in rows),
+            "",
+        ]
     if added:
-        table += ["", INCREMENTAL_HEADER, "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        table += [INCREMENTAL_HEADER, "|---:|---:|---:|---:|---:|---:|---:|---:|"]
         table.append(_incremental_line(added))
     (args.out / f"identity-{stamp}.md").write_text("\n".join(table) + "\n")
 

@@ -103,7 +103,12 @@ def test_what_the_driver_collects_does_not_grow_with_the_customers(
                 tmp_path / f"out-{rows}",
                 "spark",
                 clean={"max_bad_share": 0.2},
-                cluster={"k": 4, "sweep_sample_size": 1000, "silhouette_sample_size": 100},
+                cluster={
+                    "k": 4,
+                    "sweep_sample_size": 1000,
+                    "fit_sample_mb": 0.01,
+                    "silhouette_sample_size": 100,
+                },
                 spark={"fixed_partitions": 4},
             ),
             spark=spark_session,

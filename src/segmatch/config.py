@@ -258,6 +258,10 @@ class ClusterConfig(_Strict):
     #: k-means (and the sweep over k) first runs on this many rows, seeded, held in memory;
     #: the chosen centroids are then refined on every row. None: all rows.
     sweep_sample_size: int | None = Field(200_000, ge=1000)
+    #: The chosen centroids are refined in memory (on Spark: on the driver) on up to this
+    #: many MiB of the reduced matrix (64: 1.6 million rows of 5 components) before any pass
+    #: over every row; a larger sample leaves fewer such passes.
+    fit_sample_mb: float = Field(64.0, gt=0)
     silhouette_sample_size: int = Field(10_000, ge=100)
 
     @model_validator(mode="after")

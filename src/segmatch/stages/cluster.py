@@ -15,12 +15,6 @@ from segmatch.progress import progress
 from segmatch.stages.reduce import Reduced
 from segmatch.stages.scale import Scaled
 
-#: k-means is refined in memory on every row up to this many bytes of the reduced matrix
-#: (1.6 million rows of 5 components), on a sample of that many beyond: the passes over every
-#: row that follow (one each on Spark) then start from centroids close to where they end. At
-#: 1M rows the 200,000-row sweep sample left 6 such passes.
-FIT_SAMPLE_BYTES = 64 * 2**20
-
 
 @dataclass(frozen=True)
 class Candidate:
@@ -85,7 +79,7 @@ def cluster_customers(engine: Engine, *, config: ClusterConfig, reduced: Reduced
 
     k-means runs first on a seeded sample of ``sweep_sample_size`` rows held in memory (all
     rows when fewer), where the sweep scores every candidate k; the chosen centroids are then
-    refined in memory on a larger sample (:data:`FIT_SAMPLE_BYTES`), then by Lloyd iterations
+    refined in memory on a larger sample (``fit_sample_mb``), then by Lloyd iterations
     over every row, and the silhouette is computed exactly on every row. Segment ids run from
     0 (the largest segment) to k − 1; see :func:`keep_previous_ids` for ids that stay stable
     across retrains.
@@ -97,7 +91,10 @@ def cluster_customers(engine: Engine, *, config: ClusterConfig, reduced: Reduced
     shift_tolerance = config.tol * float(np.mean(reduced.components.explained_variance))
     sweep_rows = min(n, config.sweep_sample_size or n)
     width = max(len(reduced.components.explained_variance), 1)
-    fit_rows = min(n, max(sweep_rows, FIT_SAMPLE_BYTES // (8 * width)))
+    # Every row up to cluster.fit_sample_mb of the reduced matrix, a sample of that many
+    # beyond: the passes over every row that follow (one each on Spark) then start from
+    # centroids close to where they end (at 1M rows the sweep's 200,000 left six on Spark).
+    fit_rows = min(n, max(sweep_rows, int(config.fit_sample_mb * 2**20) // (8 * width)))
     # Hash order: the sweep's sample is the first rows of the fit's.
     fit_sample = engine.sample_rows(matrix, rows=fit_rows, seed=config.seed, sizes=n).values
     sample = fit_sample[:sweep_rows]
