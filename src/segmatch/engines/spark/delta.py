@@ -25,7 +25,7 @@ from segmatch.engines.spark.session import DELTA_EXTENSION, delta_settings
 from segmatch.errors import ConfigError, EngineUnavailableError, InputError
 from segmatch.locations import is_table_name, name_of, quoted_table_name
 from segmatch.staging import TableCommit
-from segmatch.storage import check_restorable, commit_staged, history_row
+from segmatch.storage import check_restorable, commit_staged, history_row, open_table
 from segmatch.tables import WriteMode
 from segmatch.writes import CommitInfo, Written, commit_rows
 
@@ -220,13 +220,25 @@ class SparkDelta:
             self.spark.catalog.dropTempView(view)
 
     def _version(self, location: str) -> int | None:
+        if not is_table_name(location):
+            return self.table_version(location)
         try:
             return self._last_commit(location)[0]
         except AnalysisException:
             return None
 
     def _last_commit(self, location: str) -> tuple[int, int]:
-        """The table's latest version and the rows its commit wrote (inserted or updated)."""
+        """The table's latest version and the rows its commit wrote (inserted or updated).
+
+        A folder's is read from its Delta log on the driver (delta-rs, as every other check of
+        an output folder): ``DESCRIBE HISTORY`` cost about a second of the session per call,
+        twice per table and commit."""
+        if not is_table_name(location):
+            table = open_table(location, storage_options=self.storage_options)
+            if table is None:
+                raise InputError(f"Delta table {location!r} has no history")
+            newest = history_row(table.history(1)[0])
+            return int(newest["version"]), int(newest["rows_written"])
         last = self.spark.sql(f"DESCRIBE HISTORY {_sql_target(location)} LIMIT 1").first()
         if last is None:
             raise InputError(f"Delta table {location!r} has no history")
