@@ -371,11 +371,11 @@ def load_model(reference: str | Path | None, *, tracking_uri: str | None = None)
     return LoadedModel(model, location, None, None, run_id)
 
 
-def _segments_table(output: dict[str, Any]) -> str:
-    """The segments table a training run's output section placed or named."""
+def _trained_table(output: dict[str, Any], table: Table) -> str:
+    """A table a training run's output section placed or named."""
     if output.get("catalog"):
-        return f"{output['catalog']}.{output['schema']}.segments"
-    return join(output["path"], "segments")
+        return f"{output['catalog']}.{output['schema']}.{table}"
+    return join(output["path"], table)
 
 
 def current_version(
@@ -463,7 +463,7 @@ def score_customers(
     config = build_config(raw, source=f"the training config of model {str(model)!r}")
     _refuse_a_training_output(config)
     trained_output = fitted.config_["output"]
-    reference = str(segments) if segments else _segments_table(trained_output)
+    reference = str(segments) if segments else _trained_table(trained_output, Table.SEGMENTS)
     runner = make_engine(config.engine, spark=config.spark, storage_options=config.storage_options)
     config = _scored_as_customers_when_derived(runner, config, fitted)
     check_input(runner, config, named_by=f"that {loaded.describe()} needs")
@@ -494,11 +494,7 @@ def _known_entities(engine: Engine, model: SegmentModel, output: dict[str, Any])
     but whose entities table is gone cannot link, and says so."""
     if not model.identity_:
         return None
-    location = (
-        f"{output['catalog']}.{output['schema']}.{Table.ENTITIES}"
-        if output.get("catalog")
-        else join(output["path"], Table.ENTITIES)
-    )
+    location = _trained_table(output, Table.ENTITIES)
     if not engine.has_table(location):
         raise ModelError(
             f"the model resolved identities, but its training run's entities table "

@@ -119,24 +119,27 @@ VALUE_SHARE = 0.9
 PHONE_SEPARATORS = (" ", "(", ")", "-", ".", "+")
 
 
-def _value_formats(text: Expr) -> dict[linkage.Role, tuple[Expr, str]]:
-    """Per role that values can say, in the order they are tried: whether a value has its
-    format, and what such values are called. Plain 8-digit values are no CEP (they read as
-    dates, yyyymmdd), and 11 digits are a CPF only with valid check digits (checked after)."""
+#: The roles values can say, in the order they are tried, and what such values are called.
+VALUE_ROLES: dict[linkage.Role, str] = {
+    "email": "e-mail addresses",
+    "cpf": "CPFs with valid check digits",
+    "postcode": "CEPs (00000-000)",
+    "phone": "phone numbers (10 to 13 digits)",
+}
+
+
+def _value_formats(text: Expr) -> dict[linkage.Role, Expr]:
+    """Whether a value has each of :data:`VALUE_ROLES`' formats. Plain 8-digit values are no
+    CEP (they read as dates, yyyymmdd), and 11 digits are a CPF only with valid check digits
+    (checked after)."""
     digits = text
     for separator in PHONE_SEPARATORS:
         digits = digits.replace(separator, "")
     return {
-        "email": (text.matches(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"), "e-mail addresses"),
-        "cpf": (
-            text.matches(r"^\d{3}\.?\d{3}\.?\d{3}-?\d{2}$"),
-            "CPFs with valid check digits",
-        ),
-        "postcode": (text.matches(r"^\d{5}-\d{3}$"), "CEPs (00000-000)"),
-        "phone": (
-            text.matches(r"^\+?[0-9 ().-]+$").and_(digits.matches(r"^\d{10,13}$")),
-            "phone numbers (10 to 13 digits)",
-        ),
+        "email": text.matches(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"),
+        "cpf": text.matches(r"^\d{3}\.?\d{3}\.?\d{3}-?\d{2}$"),
+        "postcode": text.matches(r"^\d{5}-\d{3}$"),
+        "phone": text.matches(r"^\+?[0-9 ().-]+$").and_(digits.matches(r"^\d{10,13}$")),
     }
 
 
@@ -153,7 +156,7 @@ def roles_from_values(
         text = col(column).as_text().strip()
         non_empty = text.ne("").fill_null(False)
         counts[f"present_{index}"] = non_empty.as_float().sum()
-        for role, (matched, _) in _value_formats(text).items():
+        for role, matched in _value_formats(text).items():
             counts[f"{role}_{index}"] = non_empty.and_(matched).fill_null(False).as_float().sum()
     row = engine.to_arrow(engine.aggregate(frame, counts)).to_pylist()[0]
     found: dict[str, tuple[linkage.Role, str]] = {}
@@ -161,7 +164,7 @@ def roles_from_values(
         present = int(row[f"present_{index}"] or 0)
         if not present:
             continue
-        for role, (_, called) in _value_formats(col(column)).items():
+        for role, called in VALUE_ROLES.items():
             share = float(row[f"{role}_{index}"] or 0) / present
             if role == "cpf" and share >= VALUE_SHARE:
                 share = _valid_cpf_share(engine, frame, column, present)
@@ -517,7 +520,9 @@ def link_new_records(
     new = engine.to_arrow(cleaned.frame, columns=[id_column, *roles])
     as_read = new.column(id_column)
     new = new.set_column(0, id_column, as_read.cast(pa.string()))
-    stored = engine.to_arrow(engine.read(path=known, fmt="delta", types={}, separator=","))
+    entities_frame = engine.read(path=known, fmt="delta", types={}, separator=",")
+    values = [c for c in engine.schema(entities_frame) if c.startswith(COMPARED_PREFIX)]
+    stored = engine.to_arrow(entities_frame, columns=[id_column, "entity_id", *values])
     entity_of = dict(
         zip(
             stored.column(id_column).to_pylist(),
@@ -525,15 +530,8 @@ def link_new_records(
             strict=True,
         )
     )
-    compared = stored.select(
-        [id_column, *(c for c in stored.column_names if c.startswith(COMPARED_PREFIX))]
-    ).rename_columns(
-        [id_column]
-        + [
-            c.removeprefix(COMPARED_PREFIX)
-            for c in stored.column_names
-            if c.startswith(COMPARED_PREFIX)
-        ]
+    compared = stored.select([id_column, *values]).rename_columns(
+        [id_column, *(c.removeprefix(COMPARED_PREFIX) for c in values)]
     )
     ids = new.column(id_column).to_pylist()
     fresh = new.filter(
@@ -552,27 +550,34 @@ def link_new_records(
     fresh_ids = fresh.column(id_column).to_pylist()
     position = {record: i for i, record in enumerate(fresh_ids)}
     nearest = _nearest_known(between, id_column)
-    within_p = within.column("match_probability").to_numpy()
-    joined = within_p >= threshold
-    grouping = entities.group_records(
+    joined = within.column("match_probability").to_numpy() >= threshold
+
+    def positions(side: str) -> np.ndarray:
+        records = within.column(f"{id_column}_{side}").to_pylist()
+        return np.array([position[r] for r in records], np.int64)[joined]
+
+    groups = entities.group_records(
         len(fresh_ids),
-        np.array([position[r] for r in within.column(f"{id_column}_l").to_pylist()], np.int64)[
-            joined
-        ],
-        np.array([position[r] for r in within.column(f"{id_column}_r").to_pylist()], np.int64)[
-            joined
-        ],
+        positions("l"),
+        positions("r"),
         within.column("match_weight").to_numpy()[joined],
         max_size=config.max_entity_size,
-    )
+    ).groups
+    # Each group's strongest link to a known record, in one pass over the new records.
+    strongest: dict[int, dict[str, Any]] = {}
+    for record, group in zip(fresh_ids, groups.tolist(), strict=True):
+        link = nearest.get(record)
+        held = strongest.get(group)
+        if link is not None and (
+            held is None or link["match_probability"] > held["match_probability"]
+        ):
+            strongest[group] = link
     next_number = max((entities.entity_number(e) for e in entity_of.values()), default=0) + 1
     group_entity: dict[int, tuple[str, str | None]] = {}
-    for group in range(int(grouping.groups.max()) + 1 if fresh_ids else 0):
-        members = np.flatnonzero(grouping.groups == group)
-        links = [nearest[fresh_ids[m]] for m in members if fresh_ids[m] in nearest]
-        strongest = max(links, key=lambda link: link["match_probability"], default=None)
-        if strongest is not None and strongest["match_probability"] >= threshold:
-            group_entity[group] = (entity_of[strongest["known"]], strongest["known"])
+    for group in range(int(groups.max()) + 1 if fresh_ids else 0):
+        link = strongest.get(group)
+        if link is not None and link["match_probability"] >= threshold:
+            group_entity[group] = (entity_of[link["known"]], link["known"])
         else:
             group_entity[group] = (f"{entities.ENTITY_PREFIX}{next_number:09d}", None)
             next_number += 1
@@ -592,7 +597,7 @@ def link_new_records(
             )
             continue
         best = nearest.get(record)
-        entity, via = group_entity[int(grouping.groups[position[record]])]
+        entity, via = group_entity[int(groups[position[record]])]
         if best is not None:
             row |= {k: best[k] for k in ("match_probability", "match_weight", *weights)}
         rows.append(
