@@ -22,7 +22,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     os.chdir(args.work)  # the MLflow store goes in the work folder
-    from segmatch.api import demo_config, run_pipeline  # noqa: PLC0415
+    from segmatch.api import demo_config, run_pipeline, stored_bytes  # noqa: PLC0415
 
     base = demo_config(args.data, f"{args.work}/out", engine=args.engine, categorical=())
     config = base.model_copy(
@@ -41,7 +41,7 @@ def main() -> None:
         from segmatch.engines.spark.session import session_for  # noqa: PLC0415
 
         opened = time.perf_counter()
-        session = session_for(config.spark)
+        session = session_for(config.spark, input_bytes=stored_bytes(config))
         session_seconds = time.perf_counter() - opened
     imported = time.perf_counter() - started - session_seconds
     result = run_pipeline(config, spark=session)

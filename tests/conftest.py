@@ -50,10 +50,12 @@ def spark_session():
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from pyspark.sql import SparkSession  # noqa: PLC0415 -- only Spark tests pay for it
 
-    from segmatch.engines.spark.session import delta_settings  # noqa: PLC0415
+    from segmatch.engines.spark.session import delta_settings, launch_settings  # noqa: PLC0415
 
     builder = SparkSession.builder
-    for key, value in delta_settings().items():
+    # As segmatch starts a session for small inputs: every test's input is a few MB at most.
+    settings = {**launch_settings("local[2]", input_bytes=0), **delta_settings()}
+    for key, value in settings.items():
         builder = builder.config(key, value)
     session = (
         builder.master("local[2]")

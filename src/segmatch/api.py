@@ -81,12 +81,7 @@ def run_pipeline(
     run_id = run_id or uuid.uuid4().hex
     tracker, untracked_because = _tracker(config)
     try:
-        engine = make_engine(
-            config.engine,
-            spark=config.spark,
-            session=spark,
-            storage_options=config.storage_options,
-        )
+        engine = engine_for(config, session=spark)
         check_input(engine, config)
         check_output_is_this_data_sets(config)
         if config.identity.enabled:
@@ -109,6 +104,29 @@ def run_pipeline(
     return result
 
 
+def engine_for(config: Config, *, session: Any | None = None) -> Engine:
+    """The config's engine (on ``session`` when given); a Spark session it starts itself is
+    sized to the input's stored bytes."""
+    started_here = config.engine == "spark" and session is None
+    return make_engine(
+        config.engine,
+        spark=config.spark,
+        session=session,
+        storage_options=config.storage_options,
+        input_bytes=stored_bytes(config) if started_here else None,
+    )
+
+
+def stored_bytes(config: Config) -> int | None:
+    """The bytes the input's files occupy; None for a catalog table, or an input that is not
+    there (which the input check then names)."""
+    path = str(config.input.path)
+    files = Files(config.storage_options)
+    if is_table_name(path) or not files.exists(path):
+        return None
+    return sum(entry.size for entry in files.list_files(path))
+
+
 def dedupe(
     config: Config | str | Path,
     *,
@@ -129,9 +147,7 @@ def dedupe(
         config = build_config(
             apply_overrides(config.model_dump(mode="json"), overrides), source="overrides"
         )
-    engine = make_engine(
-        config.engine, spark=config.spark, session=spark, storage_options=config.storage_options
-    )
+    engine = engine_for(config, session=spark)
     ingest.open_input(engine, config.input)
     linkage.check_installed()
     return Pipeline(config, engine, plan=DEDUPE, run_id=run_id).run()
@@ -207,8 +223,7 @@ def validate(
         from segmatch.tracking.store import check_store  # noqa: PLC0415 -- mlflow stays unloaded
 
         check_store(config.tracking)
-    engine = make_engine(config.engine, spark=config.spark, storage_options=config.storage_options)
-    return config, check_input(engine, config)
+    return config, check_input(engine_for(config), config)
 
 
 def rebuild_report(
@@ -464,7 +479,7 @@ def score_customers(
     _refuse_a_training_output(config)
     trained_output = fitted.config_["output"]
     reference = str(segments) if segments else _trained_table(trained_output, Table.SEGMENTS)
-    runner = make_engine(config.engine, spark=config.spark, storage_options=config.storage_options)
+    runner = engine_for(config)
     config = _scored_as_customers_when_derived(runner, config, fitted)
     check_input(runner, config, named_by=f"that {loaded.describe()} needs")
     known = runner.has_table(reference) or (

@@ -17,8 +17,10 @@ def make_engine(
     spark: SparkConfig | None = None,
     session: Any | None = None,
     storage_options: dict[str, str] | None = None,
+    input_bytes: int | None = None,
 ) -> Engine:
     """Make the engine called ``name``; ``session`` is an existing SparkSession to use.
+    ``input_bytes`` (the input's stored size, when known) sizes a Spark session started here.
 
     Example:
         >>> make_engine("local").name
@@ -37,7 +39,9 @@ def make_engine(
                 f"engine 'spark' needs PySpark ({exc}); "
                 "install it with: pip install 'segmatch[spark]'"
             ) from exc
-        engine = SparkEngine(settings=spark or SparkConfig(), session=session)
+        engine = SparkEngine(
+            settings=spark or SparkConfig(), session=session, input_bytes=input_bytes
+        )
     else:
         raise EngineUnavailableError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
     engine.storage_options = dict(storage_options or {})

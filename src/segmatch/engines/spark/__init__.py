@@ -59,9 +59,15 @@ class SparkEngine(
         finally:
             self.spark.removeTag(allowed)
 
-    def __init__(self, *, settings: SparkConfig, session: SparkSession | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        settings: SparkConfig,
+        session: SparkSession | None = None,
+        input_bytes: int | None = None,
+    ) -> None:
         self.settings = settings
-        self.spark = session or session_for(settings)
+        self.spark = session or session_for(settings, input_bytes=input_bytes)
         self._plan: PartitionPlan | None = None
         self._cores: int | None = None
         self._has_delta: bool | None = None
