@@ -245,6 +245,57 @@ def test_samples_are_the_smallest_id_hashes_in_hash_order(engine, tmp_path):
     ]
 
 
+def test_a_matrix_a_sample_took_whole_gives_the_same_passes(engine, tmp_path):
+    """The cluster stage's fit sample takes every row when they fit its bound: on Spark the
+    passes, assignment, samples and quantiles that follow then run on the driver, and must
+    give what Spark's jobs give."""
+    rng = np.random.default_rng(5)
+    points = rng.normal(size=(600, 2)) + np.repeat([[0.0, 0.0], [6.0, 6.0]], 300, axis=0)
+    ids = [f"c{i}" for i in range(600)]
+    centroids = np.array([[0.0, 0.0], [6.0, 6.0]])
+
+    def passes(whole: bool, folder):
+        folder.mkdir()
+        matrix = labelled_matrix(engine, ids, points, np.zeros(600), folder)
+        if whole:
+            assert len(engine.sample_rows(matrix, rows=600, seed=1).ids) == 600
+        jobs_before = _jobs_run(engine)
+        moments = engine.reduce_blocks(matrix, kernel=lambda values, _: values.sum(axis=0))
+        relabelled = engine.relabel(
+            engine.assign(matrix, centroids=centroids), ids=np.array([4, 2])
+        )
+        counts = engine.reduce_blocks(
+            relabelled, kernel=lambda _, labels: np.bincount(labels, minlength=5).astype(float)
+        )
+        sizes = {4: int(counts[4]), 2: int(counts[2])}
+        sample = engine.sample_rows(relabelled, rows={4: 7, 2: 3}, seed=2, sizes=sizes)
+        quantiles = engine.distance_quantiles(relabelled, id_column="id", q=0.9)
+        return {
+            "moments": moments,
+            "counts": counts,
+            "sample": (sample.ids.to_pylist(), sample.segments.tolist()),
+            "quantiles": quantiles,
+            "jobs": None if jobs_before is None else _jobs_run(engine) - jobs_before,
+        }
+
+    whole, apart = passes(True, tmp_path / "whole"), passes(False, tmp_path / "apart")
+    np.testing.assert_allclose(whole["moments"], apart["moments"], rtol=1e-12)
+    assert whole["counts"].tolist() == apart["counts"].tolist() == [0, 0, 300, 0, 300]
+    assert whole["sample"] == apart["sample"] and len(whole["sample"][0]) == 10
+    assert whole["quantiles"].keys() == apart["quantiles"].keys() == {2, 4}
+    for segment, value in apart["quantiles"].items():
+        assert whole["quantiles"][segment] == pytest.approx(value, rel=1e-12)
+    if engine.name == "spark":
+        assert whole["jobs"] == 0 and apart["jobs"] > 0
+
+
+def _jobs_run(engine: Engine) -> int | None:
+    """How many Spark jobs the engine's session has run (None on the local engine)."""
+    if engine.name != "spark":
+        return None
+    return len(engine.spark.sparkContext.statusTracker().getJobIdsForGroup(None))
+
+
 @covers("map_groups")
 def test_grouped_apply_over_segments_and_against_a_reference(engine, tmp_path):
     points = np.arange(8.0)[:, None]

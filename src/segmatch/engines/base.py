@@ -22,8 +22,10 @@ import pyarrow as pa
 
 from segmatch import kernels
 from segmatch.cells import Cells
-from segmatch.engines.expressions import Expr, rows
+from segmatch.engines.expressions import Expr, col, rows
 from segmatch.engines.types import (
+    DISTANCE,
+    SEGMENT,
     BlockKernel,
     ColumnKind,
     Combine,
@@ -352,3 +354,16 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         vector, :func:`vector_column`) and, once assigned, ``segment``, ``distance`` and
         ``runner_up`` (the distance to the second-nearest centroid).
         """
+
+    def distance_quantiles(self, matrix: MatrixT, *, id_column: str, q: float) -> dict[int, float]:
+        """Per segment of an assigned matrix, the ``q`` quantile of its rows' distances to their
+        centroid (as :meth:`quantiles`)."""
+        rows_of = self.matrix_frame(
+            matrix, id_column=id_column, columns={SEGMENT: col(SEGMENT), DISTANCE: col(DISTANCE)}
+        )
+        found = self.quantiles(rows_of, columns=[DISTANCE], q=q, by=SEGMENT)
+        return {
+            int(segment): float(distance)
+            for segment, value in found.items()
+            if (distance := value[DISTANCE]) is not None
+        }

@@ -59,7 +59,6 @@ from segmatch.stages import (
     lookalikes,
     reduce,
     scale,
-    statistics,
 )
 from segmatch.staging import StagedOutputs
 
@@ -102,9 +101,7 @@ def fitted_model(
 ) -> SegmentModel:
     """The engine-neutral model of a training run's results. Its config carries what new rows
     are read with: the as-of date that date features count to, and how their dates read."""
-    distance_p99 = statistics.distance_quantiles(
-        engine, clustering.matrix, id_column=plan.id_column, q=0.99
-    )
+    distance_p99 = engine.distance_quantiles(clustering.matrix, id_column=plan.id_column, q=0.99)
     return SegmentModel(
         id_column=plan.id_column,
         numeric_columns=list(built.numeric),

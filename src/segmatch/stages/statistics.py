@@ -8,10 +8,10 @@ from typing import Literal
 import pyarrow as pa
 
 from segmatch.encoding import MISSING_LEVEL
-from segmatch.engines.base import Engine, Frame, Matrix
+from segmatch.engines.base import Engine, Frame
 from segmatch.engines.expressions import Expr, col, rows, when
 from segmatch.engines.shaping import with_top_levels
-from segmatch.engines.types import DISTANCE, SEGMENT, ColumnStats
+from segmatch.engines.types import SEGMENT, ColumnStats
 from segmatch.stages.column_facts import level_counts
 from segmatch.stages.columns import Outcome
 
@@ -108,22 +108,6 @@ def _outcome_rate(outcome: Outcome) -> Expr:
         return col(outcome.column).as_number().mean()
     text = col(outcome.column).as_text().strip()
     return when([(text.ne("").fill_null(False), text.eq(outcome.level).as_float())]).mean()
-
-
-def distance_quantiles(
-    engine: Engine, matrix: Matrix, *, id_column: str, q: float
-) -> dict[int, float]:
-    """Per segment of an assigned matrix, the ``q`` quantile of its rows' distances to their
-    centroid."""
-    rows_of = engine.matrix_frame(
-        matrix, id_column=id_column, columns={SEGMENT: col(SEGMENT), DISTANCE: col(DISTANCE)}
-    )
-    found = engine.quantiles(rows_of, columns=[DISTANCE], q=q, by=SEGMENT)
-    return {
-        int(segment): float(distance)
-        for segment, value in found.items()
-        if (distance := value[DISTANCE]) is not None
-    }
 
 
 def spread(engine: Engine, frame: Frame, *, columns: Sequence[str]) -> dict[str, float]:

@@ -48,6 +48,14 @@ class SparkEngine(
     #: (about 1 s for a table of a few rows): the run's tables commit side by side.
     commit_concurrency = 8
 
+    def distance_quantiles(
+        self, matrix: SparkMatrix, *, id_column: str, q: float
+    ) -> dict[int, float]:
+        held = self.held_distance_quantiles(matrix, q=q)
+        if held is not None:
+            return held
+        return super().distance_quantiles(matrix, id_column=id_column, q=q)
+
     @contextmanager
     def tagged_jobs(self, tag: str) -> Iterator[None]:
         # A session tag, not a job description: Spark Connect has no SparkContext, and the tag
@@ -71,3 +79,4 @@ class SparkEngine(
         self._plan: PartitionPlan | None = None
         self._cores: int | None = None
         self._has_delta: bool | None = None
+        self._held = {}

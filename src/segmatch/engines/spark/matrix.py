@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -27,8 +27,28 @@ from segmatch.engines.spark.frames import (
 from segmatch.engines.types import BlockKernel, Combine, SampledRows
 
 
+@dataclass(frozen=True)
+class HeldRows:
+    """Every row of a matrix on the driver, in the order they arrived: ids, values, and once
+    assigned, each row's label and distance to its centroid."""
+
+    ids: pa.Array | pa.ChunkedArray
+    values: np.ndarray
+    labels: np.ndarray | None = None
+    distances: np.ndarray | None = None
+
+    @property
+    def segments(self) -> np.ndarray:
+        if self.labels is None:
+            raise ValueError("the matrix has no segment labels yet; assign centroids first")
+        return self.labels
+
+
 class SparkPasses:
     """Building the matrix from rows, and the passes the stages make over it."""
+
+    #: Matrices whose every row is on the driver, by their frame (see :meth:`_held_rows`).
+    _held: dict[int, tuple[DataFrame, HeldRows]]
 
     def feature_matrix(
         self,
@@ -62,9 +82,34 @@ class SparkPasses:
             selected, id_column, len(expressions), labelled=labels is not None, carried=carried
         )
 
+    def _held_rows(self, matrix: SparkMatrix) -> HeldRows | None:
+        """Every row of ``matrix``, when a sample already brought them all to the driver (the
+        cluster stage's fit sample up to ``cluster.fit_sample_mb``): passes over them then
+        run there, with the same kernels, instead of as Spark jobs."""
+        held = self._held.get(id(matrix.frame))
+        return held[1] if held is not None and held[0] is matrix.frame else None
+
+    def _hold(self, matrix: SparkMatrix, rows: HeldRows) -> None:
+        self._held[id(matrix.frame)] = (matrix.frame, rows)
+
+    def held_distance_quantiles(self, matrix: SparkMatrix, *, q: float) -> dict[int, float] | None:
+        """Per segment, the ``q`` quantile of the distances, from rows held on the driver (None
+        when they are not held)."""
+        held = self._held_rows(matrix)
+        if held is None or held.distances is None:
+            return None
+        labels = held.segments
+        return {
+            int(segment): float(np.quantile(held.distances[labels == segment], q))
+            for segment in np.unique(labels)
+        }
+
     def reduce_blocks(
         self, matrix: SparkMatrix, *, kernel: BlockKernel, combine: Combine = np.add
     ) -> np.ndarray:
+        held = self._held_rows(matrix)
+        if held is not None:
+            return _reduce_held(held, kernel=kernel, combine=combine)
         width, labelled = matrix.width, matrix.labelled
 
         def partials(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -116,20 +161,54 @@ class SparkPasses:
     ) -> SampledRows:
         """The local engine's sample: the same customers in the same order. Ids whose hash
         falls under each group's share of the hash range (with slack) leave the executors; the
-        smallest are kept on the driver."""
-        id_column = matrix.id_column
-        columns = [id_column, *matrix.value_columns, *([LABEL] if matrix.labelled else [])]
-        known: dict[int | None, int]
-        if isinstance(rows, int):
-            wanted: dict[int | None, int] = {None: rows}
-            known = {None: sizes if isinstance(sizes, int) else matrix.frame.count()}
+        smallest are kept on the driver. A sample that takes every row keeps them there for
+        the passes that follow (see :meth:`_held_rows`)."""
+        wanted: dict[int | None, int] = (
+            {None: rows} if isinstance(rows, int) else {int(g): n for g, n in rows.items()}
+        )
+        held = self._held_rows(matrix)
+        if held is None:
+            held, hashes = self._gathered(matrix, wanted=wanted, seed=seed, sizes=sizes)
         else:
-            wanted = {int(label): count for label, count in rows.items()}
-            if isinstance(sizes, Mapping):
-                known = {int(label): n for label, n in sizes.items()}
-            else:
-                counted = matrix.frame.groupBy(LABEL).count().collect()
-                known = {r[LABEL]: r["count"] for r in counted}
+            hashes = kernels.id_hashes(held.ids, seed)
+        order = np.argsort(hashes, kind="stable")
+        if isinstance(rows, int):
+            chosen = order[:rows]
+        else:
+            labels = held.segments[order]
+            ranks = np.zeros(len(order), dtype=np.int64)
+            for label in np.unique(labels):
+                at = labels == label
+                ranks[at] = np.arange(int(at.sum()))
+            quota = np.array([wanted.get(int(label), 0) for label in labels], dtype=np.int64)
+            chosen = order[ranks < quota]
+        return SampledRows(
+            held.ids.take(pa.array(chosen)),
+            held.values[chosen],
+            None if held.labels is None else held.labels[chosen],
+        )
+
+    def _gathered(
+        self,
+        matrix: SparkMatrix,
+        *,
+        wanted: Mapping[int | None, int],
+        seed: int,
+        sizes: int | Mapping[int, int] | None,
+    ) -> tuple[HeldRows, np.ndarray]:
+        """The rows a sample may take, on the driver, with their ids' hashes: every row of a
+        group whose quota is (nearly) all of it, else those under a hash cutoff."""
+        id_column = matrix.id_column
+        labelled = matrix.labelled
+        columns = [id_column, *matrix.value_columns, *([LABEL] if labelled else [])]
+        known: dict[int | None, int]
+        if None in wanted:
+            known = {None: sizes if isinstance(sizes, int) else matrix.frame.count()}
+        elif isinstance(sizes, Mapping):
+            known = {int(label): n for label, n in sizes.items()}
+        else:
+            counted = matrix.frame.groupBy(LABEL).count().collect()
+            known = {r[LABEL]: r["count"] for r in counted}
         cutoffs = {}
         for group, count in wanted.items():
             size = max(known.get(group, 0), 1)
@@ -143,7 +222,7 @@ class SparkPasses:
         def hashed(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             for batch in batches:
                 hashes = kernels.id_hashes(batch.column(id_column), seed)
-                if isinstance(rows, int):
+                if None in wanted:
                     keep = hashes <= cutoffs[None] if cutoffs else np.ones(len(hashes), bool)
                 else:
                     groups = batch.column(LABEL).to_numpy()
@@ -162,24 +241,14 @@ class SparkPasses:
         selected = matrix.frame.select(*columns)
         schema = T.StructType([T.StructField("__hash", T.LongType()), *selected.schema.fields])
         table = selected.mapInArrow(hashed, schema).toArrow()
-        hashes = table.column("__hash").to_numpy().view(np.uint64)
-        order = np.argsort(hashes, kind="stable")
-        if isinstance(rows, int):
-            chosen = order[:rows]
-        else:
-            labels = table.column(LABEL).to_numpy()[order]
-            ranks = np.zeros(len(order), dtype=np.int64)
-            for label in np.unique(labels):
-                at = labels == label
-                ranks[at] = np.arange(int(at.sum()))
-            quota = np.array([wanted.get(int(label), 0) for label in labels], dtype=np.int64)
-            chosen = order[ranks < quota]
-        picked = table.take(pa.array(chosen))
-        return SampledRows(
-            picked.column(id_column),
-            matrix_of(picked, matrix.value_columns),
-            picked.column(LABEL).to_numpy() if matrix.labelled else None,
+        rows = HeldRows(
+            table.column(id_column),
+            matrix_of(table, matrix.value_columns),
+            table.column(LABEL).to_numpy() if labelled else None,
         )
+        if not cutoffs and (None in wanted or set(wanted) >= set(known)):
+            self._hold(matrix, rows)
+        return rows, table.column("__hash").to_numpy().view(np.uint64)
 
     def assign(self, matrix: SparkMatrix, *, centroids: np.ndarray) -> SparkMatrix:
         width = matrix.width
@@ -209,9 +278,45 @@ class SparkPasses:
                 T.StructField(RUNNER_UP, T.DoubleType()),
             ]
         )
-        return replace(matrix, frame=persist(base.mapInArrow(nearest, schema)), labelled=True)
+        assigned = replace(matrix, frame=persist(base.mapInArrow(nearest, schema)), labelled=True)
+        held = self._held_rows(matrix)
+        if held is not None:
+            found = [
+                kernels.nearest_centroids(held.values[block], centroids)[:2]
+                for block in _held_blocks(len(held.values))
+            ]
+            labels = np.concatenate([block_labels for block_labels, _ in found]).astype(np.int32)
+            distances = np.concatenate([block_distances for _, block_distances in found])
+            self._hold(assigned, replace(held, labels=labels, distances=distances))
+        return assigned
 
     def relabel(self, matrix: SparkMatrix, *, ids: np.ndarray) -> SparkMatrix:
         mapping = F.create_map(*[F.lit(v) for i, new in enumerate(ids) for v in (i, int(new))])
-        relabelled = matrix.frame.withColumn(LABEL, mapping[F.col(LABEL)].cast("int"))
-        return replace(matrix, frame=persist(relabelled))
+        relabelled = replace(
+            matrix, frame=persist(matrix.frame.withColumn(LABEL, mapping[F.col(LABEL)].cast("int")))
+        )
+        held = self._held_rows(matrix)
+        if held is not None:
+            self._hold(relabelled, replace(held, labels=ids.astype(np.int32)[held.segments]))
+        return relabelled
+
+
+#: Rows per block of a pass over rows held on the driver (an Arrow batch's 10,000 and more:
+#: the kernels' temporaries stay a few MB).
+HELD_BLOCK_ROWS = 65_536
+
+
+def _held_blocks(rows: int) -> Iterator[slice]:
+    for start in range(0, rows, HELD_BLOCK_ROWS):
+        yield slice(start, min(start + HELD_BLOCK_ROWS, rows))
+
+
+def _reduce_held(held: HeldRows, *, kernel: BlockKernel, combine: Combine) -> np.ndarray:
+    total: np.ndarray | None = None
+    for block in _held_blocks(len(held.values)):
+        labels = None if held.labels is None else held.labels[block]
+        part = np.asarray(kernel(held.values[block], labels), dtype=np.float64)
+        total = part if total is None else combine(total, part)
+    if total is None:
+        raise ValueError("a pass over no rows")
+    return total
