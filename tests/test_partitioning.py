@@ -3,6 +3,8 @@ and what the Spark engine collects as volumes grow."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from helpers import make_config
@@ -191,3 +193,23 @@ def test_spark_quantiles_are_numpys_bit_for_bit_on_awkward_columns(spark_session
             assert found[g] == expected, (q, g)
     # Where the wanted ranks hold infinities (NumPy's interpolation gives NaN there).
     assert quantiles.exact_quantiles(frame, ["infinite"], q=0.999)[None] == {"infinite": np.inf}
+
+
+def test_a_spark_run_releases_what_it_cached(spark_session, tmp_path):
+    """A notebook's session runs segmatch again and again: each run's cached rows (the input,
+    the deduplicated rows, the matrices) are released when it ends, committed or not."""
+    storage = spark_session.sparkContext._jsc.sc()
+
+    def cached_blocks() -> int:
+        return len(storage.getRDDStorageInfo())
+
+    before = cached_blocks()
+    data = generate_customers(tmp_path / "customers.parquet", rows=3_000, seed=4)
+    run_pipeline(
+        make_config(data, tmp_path / "out", "spark", cluster={"k": 3}), spark=spark_session
+    )
+    # Released without blocking the run's end: wait for Spark to drop them.
+    deadline = time.monotonic() + 60
+    while cached_blocks() > before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert cached_blocks() <= before

@@ -178,7 +178,7 @@ class Pipeline:
         keys: dict[str, str] = {INPUT_DIGEST.root: digest or ""}
         step_name = "starting"
         try:
-            with self.engine.tagged_jobs(f"segmatch-run-{self.run_id}"):
+            with self.engine.run_scope(), self.engine.tagged_jobs(f"segmatch-run-{self.run_id}"):
                 try:
                     for step in self.plan.steps:
                         step_name = f"stage {step.name!r}" if step.stage else f"step {step.name!r}"

@@ -77,6 +77,11 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         (nothing to tag in one process)."""
         return nullcontext()
 
+    def run_scope(self) -> AbstractContextManager[None]:
+        """One run's work: what the engine holds for it (caches, rows on the driver) is
+        released when the run ends, committed or failed (nothing to release in one process)."""
+        return nullcontext()
+
     def partition_plan(self) -> dict[str, Any]:
         """The last partitioning decision and its inputs (empty when nothing was planned)."""
         return {}

@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from segmatch.config import SparkConfig
 from segmatch.engines.base import Engine
-from segmatch.engines.spark.frames import SparkMatrix
+from segmatch.engines.spark.frames import SparkMatrix, caches_released
 from segmatch.engines.spark.io import SparkStorage
 from segmatch.engines.spark.matrix import SparkPasses
 from segmatch.engines.spark.results import SparkResults
@@ -55,6 +55,14 @@ class SparkEngine(
         if held is not None:
             return held
         return super().distance_quantiles(matrix, id_column=id_column, q=q)
+
+    @contextmanager
+    def run_scope(self) -> Iterator[None]:
+        try:
+            with caches_released():
+                yield
+        finally:
+            self._held.clear()
 
     @contextmanager
     def tagged_jobs(self, tag: str) -> Iterator[None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,8 +65,30 @@ def values_of(batch: pa.RecordBatch, width: int) -> np.ndarray:
     ).astype(np.float64, copy=False)
 
 
+#: The frames the current run cached (None outside a run), released when it ends.
+_RUN_CACHES: ContextVar[list[DataFrame] | None] = ContextVar("segmatch_run_caches", default=None)
+
+
 def persist(frame: DataFrame) -> DataFrame:
-    return frame.persist(StorageLevel.MEMORY_AND_DISK)
+    cached = frame.persist(StorageLevel.MEMORY_AND_DISK)
+    held = _RUN_CACHES.get()
+    if held is not None:
+        held.append(cached)
+    return cached
+
+
+@contextmanager
+def caches_released() -> Iterator[None]:
+    """Frames cached inside the block (a run) are released when it ends: a session that runs
+    segmatch again and again (a notebook's) keeps none of an ended run's rows."""
+    held: list[DataFrame] = []
+    token = _RUN_CACHES.set(held)
+    try:
+        yield
+    finally:
+        _RUN_CACHES.reset(token)
+        for frame in held:
+            frame.unpersist(blocking=False)
 
 
 #: What a regular expression's ``\s`` matches in Java: spaces, tabs, line ends.
