@@ -124,7 +124,7 @@ def stored_bytes(config: Config) -> int | None:
     files = Files(config.storage_options)
     if is_table_name(path) or not files.exists(path):
         return None
-    return sum(entry.size for entry in files.list_files(path))
+    return files.stored_bytes(path)
 
 
 def dedupe(

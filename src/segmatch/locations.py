@@ -143,6 +143,10 @@ class Files:
             if f.type == pafs.FileType.File
         )
 
+    def stored_bytes(self, location: str) -> int:
+        """The bytes every file under a folder (or the file itself) occupies."""
+        return sum(entry.size for entry in self.list_files(location))
+
     def subfolders(self, location: str) -> list[str]:
         """Names of the folders directly under ``location``."""
         filesystem, path = self.resolve(location)

@@ -130,7 +130,7 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
 
     def input_bytes(self, location: str) -> int:
         """The bytes an input occupies (the partition planner's measure)."""
-        return sum(entry.size for entry in Files(self.storage_options).list_files(location))
+        return Files(self.storage_options).stored_bytes(location)
 
     def table_history(self, location: str) -> list[dict[str, Any]]:
         """The table's versions, newest first (see :func:`segmatch.storage.history_row`)."""
