@@ -15,6 +15,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from segmatch.charts import (
+    HorizontalBar,
+    Series,
+    bar_chart,
+    heatmap,
+    horizontal_bars,
+    line_chart,
+    scatter,
+)
 from segmatch.errors import InputError
 from segmatch.layout import (
     IDENTITY_SAMPLE_FILE,
@@ -27,7 +36,7 @@ from segmatch.layout import (
 )
 from segmatch.locations import Files, join
 from segmatch.report_identity import identity_section
-from segmatch.report_parts import PALETTE, colour, number, pyplot, svg, table
+from segmatch.report_parts import PALETTE, colour, number, table
 from segmatch.results import plain_number_columns
 
 REPORT_FILE = "report.html"
@@ -143,25 +152,25 @@ def _overview(summary: dict) -> str:
 
 
 def _timeline(stages: list[dict]) -> str:
-    plt = pyplot()
     starts = [datetime.fromisoformat(s["started_at"]).timestamp() for s in stages]
     origin = min(starts)
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(stages) + 1))
-    for i, (stage, start) in enumerate(zip(stages, starts, strict=True)):
-        colour = "#8C8C8C" if stage.get("reused") else PALETTE[0]
-        ax.barh(i, max(stage["seconds"], 1e-3), left=start - origin, color=colour)
-        ax.text(
-            start - origin + stage["seconds"],
-            i,
-            f"  {stage['seconds']:.2f} s · {stage['rows_in']:,} → {stage['rows_out']:,}",
-            va="center",
-            fontsize=8,
+    bars = [
+        HorizontalBar(
+            row=i,
+            start=start - origin,
+            length=max(stage["seconds"], 1e-3),
+            colour="#8C8C8C" if stage.get("reused") else PALETTE[0],
+            note=f"{stage['seconds']:.2f} s · {stage['rows_in']:,} → {stage['rows_out']:,}",
         )
-    ax.set_yticks(range(len(stages)), [s["stage"] for s in stages])
-    ax.invert_yaxis()
-    ax.set_xlabel("seconds since the first stage started")
-    ax.margins(x=0.35)
-    ax.patch.set_gid("plot-area-timeline")
+        for i, (stage, start) in enumerate(zip(stages, starts, strict=True))
+    ]
+    figure = horizontal_bars(
+        [s["stage"] for s in stages],
+        bars,
+        x_label="seconds since the first stage started",
+        gid="timeline",
+        room_for_notes=0.35,
+    )
     inside = sum(s["seconds"] for s in stages)
     span = max(start - origin + s["seconds"] for s, start in zip(stages, starts, strict=True))
     caption = (
@@ -170,57 +179,31 @@ def _timeline(stages: list[dict]) -> str:
         "that are not stages (registering the model, waiting for tracking) and to writing each "
         "stage's record.</p>"
     )
-    return svg(fig) + caption
+    return figure + caption
 
 
 def _sweep(summary: dict) -> str:
     candidates = summary["candidates"]
     if not candidates:
         return f"<p>k was fixed at {summary['k']}.</p>"
-    plt = pyplot()
     ks = [c["k"] for c in candidates]
-    fig, left = plt.subplots(figsize=(8, 3.6))
-    lines = left.plot(
-        ks, [c["silhouette"] for c in candidates], "o-", color=PALETTE[0], label="silhouette"
-    )
     rejected = [c for c in candidates if c["rejected"]]
+    series = [Series("silhouette", [c["silhouette"] for c in candidates], PALETTE[0], "o")]
     if rejected:
-        lines += left.plot(
-            [c["k"] for c in rejected],
-            [c["silhouette"] for c in rejected],
-            "x",
-            color=PALETTE[3],
-            markersize=10,
-            linestyle="none",
-            label="rejected k",
-        )
-    lines.append(
-        left.axvline(
-            summary["k"], color=PALETTE[2], linestyle="--", label=f"chosen k={summary['k']}"
-        )
+        at_rejected = [c["silhouette"] if c["rejected"] else math.nan for c in candidates]
+        series.append(Series("rejected k", at_rejected, PALETTE[3], "x", joined=False))
+    series.append(
+        Series("inertia", [c["inertia"] for c in candidates], PALETTE[1], "s", "5 3", right=True)
     )
-    left.set_xlabel("k")
-    left.set_ylabel("silhouette", color=PALETTE[0])
-    right = left.twinx()
-    lines += right.plot(
+    figure = line_chart(
         ks,
-        [c["inertia"] for c in candidates],
-        "s--",
-        color=PALETTE[1],
-        alpha=0.7,
-        label="inertia",
+        series,
+        x_label="k",
+        left_label="silhouette",
+        right_label="inertia",
+        marked_x=(summary["k"], PALETTE[2], f"chosen k={summary['k']}"),
+        gid="sweep",
     )
-    right.set_ylabel("inertia", color=PALETTE[1])
-    left.patch.set_gid("plot-area-sweep")
-    # Above the plot, never over a point.
-    legend = left.legend(
-        handles=lines,
-        loc="lower left",
-        bbox_to_anchor=(0.0, 1.02),
-        ncols=len(lines),
-        frameon=False,
-    )
-    legend.set_gid("legend-sweep")
     rows = [
         [
             c["k"],
@@ -242,7 +225,7 @@ def _sweep(summary: dict) -> str:
         "segments).</p>"
     )
     header = ["k", "silhouette", "Calinski–Harabasz", "stability", "inertia", "smallest", ""]
-    return svg(fig) + note + table(header, rows)
+    return figure + note + table(header, rows)
 
 
 def _figure(value: float | None, form: str) -> str:
@@ -250,21 +233,14 @@ def _figure(value: float | None, form: str) -> str:
 
 
 def _sizes(rows: list[dict]) -> str:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 3))
-    labels = [str(r["segment"]) for r in rows]
-    bars = ax.bar(labels, [r["size"] for r in rows], color=[colour(r["segment"]) for r in rows])
-    for bar, row in zip(bars, rows, strict=True):
-        ax.annotate(
-            f"{row['share']:.1%}",
-            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-            ha="center",
-            va="bottom",
-            fontsize=8,
-        )
-    ax.set_xlabel("segment")
-    ax.set_ylabel("customers")
-    return svg(fig)
+    return bar_chart(
+        [str(r["segment"]) for r in rows],
+        [r["size"] for r in rows],
+        [colour(r["segment"]) for r in rows],
+        x_label="segment",
+        y_label="customers",
+        notes=[f"{r['share']:.1%}" for r in rows],
+    )
 
 
 def standardised_means(
@@ -280,16 +256,13 @@ def standardised_means(
 
 
 def _heatmap(rows: list[dict], features: list[str], customer_spread: dict[str, float]) -> str:
-    plt = pyplot()
-    z = standardised_means(rows, features, customer_spread)
-    fig, ax = plt.subplots(figsize=(1.1 * len(features) + 2, 0.5 * len(rows) + 1.5))
-    image = ax.imshow(z, cmap="RdBu_r", vmin=-2.5, vmax=2.5, aspect="auto")
-    ax.set_xticks(range(len(features)), features, rotation=35, ha="right", fontsize=8)
-    ax.set_yticks(range(len(rows)), [f"segment {r['segment']}" for r in rows], fontsize=8)
-    for (i, j), value in np.ndenumerate(z):
-        ax.text(j, i, f"{value:+.1f}", ha="center", va="center", fontsize=7)
-    fig.colorbar(image, ax=ax, label="segment mean − customers' mean, in customers' std. dev.")
-    return svg(fig)
+    return heatmap(
+        [f"segment {r['segment']}" for r in rows],
+        features,
+        standardised_means(rows, features, customer_spread).tolist(),
+        limit=2.5,
+        scale_label="segment mean − customers' mean, in customers' std. dev.",
+    )
 
 
 def _medians(rows: list[dict], features: list[str], plain: set[str]) -> str:
@@ -338,39 +311,17 @@ def _scatter(segments: pa.Table, summary: dict) -> str:
     sample = segments
     x, y = sample["pc_1"].to_numpy(), sample["pc_2"].to_numpy()
     labels = sample["segment"].to_numpy()
-    plt = pyplot()
-    from matplotlib.lines import Line2D  # noqa: PLC0415 -- plotting only when a report is built
-
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for segment in np.unique(labels):
-        mask = labels == segment
-        ax.scatter(
-            x[mask],
-            y[mask],
-            s=4,
-            alpha=0.5,
-            color=colour(int(segment)),
-            label=f"segment {segment}",
-            rasterized=True,
-        )
-    centroids = np.asarray(summary["centroids"])
-    ax.scatter(centroids[:, 0], centroids[:, 1], marker="X", s=140, c="black", label="centroids")
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
-    ax.patch.set_gid("plot-area-scatter")
-    # Beside the plot, every marker at one legible size (points are drawn tiny, centroids big).
-    handles = [
-        Line2D([], [], marker="o", linestyle="none", markersize=6, color=colour(int(s)))
-        for s in np.unique(labels)
+    groups = [
+        (f"segment {segment}", colour(int(segment)), list(zip(x[mask], y[mask], strict=True)))
+        for segment in np.unique(labels)
+        for mask in [labels == segment]
     ]
-    handles.append(Line2D([], [], marker="X", linestyle="none", markersize=8, color="black"))
-    names = [f"segment {s}" for s in np.unique(labels)] + ["centroids"]
-    legend = ax.legend(
-        handles, names, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False
+    centroids = [(float(c[0]), float(c[1])) for c in summary["centroids"]]
+    figure = scatter(
+        groups, ("centroids", "black", centroids), x_label="PC 1", y_label="PC 2", gid="scatter"
     )
-    legend.set_gid("legend-scatter")
     drawn = f"{sample.num_rows:,} of {summary['customers']:,} customers drawn"
-    return svg(fig) + f"<p>{drawn} (a sample stratified by segment).</p>"
+    return figure + f"<p>{drawn} (a sample stratified by segment).</p>"
 
 
 def _lookalikes(sample: pa.Table | None, numeric: list[str], plain: set[str]) -> str:

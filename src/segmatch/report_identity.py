@@ -8,7 +8,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from segmatch.report_parts import PALETTE, pyplot, svg, table
+from segmatch.charts import HorizontalBar, bar_chart, horizontal_bars
+from segmatch.report_parts import PALETTE, table
 
 
 def identity_section(identity: dict[str, Any], sample: pa.Table | None) -> str:
@@ -59,18 +60,20 @@ def _weights(model: dict[str, Any]) -> str:
         disagree.append(_weight(levels[-1]))
     if not names:
         return ""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.2))
-    rows = range(len(names))
-    ax.barh([r + 0.2 for r in rows], agree, height=0.4, color=PALETTE[2], label="agree")
-    ax.barh([r - 0.2 for r in rows], disagree, height=0.4, color=PALETTE[3], label="disagree")
-    ax.set_yticks(list(rows), names, fontsize=8)
-    ax.axvline(0, color="#888", linewidth=0.8)
-    ax.set_xlabel("match weight (log2 of m / u)")
-    ax.patch.set_gid("plot-area-weights")
-    legend = ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.02), ncols=2, frameon=False)
-    legend.set_gid("legend-weights")
-    return "<h3>What each field weighs</h3>" + svg(fig)
+    bars = [
+        HorizontalBar(row, 0.0, weight, colour, offset=offset, thickness=0.4)
+        for row, pair in enumerate(zip(agree, disagree, strict=True))
+        for weight, colour, offset in zip(pair, (PALETTE[2], PALETTE[3]), (-0.2, 0.2), strict=True)
+    ]
+    figure = horizontal_bars(
+        names,
+        bars,
+        x_label="match weight (log2 of m / u)",
+        gid="weights",
+        legend_entries=[("s", PALETTE[2], "agree"), ("s", PALETTE[3], "disagree")],
+        zero_line=True,
+    )
+    return "<h3>What each field weighs</h3>" + figure
 
 
 def _weight(level: dict[str, Any]) -> float:
@@ -81,14 +84,16 @@ def _weight(level: dict[str, Any]) -> float:
 
 
 def _sizes(histogram: dict[str, int]) -> str:
-    plt = pyplot()
     sizes = sorted(histogram, key=int)
-    fig, ax = plt.subplots(figsize=(8, 2.6))
-    ax.bar(sizes, [histogram[s] for s in sizes], color=PALETTE[0])
-    ax.set_yscale("log")
-    ax.set_xlabel("records in the entity")
-    ax.set_ylabel("entities")
-    return "<h3>Entity sizes</h3>" + svg(fig)
+    figure = bar_chart(
+        sizes,
+        [histogram[s] for s in sizes],
+        [PALETTE[0]] * len(sizes),
+        x_label="records in the entity",
+        y_label="entities",
+        log=True,
+    )
+    return "<h3>Entity sizes</h3>" + figure
 
 
 def _sample(sample: pa.Table) -> str:

@@ -1,33 +1,12 @@
-"""Drawing pieces the report's sections share: figures as inline SVG, tables, numbers."""
+"""Pieces the report's sections share: tables, numbers, segment colours."""
 
 from __future__ import annotations
 
 import html
-import io
 from typing import Any
 
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3",
            "#8C8C8C", "#CCB974", "#64B5CD", "#1F77B4", "#FF7F0E"]  # fmt: skip
-
-
-def pyplot() -> Any:
-    import matplotlib  # noqa: PLC0415 -- plotting only when a report is built
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False})
-    return plt
-
-
-def svg(fig: Any) -> str:
-    buffer = io.StringIO()
-    fig.tight_layout()
-    # "tight" keeps legends placed outside the plot inside the picture.
-    fig.savefig(buffer, format="svg", dpi=110, bbox_inches="tight")
-    pyplot().close(fig)
-    text = buffer.getvalue()
-    return f"<figure>{text[text.index('<svg') :]}</figure>"
 
 
 def table(
