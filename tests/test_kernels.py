@@ -108,5 +108,6 @@ def test_euclidean_silhouette_equals_scikit_learn():
     rng = np.random.default_rng(8)
     x = np.vstack([rng.normal(c, 1.0, size=(150, 3)) for c in (0.0, 2.5, 6.0)])
     labels = np.repeat([3, 5, 9], 150)
-    ours = kernels.euclidean_silhouette(x, labels, block_rows=100)
+    # Blocks of 100 rows: four whole ones and a part.
+    ours = kernels.euclidean_silhouette(x, labels, block_bytes=100 * 8 * len(x))
     assert ours == pytest.approx(silhouette_score(x, labels), abs=1e-10)

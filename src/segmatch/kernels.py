@@ -144,6 +144,10 @@ def id_hashes(ids: pa.Array | pa.ChunkedArray, seed: int) -> np.ndarray:
     return hashes
 
 
+#: A block of the sample silhouette's distances (rows × every point): small enough to stay in
+#: the processor's cache through the five element-wise steps it takes. At 10,000 points, 4 MiB
+#: blocks took 0.21 s where 156 MiB blocks took 0.32 s (1.0 s and 1.3 s at 20,000).
+SILHOUETTE_BLOCK_BYTES = 4 * 2**20
 #: Rows each seeding of k-means converges on before the best one is refined on every row: enough
 #: to tell a good start from a poor one, few enough that eight seedings cost about one full fit.
 SEEDING_ROWS = 5_000
@@ -333,13 +337,16 @@ def centered_products_kernel(mean: np.ndarray):
     return kernel
 
 
-def euclidean_silhouette(points: np.ndarray, labels: np.ndarray, block_rows: int = 2048) -> float:
+def euclidean_silhouette(
+    points: np.ndarray, labels: np.ndarray, block_bytes: int = SILHOUETTE_BLOCK_BYTES
+) -> float:
     """Mean silhouette with plain Euclidean distances (as scikit-learn's), in row blocks.
 
     Meant for a sample: it costs O(n²·d). Points alone in their cluster score 0. Distances come
     from one matrix product per block and are summed per cluster by a second one (against the
     one-hot labels), so no block is ever copied column by column.
     """
+    block_rows = max(16, block_bytes // (8 * max(len(points), 1)))
     clusters, inverse = np.unique(labels, return_inverse=True)
     if len(clusters) < 2:
         return 0.0
