@@ -101,7 +101,10 @@ def test_tables_stay_readable_by_every_reader(tmp_path):
     table = open_table(path)
     protocol = table.protocol()
     assert (protocol.min_reader_version, protocol.min_writer_version) == (1, 2)
-    assert table.metadata().configuration == {"delta.enableDeletionVectors": "false"}
+    assert table.metadata().configuration == {
+        "delta.enableDeletionVectors": "false",
+        "delta.dataSkippingNumIndexedCols": "2",
+    }
     assert pl.read_delta(str(path)).height == 2
     assert (
         sum(pq.read_table(uri.removeprefix("file://")).num_rows for uri in table.file_uris()) == 2

@@ -15,7 +15,7 @@ from segmatch import kernels
 from segmatch.api import demo_config, run_pipeline, score_customers
 from segmatch.engines import make_engine
 from segmatch.stages import clean, features, ingest
-from segmatch.storage import read_delta
+from segmatch.storage import TABLE_CONFIGURATION, open_table, read_delta
 from segmatch.synthetic import generate_customers
 
 
@@ -61,6 +61,16 @@ def test_tables_written_by_either_engine_read_everywhere(both, spark_session):
                 path=out / table, fmt="delta", types={}, separator=","
             )
             assert spark_rows.count() == rows
+
+
+def test_both_engines_create_the_same_tables_with_statistics_on_their_keys(both):
+    for name, (_, out) in both.items():
+        for table in ("segments", "lookalikes", "profiles", "quarantine", "stage_log"):
+            assert open_table(out / table).metadata().configuration == TABLE_CONFIGURATION, name
+    # Spark's writer gathers minimums and maximums: of the id and the segment only.
+    files = open_table(both["spark"][1] / "segments").get_add_actions(flatten=True)
+    gathered = {c.removeprefix("min.") for c in files.schema.names if c.startswith("min.")}
+    assert gathered == {"idcliente", "segment"}
 
 
 def test_a_model_trained_on_one_engine_scores_on_the_other(both, parity_data, tmp_path):

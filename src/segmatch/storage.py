@@ -38,8 +38,16 @@ from segmatch.writes import CommitInfo, Written, commit_rows
 
 logger = logging.getLogger(__name__)
 
-#: Plain tables every Delta reader opens: no deletion vectors, no column mapping.
-TABLE_CONFIGURATION = {"delta.enableDeletionVectors": "false"}
+#: Plain tables every Delta reader opens: no deletion vectors, no column mapping. File
+#: statistics for the first two columns only, which in every table segmatch writes are its keys
+#: (the id and the segment, the run and the stage): the ones a reader filters or Z-orders by.
+#: Delta's default of 32 columns made Spark's writer compute minimums and maximums of every
+#: coordinate and measure, about a third of a segments table's write (1M rows, 16 columns:
+#: 1.4 s with them, 1.0 s without), for statistics that skip no file of rows spread by id.
+TABLE_CONFIGURATION = {
+    "delta.enableDeletionVectors": "false",
+    "delta.dataSkippingNumIndexedCols": "2",
+}
 COMMIT_RETRIES = 8
 
 

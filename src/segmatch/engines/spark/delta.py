@@ -25,7 +25,13 @@ from segmatch.engines.spark.session import DELTA_EXTENSION, delta_settings
 from segmatch.errors import ConfigError, EngineUnavailableError, InputError
 from segmatch.locations import is_table_name, name_of, quoted_table_name
 from segmatch.staging import TableCommit
-from segmatch.storage import check_restorable, commit_staged, history_row, open_table
+from segmatch.storage import (
+    TABLE_CONFIGURATION,
+    check_restorable,
+    commit_staged,
+    history_row,
+    open_table,
+)
 from segmatch.tables import WriteMode
 from segmatch.writes import CommitInfo, Written, commit_rows
 
@@ -155,8 +161,8 @@ class SparkDelta:
         user_metadata = json.dumps(dict(commit.metadata))
         writer = frame.write.format("delta").mode(mode).option("userMetadata", user_metadata)
         if create:
-            # Plain tables that every Delta reader opens (delta-rs, Polars, DuckDB).
-            writer = writer.option("delta.enableDeletionVectors", "false")
+            # The same tables as delta-rs creates (see TABLE_CONFIGURATION).
+            writer = writer.options(**TABLE_CONFIGURATION)
         writer = writer.option("overwriteSchema" if mode == "overwrite" else "mergeSchema", "true")
         if commit.app_id:
             writer = writer.option("txnAppId", commit.app_id).option("txnVersion", BATCH_VERSION)
