@@ -64,6 +64,13 @@ def run_script(script: str, *args: str, cwd: Path, env: dict[str, str] | None = 
 
     For what cannot share the test process: a Spark Connect server, a local-cluster master.
     """
+    return run_script_with_errors(script, *args, cwd=cwd, env=env)[0]
+
+
+def run_script_with_errors(
+    script: str, *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> tuple[dict, str]:
+    """:func:`run_script`'s result, and what the process wrote to its error stream."""
     completed = subprocess.run(
         [sys.executable, "-c", script, *args],
         env={**os.environ, "PYSPARK_PYTHON": sys.executable, **(env or {})},
@@ -75,7 +82,7 @@ def run_script(script: str, *args: str, cwd: Path, env: dict[str, str] | None = 
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     line = next(x for x in completed.stdout.splitlines() if x.startswith("RESULT "))
-    return json.loads(line.removeprefix("RESULT "))
+    return json.loads(line.removeprefix("RESULT ")), completed.stderr
 
 
 def labelled_matrix(engine: Any, ids: list[str], points: Any, labels: Any, folder: Path):

@@ -8,10 +8,11 @@ import textwrap
 
 import pytest
 
-from helpers import run_script
+from helpers import run_script, run_script_with_errors
 from segmatch.engines.spark.session import (
     DATAFRAME_DEBUGGING,
     DELTA_SNAPSHOT_PARTITIONS,
+    LOGGING,
     QUICK_JIT,
     QUICK_JIT_BYTES,
     launch_settings,
@@ -45,9 +46,15 @@ START_AND_WRITE = textwrap.dedent(
 def test_delta_is_resolved_once_then_loaded_from_the_listing(tmp_path):
     cache = tmp_path / "cache"
     env = {"SEGMATCH_CACHE_DIR": str(cache)}
-    first = run_script(START_AND_WRITE, str(tmp_path / "a"), cwd=tmp_path, env=env)
+    first, terminal = run_script_with_errors(
+        START_AND_WRITE, str(tmp_path / "a"), cwd=tmp_path, env=env
+    )
     assert first["packages"].startswith("io.delta:delta-spark") and first["rows"] == 3
     assert set(QUICK_JIT.split()) <= set(first["java"].split())
+    # segmatch's logging file: none of Spark's start-up notices on the terminal.
+    assert f"-Dlog4j2.configurationFile={LOGGING.as_uri()}" in first["java"].split()
+    for notice in ("default log4j profile", "loopback address", "native-hadoop", "log level"):
+        assert notice not in terminal
     assert first["debugging"] == "false"
     assert first["snapshots"] == "5"
     (listing,) = cache.glob("spark-jars-*.txt")
@@ -83,15 +90,17 @@ def test_local_cores_are_read_from_the_master(master, cores):
 def test_a_local_session_is_sized_to_its_cores_and_its_input():
     small = launch_settings("local[3]", input_bytes=1_000)
     assert small[DELTA_SNAPSHOT_PARTITIONS] == "3"
-    assert small["spark.driver.extraJavaOptions"] == QUICK_JIT
-    assert small["spark.executor.extraJavaOptions"] == QUICK_JIT
+    logging = f"-Dlog4j2.configurationFile={LOGGING.as_uri()}"
+    assert small["spark.driver.extraJavaOptions"] == f"{logging} {QUICK_JIT}"
+    assert small["spark.executor.extraJavaOptions"] == f"{logging} {QUICK_JIT}"
+    assert LOGGING.is_file()
     # At QUICK_JIT_BYTES and beyond, or of an unknown size, the JVM keeps its optimising
     # compiler: at 5M customers quick compilation alone took 1.7 times as long.
     for sized in (
         launch_settings("local[3]", input_bytes=QUICK_JIT_BYTES),
         launch_settings("local[3]"),
     ):
-        assert "spark.driver.extraJavaOptions" not in sized
+        assert sized["spark.driver.extraJavaOptions"] == logging
         assert sized[DELTA_SNAPSHOT_PARTITIONS] == "3"
     # A cluster's session is sized by the cluster: segmatch only turns PySpark's call-site
     # capture off (a Connect client has none to turn off).
@@ -99,6 +108,5 @@ def test_a_local_session_is_sized_to_its_cores_and_its_input():
     assert DATAFRAME_DEBUGGING not in launch_settings("sc://host:15002", remote=True)
     # A Connect server started here outlives one client's run: it keeps the optimising compiler.
     served = launch_settings("local[2]", remote=True, input_bytes=1_000)
-    assert (
-        "spark.driver.extraJavaOptions" not in served and served[DELTA_SNAPSHOT_PARTITIONS] == "2"
-    )
+    assert served["spark.driver.extraJavaOptions"] == logging
+    assert served[DELTA_SNAPSHOT_PARTITIONS] == "2"
