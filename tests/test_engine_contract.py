@@ -135,6 +135,22 @@ def test_filters_and_aggregations(engine, frame):
     assert engine.count(frame) == 6
 
 
+def test_level_counts_of_several_columns_overall_and_by_group(engine, frame):
+    counts = engine.level_counts(frame, ["channel", "age"])
+    assert counts["channel"] == {(None, "web"): 3, (None, "app"): 1, (None, None): 1,
+                                 (None, "store"): 1}  # fmt: skip
+    # A number column's values as text; NaN is a value, a null is missing.
+    assert sum(counts["age"].values()) == 6 and counts["age"][(None, None)] == 1
+    assert counts["age"][(None, "45.0")] == 2 and counts["age"][(None, "NaN")] == 1
+    grouped = engine.level_counts(frame, ["idcliente", "channel"], by="channel")
+    assert grouped["channel"] == {(c, c): n for (_, c), n in counts["channel"].items()}
+    assert grouped["idcliente"] == {
+        ("web", "a"): 1, ("web", "d"): 1, ("web", "e"): 1, ("app", " b"): 1,
+        (None, "c"): 1, ("store", "f"): 1,
+    }  # fmt: skip
+    assert engine.level_counts(frame, []) == {}
+
+
 @covers("deduplicate")
 def test_one_row_per_id_the_first_or_the_latest(engine, tmp_path):
     path = write_table(

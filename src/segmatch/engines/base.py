@@ -25,6 +25,7 @@ from segmatch.cells import Cells
 from segmatch.engines.expressions import Expr, col, rows
 from segmatch.engines.types import (
     DISTANCE,
+    LEVEL,
     SEGMENT,
     BlockKernel,
     ColumnKind,
@@ -206,6 +207,23 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
     ) -> FrameT:
         """One row (or one per group of ``by``, in no set order) with each named aggregation;
         small results are read with :meth:`to_arrow`."""
+
+    def level_counts(
+        self, frame: FrameT, columns: Sequence[str], *, by: str | None = None
+    ) -> dict[str, dict[tuple[Any, str | None], int]]:
+        """How many rows hold each value of each of ``columns``, read as text (None: missing);
+        per column, keyed by (the rows' value of ``by``, or None without it; the value)."""
+        keys = [*([by] if by else []), LEVEL]
+        counts: dict[str, dict[tuple[Any, str | None], int]] = {}
+        for column in columns:
+            counted = self.aggregate(
+                self.with_columns(frame, {LEVEL: col(column).as_text()}), {"rows": rows()}, by=keys
+            )
+            counts[column] = {
+                (row[by] if by else None, row[LEVEL]): row["rows"]
+                for row in self.to_arrow(counted, columns=[*keys, "rows"]).to_pylist()
+            }
+        return counts
 
     def hold(self, frame: FrameT) -> FrameT:
         """The frame, kept where the engine can read it again without recomputing it (a

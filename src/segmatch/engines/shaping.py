@@ -4,6 +4,7 @@ the top levels of a profile."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -52,17 +53,19 @@ TOP_LEVELS = 3
 
 
 def with_top_levels(
-    profiles: pa.Table, counts: Mapping[str, Mapping[tuple[int, str], int]]
+    profiles: pa.Table, counts: Mapping[str, Mapping[tuple[Any, str | None], int]]
 ) -> pa.Table:
     """Profiles with ``<column>_top`` per categorical feature: each segment's most frequent
     levels and their shares within it, e.g. ``web 62%; app 25%; store 10%``."""
     for column, by_segment in counts.items():
-        per_segment: dict[int, list[tuple[str, int]]] = {}
+        per_segment: dict[Any, list[tuple[str | None, int]]] = {}
         for (segment, level), count in by_segment.items():
             per_segment.setdefault(segment, []).append((level, count))
         described = []
         for segment in profiles.column("segment").to_pylist():
-            levels = sorted(per_segment.get(segment, []), key=lambda item: (-item[1], item[0]))
+            levels = sorted(
+                per_segment.get(segment, []), key=lambda item: (-item[1], item[0] or "")
+            )
             total = sum(count for _, count in levels) or 1
             described.append(
                 "; ".join(f"{level} {count / total:.0%}" for level, count in levels[:TOP_LEVELS])

@@ -29,6 +29,9 @@ ColumnKind = Kind
 
 QUARANTINE_RULE = "quarantine_rule"
 
+#: A column's value read as text, where an engine counts rows per value.
+LEVEL = "__segmatch_level"
+
 
 QUARANTINE_COLUMN = "quarantine_column"
 

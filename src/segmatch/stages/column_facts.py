@@ -29,7 +29,6 @@ SECOND_OVER_12 = r"^\s*\d{1,2}[-/.](1[3-9]|[2-9]\d)[-/.]\d{4}" + TIME_TEXT
 MOST = 0.95
 #: A text column with at most this many distinct values is judged from its value counts.
 COUNTED_VALUES = 10_000
-LEVEL = "__segmatch_level"
 
 
 @dataclass(frozen=True)
@@ -122,9 +121,9 @@ def column_facts(
     numbers = {column: _number_facts(row, f"n{i}") for i, column in enumerate(numeric)}
     counted = [c for i, c in enumerate(text) if (row[f"t{i}_distinct"] or 0) <= COUNTED_VALUES]
     facts_of_text: dict[str, TextFacts] = {}
-    for column in counted:
+    for column, counts in engine.level_counts(frame, counted).items():
         facts_of_text[column], numbers[column] = _facts_from_counts(
-            level_counts(engine, frame, column), decimal=decimal, thousands=thousands
+            {level: n for (_, level), n in counts.items()}, decimal=decimal, thousands=thousands
         )
     checked = [c for c in text if c not in facts_of_text]
     if checked:
@@ -138,17 +137,6 @@ def column_facts(
         text={c: facts_of_text[c] for c in text},
         numbers=numbers,
     )
-
-
-def level_counts(engine: Engine, frame: Frame, column: str) -> dict[str | None, int]:
-    """How many rows hold each value of a column, as text (None: missing)."""
-    counted = engine.aggregate(
-        engine.with_columns(frame, {LEVEL: col(column).as_text()}), {"rows": rows()}, by=[LEVEL]
-    )
-    return {
-        row[LEVEL]: row["rows"]
-        for row in engine.to_arrow(counted, columns=[LEVEL, "rows"]).to_pylist()
-    }
 
 
 def _facts_from_counts(

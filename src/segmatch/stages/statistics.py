@@ -12,7 +12,6 @@ from segmatch.engines.base import Engine, Frame
 from segmatch.engines.expressions import Expr, col, rows, when
 from segmatch.engines.shaping import with_top_levels
 from segmatch.engines.types import SEGMENT, ColumnStats
-from segmatch.stages.column_facts import level_counts
 from segmatch.stages.columns import Outcome
 
 
@@ -38,8 +37,8 @@ def column_stats(
     else:
         centers = engine.quantiles(frame, columns=numeric, q=0.5).get(None, {}) if numeric else {}
     levels: dict[str, dict[str, int]] = {}
-    for name in categorical:
-        counts = level_counts(engine, frame, name)
+    for name, found in engine.level_counts(frame, categorical).items():
+        counts = {level: n for (_, level), n in found.items()}
         nulls[name] = counts.pop(None, 0)
         named = {level: n for level, n in counts.items() if level is not None}
         if nulls[name]:
@@ -76,13 +75,9 @@ def segment_profiles(
         key=lambda row: row[SEGMENT],
     )
     medians = engine.quantiles(labelled, columns=columns, q=0.5, by=SEGMENT) if columns else {}
-    counts = {}
-    for column in [*categorical, *(o.column for o in outcomes if o.is_levels)]:
-        counted = engine.aggregate(labelled, {"rows": rows()}, by=[SEGMENT, column])
-        counts[column] = {
-            (row[SEGMENT], row[column]): row["rows"]
-            for row in engine.to_arrow(counted, columns=[SEGMENT, column, "rows"]).to_pylist()
-        }
+    counts = engine.level_counts(
+        labelled, [*categorical, *(o.column for o in outcomes if o.is_levels)], by=SEGMENT
+    )
     total = sum(row["size"] for row in found)
     table = {
         SEGMENT: pa.array([row[SEGMENT] for row in found], pa.int32()),

@@ -10,10 +10,14 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 
-from segmatch.engines.expressions import Expr
+from segmatch.engines.expressions import Expr, col
 from segmatch.engines.spark.expressions import kinds_of, to_spark
 from segmatch.engines.spark.frames import ROW, persist
 from segmatch.engines.spark.quantiles import exact_quantiles
+from segmatch.engines.types import LEVEL
+
+#: Which of the counted columns a stacked row's value came from.
+STACKED = "__segmatch_column"
 
 
 class SparkCleaning:
@@ -45,6 +49,32 @@ class SparkCleaning:
         # positions still follow the input's order.
         position = [F.min(ROW).alias(ROW)] if ROW in frame.columns else []
         return frame.groupBy(*by).agg(*compiled, *position)
+
+    def level_counts(
+        self, frame: DataFrame, columns: Sequence[str], *, by: str | None = None
+    ) -> dict[str, dict[tuple[Any, str | None], int]]:
+        if not columns:
+            return {}
+        kinds = kinds_of(frame.schema)
+        # One aggregation for every column, not one job each: each row stacked once per column
+        # as (column's position, value as text).
+        pairs = F.inline(
+            F.array(
+                *(
+                    F.struct(
+                        F.lit(i).alias(STACKED),
+                        to_spark(col(column).as_text(), kinds, frame).alias(LEVEL),
+                    )
+                    for i, column in enumerate(columns)
+                )
+            )
+        )
+        keys = [*([by] if by else []), STACKED, LEVEL]
+        counted = frame.select(*([by] if by else []), pairs).groupBy(*keys).count()
+        found: dict[str, dict[tuple[Any, str | None], int]] = {c: {} for c in columns}
+        for row in counted.toArrow().to_pylist():
+            found[columns[row[STACKED]]][(row[by] if by else None, row[LEVEL])] = row["count"]
+        return found
 
     def hold(self, frame: DataFrame) -> DataFrame:
         return persist(frame)
