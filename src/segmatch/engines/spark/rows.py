@@ -69,8 +69,8 @@ class SparkCleaning:
                 )
             )
         )
-        keys = [*([by] if by else []), STACKED, LEVEL]
-        counted = frame.select(*([by] if by else []), pairs).groupBy(*keys).count()
+        grouped = [by] if by else []
+        counted = frame.select(*grouped, pairs).groupBy(*grouped, STACKED, LEVEL).count()
         found: dict[str, dict[tuple[Any, str | None], int]] = {c: {} for c in columns}
         for row in counted.toArrow().to_pylist():
             found[columns[row[STACKED]]][(row[by] if by else None, row[LEVEL])] = row["count"]
