@@ -23,6 +23,9 @@ def main() -> None:
     started = time.perf_counter()
     os.chdir(args.work)  # the MLflow store goes in the work folder
     from segmatch.api import demo_config, run_pipeline, stored_bytes  # noqa: PLC0415
+    from segmatch.heap import own_process  # noqa: PLC0415
+
+    own_process()  # as the segmatch command does: the process ends with the run
 
     base = demo_config(args.data, f"{args.work}/out", engine=args.engine, categorical=())
     config = base.model_copy(

@@ -21,6 +21,7 @@ from rich.table import Table
 from segmatch import api
 from segmatch._version import __version__
 from segmatch.errors import SegmatchError
+from segmatch.heap import own_process
 from segmatch.locations import is_uri
 from segmatch.progress import LibraryLog, ProgressTask, install_sink
 from segmatch.terminal import err, optional_text, out, show_dedupe, show_scores, show_summary
@@ -437,4 +438,5 @@ def runs(limit: int, uri: str | None) -> None:
 
 def main() -> None:
     """Entry point of the ``segmatch`` command."""
+    own_process()
     app()

@@ -6,7 +6,6 @@ engines compute the same figures with the same code.
 
 from __future__ import annotations
 
-import importlib
 import threading
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -16,6 +15,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from segmatch import heap
 
 #: Below this many rows a fit runs on one thread: the native pools' fork and join cost more
 #: than a second core saves (measured on 2 cores: a k sweep over 2,240 rows took 0.26 s on one
@@ -157,17 +158,19 @@ PARALLEL_SEEDING_ROUNDS = 3
 
 
 def import_kmeans_ahead() -> None:
-    """Start importing scikit-learn's k-means on a daemon thread and return at once.
+    """Start importing scikit-learn's k-means, and finding the native thread pools it loads, on
+    a daemon thread and return at once.
 
-    The import is ~1.5 s of Python; started with the run, it overlaps the stages before
-    clustering, which spend their time in compiled code that releases the GIL.
+    The import is ~1.5 s of Python and the pools' discovery 0.2 s; started with the run, they
+    overlap the stages before clustering, which spend their time in compiled code that
+    releases the GIL.
     """
-    threading.Thread(
-        target=importlib.import_module,
-        args=("sklearn.cluster",),
-        name="segmatch-import-kmeans",
-        daemon=True,
-    ).start()
+    threading.Thread(target=_load_kmeans, name="segmatch-import-kmeans", daemon=True).start()
+
+
+def _load_kmeans() -> None:
+    _native_pools()
+    heap.settle()
 
 
 def kmeans(

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from segmatch import heap
 from segmatch.config import InputConfig
 from segmatch.errors import ModelError
 from segmatch.model import SegmentModel
@@ -145,3 +146,5 @@ def warm_model_logging() -> None:
     import mlflow.models  # noqa: PLC0415
     import mlflow.pyfunc  # noqa: PLC0415, F401
     import pandas  # noqa: PLC0415, F401
+
+    heap.settle()

@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from segmatch import heap
 from segmatch.config import TrackingConfig
 from segmatch.errors import ConfigError, TrackingUnavailableError, first_line
 from segmatch.progress import library_log
@@ -39,7 +41,11 @@ def import_mlflow() -> Any:
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", HTTP_RETRIES)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT_SECONDS)
+    loaded = "mlflow" in sys.modules
     import mlflow  # noqa: PLC0415 -- heavy (~2.5 s): only when tracking is on
+
+    if not loaded:
+        heap.settle()
 
     captured = library_log()
     if captured is not None and not captured.on_terminal:

@@ -15,6 +15,7 @@ from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 
+from segmatch import heap
 from segmatch.config import SparkConfig
 from segmatch.engines.expressions import Expr
 from segmatch.engines.spark.expressions import kinds_of, to_spark
@@ -126,6 +127,7 @@ def session_for(settings: SparkConfig, *, input_bytes: int | None = None) -> Spa
         session = builder.getOrCreate()
     if listing and not resolved:
         listing.write(session)
+    heap.settle()
     return session
 
 
