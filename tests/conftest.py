@@ -29,7 +29,8 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 
 @pytest.fixture(autouse=True)
 def _no_mlflow_run_left_open():
-    """Every test ends with no active MLflow run and no tracking worker thread left behind."""
+    """Every test ends with no active MLflow run and no tracking worker thread left behind (the
+    tracking process, shared by the runs of the test session, stays)."""
     yield
     mlflow = sys.modules.get("mlflow")
     if mlflow is not None:

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,20 +89,28 @@ def run_pipeline(
             linkage.check_installed()
     except BaseException as error:
         if tracker is not None:
-            tracker.after_run(run_id=run_id, result=None, error=error)
+            try:
+                tracker.after_run(run_id=run_id, result=None, error=error)
+            finally:
+                tracker.close()
         raise
     if tracker is None:
         result = Pipeline(config, engine, hooks=hooks, run_id=run_id).run()
-    else:
+        if untracked_because is not None:
+            result.notes.append(untracked_because)
+        if config.output.report:
+            result.outputs["report"] = report_run(result)
+        return result
+    try:
         tracker.start(config, run_id=run_id)
         result = Pipeline(
             config, engine, hooks=(*hooks, tracker), run_id=run_id, registry=tracker
         ).run()
-    if untracked_because is not None:
-        result.notes.append(untracked_because)
-    if config.output.report:
-        result.outputs["report"] = report_run(result)
-    return result
+        if config.output.report:
+            result.outputs["report"] = report_run(result, attach=tracker.attach_text)
+        return result
+    finally:
+        tracker.close()
 
 
 def engine_for(config: Config, *, session: Any | None = None) -> Engine:
@@ -245,15 +254,13 @@ def rebuild_report(
     return build_report(output, run_id)
 
 
-def report_run(result: RunResult) -> str:
-    """Build the run's HTML report (and attach it to the MLflow run when tracked)."""
+def report_run(result: RunResult, *, attach: Callable[[str, str], None] | None = None) -> str:
+    """Build the run's HTML report; ``attach`` (the tracking hook's) attaches it to the run's
+    MLflow run."""
     options = result.config.storage_options
     location = build_report(result.config.output.path, result.run_id, storage_options=options)
-    if result.mlflow_run_id:
-        from segmatch.tracking.queries import log_text  # noqa: PLC0415 -- keeps mlflow optional
-
-        page = Files(options).read_text(location)
-        log_text(result.config.tracking, result.mlflow_run_id, page, REPORT_FILE)
+    if attach is not None and result.mlflow_run_id:
+        attach(Files(options).read_text(location), REPORT_FILE)
     return location
 
 

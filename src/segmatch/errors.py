@@ -83,6 +83,10 @@ class TrackingUnavailableError(SegmatchError):
         self.reason = f"the MLflow tracking store {uri} cannot be reached ({reason})"
 
 
+class TrackingError(SegmatchError):
+    """The process that records runs in MLflow ended, or could not be reached."""
+
+
 class PlanError(SegmatchError):
     """A plan is declared wrong: a step needs a value no earlier step makes, or a section or
     an attribute that does not exist. Raised when the plan is built, before any run."""

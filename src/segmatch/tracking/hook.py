@@ -15,7 +15,8 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ from segmatch._version import __version__
 from segmatch.config import Config, TrackingConfig, config_digest
 from segmatch.locations import name_of
 from segmatch.model import SegmentModel
+from segmatch.progress import library_log
 from segmatch.results import RunResult, StageRecord
 from segmatch.tracking.pyfunc import MODEL_ARTIFACT, pyfunc_class, signature, warm_model_logging
 from segmatch.tracking.queries import (
@@ -34,6 +36,7 @@ from segmatch.tracking.queries import (
     RUN_ID_TAG,
     champion_model,
     champion_silhouette,
+    log_text,
 )
 from segmatch.tracking.store import (
     check_model_name,
@@ -42,6 +45,7 @@ from segmatch.tracking.store import (
     store_setup_lock,
     tracking_uri,
 )
+from segmatch.tracking.worker import worker_for
 
 logger = logging.getLogger(__name__)
 
@@ -99,31 +103,34 @@ def log_in_batches(
 class MlflowTracking:
     """Opens one MLflow run per pipeline run and records what the run did.
 
-    It is both a stage hook and the pipeline's model registry. ``start`` queues the run's
-    opening and the champion's download on the worker thread and returns at once.
+    It is both a stage hook and the pipeline's model registry. Its MLflow calls are the
+    :class:`RunRecorder`'s, run in order by the tracking worker (a process of its own, see
+    :mod:`~segmatch.tracking.worker`); ``start`` queues the run's opening and the champion's
+    download there and returns at once.
     """
 
     def __init__(self, config: TrackingConfig) -> None:
         check_model_name(config)
-        self.config = config
-        self.records: list[StageRecord] = []
-        self.mlflow_run_id: str | None = None
-        self.config_digest: str | None = None
-        #: The model version this run registered, withdrawn again if the run fails.
-        self.registered_version: str | None = None
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segmatch-mlflow")
+        # Resolved here: the worker may have started in another working folder.
+        self.config = config.model_copy(update={"uri": tracking_uri(config)})
+        self.recorder = RunRecorder(self.config)
+        captured = library_log()
+        self._worker = worker_for(
+            tracking_uri(self.config),
+            quiet_mlflow=captured is not None and not captured.on_terminal,
+        )
         self._opened: Future[str] | None = None
         self._champion: Future[SegmentModel | None] | None = None
 
     def warm_up(self) -> None:
         """Queue MLflow's import (seconds of Python) before anything is known; returns at once."""
-        self._worker.submit(import_mlflow)
+        self._worker.submit(load_mlflow)
 
     def start(self, config: Config, *, run_id: str) -> None:
         """Queue the run's opening, the champion's download (the cluster stage's ids need it)
         and the imports that logging a model needs; returns at once."""
-        self.config_digest = config_digest(config)
-        self._opened = self._worker.submit(self.open_run, config, run_id=run_id)
+        self.recorder.config_digest = config_digest(config)
+        self._opened = self._worker.submit(self.recorder.open_run, config, run_id)
         self._champion = self._worker.submit(champion_model, self.config)
         self._worker.submit(warm_model_logging)
 
@@ -132,7 +139,75 @@ class MlflowTracking:
             self._champion = self._worker.submit(champion_model, self.config)
         return self._champion.result()
 
-    def open_run(self, config: Config, *, run_id: str) -> str:
+    def before_run(self, *, run_id: str, config: Config) -> None:
+        if self._opened is None:
+            self.start(config, run_id=run_id)
+
+    def register(
+        self, *, run_id: str, model_json: str, model: SegmentModel, input_digest: str | None
+    ) -> str | None:
+        """Log the model as a pyfunc of this run and register it; return its version.
+
+        A rerun of the latest version's run (same config digest, same input digest) fits the
+        same model: its version is returned and nothing new is registered.
+        """
+        version, registered = self._on_worker(
+            self.recorder.register, model_json, model, input_digest
+        )
+        if registered:
+            self.recorder.registered_version = version
+        return version
+
+    def promote(self, *, version: str, silhouette: float) -> None:
+        """Move ``champion`` to the version (unless the silhouette dropped too far)."""
+        self._on_worker(self.recorder.promote, version, silhouette)
+
+    def after_stage(self, *, record: StageRecord, error: BaseException | None) -> None:
+        self.recorder.records.append(record)
+
+    def after_run(
+        self, *, run_id: str, result: RunResult | None, error: BaseException | None
+    ) -> None:
+        # A run that fails early may end before the worker has opened its MLflow run.
+        if self._opened is not None and self._opened.exception() is None:
+            self._on_worker(self.recorder.finish, result, None if error is None else str(error))
+            if error is None and result is not None:
+                result.mlflow_run_id = self.recorder.mlflow_run_id
+
+    def attach_text(self, text: str, name: str) -> None:
+        """Attach a text file (the run's report) to the finished MLflow run."""
+        self._on_worker(log_text, self.config, self.recorder.mlflow_run_id, text, name)
+
+    def close(self) -> None:
+        """Done with the worker (after the run, and the report attached)."""
+        self._worker.shutdown(wait=True, cancel_futures=True)
+
+    def _on_worker(self, function: Callable[..., Value], *args: Any) -> Value:
+        """Run ``function`` after everything queued before it; fails if the run could not
+        open."""
+        if self._opened is not None:
+            self.recorder.mlflow_run_id = self._opened.result()
+        return self._worker.submit(function, *args).result()
+
+
+def load_mlflow() -> None:
+    """Import MLflow where the worker runs (the module itself cannot travel back)."""
+    import_mlflow()
+
+
+@dataclass
+class RunRecorder:
+    """The MLflow calls of one run, with what they need to know of it. Picklable: the worker
+    runs them on a copy, so what they learn comes back as their return value."""
+
+    config: TrackingConfig
+    config_digest: str | None = None
+    mlflow_run_id: str | None = None
+    #: The model version this run registered, withdrawn again if the run fails.
+    registered_version: str | None = None
+    records: list[StageRecord] = field(default_factory=list)
+
+    def open_run(self, config: Config, run_id: str) -> str:
         """Create the MLflow run, named after the pipeline's run id; return MLflow's id.
 
         MLflow draws its own run ids, and waiting for one would hold every stage back by the
@@ -168,65 +243,29 @@ class MlflowTracking:
                 **({"git_commit": commit} if (commit := _git_commit()) else {}),
             },
         )
-        self.mlflow_run_id = run.info.run_id
-        return self.mlflow_run_id
-
-    def before_run(self, *, run_id: str, config: Config) -> None:
-        if self._opened is None:
-            self.start(config, run_id=run_id)
+        return str(run.info.run_id)
 
     def register(
-        self, *, run_id: str, model_json: str, model: SegmentModel, input_digest: str | None
-    ) -> str | None:
-        """Log the model as a pyfunc of this run and register it; return its version.
-
-        A rerun of the latest version's run (same config digest, same input digest) fits the
-        same model: its version is returned and nothing new is registered.
-        """
-        return self._on_worker(lambda: self._register(model_json, model, input_digest))
-
-    def promote(self, *, version: str, silhouette: float) -> None:
-        """Move ``champion`` to the version (unless the silhouette dropped too far)."""
-
-        def move_alias() -> None:
-            client = import_mlflow().MlflowClient(tracking_uri(self.config))
-            if self._should_promote(client, silhouette):
-                client.set_registered_model_alias(self.config.registered_name, CHAMPION, version)
-
-        self._on_worker(move_alias)
-
-    def after_stage(self, *, record: StageRecord, error: BaseException | None) -> None:
-        self.records.append(record)
-
-    def after_run(
-        self, *, run_id: str, result: RunResult | None, error: BaseException | None
-    ) -> None:
-        try:
-            # A run that fails early may end before the worker has opened its MLflow run.
-            if self._opened is not None and self._opened.exception() is None:
-                self._on_worker(lambda: self._finish(result, error))
-        finally:
-            self._worker.shutdown(wait=True, cancel_futures=True)
-
-    def _on_worker(self, task: Callable[[], Value]) -> Value:
-        """Run ``task`` after everything queued before it; fails if the run could not open."""
-        if self._opened is not None:
-            self._opened.result()
-        return self._worker.submit(task).result()
-
-    def _register(self, model_json: str, model: SegmentModel, input_digest: str | None) -> str:
+        self, model_json: str, model: SegmentModel, input_digest: str | None
+    ) -> tuple[str, bool]:
+        """The model's version, and whether this call registered it (or found this run's
+        config and input in the latest version)."""
         mlflow = import_mlflow()
         client = mlflow.MlflowClient(tracking_uri(self.config))
         same = self._identical_version(client, input_digest)
         if same is not None:
             client.set_tag(self.mlflow_run_id, "reused_model_version", same)
-            return same
+            return same, False
         with tempfile.TemporaryDirectory(prefix="segmatch-model-") as folder:
             model_path = Path(folder) / "model.json"
             model_path.write_text(model_json, encoding="utf-8")
             with mlflow.start_run(run_id=self.mlflow_run_id):
-                self.registered_version = self._log_model(mlflow, model_path, model)
-                return self.registered_version
+                return self._log_model(mlflow, model_path, model), True
+
+    def promote(self, version: str, silhouette: float) -> None:
+        client = import_mlflow().MlflowClient(tracking_uri(self.config))
+        if self._should_promote(client, silhouette):
+            client.set_registered_model_alias(self.config.registered_name, CHAMPION, version)
 
     def _identical_version(self, client: Any, input_digest: str | None) -> str | None:
         """The latest registered version, when its run had this run's config and input."""
@@ -245,11 +284,13 @@ class MlflowTracking:
             else None
         )
 
-    def _finish(self, result: RunResult | None, error: BaseException | None) -> None:
+    def finish(self, result: RunResult | None, error: str | None) -> None:
+        """Record how the run ended: everything a finished run did, or a failed run's error
+        (its model version withdrawn)."""
         mlflow = import_mlflow()
         client = mlflow.MlflowClient(tracking_uri(self.config))
         if error is not None or result is None:
-            client.set_tag(self.mlflow_run_id, "error", str(error)[:5000])
+            client.set_tag(self.mlflow_run_id, "error", (error or "")[:5000])
             if self.registered_version is not None:
                 # A failed run's outputs were never committed: its model must not be found
                 # in the registry as if they had been.
@@ -266,7 +307,6 @@ class MlflowTracking:
         except BaseException:
             client.set_terminated(self.mlflow_run_id, status="FAILED")
             raise
-        result.mlflow_run_id = self.mlflow_run_id
 
     # -- what a finished run records -----------------------------------------------------
     def _log_run(self, mlflow: Any, client: Any, result: RunResult) -> None:
