@@ -201,6 +201,8 @@ def test_scoring_imputes_blank_and_junk_number_cells_with_the_training_medians(e
 @pytest.mark.slow
 def test_the_registered_model_takes_the_file_the_run_took(tracking_store, monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_store)
+    # The run records through the tracking process; this one's MLflow reads the same store.
+    mlflow.set_tracking_uri(tracking_store)
     train = _telecom(tmp_path / "telecom.csv", 300, blanks={3, 50, 77})
     config = _telecom_config(train, tmp_path / "out", "local", enabled=True, model_name="t-telecom")
     result = run_pipeline(config)
@@ -284,6 +286,8 @@ def test_the_registered_transactions_model_aggregates_what_it_is_given(
     tracking_store, monkeypatch, tmp_path
 ):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_store)
+    # The run records through the tracking process; this one's MLflow reads the same store.
+    mlflow.set_tracking_uri(tracking_store)
     train = _transactions(tmp_path / "orders.csv", 150, seed=1)
     config = _transactions_config(
         train, tmp_path / "out", "local", enabled=True, model_name="t-orders"

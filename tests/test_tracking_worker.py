@@ -19,7 +19,7 @@ from segmatch.tracking.worker import TrackingProcess, worker_for
 TESTS = Path(__file__).parent
 
 
-class Refused(Exception):
+class RefusedError(Exception):
     """An error whose class takes keyword arguments: it cannot be rebuilt from its pickle."""
 
     def __init__(self, *, table: str) -> None:
@@ -27,7 +27,7 @@ class Refused(Exception):
 
 
 def refuse(table: str) -> None:
-    raise Refused(table=table)
+    raise RefusedError(table=table)
 
 
 def log_and_warn(message: str) -> int:
@@ -58,7 +58,7 @@ def test_calls_run_in_another_process_in_order_and_bring_back_what_they_log_and_
         "logged: call 1",
         "logged: call 2",
     ]
-    assert [str(w.message) for w in caught] == ["warned: call 0", "warned: call 1", "warned: call 2"]
+    assert [str(w.message) for w in caught] == [f"warned: call {n}" for n in range(3)]
     assert {w.category for w in caught} == {DeprecationWarning}
 
 
@@ -66,7 +66,7 @@ def test_errors_come_back_with_their_type_or_named_and_the_process_traceback(pro
     with pytest.raises(ValueError, match="invalid literal") as raised:
         process.submit(int, "twelve").result(timeout=60)
     assert "in the tracking process" in raised.value.__notes__[-1]
-    with pytest.raises(TrackingError, match="Refused: refused segments") as named:
+    with pytest.raises(TrackingError, match="RefusedError: refused segments") as named:
         process.submit(refuse, "segments").result(timeout=60)
     assert "in refuse" in named.value.__notes__[-1]
     assert process.submit(len, "still serving").result(timeout=60) == 13
