@@ -21,7 +21,7 @@ from segmatch import heap
 #: Below this many rows a fit runs on one thread: the native pools' fork and join cost more
 #: than a second core saves (measured on 2 cores: a k sweep over 2,240 rows took 0.26 s on one
 #: thread and 0.76–0.95 s on two; Lloyd on 100,000 × 5 rows 0.04 s against 0.07–0.09 s; level
-#: at 1,000,000). It also leaves a core to the tracking thread while small runs fit.
+#: at 1,000,000). It also leaves a core to the tracking process while small runs fit.
 ONE_THREAD_ROWS = 200_000
 
 

@@ -1,9 +1,10 @@
 """MLflow tracking as a hook around the run, and the pipeline's model registry.
 
-Nothing here runs inside a stage. Every MLflow call of a run goes, in order, through one worker
-thread: importing MLflow, opening its store and fetching the champion take seconds of mostly
-Python work, which then overlap with the engine's start and the first stages instead of
-preceding them. The store's reachability was checked before (:func:`store.check_store`).
+Nothing here runs inside a stage. Every MLflow call of a run goes, in order, through the
+tracking worker (a process beside the run, :mod:`~segmatch.tracking.worker`): importing MLflow,
+opening its store and fetching the champion take seconds of mostly Python work, which then
+overlap with the engine's start and the first stages instead of preceding them. The store's
+reachability was checked before (:func:`store.check_store`).
 """
 
 from __future__ import annotations
