@@ -162,6 +162,8 @@ def test_one_row_per_id_the_first_or_the_latest(engine, tmp_path):
     assert kept == 2 and sorted(r["v"] for r in arrow(engine, first)) == [1, 2]
     latest, _ = engine.deduplicate(frame, id_column="id", keep="latest", order_by="at")
     assert sorted(r["v"] for r in arrow(engine, latest)) == [2, 3]
+    unique, kept = engine.deduplicate(first, id_column="id", keep="latest", order_by="at")
+    assert kept == 2 and sorted(r["v"] for r in arrow(engine, unique)) == [1, 2]
 
 
 @covers("quantiles")

@@ -49,17 +49,23 @@ class PolarsCleaning:
         keep: Literal["first", "latest"],
         order_by: str | None,
     ) -> tuple[pl.DataFrame, int]:
+        repeated = frame.get_column(id_column).is_duplicated()
+        if not repeated.any():
+            return frame, frame.height
+        # Only the rows of repeated ids are ordered and compared; the others stay where they are.
+        position = "__segmatch_position"
+        candidates = frame.select(
+            id_column, *([order_by] if keep == "latest" else [])
+        ).with_row_index(position)
+        candidates = candidates.filter(repeated)
         if keep == "latest":
-            position = "__segmatch_position"
-            kept = (
-                frame.with_row_index(position)
-                .sort(order_by, descending=True, nulls_last=True, maintain_order=True)
-                .unique(subset=[id_column], keep="first", maintain_order=True)
-                .sort(position)
-                .drop(position)
+            candidates = candidates.sort(
+                order_by, descending=True, nulls_last=True, maintain_order=True
             )
-        else:
-            kept = frame.unique(subset=[id_column], keep="first", maintain_order=True)
+        chosen = candidates.unique(subset=[id_column], keep="first", maintain_order=True)
+        keep_row = ~repeated.to_numpy()
+        keep_row[chosen.get_column(position).to_numpy()] = True
+        kept = frame.filter(pl.Series(keep_row))
         return kept, kept.height
 
     def quantiles(
