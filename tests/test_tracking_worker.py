@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import warnings
 from pathlib import Path
 
@@ -69,6 +70,8 @@ def test_errors_come_back_with_their_type_or_named_and_the_process_traceback(pro
     with pytest.raises(TrackingError, match="RefusedError: refused segments") as named:
         process.submit(refuse, "segments").result(timeout=60)
     assert "in refuse" in named.value.__notes__[-1]
+    with pytest.raises(TypeError, match="pickle"):  # a value that cannot travel back
+        process.submit(threading.Lock).result(timeout=60)
     assert process.submit(len, "still serving").result(timeout=60) == 13
 
 

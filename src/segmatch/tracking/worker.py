@@ -124,11 +124,15 @@ class TrackingProcess:
         replies = _stream(self._process.stdout)
         while True:
             try:
-                task, succeeded, value, records, warned = _receive(replies)
+                task, succeeded, payload, records, warned = _receive(replies)
             except (EOFError, OSError):
                 break
             _relay(records, warned)
             future = self._pending.pop(task)
+            try:
+                value = pickle.loads(payload)
+            except Exception as error:  # a class this process cannot import, say
+                value, succeeded = TrackingError(f"unreadable reply: {error}"), False
             if succeeded:
                 future.set_result(value)
             else:
@@ -163,9 +167,10 @@ def _receive(stream: IO[bytes]) -> Any:
     return pickle.loads(data)
 
 
-def _relay(records: list[logging.LogRecord], warned: list[tuple[str, str, str, int]]) -> None:
+def _relay(records: list[dict[str, Any]], warned: list[tuple[str, str, str, int]]) -> None:
     """What the tracking process logged and warned, logged and warned here."""
-    for record in records:
+    for fields in records:
+        record = logging.makeLogRecord(fields)
         logger = logging.getLogger(record.name)
         if logger.isEnabledFor(record.levelno):
             logger.handle(record)
@@ -179,24 +184,28 @@ def _relay(records: list[logging.LogRecord], warned: list[tuple[str, str, str, i
 # -- the tracking process -----------------------------------------------------------------
 
 
+#: What a log record carries back: its text, never the objects its message was made of.
+_RECORD_FIELDS = (
+    "name", "levelno", "levelname", "pathname", "filename", "module", "lineno", "funcName",
+    "created", "msecs", "relativeCreated", "thread", "threadName", "process", "processName",
+)  # fmt: skip
+
+
 class _Collected(logging.Handler):
-    """Keeps the records logged during one call, ready to be pickled."""
+    """Keeps the records logged during one call, as plain fields ready to be pickled."""
 
     def __init__(self) -> None:
         super().__init__(logging.NOTSET)
-        self.records: list[logging.LogRecord] = []
+        self.records: list[dict[str, Any]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        record.msg, record.args = record.getMessage(), None
+        fields = {name: getattr(record, name, None) for name in _RECORD_FIELDS}
+        fields["msg"] = record.getMessage()
         if record.exc_info:
-            record.exc_text = self.formatException(record.exc_info)
-            record.exc_info = None
-        self.records.append(record)
+            fields["exc_text"] = "".join(traceback.format_exception(*record.exc_info))
+        self.records.append(fields)
 
-    def formatException(self, exc_info: Any) -> str:  # noqa: N802 -- logging's spelling
-        return "".join(traceback.format_exception(*exc_info))
-
-    def take(self) -> list[logging.LogRecord]:
+    def take(self) -> list[dict[str, Any]]:
         taken, self.records = self.records, []
         return taken
 
@@ -244,13 +253,13 @@ def serve(requests: IO[bytes], replies: IO[bytes], *, quiet_mlflow: bool, level:
             # Every warning goes back: the filters of the process that started this one decide.
             warnings.simplefilter("always")
             try:
-                value, succeeded = function(*args), True
+                payload, succeeded = pickle.dumps(function(*args)), True
             except Exception as error:
-                value, succeeded = _picklable(error), False
+                payload, succeeded = pickle.dumps(_picklable(error)), False
         warned = [
             (str(w.message), _builtin_category(w.category), w.filename, w.lineno) for w in caught
         ]
-        _send(replies, (task, succeeded, value, collected.take(), warned))
+        _send(replies, (task, succeeded, payload, collected.take(), warned))
 
 
 def main() -> None:
