@@ -112,26 +112,23 @@ def test_a_script_without_a_main_guard_runs_tracked_and_never_imports_mlflow_its
             """
         )
     )
+    done = python_in(tmp_path, str(script))
+    assert done.returncode == 0, done.stderr
+    mlflow_run_id, version, imported = done.stdout.split()
+    assert len(mlflow_run_id) == 32 and version == "1" and imported == "False"
+    listed = python_in(tmp_path, "-m", "segmatch", "runs", "--limit", "1")
+    assert listed.returncode == 0 and "FINISHED" in listed.stdout
+
+
+def python_in(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Python run in ``folder``, tracking to the store there (the default)."""
     environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=folder,
         env=environment,
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
-    mlflow_run_id, version, imported = done.stdout.split()
-    assert len(mlflow_run_id) == 32 and version == "1" and imported == "False"
-    listed = subprocess.run(
-        [sys.executable, "-m", "segmatch", "runs", "--limit", "1"],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    assert "FINISHED" in listed.stdout
