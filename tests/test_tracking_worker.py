@@ -63,6 +63,14 @@ def test_calls_run_in_another_process_in_order_and_bring_back_what_they_log_and_
     assert {w.category for w in caught} == {DeprecationWarning}
 
 
+def test_a_warning_this_process_treats_as_an_error_fails_the_call(process):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DeprecationWarning, match="warned: strict"):
+            process.submit(log_and_warn, "strict").result(timeout=60)
+    assert process.submit(len, "serving").result(timeout=60) == 7
+
+
 def test_errors_come_back_with_their_type_or_named_and_the_process_traceback(process):
     with pytest.raises(ValueError, match="invalid literal") as raised:
         process.submit(int, "twelve").result(timeout=60)

@@ -113,12 +113,12 @@ class MlflowTracking:
     def __init__(self, config: TrackingConfig) -> None:
         check_model_name(config)
         # Resolved here: the worker may have started in another working folder.
-        self.config = config.model_copy(update={"uri": tracking_uri(config)})
+        uri = tracking_uri(config)
+        self.config = config.model_copy(update={"uri": uri})
         self.recorder = RunRecorder(self.config)
         captured = library_log()
         self._worker = worker_for(
-            tracking_uri(self.config),
-            quiet_mlflow=captured is not None and not captured.on_terminal,
+            uri, quiet_mlflow=captured is not None and not captured.on_terminal
         )
         self._opened: Future[str] | None = None
         self._champion: Future[SegmentModel | None] | None = None

@@ -127,12 +127,19 @@ class TrackingProcess:
                 task, succeeded, payload, records, warned = _receive(replies)
             except (EOFError, OSError):
                 break
-            _relay(records, warned)
             future = self._pending.pop(task)
+            value: Any
             try:
-                value = pickle.loads(payload)
-            except Exception as error:  # a class this process cannot import, say
-                value, succeeded = TrackingError(f"unreadable reply: {error}"), False
+                # A warning this process's filters turn into an error fails the call, as it
+                # would have where the call ran.
+                _relay(records, warned)
+            except Warning as error:
+                value, succeeded = error, False
+            else:
+                try:
+                    value = pickle.loads(payload)
+                except Exception as error:  # a class this process cannot import, say
+                    value, succeeded = TrackingError(f"unreadable reply: {error}"), False
             if succeeded:
                 future.set_result(value)
             else:
