@@ -191,6 +191,16 @@ def test_spark_quantiles_are_numpys_bit_for_bit_on_awkward_columns(spark_session
                 for name, v in columns.items()
             }
             assert found[g] == expected, (q, g)
+    # Groups named by text: each range is looked up by the group's name.
+    from pyspark.sql import functions as F  # noqa: N812, PLC0415 -- the PySpark convention
+
+    named = frame.withColumn("g", F.concat(F.lit("segment "), F.col("g").cast("string")))
+    assert quantiles.exact_quantiles(named, ["heavy", "gap"], group="g", q=0.5) == {
+        f"segment {g}": {
+            name: float(np.median(columns[name][group == g])) for name in ("heavy", "gap")
+        }
+        for g in range(2)
+    }
     # Where the wanted ranks hold infinities (NumPy's interpolation gives NaN there).
     assert quantiles.exact_quantiles(frame, ["infinite"], q=0.999)[None] == {"infinite": np.inf}
 

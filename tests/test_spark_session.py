@@ -15,6 +15,7 @@ from segmatch.engines.spark.session import (
     LOGGING,
     QUICK_JIT,
     QUICK_JIT_BYTES,
+    UNCOMPRESSED_CACHE,
     launch_settings,
     local_cores,
 )
@@ -90,6 +91,8 @@ def test_local_cores_are_read_from_the_master(master, cores):
 def test_a_local_session_is_sized_to_its_cores_and_its_input():
     small = launch_settings("local[3]", input_bytes=1_000)
     assert small[DELTA_SNAPSHOT_PARTITIONS] == "3"
+    # Its caches are held uncompressed: the machine's memory is the session's.
+    assert small[UNCOMPRESSED_CACHE] == "false"
     logging = f"-Dlog4j2.configurationFile={LOGGING.as_uri()}"
     assert small["spark.driver.extraJavaOptions"] == f"{logging} {QUICK_JIT}"
     assert small["spark.executor.extraJavaOptions"] == f"{logging} {QUICK_JIT}"

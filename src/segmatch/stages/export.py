@@ -160,7 +160,8 @@ def export_results(
         customer_columns=customer_columns(engine, features, choice=output.segments_columns),
     )
     engine.stage_table(segments, outputs=outputs, table="segments")
-    rows = engine.count(segments)
+    # One row per customer of the matrix: counting the joined frame would be a pass of its own.
+    rows = clustering.rows_out
     if lookalikes is not None:
         engine.stage_table(lookalikes.frame, outputs=outputs, table="lookalikes")
         rows += lookalikes.rows_out
