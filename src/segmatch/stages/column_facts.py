@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from segmatch.engines.base import Engine, Frame
@@ -76,6 +77,8 @@ class ColumnFacts:
     rows: int
     text: dict[str, TextFacts]
     numbers: dict[str, NumberFacts]
+    #: The caller's own counts, summed in the same aggregation.
+    counted: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -94,16 +97,19 @@ def column_facts(
     numeric: list[str],
     decimal: str = ".",
     thousands: str | None = None,
+    sums: Mapping[str, Expr] | None = None,
 ) -> ColumnFacts:
     """The facts of ``text`` and ``numeric`` columns and the count of rows. A text column's
     numbers are read in the input's notation (``decimal``, ``thousands``), and their range is
-    counted too.
+    counted too. ``sums``, the caller's own sums over every row, ride on the first
+    aggregation.
 
     One aggregation counts rows, each column's values and range, another estimates each text
     column's distinct values; a text column of at most about :data:`COUNTED_VALUES` values is
     then judged from its value counts (one grouping, the checks run once per value; its
     distinct count exact), any other by a second aggregation that checks every row."""
     first: dict[str, Expr] = {"rows": rows()}
+    first |= {f"counted_{name}": total for name, total in (sums or {}).items()}
     sketched: dict[str, Expr] = {}
     for i, column in enumerate(text):
         value = col(column).as_text().strip()
@@ -136,6 +142,7 @@ def column_facts(
         rows=int(row["rows"] or 0),
         text={c: facts_of_text[c] for c in text},
         numbers=numbers,
+        counted={name: int(row[f"counted_{name}"] or 0) for name in sums or {}},
     )
 
 

@@ -57,6 +57,8 @@ class RawInput:
     plan: ColumnPlan
     #: The moment date features count days to (None: no date feature).
     as_of: datetime | None = None
+    #: Ids with spaces around them, which cleaning trims (0 when it keeps ids as written).
+    ids_to_trim: int = 0
 
     @property
     def rows_out(self) -> int:
@@ -98,14 +100,16 @@ def read_input(
             )
         frame = engine.with_columns(frame, {ROW_NUMBER_COLUMN: row_position()})
     kinds = engine.schema(frame)
+    trimmed = clean.trim_ids and kinds.get(id_column) == "string"
     if id_column in kinds:
         # Spread (and on Spark, hold) the rows first, so every later pass starts from there:
         # by the id as cleaning will compare it (trimmed), so rows it then matches sit together.
         key = col(id_column)
-        trimmed = clean.trim_ids and kinds[id_column] == "string"
         frame = engine.spread(
             frame, key=key.strip() if trimmed else key, stored_bytes=engine.input_bytes(path)
         )
+    # Cleaning's count of the ids it trims, taken in this pass over every row, not one of its own.
+    to_trim = col(id_column).strip().ne(col(id_column)).fill_null(False).as_float().sum()
     keep_text = {id_column, *config.types}
     facts = column_facts(
         engine,
@@ -114,6 +118,7 @@ def read_input(
         numeric=[c for c, kind in kinds.items() if kind == "numeric" and c != id_column],
         decimal=config.decimal or ".",
         thousands=config.thousands,
+        sums={"ids_to_trim": to_trim} if trimmed else None,
     )
     if facts.rows == 0:
         raise InputError(f"input {source!r} is empty: it has a header but no rows")
@@ -131,7 +136,14 @@ def read_input(
     )
     if plan.dates:
         frame, as_of = _with_days(engine, frame, plan, as_of=as_of or features.as_of)
-    return RawInput(frame=frame, rows=facts.rows, source=source, plan=plan, as_of=as_of)
+    return RawInput(
+        frame=frame,
+        rows=facts.rows,
+        source=source,
+        plan=plan,
+        as_of=as_of,
+        ids_to_trim=facts.counted.get("ids_to_trim", 0),
+    )
 
 
 def _with_days(

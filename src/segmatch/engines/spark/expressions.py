@@ -86,10 +86,14 @@ def to_spark(expr: Expr, schema: Mapping[str, Kind], frame: DataFrame) -> Column
         return _row_positions(frame)
     if op == "when":
         branches, otherwise = args
-        chained = inner(otherwise)
-        for condition, value in reversed(branches):
-            chained = F.when(inner(condition), inner(value)).otherwise(chained)
-        return chained
+        if not branches:
+            return inner(otherwise)
+        # One CASE with many branches, not a CASE nested in each ELSE: Spark splits a long
+        # CASE's generated code into methods, where nested CASEs nest their code.
+        chained = F.when(inner(branches[0][0]), inner(branches[0][1]))
+        for condition, value in branches[1:]:
+            chained = chained.when(inner(condition), inner(value))
+        return chained.otherwise(inner(otherwise))
     raise ValueError(f"no Spark form for the expression operation {op!r}")
 
 
