@@ -57,13 +57,15 @@ def run_measured(command: list[str], cwd: Path) -> tuple[dict, float, float]:
         command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     watched = psutil.Process(process.pid)
+    descendants: dict[int, psutil.Process] = {}
 
     def watch() -> None:
         nonlocal peak
         while process.poll() is None:
             try:
-                tree = [watched, *watched.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in tree) / 2**20)
+                children = watched.children(recursive=True)
+                descendants.update((child.pid, child) for child in children)
+                peak = max(peak, sum(p.memory_info().rss for p in [watched, *children]) / 2**20)
             except psutil.Error:
                 pass
             time.sleep(0.2)
@@ -73,6 +75,10 @@ def run_measured(command: list[str], cwd: Path) -> tuple[dict, float, float]:
     stdout, stderr = process.communicate()
     watcher.join()
     wall = time.perf_counter() - start
+    # What the command left still ending (a Spark JVM releasing its heap) would otherwise run
+    # beside the next pipeline's measurement; the command itself had returned, so it is not
+    # counted in this one's.
+    psutil.wait_procs(list(descendants.values()), timeout=60)
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{stderr[-3000:]}")
     return json.loads(stdout.strip().splitlines()[-1]), wall, peak
