@@ -79,7 +79,7 @@ def cluster_sums_kernel(k: int):
         # in a third of its time.
         sums = np.stack(
             [np.bincount(labels, weights=values[:, j], minlength=k) for j in range(d)], axis=1
-        ).reshape(k, d)
+        )
         squared = np.bincount(labels, weights=np.einsum("ij,ij->i", values, values), minlength=k)
         return np.concatenate([counts, sums.ravel(), squared])
 

@@ -208,7 +208,7 @@ def _histograms(
 ) -> dict[Cell, tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """Per cell: the values under its range, and the range's histogram (each bucket's count,
     smallest and largest value)."""
-    source, low, high = _with_bounds(frame, columns, group, wide)
+    low, high = _ranges(columns, group, wide)
     cells = []
     for i, c in enumerate(columns):
         value = F.col(c).cast("double")
@@ -223,7 +223,7 @@ def _histograms(
                 value.alias("value"),
             )
         )
-    rows = _bucketed(source, [group] if group else [], cells, keep_nulls=False)
+    rows = _bucketed(frame, [group] if group else [], cells, keep_nulls=False)
     under: dict[Cell, int] = {}
     buckets = {cell: np.zeros((3, HISTOGRAM_BUCKETS)) for cell in wide}
     for row in rows:
@@ -263,7 +263,7 @@ def _values_inside(
     frame: DataFrame, columns: Sequence[str], group: str | None, bounds: dict[Cell, tuple]
 ) -> tuple[dict[Cell, int], dict[Cell, list[tuple[float, int]]]]:
     """Per cell: the values under its range, and each distinct value inside it, counted."""
-    source, low, high = _with_bounds(frame, columns, group, bounds)
+    low, high = _ranges(columns, group, bounds)
     cells = [
         F.struct(
             F.lit(i).alias("column"),
@@ -276,7 +276,7 @@ def _values_inside(
     ]
     below: dict[Cell, int] = {}
     counted: dict[Cell, list[tuple[float, int]]] = {}
-    for row in _counted(source, group, cells):
+    for row in _counted(frame, group, cells):
         cell = (row[group] if group else None, row["column"])
         if row["below"]:
             below[cell] = row["count"]
@@ -299,9 +299,9 @@ def _counted(source: DataFrame, group: str | None, cells: list[Column]) -> list:
     )
 
 
-def _with_bounds(
-    frame: DataFrame, columns: Sequence[str], group: str | None, bounds: dict[Cell, tuple]
-) -> tuple[DataFrame, list[Column], list[Column]]:
+def _ranges(
+    columns: Sequence[str], group: str | None, bounds: dict[Cell, tuple]
+) -> tuple[list[Column], list[Column]]:
     """Each column's range as literals, or per group as a choice among literals by the row's
     group (a table of ranges joined took a job of its own, 0.6 s of Python workers starting;
     in a 5M-row run, a literal map looked up per row made the pass 16.9 s, this 0.9 s); a
@@ -310,7 +310,7 @@ def _with_bounds(
         edges = [bounds.get((None, i), (None, None)) for i in range(len(columns))]
         low = [F.lit(e[0]).cast("double") for e in edges]
         high = [F.lit(e[1]).cast("double") for e in edges]
-        return frame, low, high
+        return low, high
     groups = sorted({key for key, _ in bounds}, key=str)
 
     def per_group(side: int, i: int) -> Column:
@@ -323,7 +323,7 @@ def _with_bounds(
 
     low = [per_group(0, i) for i in range(len(columns))]
     high = [per_group(1, i) for i in range(len(columns))]
-    return frame, low, high
+    return low, high
 
 
 def _value_at_rank(counted: list[tuple[float, int]], rank: int) -> float | None:
