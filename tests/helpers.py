@@ -80,9 +80,17 @@ def run_script_with_errors(
         timeout=1500,
         check=False,
     )
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert completed.returncode == 0, _what_failed(completed.stderr)
     line = next(x for x in completed.stdout.splitlines() if x.startswith("RESULT "))
     return json.loads(line.removeprefix("RESULT ")), completed.stderr
+
+
+def _what_failed(stderr: str) -> str:
+    """The Python traceback and the distinct errors Spark logged: a failing Spark process can
+    end its error stream with thousands of repeated warnings that say nothing of the cause."""
+    errors = dict.fromkeys(line for line in stderr.splitlines() if " ERROR " in line)
+    start = stderr.rfind("Traceback (most recent call last)")
+    return "\n".join([*list(errors)[:20], stderr[max(start, 0) :][-4000:]])
 
 
 def labelled_matrix(engine: Any, ids: list[str], points: Any, labels: Any, folder: Path):

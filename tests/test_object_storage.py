@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import textwrap
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -91,6 +92,23 @@ CLUSTER_RUN = textwrap.dedent(
 )
 
 
+def _spark_home_in(folder: Path) -> Path:
+    """PySpark's own Spark home, linked entry by entry into ``folder``.
+
+    A local-cluster worker keeps each executor's folder under ``$SPARK_HOME/work``, and each
+    executor copies every jar there (hadoop-aws brings a 686 MB SDK): in PySpark's own home
+    that is inside the virtual environment, where each run left 1.4 GB behind.
+    """
+    import pyspark  # noqa: PLC0415 -- only this test needs where PySpark is installed
+
+    installed = Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent)
+    folder.mkdir()
+    for entry in installed.iterdir():
+        if entry.name != "work":
+            (folder / entry.name).symlink_to(entry)
+    return folder
+
+
 def test_the_spark_engine_on_a_cluster_writes_object_storage(spark_process, s3_server, tmp_path):
     """Executors in their own JVMs (local-cluster) share no folder with the driver: input,
     staging and every table go through s3a://, the tables through Delta's Spark writer."""
@@ -119,7 +137,12 @@ def test_the_spark_engine_on_a_cluster_writes_object_storage(spark_process, s3_s
             },
         },
     )
-    cluster = run_script(CLUSTER_RUN, json.dumps(config.model_dump(mode="json")), cwd=tmp_path)
+    cluster = run_script(
+        CLUSTER_RUN,
+        json.dumps(config.model_dump(mode="json")),
+        cwd=tmp_path,
+        env={"SPARK_HOME": str(_spark_home_in(tmp_path / "spark_home"))},
+    )
     local = run_pipeline(make_config(data, tmp_path / "local", clean={"max_bad_share": 0.2}))
     assert (cluster["k"], cluster["customers"]) == (local.k, local.customers)
     assert cluster["silhouette"] == pytest.approx(local.silhouette, abs=1e-6)
