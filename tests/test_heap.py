@@ -19,7 +19,7 @@ def test_an_owned_process_freezes_what_it_loaded_and_what_it_loads_later():
         "import gc; from segmatch import heap\n"
         "print('frozen', gc.get_freeze_count())\n"
         "heap.own_process(); print('frozen', gc.get_freeze_count())\n"
-        "import sklearn.cluster; heap.settle(); print('frozen', gc.get_freeze_count())\n"
+        "import scipy.optimize; heap.settle(); print('frozen', gc.get_freeze_count())\n"
     )
     assert before == 0
     assert owned > 0
@@ -30,8 +30,8 @@ def test_a_process_segmatch_does_not_own_keeps_every_object_collectable():
     # A notebook or an application calling the API lives on after a run: frozen objects in a
     # reference cycle would never be freed there.
     (after,) = freeze_counts(
-        "import gc; from segmatch import api, heap, kernels\n"
-        "import sklearn.cluster; heap.settle(); kernels._load_kmeans()\n"
+        "import gc; from segmatch import api, heap\n"
+        "import scipy.optimize; heap.settle()\n"
         "print('frozen', gc.get_freeze_count())\n"
     )
     assert after == 0

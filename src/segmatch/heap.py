@@ -1,7 +1,7 @@
 """The garbage collector in a process segmatch owns (the ``segmatch`` command).
 
 Python's collector scans every tracked object in its oldest generation on each full pass, and
-a run's libraries (MLflow with SQLAlchemy and pandas, scikit-learn, PySpark) load hundreds of
+a run's libraries (MLflow with SQLAlchemy and pandas, SciPy, PySpark) load hundreds of
 thousands of them that live until the process ends. Measured on 2 cores, a tracked run of a
 2,240-row table spent 0.6 s in full passes during the run and 0.7 s in the passes of the
 interpreter's exit; a run over 1,000,000 rows the same. Where the process ends with the command,

@@ -6,8 +6,7 @@ engines compute the same figures with the same code.
 
 from __future__ import annotations
 
-import threading
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -16,29 +15,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from segmatch import heap
-
-#: Below this many rows a fit runs on one thread: the native pools' fork and join cost more
-#: than a second core saves (measured on 2 cores: a k sweep over 2,240 rows took 0.26 s on one
-#: thread and 0.76–0.95 s on two; Lloyd on 100,000 × 5 rows 0.04 s against 0.07–0.09 s; level
-#: at 1,000,000). It also leaves a core to the tracking process while small runs fit.
-ONE_THREAD_ROWS = 200_000
-
 
 @cache
 def _native_pools() -> Any:
-    """The native thread pools (OpenMP, BLAS) loaded once scikit-learn's k-means is."""
-    import sklearn.cluster  # noqa: F401, PLC0415 -- loads the OpenMP runtime the pools include
+    """The native thread pools (NumPy's BLAS) loaded in this process."""
     from threadpoolctl import ThreadpoolController  # noqa: PLC0415
 
     return ThreadpoolController()
 
 
-def threads_for(rows: int) -> AbstractContextManager[Any]:
-    """The native pools held to one thread while work on ``rows`` rows runs, where that is
-    faster (:data:`ONE_THREAD_ROWS`); as they are otherwise."""
-    if rows >= ONE_THREAD_ROWS:
-        return nullcontext()
+def one_native_thread() -> AbstractContextManager[Any]:
+    """NumPy's BLAS held to one thread while the block runs.
+
+    The kernels' products are thin (rows × a few columns times a few centroids): a second
+    thread halves no work, and with another process busy on the second core (the tracking
+    process, a neighbour) BLAS threads wait on each other. Measured on 2 cores at 1M × 5 rows:
+    five Lloyd passes 0.21–0.22 s on one thread or two when quiet, 0.52–0.55 s on two and
+    0.22 s on one beside a busy process; the 10,000-row sample silhouette 0.23 s on two and
+    0.27 s on one when quiet, 0.71–0.75 s and 0.26 s beside a busy process.
+    """
     return _native_pools().limit(limits=1)
 
 
@@ -160,22 +155,6 @@ SEEDING_ROWS = 5_000
 PARALLEL_SEEDING_ROUNDS = 3
 
 
-def import_kmeans_ahead() -> None:
-    """Start importing scikit-learn's k-means, and finding the native thread pools it loads, on
-    a daemon thread and return at once.
-
-    The import is ~1.5 s of Python and the pools' discovery 0.2 s; started with the run, they
-    overlap the stages before clustering, which spend their time in compiled code that
-    releases the GIL.
-    """
-    threading.Thread(target=_load_kmeans, name="segmatch-import-kmeans", daemon=True).start()
-
-
-def _load_kmeans() -> None:
-    _native_pools()
-    heap.settle()
-
-
 def kmeans(
     values: np.ndarray,
     *,
@@ -197,8 +176,7 @@ def kmeans(
     Iterations stop once the summed squared centroid shift is at most ``shift_tolerance``.
     """
     if init is not None:
-        with threads_for(len(values)):
-            return _lloyd(values, init, max_iter=max_iter, shift_tolerance=shift_tolerance)[0]
+        return _lloyd(values, init, max_iter=max_iter, shift_tolerance=shift_tolerance)[0]
     rng = np.random.default_rng(seed)
     subsample = (
         values
@@ -206,30 +184,59 @@ def kmeans(
         else values[np.sort(rng.choice(len(values), size=SEEDING_ROWS, replace=False))]
     )
     best, lowest = None, np.inf
-    with threads_for(len(subsample)):
-        for attempt in range(n_init):
-            seeding = kmeans_plus_plus_start if attempt % 2 == 0 else kmeans_parallel_start
-            start = seeding(subsample, k=k, seed=seed + attempt)
-            centroids, inertia = _lloyd(
-                subsample, start, max_iter=max_iter, shift_tolerance=shift_tolerance
-            )
-            if inertia < lowest:
-                best, lowest = centroids, inertia
+    for attempt in range(n_init):
+        seeding = kmeans_plus_plus_start if attempt % 2 == 0 else kmeans_parallel_start
+        start = seeding(subsample, k=k, seed=seed + attempt)
+        centroids, inertia = _lloyd(
+            subsample, start, max_iter=max_iter, shift_tolerance=shift_tolerance
+        )
+        if inertia < lowest:
+            best, lowest = centroids, inertia
     assert best is not None
     if len(subsample) == len(values):
         return best
-    with threads_for(len(values)):
-        return _lloyd(values, best, max_iter=max_iter, shift_tolerance=shift_tolerance)[0]
+    return _lloyd(values, best, max_iter=max_iter, shift_tolerance=shift_tolerance)[0]
 
 
 def kmeans_plus_plus_start(
     values: np.ndarray, *, k: int, seed: int, weights: np.ndarray | None = None
 ) -> np.ndarray:
-    """k rows drawn by k-means++ (each with odds ∝ its squared distance to those drawn)."""
-    from sklearn.cluster import kmeans_plusplus  # noqa: PLC0415 -- ~1 s to import
+    """k rows drawn by greedy k-means++: each draw takes, of ``2 + ⌊ln k⌋`` rows drawn with odds
+    ∝ (weight ×) squared distance to those already chosen, the one that lowers the weighted
+    squared distances most.
 
-    centers, _ = kmeans_plusplus(values, n_clusters=k, sample_weight=weights, random_state=seed)
-    return centers
+    The draws follow scikit-learn's ``kmeans_plusplus`` (the same random stream for a seed, so
+    the same rows), without importing scikit-learn: its import alone took 0.9 s of a run.
+    """
+    n = len(values)
+    weights = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    random = np.random.RandomState(seed)
+    trials = 2 + int(np.log(k))
+    norms = np.einsum("ij,ij->i", values, values)
+    first = random.choice(n, p=weights / weights.sum())
+    chosen = [first]
+    closest = _squared_distances(values[[first]], values, norms)[0]
+    potential = float(closest @ weights)
+    for _ in range(1, k):
+        drawn = random.uniform(size=trials) * potential
+        candidates = np.searchsorted(np.cumsum(weights * closest), drawn)
+        np.clip(candidates, None, n - 1, out=candidates)
+        distances = np.minimum(closest, _squared_distances(values[candidates], values, norms))
+        potentials = distances @ weights
+        best = int(np.argmin(potentials))
+        potential, closest = float(potentials[best]), distances[best]
+        chosen.append(int(candidates[best]))
+    return values[chosen].copy()
+
+
+def _squared_distances(points: np.ndarray, values: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances of each of ``points`` to every row (``norms``: the rows'
+    squared norms), never below 0."""
+    squared = points @ values.T
+    squared *= -2.0
+    squared += np.einsum("ij,ij->i", points, points)[:, None]
+    squared += norms[None, :]
+    return np.maximum(squared, 0.0, out=squared)
 
 
 def kmeans_parallel_start(values: np.ndarray, *, k: int, seed: int) -> np.ndarray:
@@ -253,23 +260,74 @@ def kmeans_parallel_start(values: np.ndarray, *, k: int, seed: int) -> np.ndarra
     return kmeans_plus_plus_start(candidates, k=k, seed=seed, weights=weights + 1e-9)
 
 
+#: Rows of one block of a Lloyd iteration's pass (distances to k centroids held per block).
+LLOYD_BLOCK_ROWS = 65_536
+
+
 def _lloyd(
     values: np.ndarray, start: np.ndarray, *, max_iter: int, shift_tolerance: float
 ) -> tuple[np.ndarray, float]:
-    """Lloyd iterations from ``start`` (scikit-learn's); the centroids and their inertia."""
-    from sklearn.cluster import KMeans  # noqa: PLC0415 -- ~1 s to import, needed at one stage
+    """Lloyd iterations from ``start``; the centroids and their inertia.
 
-    # scikit-learn's tol is relative to the mean column variance, which it multiplies back.
-    mean_variance = float(np.var(values, axis=0).mean()) if len(values) else 0.0
-    model = KMeans(
-        n_clusters=len(start),
-        init=start,
-        n_init=1,
-        max_iter=max_iter,
-        tol=shift_tolerance / mean_variance if mean_variance > 0 else 0.0,
-        algorithm="lloyd",
-    ).fit(values)
-    return model.cluster_centers_, float(model.inertia_)
+    Stops, as scikit-learn's k-means does, when an iteration leaves every label as it was or
+    moves the centroids by at most ``shift_tolerance`` (summed squared shift); a centroid left
+    without rows moves to the row farthest from its own centroid.
+    """
+    centroids = np.array(start, dtype=np.float64)
+    previous: np.ndarray | None = None
+    for _ in range(max_iter):
+        labels, sums = _labels_and_sums(values, centroids)
+        if previous is not None and np.array_equal(labels, previous):
+            return centroids, _inertia(sums, centroids)
+        moved = _means(sums, values, labels, centroids)
+        shift = float(np.sum((moved - centroids) ** 2))
+        centroids, previous = moved, labels
+        if shift <= shift_tolerance:
+            break
+    return centroids, _inertia(_labels_and_sums(values, centroids)[1], centroids)
+
+
+def _labels_and_sums(values: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, ClusterSums]:
+    """Each row's nearest centroid, and the per-centroid sums of those rows."""
+    k, d = centroids.shape
+    labels = np.empty(len(values), dtype=np.int32)
+    flat = np.zeros(k + k * d + k)
+    sums = cluster_sums_kernel(k)
+    for begin in range(0, len(values), LLOYD_BLOCK_ROWS):
+        block = values[begin : begin + LLOYD_BLOCK_ROWS]
+        labels[begin : begin + len(block)] = nearest_labels(block, centroids)
+        flat += sums(block, labels[begin : begin + len(block)])
+    return labels, ClusterSums.from_flat(flat, k, d)
+
+
+def _means(
+    sums: ClusterSums, values: np.ndarray, labels: np.ndarray, centroids: np.ndarray
+) -> np.ndarray:
+    """Each centroid's rows' mean. A centroid without rows takes, alone, the row farthest from
+    the centroid it was labelled with (the farthest rows first, one per empty centroid)."""
+    counts, totals = sums.counts.copy(), sums.sums.copy()
+    empty = np.flatnonzero(counts == 0)
+    if len(empty):
+        offsets = values - centroids[labels]
+        distances = np.einsum("ij,ij->i", offsets, offsets)
+        farthest = np.argsort(distances, kind="stable")[::-1][: len(empty)]
+        for centroid, row in zip(empty, farthest, strict=False):
+            owner = labels[row]
+            counts[owner] -= 1
+            totals[owner] -= values[row]
+            counts[centroid], totals[centroid] = 1, values[row]
+    return totals / np.maximum(counts, 1.0)[:, None]
+
+
+def _inertia(sums: ClusterSums, centroids: np.ndarray) -> float:
+    """Σ‖x − c‖² of every row to its labelled centroid ``c``, from the per-centroid sums."""
+    return float(
+        np.sum(
+            sums.squared_norms
+            - 2.0 * np.einsum("ij,ij->i", sums.sums, centroids)
+            + sums.counts * np.einsum("ij,ij->i", centroids, centroids)
+        )
+    )
 
 
 def score_centroids(values: np.ndarray, centroids: np.ndarray) -> tuple[ClusterSums, float]:
@@ -299,8 +357,6 @@ def stability(values: np.ndarray, *, k: int, seed: int, shift_tolerance: float) 
     """How much a k-means partition survives a change of data: k-means fitted on two disjoint
     random halves of (at most :data:`STABILITY_ROWS` of) the rows, every one of those rows
     labelled by both, and the adjusted Rand index of the two labellings (1: the same)."""
-    from sklearn.metrics import adjusted_rand_score  # noqa: PLC0415 -- only when sweeping
-
     rng = np.random.default_rng(seed)
     rows = values[rng.permutation(len(values))[:STABILITY_ROWS]]
     half = len(rows) // 2
@@ -312,7 +368,28 @@ def stability(values: np.ndarray, *, k: int, seed: int, shift_tolerance: float) 
             part, k=k, seed=seed, max_iter=100, n_init=2, shift_tolerance=shift_tolerance
         )
         labels.append(nearest_centroids(rows, centroids)[0])
-    return float(adjusted_rand_score(labels[0], labels[1]))
+    return adjusted_rand_index(labels[0], labels[1])
+
+
+def adjusted_rand_index(first: np.ndarray, second: np.ndarray) -> float:
+    """Agreement of two labellings of the same rows, corrected for chance (1: the same
+    partition, about 0: as alike as random ones)."""
+    _, a = np.unique(first, return_inverse=True)
+    _, b = np.unique(second, return_inverse=True)
+    both = _pairs(np.bincount(a * (int(b.max(initial=0)) + 1) + b))
+    in_first, in_second = _pairs(np.bincount(a)), _pairs(np.bincount(b))
+    total = len(a) * (len(a) - 1) / 2
+    expected = in_first * in_second / total if total else 0.0
+    most = (in_first + in_second) / 2
+    if most == expected:
+        return 1.0
+    return (both - expected) / (most - expected)
+
+
+def _pairs(counts: np.ndarray) -> float:
+    """Pairs of rows that share a group, over groups of ``counts`` rows."""
+    counts = counts.astype(np.float64)
+    return float(np.sum(counts * (counts - 1)) / 2)
 
 
 def nearest_then(centroids: np.ndarray, kernel):
@@ -322,8 +399,7 @@ def nearest_then(centroids: np.ndarray, kernel):
     """
 
     def labelled(values: np.ndarray, _labels: np.ndarray | None) -> np.ndarray:
-        labels, _, _ = nearest_centroids(values, centroids)
-        return kernel(values, labels)
+        return kernel(values, nearest_labels(values, centroids))
 
     return labelled
 
@@ -426,20 +502,33 @@ def to_feature_space(
     return (points @ axes + pca_mean) * scale + center
 
 
+def nearest_labels(values: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Each row's nearest centroid, the first of equally near ones: the labels of
+    :func:`nearest_centroids`, without the distances."""
+    return _centroid_offsets(values, centroids).argmin(axis=1).astype(np.int32)
+
+
+def _centroid_offsets(values: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """``‖c‖² − 2·x·c`` for each row x and centroid c: its squared distances less ``‖x‖²``,
+    which is the same to every centroid and decides nothing."""
+    offsets = values @ (-2.0 * centroids.T)
+    offsets += np.einsum("ij,ij->i", centroids, centroids)[None, :]
+    return offsets
+
+
 def nearest_centroids(
     values: np.ndarray, centroids: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each row's nearest centroid (label), its distance, and the distance to the runner-up."""
-    squared = (
-        np.einsum("ij,ij->i", values, values)[:, None]
-        - 2.0 * values @ centroids.T
-        + np.einsum("ij,ij->i", centroids, centroids)[None, :]
-    )
-    labels = squared.argmin(axis=1)
+    offsets = _centroid_offsets(values, centroids)
+    norms = np.einsum("ij,ij->i", values, values)
+    labels = offsets.argmin(axis=1)
     rows = np.arange(len(values))
-    nearest = squared[rows, labels]
-    squared[rows, labels] = np.inf
-    runner_up = squared.min(axis=1) if centroids.shape[0] > 1 else np.full(len(values), np.inf)
+    nearest = offsets[rows, labels] + norms
+    offsets[rows, labels] = np.inf
+    runner_up = (
+        offsets.min(axis=1) + norms if centroids.shape[0] > 1 else np.full(len(values), np.inf)
+    )
     return (
         labels.astype(np.int32),
         np.sqrt(np.maximum(nearest, 0.0)),

@@ -156,9 +156,6 @@ class Pipeline:
 
     def run(self) -> Any:
         """Run every step, then the plan's finish; on failure only a quarantine is committed."""
-        for step in self.plan.steps:
-            if step.prepare is not None:
-                step.prepare()
         digest = self._input_digest()
         self._call("before_run", run_id=self.run_id, config=self.config)
         self.checkpoints.begin(self.run_id)

@@ -80,8 +80,7 @@ class Step(Generic[T]):
     and recorded; a ``checkpoint`` stage's result may be saved and reused by a rerun whose key
     matches. ``keyed_by`` names values that decide the result without being read (the input's
     digest); ``key_of`` fingerprints the result itself when its inputs do not identify it (ids
-    taken from a previous model). ``when`` skips the step (its value is None). ``prepare``
-    starts, at the run's start and without waiting, what the step will need (a slow import).
+    taken from a previous model). ``when`` skips the step (its value is None).
     """
 
     name: str
@@ -93,7 +92,6 @@ class Step(Generic[T]):
     when: Callable[[Config, Values], bool] | None = None
     key_of: Callable[[T], Any] | None = None
     keyed_by: tuple[Ref, ...] = ()
-    prepare: Callable[[], None] | None = None
 
     @property
     def result(self) -> Ref:

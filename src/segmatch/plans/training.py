@@ -14,7 +14,6 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 
-from segmatch import kernels
 from segmatch._version import __version__
 from segmatch.config import CleanConfig, ClusterConfig, Config
 from segmatch.engines.base import Engine
@@ -266,7 +265,6 @@ CLUSTER = Step(
     needs={"reduced": REDUCE.result},
     sections={"config": "cluster"},
     checkpoint=True,
-    prepare=kernels.import_kmeans_ahead,
 )
 #: The clustering with each segment keeping the id of the previous model's it continues.
 STABLE_IDS = Step(

@@ -84,6 +84,11 @@ def cluster_customers(engine: Engine, *, config: ClusterConfig, reduced: Reduced
     0 (the largest segment) to k − 1; see :func:`keep_previous_ids` for ids that stay stable
     across retrains.
     """
+    with kernels.one_native_thread():
+        return _cluster(engine, config, reduced)
+
+
+def _cluster(engine: Engine, config: ClusterConfig, reduced: Reduced) -> Clustering:
     n = reduced.rows_out
     candidates = _feasible_candidates(config, n)
     matrix = reduced.matrix

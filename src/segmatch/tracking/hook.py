@@ -464,7 +464,6 @@ class RunRecorder:
                 "pandas",
                 # A model trained on transactions aggregates new ones with the local engine.
                 "polars",
-                "scikit-learn",
                 "pydantic",
                 f"mlflow>={mlflow.__version__.split('.')[0]}",
             ],

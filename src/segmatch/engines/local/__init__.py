@@ -1,4 +1,4 @@
-"""The embedded engine: Polars for rows, NumPy for matrices (k-means: scikit-learn, via kernels).
+"""The embedded engine: Polars for rows, NumPy for matrices (k-means and the rest: kernels).
 
 Everything runs in this process. Passes over the matrix go in blocks whose size follows the
 matrix's width, so memory stays flat whatever the number of customers.
@@ -20,7 +20,7 @@ __all__ = ["LocalEngine", "LocalMatrix"]
 class LocalEngine(
     PolarsStorage, PolarsCleaning, NumpyPasses, PolarsResults, Engine[pl.DataFrame, LocalMatrix]
 ):
-    """Polars + NumPy + scikit-learn in one process."""
+    """Polars and NumPy in one process."""
 
     name = "local"
     frame_types = (pl.DataFrame,)
