@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
+from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.decomposition import PCA
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 from segmatch import kernels
 from segmatch.neighbours import KD_TREE_MAX_DIMENSIONS, top_k_neighbours
@@ -111,3 +112,54 @@ def test_euclidean_silhouette_equals_scikit_learn():
     # Blocks of 100 rows: four whole ones and a part.
     ours = kernels.euclidean_silhouette(x, labels, block_bytes=100 * 8 * len(x))
     assert ours == pytest.approx(silhouette_score(x, labels), abs=1e-10)
+
+
+@pytest.mark.parametrize(("rows", "k"), [(300, 3), (2240, 2), (2240, 10), (5000, 6)])
+def test_kmeans_plus_plus_draws_the_rows_scikit_learn_draws(rows, k):
+    rng = np.random.default_rng(rows + k)
+    x = rng.normal(size=(rows, 5)) * rng.uniform(0.5, 3.0, size=5)
+    weights = rng.uniform(0.1, 2.0, size=rows)
+    for seed in range(3):
+        expected, _ = kmeans_plusplus(x, n_clusters=k, random_state=seed)
+        weighted, _ = kmeans_plusplus(x, n_clusters=k, random_state=seed, sample_weight=weights)
+        assert np.array_equal(kernels.kmeans_plus_plus_start(x, k=k, seed=seed), expected)
+        drawn = kernels.kmeans_plus_plus_start(x, k=k, seed=seed, weights=weights)
+        assert np.array_equal(drawn, weighted)
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 1e-6, 1e-2])
+def test_lloyd_ends_where_scikit_learn_does_from_the_same_start(tolerance):
+    rng = np.random.default_rng(4)
+    x = np.vstack([rng.normal(c, 1.0, size=(400, 4)) for c in (0.0, 1.5, 3.0, 6.0)])
+    start = x[rng.choice(len(x), size=4, replace=False)]
+    theirs = KMeans(4, init=start, n_init=1, max_iter=300, tol=tolerance, algorithm="lloyd")
+    theirs.fit(x)
+    shift = tolerance * float(np.var(x, axis=0).mean())
+    centroids, inertia = kernels.lloyd(x, start, max_iter=300, shift_tolerance=shift)
+    np.testing.assert_allclose(centroids, theirs.cluster_centers_, atol=1e-9)
+    assert inertia == pytest.approx(theirs.inertia_, rel=1e-10)
+
+
+def test_lloyd_gives_a_centroid_left_without_rows_the_farthest_row():
+    rng = np.random.default_rng(5)
+    x = np.vstack([rng.normal(size=(100, 2)), [[50.0, 50.0]]])
+    start = np.array([[0.0, 0.0], [0.1, 0.0], [100.0, 100.0]])
+    centroids, _ = kernels.lloyd(x, start, max_iter=50, shift_tolerance=0.0)
+    theirs = KMeans(3, init=start, n_init=1, max_iter=50, tol=0.0, algorithm="lloyd").fit(x)
+    np.testing.assert_allclose(centroids, theirs.cluster_centers_, atol=1e-9)
+    assert [50.0, 50.0] in centroids.tolist()
+
+
+def test_adjusted_rand_index_equals_scikit_learn():
+    rng = np.random.default_rng(6)
+    first = rng.integers(0, 5, size=1000)
+    second = np.where(rng.random(1000) < 0.7, first, rng.integers(0, 5, size=1000))
+    assert kernels.adjusted_rand_index(first, second) == pytest.approx(
+        adjusted_rand_score(first, second), abs=1e-12
+    )
+    assert kernels.adjusted_rand_index(first, first + 7) == 1.0
+    one_group = np.zeros(10, dtype=int)
+    assert kernels.adjusted_rand_index(one_group, one_group) == 1.0
+    assert kernels.adjusted_rand_index(np.arange(10), one_group) == pytest.approx(
+        adjusted_rand_score(np.arange(10), one_group)
+    )

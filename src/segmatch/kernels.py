@@ -176,7 +176,7 @@ def kmeans(
     Iterations stop once the summed squared centroid shift is at most ``shift_tolerance``.
     """
     if init is not None:
-        return _lloyd(values, init, max_iter=max_iter, shift_tolerance=shift_tolerance)[0]
+        return lloyd(values, init, max_iter=max_iter, shift_tolerance=shift_tolerance)[0]
     rng = np.random.default_rng(seed)
     subsample = (
         values
@@ -187,7 +187,7 @@ def kmeans(
     for attempt in range(n_init):
         seeding = kmeans_plus_plus_start if attempt % 2 == 0 else kmeans_parallel_start
         start = seeding(subsample, k=k, seed=seed + attempt)
-        centroids, inertia = _lloyd(
+        centroids, inertia = lloyd(
             subsample, start, max_iter=max_iter, shift_tolerance=shift_tolerance
         )
         if inertia < lowest:
@@ -195,7 +195,7 @@ def kmeans(
     assert best is not None
     if len(subsample) == len(values):
         return best
-    return _lloyd(values, best, max_iter=max_iter, shift_tolerance=shift_tolerance)[0]
+    return lloyd(values, best, max_iter=max_iter, shift_tolerance=shift_tolerance)[0]
 
 
 def kmeans_plus_plus_start(
@@ -264,7 +264,7 @@ def kmeans_parallel_start(values: np.ndarray, *, k: int, seed: int) -> np.ndarra
 LLOYD_BLOCK_ROWS = 65_536
 
 
-def _lloyd(
+def lloyd(
     values: np.ndarray, start: np.ndarray, *, max_iter: int, shift_tolerance: float
 ) -> tuple[np.ndarray, float]:
     """Lloyd iterations from ``start``; the centroids and their inertia.
