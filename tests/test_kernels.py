@@ -163,3 +163,28 @@ def test_adjusted_rand_index_equals_scikit_learn():
     assert kernels.adjusted_rand_index(np.arange(10), one_group) == pytest.approx(
         adjusted_rand_score(np.arange(10), one_group)
     )
+
+
+def test_each_block_keeps_the_blocks_order():
+    blocks = kernels.each_block(lambda block: (block.start, block.stop), 10, 3)
+    assert blocks == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert kernels.each_block(lambda block: block, 0, 3) == []
+
+
+def test_blocks_in_threads_sum_as_one_thread_does(monkeypatch):
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(300_000, 5))
+    centroids = x[:6].copy()
+    kernels._block_threads.cache_clear()
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert kernels._block_threads() is not None
+    labels, sums = kernels._labels_and_sums(x, centroids)
+    kernels._block_threads.cache_clear()
+    # As Spark's Python workers are told: one thread, the blocks in turn.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert kernels._block_threads() is None
+    alone, alone_sums = kernels._labels_and_sums(x, centroids)
+    kernels._block_threads.cache_clear()
+    assert np.array_equal(labels, alone)
+    assert np.array_equal(sums.sums, alone_sums.sums)
+    assert np.array_equal(sums.squared_norms, alone_sums.squared_norms)

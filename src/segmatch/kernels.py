@@ -31,10 +31,16 @@ T = TypeVar("T")
 
 
 @cache
-def _block_threads() -> ThreadPoolExecutor:
-    """Threads for the blocks of a pass, one per core this process may run on."""
+def _block_threads() -> ThreadPoolExecutor | None:
+    """Threads for the blocks of a pass: one per core this process may run on, or as many as
+    ``OMP_NUM_THREADS`` says (Spark sets it to a task's cores in its Python workers, whose
+    tasks already fill the executor's cores); None for one."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return ThreadPoolExecutor(max_workers=cores or 1, thread_name_prefix="segmatch-blocks")
+    told = os.environ.get("OMP_NUM_THREADS", "")
+    threads = int(told) if told.isdigit() and int(told) > 0 else (cores or 1)
+    if threads == 1:
+        return None
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="segmatch-blocks")
 
 
 def each_block(function: Callable[[slice], T], rows: int, block_rows: int) -> list[T]:
@@ -48,9 +54,10 @@ def each_block(function: Callable[[slice], T], rows: int, block_rows: int) -> li
     are the same, bit for bit, as in one thread.
     """
     blocks = [slice(start, min(start + block_rows, rows)) for start in range(0, rows, block_rows)]
-    if len(blocks) <= 1:
+    threads = _block_threads()
+    if threads is None or len(blocks) <= 1:
         return [function(block) for block in blocks]
-    return list(_block_threads().map(function, blocks))
+    return list(threads.map(function, blocks))
 
 
 def one_native_thread() -> AbstractContextManager[Any]:
