@@ -64,6 +64,12 @@ def test_read_gives_the_rows_their_kinds_and_a_head(engine, frame, tmp_path):
     csv.write_text("id;value\n1;2,5\n")
     text = engine.read(path=str(csv), fmt="csv", types={}, separator=";", infer_numbers=False)
     assert arrow(engine, text) == [{"id": "1", "value": "2,5"}]
+    # Only the columns asked for: the transitions read two of the previous segments' columns.
+    parquet = str(tmp_path / "rows.parquet")
+    age = engine.read(path=parquet, fmt="parquet", types={}, separator=",", columns=["age"])
+    assert list(engine.schema(age)) == ["age"]
+    value = engine.read(path=str(csv), fmt="csv", types={}, separator=";", columns=["value"])
+    assert arrow(engine, value) == [{"value": "2,5"}]
 
 
 @covers("with_columns")

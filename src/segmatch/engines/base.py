@@ -152,10 +152,12 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         version: int | None = None,
         encoding: str = "utf-8",
         infer_numbers: bool = True,
+        columns: Sequence[str] | None = None,
     ) -> FrameT:
         """Read a file, a folder of Parquet files, or a Delta table (at ``version``); a CSV
         file's text in ``encoding`` (a Python codec name), its untyped columns as text when
-        ``infer_numbers`` is false."""
+        ``infer_numbers`` is false; only ``columns`` when given (the others never read from a
+        Parquet file or a Delta table)."""
 
     @abstractmethod
     def schema(self, frame: FrameT) -> dict[str, ColumnKind]: ...

@@ -138,7 +138,9 @@ def export_results(
     previous = outputs.table_path("segments")
     transitions = (
         engine.segment_transitions(
-            engine.read(path=previous, fmt="delta", types={}, separator=","),
+            engine.read(
+                path=previous, fmt="delta", types={}, separator=",", columns=[id_column, "segment"]
+            ),
             clustering.matrix,
             id_column=id_column,
         )

@@ -50,6 +50,7 @@ class PolarsStorage:
         version: int | None = None,
         encoding: str = "utf-8",
         infer_numbers: bool = True,
+        columns: Sequence[str] | None = None,
     ) -> pl.DataFrame:
         overrides = {name: _POLARS_TYPES[kind] for name, kind in types.items()}
         options = self.storage_options or None
@@ -68,6 +69,7 @@ class PolarsStorage:
                         infer_schema_length=None,
                         separator=separator,
                         schema_overrides=overrides,
+                        columns=None if columns is None else list(columns),
                     ),
                     typed=overrides,
                 )
@@ -77,9 +79,19 @@ class PolarsStorage:
                 source = path
                 if is_remote(path) and Files(self.storage_options).is_dir(path):
                     source = join(path, "**", "*.parquet")
-                frame = pl.read_parquet(source, hive_partitioning=None, storage_options=options)
+                frame = pl.read_parquet(
+                    source,
+                    hive_partitioning=None,
+                    storage_options=options,
+                    columns=None if columns is None else list(columns),
+                )
             else:
-                frame = pl.read_delta(path, version=version, storage_options=options)
+                frame = pl.read_delta(
+                    path,
+                    version=version,
+                    storage_options=options,
+                    columns=None if columns is None else list(columns),
+                )
         except (pl.exceptions.PolarsError, OSError, ValueError, DeltaError) as exc:
             raise InputError(f"cannot read {fmt} input {str(path)!r}: {first_line(exc)}") from exc
         except BaseException as exc:

@@ -60,6 +60,7 @@ class SparkStorage(SparkDelta):
         version: int | None = None,
         encoding: str = "utf-8",
         infer_numbers: bool = True,
+        columns: Sequence[str] | None = None,
     ) -> DataFrame:
         try:
             if fmt == "csv":
@@ -95,6 +96,8 @@ class SparkStorage(SparkDelta):
                 frame = self.read_delta_table(path, version=version)
             else:
                 frame = self.spark.read.parquet(*_delta_files(path, version, self.storage_options))
+            if columns is not None:
+                frame = frame.select(*columns)
             typed = {
                 name: F.col(name).cast(_SPARK_TYPES[kind])
                 for name, kind in types.items()
