@@ -188,3 +188,12 @@ def test_blocks_in_threads_sum_as_one_thread_does(monkeypatch):
     assert np.array_equal(labels, alone)
     assert np.array_equal(sums.sums, alone_sums.sums)
     assert np.array_equal(sums.squared_norms, alone_sums.squared_norms)
+
+
+@pytest.mark.timeout(60)
+def test_blocks_that_run_blocks_finish():
+    # Every pool thread busy with an outer block that waits on inner blocks would never end.
+    def outer(block: slice) -> int:
+        return sum(kernels.each_block(lambda inner: inner.stop - inner.start, 100, 7))
+
+    assert kernels.each_block(outer, 64, 1) == [100] * 64

@@ -7,6 +7,7 @@ engines compute the same figures with the same code.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -40,7 +41,18 @@ def _block_threads() -> ThreadPoolExecutor | None:
     threads = int(told) if told.isdigit() and int(told) > 0 else (cores or 1)
     if threads == 1:
         return None
-    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="segmatch-blocks")
+    return ThreadPoolExecutor(
+        max_workers=threads, thread_name_prefix="segmatch-blocks", initializer=_mark_block_thread
+    )
+
+
+#: Set in the block threads: a block that runs blocks of its own runs them in its own thread,
+#: never waiting on the pool it holds a thread of.
+_in_block_thread = threading.local()
+
+
+def _mark_block_thread() -> None:
+    _in_block_thread.active = True
 
 
 def each_block(function: Callable[[slice], T], rows: int, block_rows: int) -> list[T]:
@@ -55,7 +67,7 @@ def each_block(function: Callable[[slice], T], rows: int, block_rows: int) -> li
     """
     blocks = [slice(start, min(start + block_rows, rows)) for start in range(0, rows, block_rows)]
     threads = _block_threads()
-    if threads is None or len(blocks) <= 1:
+    if threads is None or len(blocks) <= 1 or getattr(_in_block_thread, "active", False):
         return [function(block) for block in blocks]
     return list(threads.map(function, blocks))
 
