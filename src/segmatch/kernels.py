@@ -30,6 +30,10 @@ def _native_pools() -> Any:
 
 T = TypeVar("T")
 
+#: Rows of one block of the kernels' own passes over in-memory rows (Lloyd's, id hashing): a
+#: block and its few temporaries stay in the processor's cache.
+BLOCK_ROWS = 65_536
+
 
 @cache
 def _block_threads() -> ThreadPoolExecutor | None:
@@ -195,12 +199,8 @@ def id_hashes(ids: pa.Array | pa.ChunkedArray, seed: int) -> np.ndarray:
         hashes[block] = part
 
     # In blocks that stay in the processor's cache, side by side: 5M ids took 0.9-1.1 s at once.
-    each_block(hash_block, n, HASH_BLOCK_ROWS)
+    each_block(hash_block, n, BLOCK_ROWS)
     return hashes
-
-
-#: Ids hashed in one block of :func:`id_hashes`.
-HASH_BLOCK_ROWS = 65_536
 
 
 #: A block of the sample silhouette's distances (rows × every point): small enough to stay in
@@ -320,10 +320,6 @@ def kmeans_parallel_start(values: np.ndarray, *, k: int, seed: int) -> np.ndarra
     return kmeans_plus_plus_start(candidates, k=k, seed=seed, weights=weights + 1e-9)
 
 
-#: Rows of one block of a Lloyd iteration's pass (distances to k centroids held per block).
-LLOYD_BLOCK_ROWS = 65_536
-
-
 def lloyd(
     values: np.ndarray, start: np.ndarray, *, max_iter: int, shift_tolerance: float
 ) -> tuple[np.ndarray, float]:
@@ -358,7 +354,7 @@ def _labels_and_sums(values: np.ndarray, centroids: np.ndarray) -> tuple[np.ndar
         return sums(values[block], labels[block])
 
     flat = np.zeros(k + k * d + k)
-    for part in each_block(block_sums, len(values), LLOYD_BLOCK_ROWS):
+    for part in each_block(block_sums, len(values), BLOCK_ROWS):
         flat += part
     return labels, ClusterSums.from_flat(flat, k, d)
 

@@ -54,6 +54,7 @@ class PolarsStorage:
     ) -> pl.DataFrame:
         overrides = {name: _POLARS_TYPES[kind] for name, kind in types.items()}
         options = self.storage_options or None
+        selected = None if columns is None else list(columns)
         try:
             if fmt == "csv":
                 source: str | io.BytesIO = path
@@ -69,7 +70,7 @@ class PolarsStorage:
                         infer_schema_length=None,
                         separator=separator,
                         schema_overrides=overrides,
-                        columns=None if columns is None else list(columns),
+                        columns=selected,
                     ),
                     typed=overrides,
                 )
@@ -83,14 +84,14 @@ class PolarsStorage:
                     source,
                     hive_partitioning=None,
                     storage_options=options,
-                    columns=None if columns is None else list(columns),
+                    columns=selected,
                 )
             else:
                 frame = pl.read_delta(
                     path,
                     version=version,
                     storage_options=options,
-                    columns=None if columns is None else list(columns),
+                    columns=selected,
                 )
         except (pl.exceptions.PolarsError, OSError, ValueError, DeltaError) as exc:
             raise InputError(f"cannot read {fmt} input {str(path)!r}: {first_line(exc)}") from exc
