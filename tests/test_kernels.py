@@ -197,3 +197,20 @@ def test_blocks_that_run_blocks_finish():
         return sum(kernels.each_block(lambda inner: inner.stop - inner.start, 100, 7))
 
     assert kernels.each_block(outer, 64, 1) == [100] * 64
+
+
+def test_hash_sample_takes_each_quota_of_smallest_hashes_in_hash_order():
+    generator = np.random.default_rng(5)
+    hashes = generator.permutation(10_000).astype(np.uint64)
+    labels = generator.integers(0, 3, size=10_000)
+    quotas = {0: 40, 1: 7, 2: 5_000}
+    chosen = kernels.hash_sample(hashes, quotas, labels)
+    assert np.all(np.diff(hashes[chosen].astype(np.int64)) > 0)
+    for label, quota in quotas.items():
+        members = np.flatnonzero(labels == label)
+        expected = np.sort(hashes[members])[:quota]
+        assert np.array_equal(np.sort(hashes[chosen[labels[chosen] == label]]), expected)
+    first = kernels.hash_sample(hashes, 100)
+    assert np.array_equal(hashes[first], np.arange(100, dtype=np.uint64))
+    with pytest.raises(ValueError, match="segment labels"):
+        kernels.hash_sample(hashes, quotas)

@@ -100,17 +100,9 @@ class NumpyPasses:
         seed: int,
         sizes: int | Mapping[int, int] | None = None,
     ) -> SampledRows:
-        hashes = matrix.hashes(seed)
-        if isinstance(rows, int):
-            chosen = _smallest(hashes, np.arange(len(hashes)), rows)
-        else:
-            labels = labels_of(matrix)
-            picked = [
-                _smallest(hashes, np.flatnonzero(labels == label), count)
-                for label, count in rows.items()
-            ]
-            members = np.concatenate(picked) if picked else np.empty(0, dtype=np.int64)
-            chosen = members[np.argsort(hashes[members], kind="stable")]
+        chosen = kernels.hash_sample(
+            matrix.hashes(seed), rows, None if isinstance(rows, int) else labels_of(matrix)
+        )
         return SampledRows(
             matrix.ids.to_arrow().take(chosen),
             matrix.values[chosen],
@@ -151,15 +143,6 @@ class NumpyPasses:
 def _block_rows(width: int) -> int:
     """Rows of a block of a pass over a matrix ``width`` values wide."""
     return max(1024, BLOCK_BYTES // (8 * max(width, 1)))
-
-
-def _smallest(hashes: np.ndarray, positions: np.ndarray, count: int) -> np.ndarray:
-    """Of ``positions``, the ``count`` with the smallest hashes, in hash order."""
-    among = hashes[positions]
-    if count < len(positions):
-        chosen = np.argpartition(among, count - 1)[:count]
-        return positions[chosen[np.argsort(among[chosen], kind="stable")]]
-    return positions[np.argsort(among, kind="stable")]
 
 
 def labels_of(matrix: LocalMatrix) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +36,14 @@ class HeldRows:
     values: np.ndarray
     labels: np.ndarray | None = None
     distances: np.ndarray | None = None
+    #: The ids' seeded hashes by seed, shared with the rows made from these (their
+    #: assignment, their relabelling), as the local engine's matrix shares them.
+    id_hashes: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+
+    def hashes(self, seed: int) -> np.ndarray:
+        if seed not in self.id_hashes:
+            self.id_hashes[seed] = kernels.id_hashes(self.ids, seed)
+        return self.id_hashes[seed]
 
     @property
     def segments(self) -> np.ndarray:
@@ -166,22 +174,12 @@ class SparkPasses:
         wanted: dict[int | None, int] = (
             {None: rows} if isinstance(rows, int) else {int(g): n for g, n in rows.items()}
         )
-        held = self._held_rows(matrix)
-        if held is None:
-            held, hashes = self._gathered(matrix, wanted=wanted, seed=seed, sizes=sizes)
-        else:
-            hashes = kernels.id_hashes(held.ids, seed)
-        order = np.argsort(hashes, kind="stable")
-        if isinstance(rows, int):
-            chosen = order[:rows]
-        else:
-            labels = held.segments[order]
-            ranks = np.zeros(len(order), dtype=np.int64)
-            for label in np.unique(labels):
-                at = labels == label
-                ranks[at] = np.arange(int(at.sum()))
-            quota = np.array([wanted.get(int(label), 0) for label in labels], dtype=np.int64)
-            chosen = order[ranks < quota]
+        held = self._held_rows(matrix) or self._gathered(
+            matrix, wanted=wanted, seed=seed, sizes=sizes
+        )
+        chosen = kernels.hash_sample(
+            held.hashes(seed), rows, None if isinstance(rows, int) else held.segments
+        )
         return SampledRows(
             held.ids.take(pa.array(chosen)),
             held.values[chosen],
@@ -195,7 +193,7 @@ class SparkPasses:
         wanted: Mapping[int | None, int],
         seed: int,
         sizes: int | Mapping[int, int] | None,
-    ) -> tuple[HeldRows, np.ndarray]:
+    ) -> HeldRows:
         """The rows a sample may take, on the driver, with their ids' hashes: every row of a
         group whose quota is (nearly) all of it, else those under a hash cutoff."""
         id_column = matrix.id_column
@@ -245,10 +243,11 @@ class SparkPasses:
             table.column(id_column),
             matrix_of(table, matrix.value_columns),
             table.column(LABEL).to_numpy() if labelled else None,
+            id_hashes={seed: table.column("__hash").to_numpy().view(np.uint64)},
         )
         if not cutoffs and (None in wanted or set(wanted) >= set(known)):
             self._hold(matrix, rows)
-        return rows, table.column("__hash").to_numpy().view(np.uint64)
+        return rows
 
     def assign(self, matrix: SparkMatrix, *, centroids: np.ndarray) -> SparkMatrix:
         width = matrix.width
@@ -281,12 +280,15 @@ class SparkPasses:
         assigned = replace(matrix, frame=persist(base.mapInArrow(nearest, schema)), labelled=True)
         held = self._held_rows(matrix)
         if held is not None:
-            found = [
-                kernels.nearest_centroids(held.values[block], centroids)[:2]
-                for block in _held_blocks(len(held.values))
-            ]
-            labels = np.concatenate([block_labels for block_labels, _ in found]).astype(np.int32)
-            distances = np.concatenate([block_distances for _, block_distances in found])
+            labels = np.empty(len(held.values), dtype=np.int32)
+            distances = np.empty(len(held.values), dtype=np.float64)
+
+            def assign_block(block: slice) -> None:
+                labels[block], distances[block], _ = kernels.nearest_centroids(
+                    held.values[block], centroids
+                )
+
+            kernels.each_block(assign_block, len(held.values), kernels.BLOCK_ROWS)
             self._hold(assigned, replace(held, labels=labels, distances=distances))
         return assigned
 
@@ -301,22 +303,12 @@ class SparkPasses:
         return relabelled
 
 
-#: Rows per block of a pass over rows held on the driver (an Arrow batch's 10,000 and more:
-#: the kernels' temporaries stay a few MB).
-HELD_BLOCK_ROWS = 65_536
-
-
-def _held_blocks(rows: int) -> Iterator[slice]:
-    for start in range(0, rows, HELD_BLOCK_ROWS):
-        yield slice(start, min(start + HELD_BLOCK_ROWS, rows))
-
-
 def _reduce_held(held: HeldRows, *, kernel: BlockKernel, combine: Combine) -> np.ndarray:
-    total: np.ndarray | None = None
-    for block in _held_blocks(len(held.values)):
+    def block_result(block: slice) -> np.ndarray:
         labels = None if held.labels is None else held.labels[block]
-        part = np.asarray(kernel(held.values[block], labels), dtype=np.float64)
-        total = part if total is None else combine(total, part)
-    if total is None:
+        return np.asarray(kernel(held.values[block], labels), dtype=np.float64)
+
+    parts = kernels.each_block(block_result, len(held.values), kernels.BLOCK_ROWS)
+    if not parts:
         raise ValueError("a pass over no rows")
-    return total
+    return functools.reduce(combine, parts)
