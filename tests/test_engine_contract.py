@@ -157,6 +157,19 @@ def test_level_counts_of_several_columns_overall_and_by_group(engine, frame):
     assert engine.level_counts(frame, []) == {}
 
 
+def test_text_levels_count_few_values_and_number_many(engine, frame):
+    levels = engine.text_levels(frame, ["channel", "income", "age", "idcliente"], most=5)
+    # Read as text without the spaces around it; blank and missing cells are left out.
+    assert levels["channel"] == {"web": 3, "app": 1, "store": 1}
+    assert levels["age"] == {"30.0": 1, "45.0": 2, "60.0": 1, "NaN": 1}
+    assert levels["income"] == {"1.200,5": 1, "900": 1, "x": 1, "3.000": 1, "15": 1}
+    assert levels["idcliente"] == 6
+    assert engine.text_levels(frame, ["income", "idcliente"], most=4) == {
+        "income": 5, "idcliente": 6
+    }  # fmt: skip
+    assert engine.text_levels(frame, [], most=4) == {}
+
+
 @covers("deduplicate")
 def test_one_row_per_id_the_first_or_the_latest(engine, tmp_path):
     path = write_table(

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from segmatch import kernels
 from segmatch.cells import Cells
-from segmatch.engines.expressions import Expr, col, rows
+from segmatch.engines.expressions import Expr, col, rows, when
 from segmatch.engines.types import (
     DISTANCE,
     LEVEL,
@@ -227,6 +227,33 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
             }
         return counts
 
+    def text_levels(
+        self, frame: FrameT, columns: Sequence[str], *, most: int
+    ) -> dict[str, dict[str, int] | int]:
+        """Per column, read as text without the spaces around it (blank cells left out): how
+        many rows hold each of its values when it has at most ``most`` values, else how many
+        values it has."""
+        found: dict[str, dict[str, int] | int] = {}
+        for column in columns:
+            grouped = self.aggregate(
+                self.filter(
+                    self.with_columns(frame, {LEVEL: present_text(column)}),
+                    col(LEVEL).is_null().not_(),
+                ),
+                {"rows": rows()},
+                by=[LEVEL],
+            )
+            levels = self.count(grouped)
+            found[column] = (
+                levels
+                if levels > most
+                else {
+                    row[LEVEL]: row["rows"]
+                    for row in self.to_arrow(grouped, columns=[LEVEL, "rows"]).to_pylist()
+                }
+            )
+        return found
+
     def hold(self, frame: FrameT) -> FrameT:
         """The frame, kept where the engine can read it again without recomputing it (a
         cache on Spark; one process holds every frame already)."""
@@ -392,3 +419,9 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
             for segment, value in found.items()
             if (distance := value[DISTANCE]) is not None
         }
+
+
+def present_text(column: str) -> Expr:
+    """A column read as text without the spaces around it; null where that leaves nothing."""
+    value = col(column).as_text().strip()
+    return when([(value.ne("").fill_null(False), value)])

@@ -180,11 +180,6 @@ class Expr:
         """Distinct values that are not null."""
         return Expr("n_unique", (self,))
 
-    def approx_n_unique(self) -> Expr:
-        """Distinct values that are not null, estimated (HyperLogLog, within about 5%):
-        one pass without the shuffle an exact count takes on a cluster."""
-        return Expr("approx_n_unique", (self,))
-
     def first(self) -> Expr:
         """The first value that is not null, in the rows' input order."""
         return Expr("first", (self,))

@@ -101,40 +101,30 @@ def column_facts(
 ) -> ColumnFacts:
     """The facts of ``text`` and ``numeric`` columns and the count of rows. A text column's
     numbers are read in the input's notation (``decimal``, ``thousands``), and their range is
-    counted too. ``sums``, the caller's own sums over every row, ride on the first
-    aggregation.
+    counted too. ``sums``, the caller's own sums over every row, ride on the aggregation.
 
-    One aggregation counts rows, each column's values and range, another estimates each text
-    column's distinct values; a text column of at most about :data:`COUNTED_VALUES` values is
-    then judged from its value counts (one grouping, the checks run once per value; its
-    distinct count exact), any other by a second aggregation that checks every row."""
+    One aggregation counts rows and each numeric column's values and range; one grouping
+    counts each text column's values. A text column of at most :data:`COUNTED_VALUES` values
+    is then judged from its value counts (the checks run once per value), any other by an
+    aggregation that checks every row."""
     first: dict[str, Expr] = {"rows": rows()}
     first |= {f"counted_{name}": total for name, total in (sums or {}).items()}
-    sketched: dict[str, Expr] = {}
-    for i, column in enumerate(text):
-        value = col(column).as_text().strip()
-        kept = when([(value.ne("").fill_null(False), value)])
-        first[f"t{i}_present"] = kept.count()
-        sketched[f"t{i}_distinct"] = kept.approx_n_unique()
     for i, column in enumerate(numeric):
         first |= _number_aggregations(f"n{i}", col(column).as_number().nan_to_null())
     row = engine.to_arrow(engine.aggregate(frame, first)).to_pylist()[0]
-    if sketched:
-        # Apart: Spark generates no code for an aggregation holding a distinct-count sketch,
-        # and runs every function beside it interpreted (1M rows: 1.2-2.7 s together,
-        # 0.9-1.6 s apart).
-        row |= engine.to_arrow(engine.aggregate(frame, sketched)).to_pylist()[0]
     numbers = {column: _number_facts(row, f"n{i}") for i, column in enumerate(numeric)}
-    counted = [c for i, c in enumerate(text) if (row[f"t{i}_distinct"] or 0) <= COUNTED_VALUES]
     facts_of_text: dict[str, TextFacts] = {}
-    for column, counts in engine.level_counts(frame, counted).items():
-        facts_of_text[column], numbers[column] = _facts_from_counts(
-            {level: n for (_, level), n in counts.items()}, decimal=decimal, thousands=thousands
-        )
-    checked = [c for c in text if c not in facts_of_text]
-    if checked:
+    many: dict[str, int] = {}
+    for column, levels in engine.text_levels(frame, text, most=COUNTED_VALUES).items():
+        if isinstance(levels, int):
+            many[column] = levels
+        else:
+            facts_of_text[column], numbers[column] = _facts_from_counts(
+                levels, decimal=decimal, thousands=thousands
+            )
+    if many:
         found_text, found_numbers = _facts_over_rows(
-            engine, frame, checked, decimal=decimal, thousands=thousands
+            engine, frame, many, decimal=decimal, thousands=thousands
         )
         facts_of_text |= found_text
         numbers |= found_numbers
@@ -147,13 +137,10 @@ def column_facts(
 
 
 def _facts_from_counts(
-    counts: dict[str | None, int], *, decimal: str, thousands: str | None
+    merged: dict[str, int], *, decimal: str, thousands: str | None
 ) -> tuple[TextFacts, NumberFacts]:
-    """A text column's facts from how many rows hold each of its values."""
-    merged: dict[str, int] = {}
-    for value, n in counts.items():
-        if value is not None and value.strip():
-            merged[value.strip()] = merged.get(value.strip(), 0) + n
+    """A text column's facts from how many rows hold each of its values (present, without
+    the spaces around them)."""
     parsed = {v: _as_number(_in_notation_text(v, decimal, thousands)) for v in merged}
     numbers = {v: x for v, x in parsed.items() if x is not None}
     commas = {v for v in merged if "," in v and _as_number(v.replace(",", ".")) is not None}
@@ -211,12 +198,14 @@ def _in_notation_text(value: str, decimal: str, thousands: str | None) -> str:
 def _facts_over_rows(
     engine: Engine,
     frame: Frame,
-    text: list[str],
+    distinct: Mapping[str, int],
     *,
     decimal: str,
     thousands: str | None,
 ) -> tuple[dict[str, TextFacts], dict[str, NumberFacts]]:
-    """Text columns' facts by expressions over every row (columns of many values)."""
+    """Text columns' facts by expressions over every row (columns of many values, with how
+    many values each has)."""
+    text = list(distinct)
     aggregations: dict[str, Expr] = {}
     for i, column in enumerate(text):
         value = col(column).as_text().strip()
@@ -229,7 +218,6 @@ def _facts_over_rows(
         kept = when([(present, value)])
         aggregations |= {
             f"t{i}_present": present.as_float().sum(),
-            f"t{i}_distinct": kept.n_unique(),
             f"t{i}_numbers": is_number.as_float().sum(),
             f"t{i}_comma": comma_number.as_float().sum(),
             f"t{i}_not_number": when([(present.and_(is_number.not_()), value)]).first(),
@@ -246,7 +234,7 @@ def _facts_over_rows(
     facts = {
         column: TextFacts(
             present=int(row[f"t{i}_present"] or 0),
-            distinct=int(row[f"t{i}_distinct"] or 0),
+            distinct=distinct[column],
             numbers=int(row[f"t{i}_numbers"] or 0),
             comma_numbers=int(row[f"t{i}_comma"] or 0),
             not_number=row[f"t{i}_not_number"],

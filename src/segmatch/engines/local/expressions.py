@@ -32,7 +32,6 @@ _UNARY: dict[str, Callable[[pl.Expr], pl.Expr]] = {
     "max": lambda a: a.max(),
     "mean": lambda a: a.mean(),
     "n_unique": lambda a: a.drop_nulls().n_unique(),
-    "approx_n_unique": lambda a: a.drop_nulls().approx_n_unique().cast(pl.Int64),
     "first": lambda a: a.drop_nulls().first(),
 }
 

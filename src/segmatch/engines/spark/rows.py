@@ -7,9 +7,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import pyarrow as pa
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 
+from segmatch.engines.base import present_text
 from segmatch.engines.expressions import Expr, col
 from segmatch.engines.spark.expressions import kinds_of, to_spark
 from segmatch.engines.spark.frames import ROW, persist
@@ -76,6 +77,44 @@ class SparkCleaning:
             found[columns[row[STACKED]]][(row[by] if by else None, row[LEVEL])] = row["count"]
         return found
 
+    def text_levels(
+        self, frame: DataFrame, columns: Sequence[str], *, most: int
+    ) -> dict[str, dict[str, int] | int]:
+        if not columns:
+            return {}
+        kinds = kinds_of(frame.schema)
+        pairs = F.inline(
+            F.array(
+                *(
+                    F.struct(
+                        F.lit(i).alias(STACKED),
+                        to_spark(present_text(column), kinds, frame).alias(LEVEL),
+                    )
+                    for i, column in enumerate(columns)
+                )
+            )
+        )
+        counted = frame.select(pairs).where(F.col(LEVEL).isNotNull()).groupBy(STACKED, LEVEL)
+        per_column = Window.partitionBy(STACKED)
+        # One job: the counts of a column of few values, and one row of any other, which
+        # carries its number of values (the grouping made them distinct).
+        levels = counted.count().select(
+            "*",
+            F.count(F.lit(1)).over(per_column).alias("__levels"),
+            F.first(LEVEL).over(per_column).alias("__first"),
+        )
+        kept = levels.where((F.col("__levels") <= most) | (F.col(LEVEL) == F.col("__first")))
+        found: dict[str, dict[str, int] | int] = {}
+        for row in kept.toArrow().to_pylist():
+            column = columns[row[STACKED]]
+            if row["__levels"] > most:
+                found[column] = row["__levels"]
+            else:
+                counts = found.setdefault(column, {})
+                if isinstance(counts, dict):
+                    counts[row[LEVEL]] = row["count"]
+        return {column: found.get(column, {}) for column in columns}
+
     def hold(self, frame: DataFrame) -> DataFrame:
         return persist(frame)
 
@@ -87,8 +126,6 @@ class SparkCleaning:
         keep: Literal["first", "latest"],
         order_by: str | None,
     ) -> tuple[DataFrame, int]:
-        from pyspark.sql import Window  # noqa: PLC0415 -- only deduplication needs windows
-
         order = [F.col(ROW).asc()]
         if keep == "latest" and order_by is not None:
             order = [F.col(order_by).desc_nulls_last(), *order]
