@@ -186,6 +186,20 @@ def test_features_log_transform_and_one_hot_with_missing_level(engine, tmp_path)
     np.testing.assert_allclose(moments[4:].reshape(4, 4), expected.T @ expected, atol=1e-12)
 
 
+def test_features_measure_skewness_and_spread_in_original_units(engine, tmp_path):
+    spend = [1.0, 2.0, 3.0, 2.0] * 5 + [500.0]
+    visits = [4.0, 5.0, 6.0] * 7
+    data = write_table(
+        {"idcliente": [f"c{i}" for i in range(21)], "spend": spend, "visits": visits},
+        tmp_path / "in.parquet",
+    )
+    config = make_config(data, tmp_path / "out", features={"numeric": ["spend", "visits"]})
+    _, _, built = run_to_features(engine, config)
+    assert list(built.skewed) == ["spend"] and built.skewed["spend"] > 2.0
+    assert built.log == ("spend",)
+    assert built.spread == pytest.approx({"spend": np.std(spend), "visits": np.std(visits)})
+
+
 def test_scale_standard_and_robust(engine, tmp_path):
     values = np.array([1.0, 2.0, 3.0, 4.0, 100.0])
     data = write_table({"idcliente": list("abcde"), "x": values}, tmp_path / "in.parquet")

@@ -43,7 +43,12 @@ def features_for_model(
 ) -> features.Features:
     """New customers' features with the model's one-hot levels."""
     return features.build_features(
-        engine, config=config, cleaned=cleaned, plan=plan, levels=model.categorical_levels
+        engine,
+        config=config,
+        cleaned=cleaned,
+        plan=plan,
+        levels=model.categorical_levels,
+        spread=False,
     )
 
 

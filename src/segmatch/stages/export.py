@@ -190,5 +190,5 @@ def export_results(
         tables,
         clustering.rows_out,
         rows + cleaned.quarantined,
-        spread=statistics.spread(engine, features.customers, columns=list(features.numeric)),
+        spread=features.spread,
     )

@@ -36,6 +36,9 @@ class Features:
     outcomes: tuple[Outcome, ...] = ()
     #: Features logged because they were skewed (``features.skewed: log``), with the skewness.
     skewed: dict[str, float] = field(default_factory=dict)
+    #: Each numeric feature's standard deviation over the customers, in original units (what
+    #: the report's profile heatmap measures segments in); empty when not measured.
+    spread: dict[str, float] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -61,10 +64,12 @@ def build_features(
     cleaned: CleanedRows,
     plan: ColumnPlan,
     levels: dict[str, list[str]] | None = None,
+    spread: bool = True,
 ) -> Features:
     """Turn clean rows (or transactions) into per-customer feature vectors.
 
-    ``levels`` (a fitted model's) fixes the one-hot columns, as when scoring new customers.
+    ``levels`` (a fitted model's) fixes the one-hot columns, as when scoring new customers;
+    ``spread``: measure each feature's standard deviation for the segment profiles.
     """
     customers = (
         customers_from_transactions(engine, cleaned.frame, columns=plan.transactions)
@@ -84,13 +89,16 @@ def build_features(
             for column in plan.categorical
         }
     levels = levels or {}
+    measured = (
+        column_moments(engine, customers, columns=plan.features)
+        if spread or config.skewed == "log"
+        else {}
+    )
     skewed = (
         {
-            column: value
-            for column, value in skewness(
-                engine, customers, columns=[c for c in plan.features if c not in plan.log]
-            ).items()
-            if abs(value) > SKEWNESS_LIMIT
+            column: moments.skewness
+            for column, moments in measured.items()
+            if column not in plan.log and abs(moments.skewness) > SKEWNESS_LIMIT
         }
         if config.skewed == "log"
         else {}
@@ -115,12 +123,40 @@ def build_features(
         rows_out=cleaned.rows_out if plan.transactions is None else engine.matrix_rows(matrix),
         outcomes=plan.outcomes,
         skewed=skewed,
+        spread={column: moments.deviation for column, moments in measured.items()}
+        if spread
+        else {},
     )
 
 
-def skewness(engine: Engine, frame: Frame, *, columns: Sequence[str]) -> dict[str, float]:
-    """Each numeric column's skewness over every row (missing values left out), from one
-    aggregation of its first three moments; 0 for a constant column."""
+@dataclass(frozen=True)
+class Moments:
+    """A numeric column's first three raw moments over its values (None: it has none)."""
+
+    mean: float | None
+    square: float | None
+    cube: float | None
+
+    @property
+    def deviation(self) -> float:
+        if self.mean is None or self.square is None:
+            return 0.0
+        return max(self.square - self.mean * self.mean, 0.0) ** 0.5
+
+    @property
+    def skewness(self) -> float:
+        """0 for a constant column."""
+        if self.mean is None or self.square is None or self.cube is None:
+            return 0.0
+        variance = self.square - self.mean * self.mean
+        spread = math.sqrt(variance) if variance > 0 else 0.0
+        central = self.cube - 3 * self.mean * variance - self.mean**3
+        return central / spread**3 if spread > 1e-12 * max(1.0, abs(self.mean)) else 0.0
+
+
+def column_moments(engine: Engine, frame: Frame, *, columns: Sequence[str]) -> dict[str, Moments]:
+    """Each numeric column's moments over every row (missing values left out), in one
+    aggregation."""
     if not columns:
         return {}
     aggregations: dict[str, Expr] = {}
@@ -133,14 +169,7 @@ def skewness(engine: Engine, frame: Frame, *, columns: Sequence[str]) -> dict[st
             f"c{i}": square.times(value).mean(),
         }
     row = engine.to_arrow(engine.aggregate(frame, aggregations)).to_pylist()[0]
-    found = {}
-    for i, column in enumerate(columns):
-        mean, square, cube = row[f"m{i}"], row[f"s{i}"], row[f"c{i}"]
-        if mean is None or square is None or cube is None:
-            found[column] = 0.0
-            continue
-        variance = square - mean * mean
-        spread = math.sqrt(variance) if variance > 0 else 0.0
-        central = cube - 3 * mean * variance - mean**3
-        found[column] = central / spread**3 if spread > 1e-12 * max(1.0, abs(mean)) else 0.0
-    return found
+    return {
+        column: Moments(row[f"m{i}"], row[f"s{i}"], row[f"c{i}"])
+        for i, column in enumerate(columns)
+    }

@@ -103,21 +103,3 @@ def _outcome_rate(outcome: Outcome) -> Expr:
         return col(outcome.column).as_number().mean()
     text = col(outcome.column).as_text().strip()
     return when([(text.ne("").fill_null(False), text.eq(outcome.level).as_float())]).mean()
-
-
-def spread(engine: Engine, frame: Frame, *, columns: Sequence[str]) -> dict[str, float]:
-    """Each numeric column's standard deviation over the rows (missing values left out)."""
-    if not columns:
-        return {}
-    aggregations: dict[str, Expr] = {}
-    for i, column in enumerate(columns):
-        value = col(column).as_number()
-        aggregations |= {f"m{i}": value.mean(), f"s{i}": value.times(value).mean()}
-    row = engine.to_arrow(engine.aggregate(frame, aggregations)).to_pylist()[0]
-    found = {}
-    for i, column in enumerate(columns):
-        mean, square = row[f"m{i}"], row[f"s{i}"]
-        found[column] = (
-            0.0 if mean is None or square is None else max(square - mean * mean, 0.0) ** 0.5
-        )
-    return found
