@@ -282,10 +282,12 @@ def test_samples_are_the_smallest_id_hashes_in_hash_order(engine, tmp_path):
     ]
 
 
-def test_a_matrix_a_sample_took_whole_gives_the_same_passes(engine, tmp_path):
-    """The cluster stage's fit sample takes every row when they fit its bound: on Spark the
-    passes, assignment, samples and quantiles that follow then run on the driver, and must
-    give what Spark's jobs give."""
+@pytest.mark.parametrize("held_by", ["sample", "hold_rows"])
+def test_a_matrix_held_whole_gives_the_same_passes(engine, tmp_path, held_by):
+    """The cluster stage's fit sample takes every row when they fit its bound, and the scale
+    stage holds them from the start when they do: on Spark the passes, projection,
+    assignment, samples and quantiles that follow then run on the driver, and must give what
+    Spark's jobs give."""
     rng = np.random.default_rng(5)
     points = rng.normal(size=(600, 2)) + np.repeat([[0.0, 0.0], [6.0, 6.0]], 300, axis=0)
     ids = [f"c{i}" for i in range(600)]
@@ -294,10 +296,17 @@ def test_a_matrix_a_sample_took_whole_gives_the_same_passes(engine, tmp_path):
     def passes(whole: bool, folder):
         folder.mkdir()
         matrix = labelled_matrix(engine, ids, points, np.zeros(600), folder)
-        if whole:
+        if whole and held_by == "sample":
             assert len(engine.sample_rows(matrix, rows=600, seed=1).ids) == 600
+        elif whole:
+            engine.hold_rows(matrix)
         jobs_before = _jobs_run(engine)
         moments = engine.reduce_blocks(matrix, kernel=lambda values, _: values.sum(axis=0))
+        mapped = engine.affine(
+            matrix, shift=np.array([1.0, 2.0]), linear=np.array([[1.0, 0.5], [0.0, 2.0]])
+        )
+        mapped_moments = engine.reduce_blocks(mapped, kernel=lambda values, _: values.sum(axis=0))
+        first = engine.sample_rows(mapped, rows=5, seed=3)
         relabelled = engine.relabel(
             engine.assign(matrix, centroids=centroids), ids=np.array([4, 2])
         )
@@ -308,7 +317,8 @@ def test_a_matrix_a_sample_took_whole_gives_the_same_passes(engine, tmp_path):
         sample = engine.sample_rows(relabelled, rows={4: 7, 2: 3}, seed=2, sizes=sizes)
         quantiles = engine.distance_quantiles(relabelled, id_column="id", q=0.9)
         return {
-            "moments": moments,
+            "moments": np.concatenate([moments, mapped_moments]),
+            "first": (first.ids.to_pylist(), first.values.tolist()),
             "counts": counts,
             "sample": (sample.ids.to_pylist(), sample.segments.tolist()),
             "quantiles": quantiles,
@@ -317,6 +327,8 @@ def test_a_matrix_a_sample_took_whole_gives_the_same_passes(engine, tmp_path):
 
     whole, apart = passes(True, tmp_path / "whole"), passes(False, tmp_path / "apart")
     np.testing.assert_allclose(whole["moments"], apart["moments"], rtol=1e-12)
+    assert whole["first"][0] == apart["first"][0]
+    np.testing.assert_allclose(whole["first"][1], apart["first"][1], rtol=1e-12)
     assert whole["counts"].tolist() == apart["counts"].tolist() == [0, 0, 300, 0, 300]
     assert whole["sample"] == apart["sample"] and len(whole["sample"][0]) == 10
     assert whole["quantiles"].keys() == apart["quantiles"].keys() == {2, 4}

@@ -302,6 +302,11 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         """How many rows a matrix has."""
         return self.count(self.matrix_frame(matrix, id_column="id", columns={}))
 
+    def hold_rows(self, matrix: MatrixT) -> None:
+        """Keep every row of ``matrix`` where passes over it, and over the matrices mapped
+        from it, run without a job each (on Spark, the driver), for a caller that knows they
+        fit there. One process holds every row already."""
+
     @abstractmethod
     def reduce_blocks(
         self, matrix: MatrixT, *, kernel: BlockKernel, combine: Combine = np.add

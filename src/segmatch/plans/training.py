@@ -251,7 +251,10 @@ FEATURES = Step(
     sections={"config": "features"},
 )
 SCALE = Step(
-    "scale", scale.scale_features, needs={"features": FEATURES.result}, sections={"config": "scale"}
+    "scale",
+    scale.scale_features,
+    needs={"features": FEATURES.result},
+    sections={"config": "scale", "cluster": "cluster"},
 )
 REDUCE = Step(
     "reduce",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from segmatch import kernels
-from segmatch.config import ScaleConfig
+from segmatch.config import ClusterConfig, ScaleConfig
 from segmatch.encoding import one_hot_columns
 from segmatch.engines.base import Engine, Matrix
 from segmatch.engines.expressions import col
@@ -76,13 +76,24 @@ def _level_scales(features: Features, shares: np.ndarray) -> np.ndarray:
     return roots
 
 
-def scale_features(engine: Engine, *, config: ScaleConfig, features: Features) -> Scaled:
+def scale_features(
+    engine: Engine,
+    *,
+    config: ScaleConfig,
+    features: Features,
+    cluster: ClusterConfig | None = None,
+) -> Scaled:
     """Standard scaling ((x − mean) / std) or robust scaling ((x − median) / IQR) of the
     numeric features; the FAMD scaling of the one-hot levels.
 
-    A constant column keeps scale 1, so it maps to zero instead of dividing by zero.
+    A constant column keeps scale 1, so it maps to zero instead of dividing by zero. When
+    every row fits ``cluster.fit_sample_mb`` (the rows k-means then refines on in memory),
+    they are held from here on: the moments, the projection and the fit read them there.
     """
     numeric = len(features.numeric)
+    width = len(features.names)
+    if cluster is not None and features.rows_out * width * 8 <= cluster.fit_sample_mb * 2**20:
+        engine.hold_rows(features.matrix)
     _, mean, covariance = moments(engine, features.matrix)
     if config.method == "standard":
         center = mean
@@ -93,7 +104,7 @@ def scale_features(engine: Engine, *, config: ScaleConfig, features: Features) -
                 engine,
                 features.matrix,
                 id_column=features.id_column,
-                width=len(features.names),
+                width=width,
                 q=q,
             )
             for q in (0.25, 0.5, 0.75)

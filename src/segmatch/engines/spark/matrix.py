@@ -137,6 +137,18 @@ class SparkPasses:
         rows = matrix.frame.select(columns).mapInArrow(partials, "partial array<double>").collect()
         return functools.reduce(combine, (np.asarray(r["partial"]) for r in rows))
 
+    def hold_rows(self, matrix: SparkMatrix) -> None:
+        if self._held_rows(matrix) is not None:
+            return
+        columns = [*matrix.value_columns, *([LABEL] if matrix.labelled else [])]
+        table = matrix.frame.select(matrix.id_column, *columns).toArrow()
+        rows = HeldRows(
+            table.column(matrix.id_column),
+            matrix_of(table, matrix.value_columns),
+            table.column(LABEL).to_numpy() if matrix.labelled else None,
+        )
+        self._hold(matrix, rows)
+
     def affine(self, matrix: SparkMatrix, *, shift: np.ndarray, linear: np.ndarray) -> SparkMatrix:
         width, out = matrix.width, linear.shape[1]
         kept = [matrix.id_column, *matrix.carried_columns]
@@ -157,7 +169,20 @@ class SparkPasses:
             + [T.StructField(f"x{j}", T.DoubleType()) for j in range(out)]
         )
         mapped = matrix.frame.select(*kept, *matrix.value_columns).mapInArrow(apply, schema)
-        return replace(matrix, frame=persist(mapped), width=out, labelled=False)
+        held = self._held_rows(matrix)
+        if held is None:
+            return replace(matrix, frame=persist(mapped), width=out, labelled=False)
+        # Its rows held too, mapped on the driver: the one pass over them left on Spark (the
+        # assignment, which holds its own output) maps them again rather than hold them twice.
+        values = np.empty((len(held.values), out), dtype=np.float64)
+
+        def map_block(block: slice) -> None:
+            np.matmul(held.values[block] - shift, linear, out=values[block])
+
+        kernels.each_block(map_block, len(values), kernels.BLOCK_ROWS)
+        mapped_matrix = replace(matrix, frame=mapped, width=out, labelled=False)
+        self._hold(mapped_matrix, HeldRows(held.ids, values, id_hashes=held.id_hashes))
+        return mapped_matrix
 
     def sample_rows(
         self,
