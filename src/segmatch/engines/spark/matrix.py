@@ -39,6 +39,9 @@ class HeldRows:
     #: The ids' seeded hashes by seed, shared with the rows made from these (their
     #: assignment, their relabelling), as the local engine's matrix shares them.
     id_hashes: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    #: For rows an affine map gave: its source matrix, shift and linear part, which the one
+    #: Spark pass over them applies itself (see :meth:`SparkPasses.assign`).
+    mapped_from: tuple[SparkMatrix, np.ndarray, np.ndarray] | None = None
 
     def hashes(self, seed: int) -> np.ndarray:
         if seed not in self.id_hashes:
@@ -173,7 +176,7 @@ class SparkPasses:
         if held is None:
             return replace(matrix, frame=persist(mapped), width=out, labelled=False)
         # Its rows held too, mapped on the driver: the one pass over them left on Spark (the
-        # assignment, which holds its own output) maps them again rather than hold them twice.
+        # assignment, which holds its own output) maps them itself rather than hold them twice.
         values = np.empty((len(held.values), out), dtype=np.float64)
 
         def map_block(block: slice) -> None:
@@ -181,7 +184,12 @@ class SparkPasses:
 
         kernels.each_block(map_block, len(values), kernels.BLOCK_ROWS)
         mapped_matrix = replace(matrix, frame=mapped, width=out, labelled=False)
-        self._hold(mapped_matrix, HeldRows(held.ids, values, id_hashes=held.id_hashes))
+        self._hold(
+            mapped_matrix,
+            HeldRows(
+                held.ids, values, id_hashes=held.id_hashes, mapped_from=(matrix, shift, linear)
+            ),
+        )
         return mapped_matrix
 
     def sample_rows(
@@ -275,35 +283,43 @@ class SparkPasses:
         return rows
 
     def assign(self, matrix: SparkMatrix, *, centroids: np.ndarray) -> SparkMatrix:
-        width = matrix.width
-        kept = [matrix.id_column, *matrix.carried_columns, *matrix.value_columns]
+        held = self._held_rows(matrix)
+        source, shift, linear = (
+            held.mapped_from
+            if held is not None and held.mapped_from is not None
+            else (matrix, None, None)
+        )
+        source_width, width, value_columns = source.width, matrix.width, matrix.value_columns
+        kept = [matrix.id_column, *matrix.carried_columns]
 
         def nearest(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             for batch in batches:
-                labels, distances, runner_up = kernels.nearest_centroids(
-                    values_of(batch, width), centroids
-                )
+                values = values_of(batch, source_width)
+                if linear is not None:
+                    values = (values - shift) @ linear
+                labels, distances, runner_up = kernels.nearest_centroids(values, centroids)
                 yield pa.RecordBatch.from_arrays(
                     [
                         *(batch.column(c) for c in kept),
+                        *(pa.array(values[:, j]) for j in range(width)),
                         pa.array(labels.astype(np.int32)),
                         pa.array(distances),
                         pa.array(runner_up),
                     ],
-                    names=[*kept, LABEL, DISTANCE, RUNNER_UP],
+                    names=[*kept, *value_columns, LABEL, DISTANCE, RUNNER_UP],
                 )
 
-        base = matrix.frame.select(*kept)
+        base = source.frame.select(*kept, *source.value_columns)
         schema = T.StructType(
             [
-                *base.schema.fields,
+                *(base.schema[c] for c in kept),
+                *(T.StructField(c, T.DoubleType()) for c in value_columns),
                 T.StructField(LABEL, T.IntegerType()),
                 T.StructField(DISTANCE, T.DoubleType()),
                 T.StructField(RUNNER_UP, T.DoubleType()),
             ]
         )
         assigned = replace(matrix, frame=persist(base.mapInArrow(nearest, schema)), labelled=True)
-        held = self._held_rows(matrix)
         if held is not None:
             labels = np.empty(len(held.values), dtype=np.int32)
             distances = np.empty(len(held.values), dtype=np.float64)
@@ -314,7 +330,9 @@ class SparkPasses:
                 )
 
             kernels.each_block(assign_block, len(held.values), kernels.BLOCK_ROWS)
-            self._hold(assigned, replace(held, labels=labels, distances=distances))
+            self._hold(
+                assigned, replace(held, labels=labels, distances=distances, mapped_from=None)
+            )
         return assigned
 
     def relabel(self, matrix: SparkMatrix, *, ids: np.ndarray) -> SparkMatrix:
