@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -115,9 +116,16 @@ class SampledRows:
     """Rows a seeded sample drew, in the order of their ids' seeded hashes: ids, values, and
     segment labels once the matrix has them."""
 
-    ids: pa.Array | pa.ChunkedArray
     values: np.ndarray
     labels: np.ndarray | None
+    #: The ids the sample drew from, and the positions it took: its ids are taken when asked
+    #: for (k-means' fit sample reads only the values; at 5M rows taking every id cost 0.4 s).
+    drawn_from: pa.Array | pa.ChunkedArray
+    positions: np.ndarray
+
+    @cached_property
+    def ids(self) -> pa.Array | pa.ChunkedArray:
+        return self.drawn_from.take(pa.array(self.positions))
 
     @property
     def segments(self) -> np.ndarray:

@@ -104,9 +104,10 @@ class NumpyPasses:
             matrix.hashes(seed), rows, None if isinstance(rows, int) else labels_of(matrix)
         )
         return SampledRows(
-            matrix.ids.to_arrow().take(chosen),
             matrix.values[chosen],
             None if matrix.labels is None else matrix.labels[chosen],
+            drawn_from=matrix.ids.to_arrow(),
+            positions=chosen,
         )
 
     def refine_centroids(

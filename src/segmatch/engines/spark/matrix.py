@@ -214,9 +214,10 @@ class SparkPasses:
             held.hashes(seed), rows, None if isinstance(rows, int) else held.segments
         )
         return SampledRows(
-            held.ids.take(pa.array(chosen)),
             held.values[chosen],
             None if held.labels is None else held.labels[chosen],
+            drawn_from=held.ids,
+            positions=chosen,
         )
 
     def _gathered(
