@@ -50,11 +50,18 @@ class SparkMatrix:
         return F.col(f"c{self.carried.index(name)}").alias(name)
 
 
-def matrix_of(table: pa.Table, columns: Sequence[str]) -> np.ndarray:
-    """The named double columns of an Arrow table as one float64 matrix."""
-    if not columns:
-        return np.empty((table.num_rows, 0))
-    return np.column_stack([table.column(c).to_numpy() for c in columns])
+def matrix_of(table: pa.Table | pa.RecordBatch, columns: Sequence[str]) -> np.ndarray:
+    """The named double columns of an Arrow table (or batch) as one float64 matrix."""
+    values = np.empty((table.num_rows, len(columns)), dtype=np.float64)
+    # Chunk by chunk into place: joining each column's chunks first, then stacking the
+    # columns, copied every value twice (5M × 6 values: 1.2 s against 0.06 s).
+    for j, name in enumerate(columns):
+        column = table.column(name)
+        start = 0
+        for chunk in column.chunks if isinstance(column, pa.ChunkedArray) else [column]:
+            values[start : start + len(chunk), j] = chunk.to_numpy(zero_copy_only=False)
+            start += len(chunk)
+    return values
 
 
 def values_of(batch: pa.RecordBatch, width: int) -> np.ndarray:
