@@ -92,9 +92,10 @@ def test_what_the_driver_collects_does_not_grow_with_the_customers(
 
     monkeypatch.setattr(DataFrame, "collect", counted_collect)
     monkeypatch.setattr(DataFrame, "toArrow", counted_arrow)
-    # Exact quantiles collect the values of the buckets around the wanted rank, up to a cap
+    # Exact quantiles collect the values of the buckets around the wanted rank, up to caps
     # that these sizes do not reach; lowered, both sizes narrow first, as from ~1M rows on.
     monkeypatch.setattr(quantiles, "MAX_VALUES_COLLECTED", 100)
+    monkeypatch.setattr(quantiles, "MAX_VALUES_IN_ALL", 100)
     totals = {}
     for rows in (6_000, 24_000):
         data = generate_customers(tmp_path / f"customers-{rows}.parquet", rows=rows, seed=11)
@@ -158,6 +159,21 @@ def test_spark_medians_narrow_a_wide_range_before_collecting_values(spark_sessio
             "ties": np.median(ties[members]),
         }
     assert collected[-1] <= 3 * 2 * (20 + 1)
+    # 50,000 distinct values in one bucket of the first pass: fewer than MAX_VALUES_IN_ALL, so
+    # they are collected as they are, without a narrowing pass over every row; capped lower,
+    # a narrowing pass comes first. The median is the same either way.
+    dense = rng.uniform(1000.0, 1001.0, 50_000)
+    one_bucket = spark_session.createDataFrame(pa.table({"dense": dense})).repartition(4)
+    narrowed = []
+    histograms = quantiles._histograms
+    monkeypatch.setattr(
+        quantiles, "_histograms", lambda *args: narrowed.append(1) or histograms(*args)
+    )
+    assert quantiles.exact_medians(one_bucket, ["dense"]) == {None: {"dense": np.median(dense)}}
+    assert narrowed == [] and collected[-1] == 50_000
+    capped = quantiles.exact_medians(one_bucket, ["dense"], max_values=1000)
+    assert capped == {None: {"dense": np.median(dense)}}
+    assert narrowed and collected[-1] <= 1000
 
 
 def test_spark_quantiles_are_numpys_bit_for_bit_on_awkward_columns(spark_session):
