@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import pyarrow as pa
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 
 from segmatch.engines.base import present_text
@@ -56,20 +56,8 @@ class SparkCleaning:
     ) -> dict[str, dict[tuple[Any, str | None], int]]:
         if not columns:
             return {}
-        kinds = kinds_of(frame.schema)
-        # One aggregation for every column, not one job each: each row stacked once per column
-        # as (column's position, value as text).
-        pairs = F.inline(
-            F.array(
-                *(
-                    F.struct(
-                        F.lit(i).alias(STACKED),
-                        to_spark(col(column).as_text(), kinds, frame).alias(LEVEL),
-                    )
-                    for i, column in enumerate(columns)
-                )
-            )
-        )
+        # One aggregation for every column, not one job each.
+        pairs = _stacked(frame, [col(column).as_text() for column in columns])
         grouped = [by] if by else []
         counted = frame.select(*grouped, pairs).groupBy(*grouped, STACKED, LEVEL).count()
         found: dict[str, dict[tuple[Any, str | None], int]] = {c: {} for c in columns}
@@ -82,18 +70,7 @@ class SparkCleaning:
     ) -> dict[str, dict[str, int] | int]:
         if not columns:
             return {}
-        kinds = kinds_of(frame.schema)
-        pairs = F.inline(
-            F.array(
-                *(
-                    F.struct(
-                        F.lit(i).alias(STACKED),
-                        to_spark(present_text(column), kinds, frame).alias(LEVEL),
-                    )
-                    for i, column in enumerate(columns)
-                )
-            )
-        )
+        pairs = _stacked(frame, [present_text(column) for column in columns])
         counted = frame.select(pairs).where(F.col(LEVEL).isNotNull()).groupBy(STACKED, LEVEL)
         per_column = Window.partitionBy(STACKED)
         # One job: the counts of a column of few values, and one row of any other, which
@@ -144,3 +121,16 @@ class SparkCleaning:
         if not columns:
             return {}
         return exact_quantiles(frame, columns, by, q=q)
+
+
+def _stacked(frame: DataFrame, values: Sequence[Expr]) -> Column:
+    """Each row stacked once per value, as (the value's position, the value)."""
+    kinds = kinds_of(frame.schema)
+    return F.inline(
+        F.array(
+            *(
+                F.struct(F.lit(i).alias(STACKED), to_spark(value, kinds, frame).alias(LEVEL))
+                for i, value in enumerate(values)
+            )
+        )
+    )
