@@ -262,7 +262,8 @@ class ClusterConfig(_Strict):
     #: many MiB of the reduced matrix (256: 6.7 million rows of 5 components) before any pass
     #: over every row; a larger sample leaves fewer such passes, and a sample of every row
     #: none (at 5M rows on Spark, 64 MiB left the cluster stage six passes over every row and
-    #: 28-38 s; with every row held, it took 15.5 s).
+    #: 28-38 s; with every row held, it took 15.5 s). On Spark, rows whose features fit it are
+    #: held on the driver from the scale stage on (the cluster stage then took 5 s).
     fit_sample_mb: float = Field(256.0, gt=0)
     silhouette_sample_size: int = Field(10_000, ge=100)
 
