@@ -316,19 +316,35 @@ def test_a_matrix_held_whole_gives_the_same_passes(engine, tmp_path, held_by):
         sizes = {4: int(counts[4]), 2: int(counts[2])}
         sample = engine.sample_rows(relabelled, rows={4: 7, 2: 3}, seed=2, sizes=sizes)
         quantiles = engine.distance_quantiles(relabelled, id_column="id", q=0.9)
+        jobs = None if jobs_before is None else _jobs_run(engine) - jobs_before
+        # The one pass over every row a held projection leaves to Spark: the assignment.
+        placed = engine.matrix_frame(
+            engine.assign(mapped, centroids=np.array([[-1.0, -4.0], [5.0, 8.0]])),
+            id_column="id",
+            columns={"s": col(SEGMENT), "d": col(DISTANCE), "x": col(vector_column(1))},
+        )
+        placed_rows = sorted(
+            (r["id"], r["s"], r["d"], r["x"]) for r in engine.to_arrow(placed).to_pylist()
+        )
         return {
             "moments": np.concatenate([moments, mapped_moments]),
             "first": (first.ids.to_pylist(), first.values.tolist()),
+            "placed": placed_rows,
             "counts": counts,
             "sample": (sample.ids.to_pylist(), sample.segments.tolist()),
             "quantiles": quantiles,
-            "jobs": None if jobs_before is None else _jobs_run(engine) - jobs_before,
+            "jobs": jobs,
         }
 
     whole, apart = passes(True, tmp_path / "whole"), passes(False, tmp_path / "apart")
     np.testing.assert_allclose(whole["moments"], apart["moments"], rtol=1e-12)
     assert whole["first"][0] == apart["first"][0]
     np.testing.assert_allclose(whole["first"][1], apart["first"][1], rtol=1e-12)
+    assert [r[:2] for r in whole["placed"]] == [r[:2] for r in apart["placed"]]
+    assert {r[1] for r in whole["placed"]} == {0, 1}
+    np.testing.assert_allclose(
+        [r[2:] for r in whole["placed"]], [r[2:] for r in apart["placed"]], rtol=1e-12
+    )
     assert whole["counts"].tolist() == apart["counts"].tolist() == [0, 0, 300, 0, 300]
     assert whole["sample"] == apart["sample"] and len(whole["sample"][0]) == 10
     assert whole["quantiles"].keys() == apart["quantiles"].keys() == {2, 4}
