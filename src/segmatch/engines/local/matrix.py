@@ -71,25 +71,21 @@ class NumpyPasses:
     def reduce_blocks(
         self, matrix: LocalMatrix, *, kernel: BlockKernel, combine: Combine = np.add
     ) -> np.ndarray:
-        def block_result(block: slice) -> np.ndarray:
-            labels = None if matrix.labels is None else matrix.labels[block]
-            return kernel(matrix.values[block], labels)
-
-        rows, width = matrix.values.shape
-        parts = kernels.each_block(block_result, rows, _block_rows(width))
-        total = parts[0]
-        for part in parts[1:]:
-            total = combine(total, part)
-        return total
+        return kernels.reduce_in_blocks(
+            matrix.values,
+            matrix.labels,
+            kernel=kernel,
+            combine=combine,
+            block_rows=_block_rows(matrix.values.shape[1]),
+        )
 
     def affine(self, matrix: LocalMatrix, *, shift: np.ndarray, linear: np.ndarray) -> LocalMatrix:
-        rows, width = matrix.values.shape
-        out = np.empty((rows, linear.shape[1]), dtype=np.float64)
-
-        def map_block(block: slice) -> None:
-            np.matmul(matrix.values[block] - shift, linear, out=out[block])
-
-        kernels.each_block(map_block, rows, _block_rows(max(width, linear.shape[1])))
+        out = kernels.affine_in_blocks(
+            matrix.values,
+            shift=shift,
+            linear=linear,
+            block_rows=_block_rows(max(matrix.values.shape[1], linear.shape[1])),
+        )
         return LocalMatrix(ids=matrix.ids, values=out, id_hashes=matrix.id_hashes)
 
     def sample_rows(
@@ -124,17 +120,11 @@ class NumpyPasses:
         )
 
     def assign(self, matrix: LocalMatrix, *, centroids: np.ndarray) -> LocalMatrix:
-        n, width = matrix.values.shape
-        labels = np.empty(n, dtype=np.int32)
-        distances = np.empty(n, dtype=np.float64)
-        runner_up = np.empty(n, dtype=np.float64)
-
-        def assign_block(block: slice) -> None:
-            labels[block], distances[block], runner_up[block] = kernels.nearest_centroids(
-                matrix.values[block], centroids
-            )
-
-        kernels.each_block(assign_block, n, _block_rows(width + len(centroids)))
+        labels, distances, runner_up = kernels.nearest_in_blocks(
+            matrix.values,
+            centroids,
+            block_rows=_block_rows(matrix.values.shape[1] + len(centroids)),
+        )
         return replace(matrix, labels=labels, distances=distances, runner_up=runner_up)
 
     def relabel(self, matrix: LocalMatrix, *, ids: np.ndarray) -> LocalMatrix:

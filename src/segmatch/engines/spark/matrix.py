@@ -145,12 +145,7 @@ class SparkPasses:
             return
         columns = [*matrix.value_columns, *([LABEL] if matrix.labelled else [])]
         table = matrix.frame.select(matrix.id_column, *columns).toArrow()
-        rows = HeldRows(
-            table.column(matrix.id_column),
-            matrix_of(table, matrix.value_columns),
-            table.column(LABEL).to_numpy() if matrix.labelled else None,
-        )
-        self._hold(matrix, rows)
+        self._hold(matrix, _held_from(table, matrix))
 
     def affine(self, matrix: SparkMatrix, *, shift: np.ndarray, linear: np.ndarray) -> SparkMatrix:
         width, out = matrix.width, linear.shape[1]
@@ -177,12 +172,9 @@ class SparkPasses:
             return replace(matrix, frame=persist(mapped), width=out, labelled=False)
         # Its rows held too, mapped on the driver: the one pass over them left on Spark (the
         # assignment, which holds its own output) maps them itself rather than hold them twice.
-        values = np.empty((len(held.values), out), dtype=np.float64)
-
-        def map_block(block: slice) -> None:
-            np.matmul(held.values[block] - shift, linear, out=values[block])
-
-        kernels.each_block(map_block, len(values), kernels.BLOCK_ROWS)
+        values = kernels.affine_in_blocks(
+            held.values, shift=shift, linear=linear, block_rows=kernels.BLOCK_ROWS
+        )
         mapped_matrix = replace(matrix, frame=mapped, width=out, labelled=False)
         self._hold(
             mapped_matrix,
@@ -273,11 +265,8 @@ class SparkPasses:
         selected = matrix.frame.select(*columns)
         schema = T.StructType([T.StructField("__hash", T.LongType()), *selected.schema.fields])
         table = selected.mapInArrow(hashed, schema).toArrow()
-        rows = HeldRows(
-            table.column(id_column),
-            matrix_of(table, matrix.value_columns),
-            table.column(LABEL).to_numpy() if labelled else None,
-            id_hashes={seed: table.column("__hash").to_numpy().view(np.uint64)},
+        rows = _held_from(
+            table, matrix, id_hashes={seed: table.column("__hash").to_numpy().view(np.uint64)}
         )
         if not cutoffs and (None in wanted or set(wanted) >= set(known)):
             self._hold(matrix, rows)
@@ -322,15 +311,9 @@ class SparkPasses:
         )
         assigned = replace(matrix, frame=persist(base.mapInArrow(nearest, schema)), labelled=True)
         if held is not None:
-            labels = np.empty(len(held.values), dtype=np.int32)
-            distances = np.empty(len(held.values), dtype=np.float64)
-
-            def assign_block(block: slice) -> None:
-                labels[block], distances[block], _ = kernels.nearest_centroids(
-                    held.values[block], centroids
-                )
-
-            kernels.each_block(assign_block, len(held.values), kernels.BLOCK_ROWS)
+            labels, distances, _ = kernels.nearest_in_blocks(
+                held.values, centroids, block_rows=kernels.BLOCK_ROWS
+            )
             self._hold(
                 assigned, replace(held, labels=labels, distances=distances, mapped_from=None)
             )
@@ -348,11 +331,18 @@ class SparkPasses:
 
 
 def _reduce_held(held: HeldRows, *, kernel: BlockKernel, combine: Combine) -> np.ndarray:
-    def block_result(block: slice) -> np.ndarray:
-        labels = None if held.labels is None else held.labels[block]
-        return np.asarray(kernel(held.values[block], labels), dtype=np.float64)
+    return kernels.reduce_in_blocks(
+        held.values, held.labels, kernel=kernel, combine=combine, block_rows=kernels.BLOCK_ROWS
+    )
 
-    parts = kernels.each_block(block_result, len(held.values), kernels.BLOCK_ROWS)
-    if not parts:
-        raise ValueError("a pass over no rows")
-    return functools.reduce(combine, parts)
+
+def _held_from(
+    table: pa.Table, matrix: SparkMatrix, *, id_hashes: dict[int, np.ndarray] | None = None
+) -> HeldRows:
+    """A matrix's rows as they reached the driver: ids, values and labels when it has them."""
+    return HeldRows(
+        table.column(matrix.id_column),
+        matrix_of(table, matrix.value_columns),
+        table.column(LABEL).to_numpy() if matrix.labelled else None,
+        id_hashes=id_hashes or {},
+    )
