@@ -19,6 +19,20 @@ from segmatch.engines.base import Engine
 from segmatch.synthetic import generate_customers
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _shared_cache(tmp_path_factory: pytest.TempPathFactory):
+    """One segmatch cache for the test run, outside the user's home: the Spark processes the
+    tests start resolve Delta's jars and write the JVM's class archive once, as a machine
+    would."""
+    previous = os.environ.get("SEGMATCH_CACHE_DIR")
+    os.environ["SEGMATCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        del os.environ["SEGMATCH_CACHE_DIR"]
+    else:
+        os.environ["SEGMATCH_CACHE_DIR"] = previous
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """No test reads or writes the user's home or the working folder."""

@@ -4,11 +4,14 @@ its jars loaded directly by every later start; a local session sized to its core
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
 
 from helpers import run_script, run_script_with_errors
+from segmatch.engines.spark.class_archive import ClassArchive
 from segmatch.engines.spark.session import (
     DATAFRAME_DEBUGGING,
     DELTA_SNAPSHOT_PARTITIONS,
@@ -61,9 +64,17 @@ def test_delta_is_resolved_once_then_loaded_from_the_listing(tmp_path):
     (listing,) = cache.glob("spark-jars-*.txt")
     listed = listing.read_text().split()
     assert any("delta-spark" in jar for jar in listed)
-    second = run_script(START_AND_WRITE, str(tmp_path / "b"), cwd=tmp_path, env=env)
+    # The first start's JVM wrote its class archive as it stopped; later starts map it.
+    assert any(o.startswith("-XX:ArchiveClassesAtExit=") for o in first["java"].split())
+    (archive,) = cache.glob("spark-classes-*.jsa")
+    assert not list(cache.glob("*.partial"))
+    second, terminal = run_script_with_errors(
+        START_AND_WRITE, str(tmp_path / "b"), cwd=tmp_path, env=env
+    )
     assert second["packages"] is None and second["rows"] == 3
     assert second["jars"].split(",") == listed
+    assert f"-XX:SharedArchiveFile={archive}" in second["java"].split()
+    assert "[cds]" not in terminal
     # A listed jar gone (a cleaned Ivy cache): the next start resolves the packages again.
     (tmp_path / "gone").write_text("\n".join([*listed, "file:///nowhere/missing.jar"]))
     listing.write_text((tmp_path / "gone").read_text())
@@ -113,3 +124,27 @@ def test_a_local_session_is_sized_to_its_cores_and_its_input():
     served = launch_settings("local[2]", remote=True, input_bytes=1_000)
     assert served["spark.driver.extraJavaOptions"] == logging
     assert served[DELTA_SNAPSHOT_PARTITIONS] == "2"
+
+
+def test_one_process_at_a_time_writes_the_class_archive(tmp_path):
+    archive = ClassArchive(tmp_path, "a java|a spark")
+    # A process that ended while its JVM wrote the archive left a part of it: removed.
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    left = tmp_path / f"{archive.path.stem}.{int(ended.stdout)}.partial"
+    left.write_bytes(b"part of an archive")
+    (writes,) = [o for o in archive.java_options() if "ArchiveClassesAtExit" in o]
+    assert writes.endswith(f".{os.getpid()}.partial") and not left.exists()
+    # While a live process's JVM writes it, another start neither writes nor maps it.
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as writer:
+        try:
+            (tmp_path / f"{archive.path.stem}.{writer.pid}.partial").write_bytes(b"being written")
+            assert ClassArchive(tmp_path, "a java|a spark").java_options() == []
+        finally:
+            writer.kill()
+    archive.path.write_bytes(b"an archive")
+    assert ClassArchive(tmp_path, "a java|a spark").java_options()[0] == (
+        f"-XX:SharedArchiveFile={archive.path}"
+    )

@@ -18,6 +18,7 @@ from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 from segmatch import heap
 from segmatch.config import SparkConfig
 from segmatch.engines.expressions import Expr
+from segmatch.engines.spark.class_archive import ClassArchive
 from segmatch.engines.spark.expressions import kinds_of, to_spark
 from segmatch.engines.spark.frames import persist
 from segmatch.partitioning import PartitionPlan, plan_partitions
@@ -107,6 +108,13 @@ def session_for(settings: SparkConfig, *, input_bytes: int | None = None) -> Spa
     )
     master = remote or settings.master
     launched = launch_settings(master, remote=bool(remote), input_bytes=input_bytes)
+    archive = None
+    own_java = "spark.driver.extraJavaOptions" in settings.conf
+    if not remote and local_cores(master) is not None and not own_java:
+        archive = ClassArchive.for_this_machine(cache_folder())
+        if archive is not None and (options := archive.java_options()):
+            java = launched["spark.driver.extraJavaOptions"]
+            launched["spark.driver.extraJavaOptions"] = " ".join([java, *options])
     for key, value in launched.items():
         builder = builder.config(key, value)
     combined = {**(delta_settings() if settings.delta else {}), **settings.conf}
@@ -128,6 +136,8 @@ def session_for(settings: SparkConfig, *, input_bytes: int | None = None) -> Spa
         session = builder.getOrCreate()
     if listing and not resolved:
         listing.write(session)
+    if archive is not None:
+        archive.keep_at_exit(session)
     heap.settle()
     return session
 
