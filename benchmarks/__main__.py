@@ -79,6 +79,9 @@ def run_measured(command: list[str], cwd: Path) -> tuple[dict, float, float]:
     # beside the next pipeline's measurement; the command itself had returned, so it is not
     # counted in this one's.
     psutil.wait_procs(list(descendants.values()), timeout=60)
+    # Nor the files it wrote still going to disk (the baseline's Parquet between stages: GBs at
+    # 5M rows), flushed here rather than during the next one's measurement.
+    os.sync()
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{stderr[-3000:]}")
     return json.loads(stdout.strip().splitlines()[-1]), wall, peak
