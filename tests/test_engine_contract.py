@@ -198,6 +198,26 @@ def test_exact_quantiles_overall_and_by_group(engine, tmp_path):
         assert found[g]["v"] == pytest.approx(np.quantile(values[groups == g], 0.9), abs=1e-12)
 
 
+def test_quantiles_with_each_columns_nulls(engine, tmp_path):
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=1001).round(2)
+    gaps = np.where(rng.random(1001) < 0.1, np.nan, values)
+    path = write_table(
+        {
+            "v": values,
+            "gaps": pa.array(gaps, from_pandas=True),
+            "none": pa.nulls(1001, pa.float64()),
+        },
+        tmp_path / "n.parquet",
+    )
+    frame = engine.read(path=str(path), fmt="parquet", types={}, separator=",")
+    found, nulls = engine.quantiles_and_nulls(frame, columns=["v", "gaps", "none"], q=0.5)
+    kept = gaps[~np.isnan(gaps)]
+    assert found == {"v": np.median(values), "gaps": np.median(kept), "none": None}
+    assert nulls == {"v": 0, "gaps": 1001 - len(kept), "none": 1001}
+    assert engine.quantiles_and_nulls(frame, columns=[], q=0.5) == ({}, {})
+
+
 @covers("feature_matrix", "reduce_blocks", "affine", "matrix_frame")
 def test_the_feature_matrix_and_passes_over_it(engine, frame):
     filled = engine.with_columns(frame, {"age": col("age").as_number().nan_to_null().fill_null(0)})

@@ -320,6 +320,18 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         without it): interpolated linearly, as ``np.quantile``; the median as the mean of the
         two middle values. Nulls are left out; a column without values gives None."""
 
+    def quantiles_and_nulls(
+        self, frame: FrameT, *, columns: Sequence[str], q: float
+    ) -> tuple[dict[str, float | None], dict[str, int]]:
+        """Each numeric column's :meth:`quantiles` over every row, and its nulls; an engine
+        whose quantiles count each column's values takes both from the same passes."""
+        if not columns:
+            return {}, {}
+        counted = {f"nulls{i}": col(c).is_null().as_float().sum() for i, c in enumerate(columns)}
+        found = self.to_arrow(self.aggregate(frame, counted)).to_pylist()[0]
+        nulls = {c: int(found[f"nulls{i}"] or 0) for i, c in enumerate(columns)}
+        return self.quantiles(frame, columns=columns, q=q).get(None, {}), nulls
+
     @abstractmethod
     def affine(self, matrix: MatrixT, *, shift: np.ndarray, linear: np.ndarray) -> MatrixT:
         """``(x − shift) @ linear`` for every row."""

@@ -25,17 +25,20 @@ def column_stats(
 ) -> ColumnStats:
     """Per column: its nulls; per numeric column its median (or mean); per categorical one the
     count of each level (missing values as their own level)."""
-    aggregations: dict[str, Expr] = {
-        f"nulls{i}": col(c).is_null().as_float().sum() for i, c in enumerate(numeric)
-    }
-    if center == "mean":
-        aggregations |= {f"center{i}": col(c).mean() for i, c in enumerate(numeric)}
-    row = engine.to_arrow(engine.aggregate(frame, aggregations)).to_pylist()[0] if numeric else {}
-    nulls = {c: int(row[f"nulls{i}"] or 0) for i, c in enumerate(numeric)}
-    if center == "mean":
-        centers = {c: row[f"center{i}"] for i, c in enumerate(numeric)}
+    centers: dict[str, float | None]
+    nulls: dict[str, int]
+    if not numeric:
+        centers, nulls = {}, {}
+    elif center == "median":
+        centers, nulls = engine.quantiles_and_nulls(frame, columns=numeric, q=0.5)
     else:
-        centers = engine.quantiles(frame, columns=numeric, q=0.5).get(None, {}) if numeric else {}
+        aggregations: dict[str, Expr] = {
+            **{f"nulls{i}": col(c).is_null().as_float().sum() for i, c in enumerate(numeric)},
+            **{f"center{i}": col(c).mean() for i, c in enumerate(numeric)},
+        }
+        row = engine.to_arrow(engine.aggregate(frame, aggregations)).to_pylist()[0]
+        nulls = {c: int(row[f"nulls{i}"] or 0) for i, c in enumerate(numeric)}
+        centers = {c: row[f"center{i}"] for i, c in enumerate(numeric)}
     levels: dict[str, dict[str, int]] = {}
     for name, found in engine.level_counts(frame, categorical).items():
         counts = {level: n for (_, level), n in found.items()}
