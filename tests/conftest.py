@@ -22,7 +22,7 @@ from segmatch.synthetic import generate_customers
 @pytest.fixture(scope="session", autouse=True)
 def _shared_cache(tmp_path_factory: pytest.TempPathFactory):
     """One segmatch cache for the test run, outside the user's home: the Spark processes the
-    tests start resolve Delta's jars and write the JVM's class archive once, as a machine
+    tests start resolve Delta's jars (and write the JVM's class archive) once, as a machine
     would."""
     previous = os.environ.get("SEGMATCH_CACHE_DIR")
     os.environ["SEGMATCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))

@@ -31,7 +31,8 @@ START_AND_WRITE = textwrap.dedent(
 
     # The config's own setting wins over segmatch's sizing.
     own = {"spark.databricks.delta.snapshotPartitions": "5"}
-    spark = session_for(SparkConfig(master="local[1]", conf=own), input_bytes=0)
+    size = None if sys.argv[2] == "unknown" else int(sys.argv[2])
+    spark = session_for(SparkConfig(master="local[1]", conf=own), input_bytes=size)
     spark.range(3).write.format("delta").save(sys.argv[1])
     conf = spark.sparkContext.getConf()
     print("RESULT " + json.dumps({
@@ -51,10 +52,9 @@ def test_delta_is_resolved_once_then_loaded_from_the_listing(tmp_path):
     cache = tmp_path / "cache"
     env = {"SEGMATCH_CACHE_DIR": str(cache)}
     first, terminal = run_script_with_errors(
-        START_AND_WRITE, str(tmp_path / "a"), cwd=tmp_path, env=env
+        START_AND_WRITE, str(tmp_path / "a"), "unknown", cwd=tmp_path, env=env
     )
     assert first["packages"].startswith("io.delta:delta-spark") and first["rows"] == 3
-    assert set(QUICK_JIT.split()) <= set(first["java"].split())
     # segmatch's logging file: none of Spark's start-up notices on the terminal.
     assert f"-Dlog4j2.configurationFile={LOGGING.as_uri()}" in first["java"].split()
     for notice in ("default log4j profile", "loopback address", "native-hadoop", "log level"):
@@ -64,21 +64,23 @@ def test_delta_is_resolved_once_then_loaded_from_the_listing(tmp_path):
     (listing,) = cache.glob("spark-jars-*.txt")
     listed = listing.read_text().split()
     assert any("delta-spark" in jar for jar in listed)
-    # The first start's JVM wrote its class archive as it stopped; later starts map it.
+    # The first start's JVM wrote its class archive as it stopped; later starts map it, a
+    # small input's too (which would not have written one).
     assert any(o.startswith("-XX:ArchiveClassesAtExit=") for o in first["java"].split())
     (archive,) = cache.glob("spark-classes-*.jsa")
     assert not list(cache.glob("*.partial"))
     second, terminal = run_script_with_errors(
-        START_AND_WRITE, str(tmp_path / "b"), cwd=tmp_path, env=env
+        START_AND_WRITE, str(tmp_path / "b"), "0", cwd=tmp_path, env=env
     )
     assert second["packages"] is None and second["rows"] == 3
     assert second["jars"].split(",") == listed
+    assert set(QUICK_JIT.split()) <= set(second["java"].split())
     assert f"-XX:SharedArchiveFile={archive}" in second["java"].split()
     assert "[cds]" not in terminal
     # A listed jar gone (a cleaned Ivy cache): the next start resolves the packages again.
     (tmp_path / "gone").write_text("\n".join([*listed, "file:///nowhere/missing.jar"]))
     listing.write_text((tmp_path / "gone").read_text())
-    third = run_script(START_AND_WRITE, str(tmp_path / "c"), cwd=tmp_path, env=env)
+    third = run_script(START_AND_WRITE, str(tmp_path / "c"), "0", cwd=tmp_path, env=env)
     assert third["packages"].startswith("io.delta:delta-spark") and third["rows"] == 3
     assert listing.read_text().split() == listed
 
@@ -128,6 +130,7 @@ def test_a_local_session_is_sized_to_its_cores_and_its_input():
 
 def test_one_process_at_a_time_writes_the_class_archive(tmp_path):
     archive = ClassArchive(tmp_path, "a java|a spark")
+    assert archive.java_options(may_write=False) == []
     # A process that ended while its JVM wrote the archive left a part of it: removed.
     ended = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],

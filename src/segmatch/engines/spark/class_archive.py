@@ -2,8 +2,10 @@
 sharing): later starts map them from one file instead of reading, verifying and linking each
 from Spark's jars. Measured here: a local session's start and first query 7.2-7.5 s → 4.4 s.
 
-The first start on a machine runs with the JVM's archiving at exit on; at this process's exit
-its JVM is then asked to stop and waited for while it writes the archive (about 10 s, once).
+The first start on a machine for more than a small input runs with the JVM's archiving at exit
+on; at this process's exit its JVM is then asked to stop and waited for while it writes the
+archive (about 10 s, once, and the start itself is slower: a first run of 20,000 customers took
+48 s instead of 22, the next 18).
 The archive is kept only when that JVM exited cleanly: the JVM removes a file it failed to
 write and exits with an error, and mapping a truncated archive would crash every later start.
 """
@@ -55,12 +57,13 @@ class ClassArchive:
         )
         return cls(folder, identity)
 
-    def java_options(self) -> list[str]:
+    def java_options(self, *, may_write: bool = True) -> list[str]:
         """The options that map the archive, or that write it at the JVM's exit when there is
-        none; none while another process is writing it (its JVM is still running)."""
+        none and ``may_write``; none while another process is writing it (its JVM is still
+        running)."""
         if self.path.is_file():
             return [f"-XX:SharedArchiveFile={self.path}", *QUIET]
-        if self._being_written():
+        if not may_write or self._being_written():
             return []
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

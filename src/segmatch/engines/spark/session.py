@@ -112,7 +112,9 @@ def session_for(settings: SparkConfig, *, input_bytes: int | None = None) -> Spa
     own_java = "spark.driver.extraJavaOptions" in settings.conf
     if not remote and local_cores(master) is not None and not own_java:
         archive = ClassArchive.for_this_machine(cache_folder())
-        if archive is not None and (options := archive.java_options()):
+        # Writing it doubles a short run's time once: a small input's run only maps one.
+        small = input_bytes is not None and input_bytes < QUICK_JIT_BYTES
+        if archive is not None and (options := archive.java_options(may_write=not small)):
             java = launched["spark.driver.extraJavaOptions"]
             launched["spark.driver.extraJavaOptions"] = " ".join([java, *options])
     for key, value in launched.items():
