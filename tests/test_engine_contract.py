@@ -198,24 +198,38 @@ def test_exact_quantiles_overall_and_by_group(engine, tmp_path):
         assert found[g]["v"] == pytest.approx(np.quantile(values[groups == g], 0.9), abs=1e-12)
 
 
-def test_quantiles_with_each_columns_nulls(engine, tmp_path):
+def test_a_column_summary_counts_adds_and_takes_quantiles_per_group(engine, tmp_path):
     rng = np.random.default_rng(5)
     values = rng.normal(size=1001).round(2)
-    gaps = np.where(rng.random(1001) < 0.1, np.nan, values)
+    gaps = np.where(rng.random(1001) < 0.1, np.nan, values * 3)
+    groups = rng.integers(0, 3, 1001)
     path = write_table(
         {
             "v": values,
             "gaps": pa.array(gaps, from_pandas=True),
             "none": pa.nulls(1001, pa.float64()),
+            "g": groups,
         },
         tmp_path / "n.parquet",
     )
     frame = engine.read(path=str(path), fmt="parquet", types={}, separator=",")
-    found, nulls = engine.quantiles_and_nulls(frame, columns=["v", "gaps", "none"], q=0.5)
+    whole = engine.column_summary(frame, columns=["v", "gaps", "none"], q=0.5)
     kept = gaps[~np.isnan(gaps)]
-    assert found == {"v": np.median(values), "gaps": np.median(kept), "none": None}
-    assert nulls == {"v": 0, "gaps": 1001 - len(kept), "none": 1001}
-    assert engine.quantiles_and_nulls(frame, columns=[], q=0.5) == ({}, {})
+    assert whole.rows == {None: 1001}
+    assert whole.values == {None: {"v": 1001, "gaps": len(kept), "none": 0}}
+    assert whole.quantiles == {
+        None: {"v": np.median(values), "gaps": np.median(kept), "none": None}
+    }
+    assert whole.mean(None, "gaps") == pytest.approx(kept.mean(), rel=1e-12)
+    assert whole.mean(None, "none") is None
+    grouped = engine.column_summary(frame, columns=["v"], q=0.9, by="g")
+    for g in range(3):
+        mine = values[groups == g]
+        assert grouped.rows[g] == grouped.values[g]["v"] == len(mine)
+        assert grouped.mean(g, "v") == pytest.approx(mine.mean(), rel=1e-12)
+        assert grouped.quantiles[g]["v"] == pytest.approx(np.quantile(mine, 0.9), abs=1e-12)
+    sizes = engine.column_summary(frame, columns=[], q=0.5, by="g")
+    assert sizes.rows == {g: int((groups == g).sum()) for g in range(3)}
 
 
 @covers("feature_matrix", "reduce_blocks", "affine", "matrix_frame")

@@ -29,6 +29,7 @@ from segmatch.engines.types import (
     SEGMENT,
     BlockKernel,
     ColumnKind,
+    ColumnSummary,
     Combine,
     SampledRows,
     SegmentRows,
@@ -320,17 +321,30 @@ class Engine(ABC, Generic[FrameT, MatrixT]):
         without it): interpolated linearly, as ``np.quantile``; the median as the mean of the
         two middle values. Nulls are left out; a column without values gives None."""
 
-    def quantiles_and_nulls(
-        self, frame: FrameT, *, columns: Sequence[str], q: float
-    ) -> tuple[dict[str, float | None], dict[str, int]]:
-        """Each numeric column's :meth:`quantiles` over every row, and its nulls; an engine
-        whose quantiles count each column's values takes both from the same passes."""
-        if not columns:
-            return {}, {}
-        counted = {f"nulls{i}": col(c).is_null().as_float().sum() for i, c in enumerate(columns)}
-        found = self.to_arrow(self.aggregate(frame, counted)).to_pylist()[0]
-        nulls = {c: int(found[f"nulls{i}"] or 0) for i, c in enumerate(columns)}
-        return self.quantiles(frame, columns=columns, q=q).get(None, {}), nulls
+    def column_summary(
+        self, frame: FrameT, *, columns: Sequence[str], q: float, by: str | None = None
+    ) -> ColumnSummary:
+        """Per value of ``by``: its rows, and each numeric column's values (not null), their
+        sum and their :meth:`quantiles`; an engine whose quantiles count and add the values on
+        their way takes all of it from the same passes."""
+        counted: dict[str, Expr] = {"rows": rows()}
+        for i, c in enumerate(columns):
+            counted |= {f"nulls{i}": col(c).is_null().as_float().sum(), f"sum{i}": col(c).sum()}
+        keys = [by] if by else []
+        found = self.to_arrow(self.aggregate(frame, counted, by=keys)).to_pylist()
+        groups = {row[by] if by else None: row for row in found if row["rows"]}
+        return ColumnSummary(
+            rows={g: int(row["rows"]) for g, row in groups.items()},
+            values={
+                g: {c: int(row["rows"] - (row[f"nulls{i}"] or 0)) for i, c in enumerate(columns)}
+                for g, row in groups.items()
+            },
+            sums={
+                g: {c: float(row[f"sum{i}"] or 0.0) for i, c in enumerate(columns)}
+                for g, row in groups.items()
+            },
+            quantiles=self.quantiles(frame, columns=columns, q=q, by=by) if columns else {},
+        )
 
     @abstractmethod
     def affine(self, matrix: MatrixT, *, shift: np.ndarray, linear: np.ndarray) -> MatrixT:

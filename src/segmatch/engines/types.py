@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -82,6 +82,21 @@ class ColumnStats:
     nulls: dict[str, int]
     centers: dict[str, float]
     levels: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ColumnSummary:
+    """Per group (the key None without groups): its rows, and per numeric column its values
+    (not null), their sum and their exact quantile."""
+
+    rows: dict[Any, int]
+    values: dict[Any, dict[str, int]]
+    sums: dict[Any, dict[str, float]]
+    quantiles: dict[Any, dict[str, float | None]]
+
+    def mean(self, group: Any, column: str) -> float | None:
+        values = self.values[group][column]
+        return self.sums[group][column] / values if values else None
 
 
 @dataclass(frozen=True)

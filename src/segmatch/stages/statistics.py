@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from segmatch.encoding import MISSING_LEVEL
 from segmatch.engines.base import Engine, Frame
-from segmatch.engines.expressions import Expr, col, rows, when
+from segmatch.engines.expressions import Expr, col, when
 from segmatch.engines.shaping import with_top_levels
 from segmatch.engines.types import SEGMENT, ColumnStats
 from segmatch.stages.columns import Outcome
@@ -30,7 +30,10 @@ def column_stats(
     if not numeric:
         centers, nulls = {}, {}
     elif center == "median":
-        centers, nulls = engine.quantiles_and_nulls(frame, columns=numeric, q=0.5)
+        summary = engine.column_summary(frame, columns=numeric, q=0.5)
+        centers = summary.quantiles.get(None, {})
+        rows_in = summary.rows.get(None, 0)
+        nulls = {c: rows_in - summary.values.get(None, {}).get(c, 0) for c in numeric}
     else:
         aggregations: dict[str, Expr] = {
             **{f"nulls{i}": col(c).is_null().as_float().sum() for i, c in enumerate(numeric)},
@@ -66,36 +69,37 @@ def segment_profiles(
     each numeric column, the top levels of each categorical one, and each outcome's mean (or
     the share of its positive level, or its top levels)."""
     rated = {o.profile_column: _outcome_rate(o) for o in outcomes if not o.is_levels}
-    summary = engine.aggregate(
-        labelled,
-        {"size": rows(), **{f"{c}_mean": col(c).mean() for c in columns}, **rated},
-        by=[SEGMENT],
+    # Sizes, sums and medians from the medians' passes; outcomes' rates in one aggregation.
+    summary = engine.column_summary(labelled, columns=columns, q=0.5, by=SEGMENT)
+    rates = (
+        {
+            row[SEGMENT]: row
+            for row in engine.to_arrow(
+                engine.aggregate(labelled, rated, by=[SEGMENT]), columns=[SEGMENT, *rated]
+            ).to_pylist()
+        }
+        if rated
+        else {}
     )
-    found = sorted(
-        engine.to_arrow(
-            summary, columns=[SEGMENT, "size", *(f"{c}_mean" for c in columns), *rated]
-        ).to_pylist(),
-        key=lambda row: row[SEGMENT],
-    )
-    medians = engine.quantiles(labelled, columns=columns, q=0.5, by=SEGMENT) if columns else {}
+    segments = sorted(summary.rows)
+    total = sum(summary.rows.values())
+    table = {
+        SEGMENT: pa.array(segments, pa.int32()),
+        "size": pa.array([summary.rows[s] for s in segments], pa.int64()),
+        "share": pa.array([summary.rows[s] / total for s in segments], pa.float64()),
+        **{
+            f"{c}_mean": pa.array([summary.mean(s, c) for s in segments], pa.float64())
+            for c in columns
+        },
+        **{
+            f"{c}_median": pa.array([summary.quantiles[s][c] for s in segments], pa.float64())
+            for c in columns
+        },
+        **{name: pa.array([rates[s][name] for s in segments], pa.float64()) for name in rated},
+    }
     counts = engine.level_counts(
         labelled, [*categorical, *(o.column for o in outcomes if o.is_levels)], by=SEGMENT
     )
-    total = sum(row["size"] for row in found)
-    table = {
-        SEGMENT: pa.array([row[SEGMENT] for row in found], pa.int32()),
-        "size": pa.array([row["size"] for row in found], pa.int64()),
-        "share": pa.array([row["size"] / total for row in found], pa.float64()),
-        **{
-            f"{c}_mean": pa.array([row[f"{c}_mean"] for row in found], pa.float64())
-            for c in columns
-        },
-        **{
-            f"{c}_median": pa.array([medians[row[SEGMENT]][c] for row in found], pa.float64())
-            for c in columns
-        },
-        **{name: pa.array([row[name] for row in found], pa.float64()) for name in rated},
-    }
     return with_top_levels(pa.table(table), counts)
 
 

@@ -12,6 +12,8 @@ import pyarrow as pa
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 
+from segmatch.engines.types import ColumnSummary
+
 #: At most about this many values of a column (per group) reach the driver: a range holding
 #: more is narrowed first, by a histogram of ``HISTOGRAM_BUCKETS`` buckets per pass.
 MAX_VALUES_COLLECTED = 20_000
@@ -66,7 +68,21 @@ def quantiles_and_counts(
     max_values: int | None = None,
 ) -> tuple[dict[Any, dict[str, float | None]], dict[Any, int], dict[Any, dict[str, int]]]:
     """The exact ``q`` quantile of ``columns`` per value of ``group`` (None: the whole frame),
-    with the rows of each group and the values (not null) of each column in it.
+    with the rows of each group and the values (not null) of each column in it."""
+    summary = column_summary(frame, columns, group, q=q, max_values=max_values)
+    return summary.quantiles, summary.rows, summary.values
+
+
+def column_summary(
+    frame: DataFrame,
+    columns: Sequence[str],
+    group: str | None = None,
+    *,
+    q: float,
+    max_values: int | None = None,
+) -> ColumnSummary:
+    """The exact ``q`` quantile of ``columns`` per value of ``group`` (None: the whole frame),
+    with the rows of each group, and the values (not null) of each column in it and their sum.
 
     Interpolated linearly between the two values around rank (n − 1)·q, as ``np.quantile``
     does; the median is the mean of the two middle values, as ``np.median`` and Polars give.
@@ -84,9 +100,13 @@ def quantiles_and_counts(
     values are then picked on the driver. Should a range miss them (bucket edges rounded the
     other way), the exact ``percentile`` decides.
     """
+    if not columns:
+        sizes = frame.groupBy(*([group] if group else [])).count().collect()
+        groups = {r[group] if group else None: int(r["count"]) for r in sizes if r["count"]}
+        return ColumnSummary(groups, {g: {} for g in groups}, {g: {} for g in groups}, {})
     cap = MAX_VALUES_COLLECTED if max_values is None else max_values
     budget = MAX_VALUES_IN_ALL if max_values is None else max_values
-    rows, counts, histograms = _scaled_histograms(frame, columns, group)
+    rows, counts, sums, histograms = _scaled_histograms(frame, columns, group)
     ranks = {cell: _ranks(n, q) for cell, n in counts.items()}
     bounds: dict[Cell, tuple[float, float]] = {}
     inside: dict[Cell, int] = {}
@@ -124,8 +144,12 @@ def quantiles_and_counts(
                 where = frame if group is None else frame.where(F.col(group) == F.lit(key))
                 exact = where.agg(F.percentile(F.col(column), q)).first()
                 quantiles[key][column] = None if exact is None else exact[0]
-    present = {key: {c: counts[(key, i)] for i, c in enumerate(columns)} for key in rows}
-    return quantiles, rows, present
+    return ColumnSummary(
+        rows=rows,
+        values={key: {c: counts[(key, i)] for i, c in enumerate(columns)} for key in rows},
+        sums={key: {c: sums.get((key, i), 0.0) for i, c in enumerate(columns)} for key in rows},
+        quantiles=quantiles,
+    )
 
 
 def _ranks(n: int, q: float) -> tuple[int, int, float]:
@@ -169,9 +193,10 @@ def _narrow(
 
 def _scaled_histograms(
     frame: DataFrame, columns: Sequence[str], group: str | None
-) -> tuple[dict[Any, int], dict[Cell, int], dict[Cell, tuple]]:
-    """One pass: the rows of each group, the values of each cell, and each cell's histogram
-    of buckets that split every power of two into ``SCALE_STEPS`` (any range, no bounds)."""
+) -> tuple[dict[Any, int], dict[Cell, int], dict[Cell, float], dict[Cell, tuple]]:
+    """One pass: the rows of each group, the values of each cell and their sum, and each
+    cell's histogram of buckets that split every power of two into ``SCALE_STEPS`` (any
+    range, no bounds)."""
     cells = []
     for i, c in enumerate(columns):
         value = F.col(c).cast("double")
@@ -188,9 +213,10 @@ def _scaled_histograms(
             )
         )
     keys = [group] if group else []
-    found = _bucketed(frame, keys, cells, keep_nulls=True)
+    found = _bucketed(frame, keys, cells, keep_nulls=True, sums=True)
     rows: dict[Any, int] = {}
     counts: dict[Cell, int] = {}
+    sums: dict[Cell, float] = {}
     buckets: dict[Cell, list] = {}
     for row in found:
         key = row[group] if group else None
@@ -200,6 +226,7 @@ def _scaled_histograms(
             rows[key] = rows.get(key, 0) + row["count"]
         if row["bucket"] is not None:
             counts[cell] += row["count"]
+            sums[cell] = sums.get(cell, 0.0) + row["total"]
             buckets.setdefault(cell, []).append(row)
     histograms = {}
     for cell, found_buckets in buckets.items():
@@ -210,7 +237,7 @@ def _scaled_histograms(
             np.array([r["smallest"] for r in ordered]),
             np.array([r["largest"] for r in ordered]),
         )
-    return rows, counts, histograms
+    return rows, counts, sums, histograms
 
 
 def _histograms(
@@ -250,9 +277,12 @@ def _histograms(
     }
 
 
-def _bucketed(source: DataFrame, keys: list[str], cells: list[Column], *, keep_nulls: bool) -> list:
-    """One pass: per (group, column, below, bucket), the values' count, smallest and largest;
-    values neither under the range nor in a bucket are dropped unless ``keep_nulls``."""
+def _bucketed(
+    source: DataFrame, keys: list[str], cells: list[Column], *, keep_nulls: bool, sums: bool = False
+) -> list:
+    """One pass: per (group, column, below, bucket), the values' count, smallest and largest
+    (and with ``sums``, their sum); values neither under the range nor in a bucket are dropped
+    unless ``keep_nulls``."""
     exploded = source.select(*keys, F.explode(F.array(*cells)).alias("cell")).select(
         *keys, "cell.*"
     )
@@ -264,6 +294,7 @@ def _bucketed(source: DataFrame, keys: list[str], cells: list[Column], *, keep_n
             F.count(F.lit(1)).alias("count"),
             F.min("value").alias("smallest"),
             F.max("value").alias("largest"),
+            *([F.sum("value").alias("total")] if sums else []),
         )
         .collect()
     )

@@ -14,8 +14,8 @@ from segmatch.engines.base import present_text
 from segmatch.engines.expressions import Expr, col
 from segmatch.engines.spark.expressions import kinds_of, to_spark
 from segmatch.engines.spark.frames import ROW, persist
-from segmatch.engines.spark.quantiles import exact_quantiles, quantiles_and_counts
-from segmatch.engines.types import LEVEL
+from segmatch.engines.spark.quantiles import column_summary, exact_quantiles
+from segmatch.engines.types import LEVEL, ColumnSummary
 
 #: Which of the counted columns a stacked row's value came from.
 STACKED = "__segmatch_column"
@@ -122,16 +122,11 @@ class SparkCleaning:
             return {}
         return exact_quantiles(frame, columns, by, q=q)
 
-    def quantiles_and_nulls(
-        self, frame: DataFrame, *, columns: Sequence[str], q: float
-    ) -> tuple[dict[str, float | None], dict[str, int]]:
-        if not columns:
-            return {}, {}
-        # The quantiles' first pass counts the rows and each column's values: no pass of its own.
-        found, rows, present = quantiles_and_counts(frame, columns, q=q)
-        counted = present.get(None, {})
-        nulls = {c: rows.get(None, 0) - counted.get(c, 0) for c in columns}
-        return found.get(None, {}), nulls
+    def column_summary(
+        self, frame: DataFrame, *, columns: Sequence[str], q: float, by: str | None = None
+    ) -> ColumnSummary:
+        # The quantiles' first pass counts the rows and each column's values, and adds them.
+        return column_summary(frame, columns, by, q=q)
 
 
 def _stacked(frame: DataFrame, values: Sequence[Expr]) -> Column:
