@@ -21,6 +21,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from segmatch.progress import progress
+
 #: The archive's own notices (classes it skips, a JVM build it does not match) are not about
 #: the run: the JVM then starts without the archive, as it would have anyway.
 QUIET = ("-Xlog:cds=off", "-Xlog:cds+dynamic=off")
@@ -86,11 +88,13 @@ class ClassArchive:
         # The JVM stops when its input closes, as it does when this process ends.
         if process.stdin is not None:
             process.stdin.close()
-        try:
-            status = process.wait(timeout=WRITE_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            status = None
+        # Seconds after the run's summary: the terminal says what they are.
+        with progress("writing the Spark JVM's class archive (once per machine)"):
+            try:
+                status = process.wait(timeout=WRITE_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                status = None
         if status == 0 and self._partial.is_file():
             self._partial.replace(self.path)
         else:
