@@ -4,7 +4,7 @@ from Spark's jars. Measured here: a local session's start and first query 7.2-7.
 
 The first start on a machine for more than a small input runs with the JVM's archiving at exit
 on; at this process's exit its JVM is then asked to stop and waited for while it writes the
-archive (about 10 s, once, and the start itself is slower: a first run of 20,000 customers took
+archive (10-16 s, once, and the start itself is slower: a first run of 20,000 customers took
 48 s instead of 22, the next 18).
 The archive is kept only when that JVM exited cleanly: the JVM removes a file it failed to
 write and exits with an error, and mapping a truncated archive would crash every later start.
@@ -45,18 +45,20 @@ class ClassArchive:
     @classmethod
     def for_this_machine(cls, folder: Path) -> ClassArchive | None:
         """The archive for the Java a local session starts (``JAVA_HOME``'s, else the one on
-        the path) and the installed Spark's jars; None without a Java to start."""
+        the path) and the jars of the Spark it runs (``SPARK_HOME``'s, else PySpark's own); None
+        without a Java to start."""
         java = _java()
         if java is None:
             return None
         import pyspark  # noqa: PLC0415 -- only its location and version are needed
 
-        jars = Path(pyspark.__file__).parent / "jars"
+        home = os.environ.get("SPARK_HOME")
+        jars = (Path(home) if home else Path(pyspark.__file__).parent) / "jars"
         names = sorted(p.name for p in jars.glob("*.jar")) if jars.is_dir() else []
         found = java.stat()
-        identity = "|".join(
-            [str(java), str(found.st_size), str(found.st_mtime_ns), pyspark.__version__, *names]
-        )
+        # The class path as the JVM is given it: a linked copy of a Spark home is another one.
+        facts = [str(java), str(found.st_size), str(found.st_mtime_ns), pyspark.__version__]
+        identity = "|".join([*facts, str(jars), *names])
         return cls(folder, identity)
 
     def java_options(self, *, may_write: bool = True) -> list[str]:
