@@ -42,35 +42,14 @@ def exact_medians(
     max_values: int | None = None,
 ) -> dict[Any, dict[str, float | None]]:
     """Exact medians of ``columns`` per value of ``group`` (None: the whole frame)."""
-    return quantiles_and_counts(frame, columns, group, q=0.5, max_values=max_values)[0]
+    return column_summary(frame, columns, group, q=0.5, max_values=max_values).quantiles
 
 
 def exact_quantiles(
     frame: DataFrame, columns: Sequence[str], group: str | None = None, *, q: float
 ) -> dict[Any, dict[str, float | None]]:
     """The exact ``q`` quantile of ``columns`` per value of ``group``, as ``np.quantile``."""
-    return quantiles_and_counts(frame, columns, group, q=q)[0]
-
-
-def medians_and_counts(
-    frame: DataFrame, columns: Sequence[str], group: str | None = None
-) -> tuple[dict[Any, dict[str, float | None]], dict[Any, int], dict[Any, dict[str, int]]]:
-    """Exact medians, with the rows of each group and the values (not null) of each column."""
-    return quantiles_and_counts(frame, columns, group, q=0.5)
-
-
-def quantiles_and_counts(
-    frame: DataFrame,
-    columns: Sequence[str],
-    group: str | None = None,
-    *,
-    q: float,
-    max_values: int | None = None,
-) -> tuple[dict[Any, dict[str, float | None]], dict[Any, int], dict[Any, dict[str, int]]]:
-    """The exact ``q`` quantile of ``columns`` per value of ``group`` (None: the whole frame),
-    with the rows of each group and the values (not null) of each column in it."""
-    summary = column_summary(frame, columns, group, q=q, max_values=max_values)
-    return summary.quantiles, summary.rows, summary.values
+    return column_summary(frame, columns, group, q=q).quantiles
 
 
 def column_summary(
