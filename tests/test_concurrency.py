@@ -2,7 +2,7 @@
 
 After every pair: each table's latest version, the lease's current run and ``model.json`` belong
 to one run that exited 0; a run that exited non-zero committed nothing; no run printed a
-traceback.
+traceback; each run's stage log holds its own stages, every one of them.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from segmatch.api import run_pipeline
 from segmatch.cli import app
 from segmatch.config_loading import build_config
 from segmatch.errors import RunFailedError
+from segmatch.layout import STAGE_LOG_FILE, run_folder
 from segmatch.lease import OutputLease
 from segmatch.locations import Files, join
+from segmatch.pipeline import STAGES
 from segmatch.storage import read_delta, table_history
 from segmatch.synthetic import generate_customers
 
@@ -130,6 +132,10 @@ def check_one_run_is_current(out: str, outcomes: list[Outcome], tables=TRAINING_
         assert latest_run(location) == lease.current_run, table
         assert lease.versions[table] == table_history(location)[0]["version"], table
     for outcome in outcomes:
+        log = Files().read_text(join(run_folder(out, outcome.run_id), STAGE_LOG_FILE))
+        records = [json.loads(line) for line in log.splitlines()]
+        assert {r["run_id"] for r in records} == {outcome.run_id}
+        assert [r["stage"] for r in records] == list(STAGES), outcome.run_id
         committed = [t for t in tables if outcome.run_id in runs_in(join(out, t))]
         if outcome.returncode == 0:
             assert committed == list(tables), (outcome.run_id, committed)

@@ -41,7 +41,8 @@ def test_whole_run_writes_every_output_and_logs_every_stage(engine, customers_pa
         "not_finite",
     }
     assert result.duplicates > 0 and result.imputed["income"] > 0
-    log = [json.loads(line) for line in (out / "stage_log.jsonl").read_text().splitlines()]
+    own_log = out / "runs" / result.run_id / "stage_log.jsonl"
+    log = [json.loads(line) for line in own_log.read_text().splitlines()]
     assert [r["stage"] for r in log] == list(STAGES)
     assert {r["run_id"] for r in log} == {result.run_id}
     assert set(log[0]) >= {"seconds", "rows_in", "rows_out", "peak_memory_mb", "partitions"}

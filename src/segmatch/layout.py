@@ -5,9 +5,9 @@
     <root>/
       segments/ lookalikes/ profiles/ quarantine/ stage_log/   Delta tables (tables.Table)
       model.json                  the current run's fitted model
-      stage_log.jsonl             one JSON line per stage of every run
       _segmatch/lease/            one-row Delta table: who commits, each table's version
-      runs/<run_id>/              summary.json, samples, column_plan.json, report, logs
+      runs/<run_id>/              stage_log.jsonl, summary.json, samples, column_plan.json,
+                                  report, logs
       .staging/runs/<run_id>/     a run's staged tables, until it commits or fails
       .staging/checkpoints/       checkpointed stage results (resume)
       .staging/runs/<run_id>.json a run's checkpoint manifest
@@ -33,10 +33,12 @@ STAGING_FOLDER = ".staging"
 RUNS_FOLDER = "runs"
 CHECKPOINTS_FOLDER = "checkpoints"
 LEASE_TABLE = join("_segmatch", "lease")
-STAGE_LOG_FILE = "stage_log.jsonl"
 DELTA_LOG = "_delta_log"
 MODEL_FILE = "model.json"
 # A run's own folder:
+#: One JSON line per stage of the run as each ends, written by that run alone: two runs on one
+#: output never rewrite each other's lines (object storage cannot append).
+STAGE_LOG_FILE = "stage_log.jsonl"
 SUMMARY_FILE = "summary.json"
 LOOKALIKE_SAMPLE_FILE = "lookalike_sample.parquet"
 SCATTER_SAMPLE_FILE = "scatter_sample.parquet"
@@ -66,10 +68,6 @@ class OutputLayout:
     @property
     def model(self) -> str:
         return join(self.root, MODEL_FILE)
-
-    @property
-    def stage_log(self) -> str:
-        return join(self.root, STAGE_LOG_FILE)
 
     @property
     def lease(self) -> str:
@@ -106,22 +104,3 @@ def write_json(data: Any, location: Location, *, files: Files | None = None) -> 
     """Write JSON whole (locally: a temporary file, then a rename)."""
     text = json.dumps(data, indent=2, default=str)
     (files or Files()).write_text(str(location), text)
-
-
-def append_json_line(
-    location: Location, record: dict[str, Any], *, files: Files | None = None
-) -> None:
-    """Append one JSON record as a line (the structured stage log).
-
-    Object stores cannot append: there the file is written again with the new line.
-    """
-    line = json.dumps(record, default=str) + "\n"
-    if not is_remote(str(location)):
-        path = local_path(str(location))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(line)
-        return
-    files = files or Files()
-    before = files.read_text(str(location)) if files.exists(str(location)) else ""
-    files.write_text(str(location), before + line)

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import resource
 import time
@@ -35,8 +36,8 @@ from segmatch.errors import (
 from segmatch.layout import (
     ERROR_LOG_FILE,
     RUN_LOG_FILE,
+    STAGE_LOG_FILE,
     OutputLayout,
-    append_json_line,
     run_folder,
 )
 from segmatch.locations import Files, is_table_name, join
@@ -81,7 +82,8 @@ class StageHook(Protocol):
 
 
 class StageLog:
-    """Logs each stage's line and appends its JSON record to ``stage_log.jsonl``."""
+    """Logs each stage's line and keeps the run's JSON records in its own ``stage_log.jsonl``,
+    written whole after each stage (one writer per file: object storage cannot append)."""
 
     def __init__(self, path: str, files: Files) -> None:
         self.path = path
@@ -96,7 +98,9 @@ class StageLog:
             return
         self.records.append(record)
         logger.info(record.line())
-        append_json_line(self.path, asdict(record), files=self.files)
+        self.files.write_text(
+            self.path, "".join(json.dumps(asdict(r), default=str) + "\n" for r in self.records)
+        )
 
 
 class Pipeline:
@@ -125,7 +129,9 @@ class Pipeline:
         self.files = Files(config.storage_options)
         self.registry = registry if registry is not None else FolderRegistry(self.out, self.files)
         self.layout = OutputLayout(self.out)
-        self.stage_log = StageLog(self.layout.stage_log, self.files)
+        self.stage_log = StageLog(
+            join(run_folder(self.out, self.run_id), STAGE_LOG_FILE), self.files
+        )
         # Any object with some of StageHook's methods: the runner calls those it defines.
         self.hooks: list[object] = [self.stage_log, *hooks]
         self.provided = dict(provided or {})
