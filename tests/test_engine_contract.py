@@ -388,6 +388,77 @@ def test_a_matrix_held_whole_gives_the_same_passes(engine, tmp_path, held_by):
         assert whole["jobs"] == 0 and apart["jobs"] > 0
 
 
+def test_summaries_of_held_rows_are_those_of_a_pass_over_them(engine, tmp_path):
+    """The scale stage holds the carried customer columns with the matrix: the segment
+    profiles' summaries of a frame shaped from those rows then run on the driver (on Spark,
+    without a job), and must give what a pass over the frame's rows gives."""
+    rng = np.random.default_rng(7)
+    points = rng.normal(size=(900, 2)) + np.repeat([[0.0, 0.0], [5.0, 5.0], [0.0, 9.0]], 300, 0)
+    spend = pa.array(rng.gamma(2.0, 50.0, 900).round(1), mask=rng.random(900) < 0.1)
+    path = write_table(
+        {
+            "id": [f"c{i}" for i in range(900)],
+            "x0": points[:, 0],
+            "x1": points[:, 1],
+            "spend": spend,
+            "visits": rng.integers(0, 20, 900),
+            "channel": rng.choice(["web", "app", "store"], 900).tolist(),
+        },
+        tmp_path / "customers.parquet",
+    )
+    customers = engine.read(path=str(path), fmt="parquet", types={}, separator=",")
+    centroids = np.array([[0.0, 0.0], [5.0, 5.0], [0.0, 9.0]])
+
+    def summaries(held: bool):
+        matrix = engine.feature_matrix(
+            customers,
+            id_column="id",
+            numeric=["x0", "x1"],
+            log=(),
+            levels={},
+            carry=["spend", "visits", "channel"],
+        )
+        if held:
+            engine.hold_rows(matrix)
+        assigned = engine.relabel(
+            engine.assign(matrix, centroids=centroids), ids=np.array([2, 0, 1])
+        )
+        labelled = engine.matrix_frame(
+            assigned,
+            id_column="id",
+            columns={SEGMENT: col(SEGMENT)},
+            customers=customers,
+            customer_columns=["spend", "visits", "channel"],
+        )
+        jobs_before = _jobs_run(engine)
+        summary = engine.column_summary(labelled, columns=["spend", "visits"], q=0.5, by=SEGMENT)
+        overall = engine.column_summary(labelled, columns=["spend"], q=0.25)
+        levels = engine.level_counts(labelled, ["channel"], by=SEGMENT)
+        jobs = None if jobs_before is None else _jobs_run(engine) - jobs_before
+        return summary, overall, levels, jobs
+
+    with engine.run_scope():
+        held = summaries(True)
+    with engine.run_scope():
+        apart = summaries(False)
+    (summary, overall, levels, jobs), (summary_apart, overall_apart, levels_apart, _) = held, apart
+    assert summary.rows == summary_apart.rows and set(summary.rows) == {0, 1, 2}
+    assert summary.values == summary_apart.values
+    assert 0 < sum(v["spend"] for v in summary.values.values()) < 900  # with gaps
+    assert summary.quantiles == summary_apart.quantiles
+    assert overall.rows == overall_apart.rows == {None: 900}
+    assert overall.quantiles == overall_apart.quantiles
+    for segment in summary.rows:
+        for column in ("spend", "visits"):
+            assert summary.mean(segment, column) == pytest.approx(
+                summary_apart.mean(segment, column), rel=1e-12
+            )
+    assert levels == levels_apart
+    assert sum(levels["channel"].values()) == 900
+    if engine.name == "spark":
+        assert jobs == 0
+
+
 def _jobs_run(engine: Engine) -> int | None:
     """How many Spark jobs the engine's session has started (None on the local engine): job ids
     count up from 0, while the status tracker keeps only the latest jobs (a test session's

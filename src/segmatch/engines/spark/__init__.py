@@ -10,19 +10,22 @@ fitted on a seeded sample on the driver and refined by Lloyd passes over every r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
 from segmatch.config import SparkConfig
 from segmatch.engines.base import Engine
+from segmatch.engines.expressions import Expr
 from segmatch.engines.spark.frames import SparkMatrix, caches_released
 from segmatch.engines.spark.io import SparkStorage
-from segmatch.engines.spark.matrix import SparkPasses
+from segmatch.engines.spark.matrix import SparkPasses, level_counts_on_driver, summary_on_driver
 from segmatch.engines.spark.results import SparkResults
 from segmatch.engines.spark.rows import SparkCleaning
 from segmatch.engines.spark.session import SparkPlanning, session_for
+from segmatch.engines.types import ColumnSummary
 from segmatch.partitioning import PartitionPlan
 
 __all__ = ["SparkEngine", "SparkMatrix", "session_for"]
@@ -48,6 +51,43 @@ class SparkEngine(
     #: (about 1 s for a table of a few rows): the run's tables commit side by side.
     commit_concurrency = 8
 
+    def matrix_frame(
+        self,
+        matrix: SparkMatrix,
+        *,
+        id_column: str,
+        columns: Mapping[str, Expr],
+        customers: DataFrame | None = None,
+        customer_columns: Sequence[str] = (),
+    ) -> DataFrame:
+        frame = super().matrix_frame(
+            matrix,
+            id_column=id_column,
+            columns=columns,
+            customers=customers,
+            customer_columns=customer_columns,
+        )
+        self.note_rows_on_driver(frame, matrix, id_column=id_column, columns=columns)
+        return frame
+
+    def column_summary(
+        self, frame: DataFrame, *, columns: Sequence[str], q: float, by: str | None = None
+    ) -> ColumnSummary:
+        table = self.rows_on_driver(frame)
+        held = summary_on_driver(table, columns, q=q, by=by) if table is not None else None
+        if held is not None:
+            return held
+        return super().column_summary(frame, columns=columns, q=q, by=by)
+
+    def level_counts(
+        self, frame: DataFrame, columns: Sequence[str], *, by: str | None = None
+    ) -> dict[str, dict[tuple[Any, str | None], int]]:
+        table = self.rows_on_driver(frame)
+        held = level_counts_on_driver(table, columns, by=by) if table is not None else None
+        if held is not None:
+            return held
+        return super().level_counts(frame, columns, by=by)
+
     def distance_quantiles(
         self, matrix: SparkMatrix, *, id_column: str, q: float
     ) -> dict[int, float]:
@@ -63,6 +103,7 @@ class SparkEngine(
                 yield
         finally:
             self._held.clear()
+            self._on_driver.clear()
 
     @contextmanager
     def tagged_jobs(self, tag: str) -> Iterator[None]:
@@ -88,3 +129,4 @@ class SparkEngine(
         self._cores: int | None = None
         self._has_delta: bool | None = None
         self._held = {}
+        self._on_driver = {}

@@ -7,15 +7,18 @@ import math
 import operator
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F  # noqa: N812 -- the PySpark convention
 from pyspark.sql import types as T  # noqa: N812 -- the PySpark convention
 
 from segmatch import kernels
 from segmatch.encoding import one_hot_columns
+from segmatch.engines.expressions import Expr
 from segmatch.engines.spark.frames import (
     DISTANCE,
     LABEL,
@@ -25,7 +28,15 @@ from segmatch.engines.spark.frames import (
     persist,
     values_of,
 )
-from segmatch.engines.types import BlockKernel, Combine, SampledRows
+from segmatch.engines.types import (
+    LEVEL,
+    SEGMENT,
+    BlockKernel,
+    ColumnSummary,
+    Combine,
+    SampledRows,
+    vector_column,
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,9 @@ class HeldRows:
     #: For rows an affine map gave: its source matrix, shift and linear part, which the one
     #: Spark pass over them applies itself (see :meth:`SparkPasses.assign`).
     mapped_from: tuple[SparkMatrix, np.ndarray, np.ndarray] | None = None
+    #: The customer columns the matrix carries, under their own names, when they were held
+    #: with it: what the segment profiles read (see :meth:`SparkPasses.rows_on_driver`).
+    customers: pa.Table | None = field(default=None, compare=False, repr=False)
 
     def hashes(self, seed: int) -> np.ndarray:
         if seed not in self.id_hashes:
@@ -61,6 +75,8 @@ class SparkPasses:
 
     #: Matrices whose every row is on the driver, by their frame (see :meth:`_held_rows`).
     _held: dict[int, tuple[DataFrame, HeldRows]]
+    #: Frames shaped from held rows, and those rows as a table (see :meth:`rows_on_driver`).
+    _on_driver: dict[int, tuple[DataFrame, pa.Table]]
 
     def feature_matrix(
         self,
@@ -104,6 +120,40 @@ class SparkPasses:
     def _hold(self, matrix: SparkMatrix, rows: HeldRows) -> None:
         self._held[id(matrix.frame)] = (matrix.frame, rows)
 
+    def rows_on_driver(self, frame: DataFrame) -> pa.Table | None:
+        """Every row of ``frame`` as a table on the driver, when ``frame`` was shaped from rows
+        held there with every column it has (see :meth:`note_rows_on_driver`): summaries of it
+        then run there instead of as Spark jobs over rows computed again."""
+        found = self._on_driver.get(id(frame))
+        return found[1] if found is not None and found[0] is frame else None
+
+    def note_rows_on_driver(
+        self, frame: DataFrame, matrix: SparkMatrix, *, id_column: str, columns: Mapping[str, Expr]
+    ) -> None:
+        """Remember ``frame``, shaped from ``matrix`` by ``matrix_frame``, as a table of its
+        held rows when every column of it is there: the id, ``columns`` that name a segment,
+        a distance or a vector column, and the customer columns the rows were held with."""
+        held = self._held_rows(matrix)
+        if held is None or held.customers is None or held.labels is None:
+            return
+        own: dict[str, pa.Array | pa.ChunkedArray | np.ndarray] = {
+            SEGMENT: held.labels,
+            **({DISTANCE: held.distances} if held.distances is not None else {}),
+            **{vector_column(j): held.values[:, j] for j in range(matrix.width)},
+        }
+        found: dict[str, pa.Array | pa.ChunkedArray | np.ndarray] = {id_column: held.ids}
+        for name in frame.columns:
+            expr = columns.get(name)
+            if expr is not None:
+                if expr.op != "col" or expr.args[0] not in own:
+                    return
+                found[name] = own[expr.args[0]]
+            elif name != id_column:
+                if name not in held.customers.column_names:
+                    return
+                found[name] = held.customers.column(name)
+        self._on_driver[id(frame)] = (frame, pa.table(found))
+
     def held_distance_quantiles(self, matrix: SparkMatrix, *, q: float) -> dict[int, float] | None:
         """Per segment, the ``q`` quantile of the distances, from rows held on the driver (None
         when they are not held)."""
@@ -145,8 +195,12 @@ class SparkPasses:
         if self._held_rows(matrix) is not None:
             return
         columns = [*matrix.value_columns, *([LABEL] if matrix.labelled else [])]
-        table = matrix.frame.select(matrix.id_column, *columns).toArrow()
-        self._hold(matrix, _held_from(table, matrix))
+        carried = matrix.carried_columns
+        table = matrix.frame.select(matrix.id_column, *columns, *carried).toArrow()
+        # The carried columns come in the same pass: the segment profiles read them at the
+        # end of the run, where Spark would compute every row's assignment for them.
+        customers = table.select(carried).rename_columns(list(matrix.carried))
+        self._hold(matrix, replace(_held_from(table, matrix), customers=customers))
 
     def affine(self, matrix: SparkMatrix, *, shift: np.ndarray, linear: np.ndarray) -> SparkMatrix:
         width, out = matrix.width, linear.shape[1]
@@ -180,7 +234,11 @@ class SparkPasses:
         self._hold(
             mapped_matrix,
             HeldRows(
-                held.ids, values, id_hashes=held.id_hashes, mapped_from=(matrix, shift, linear)
+                held.ids,
+                values,
+                id_hashes=held.id_hashes,
+                mapped_from=(matrix, shift, linear),
+                customers=held.customers,
             ),
         )
         return mapped_matrix
@@ -293,7 +351,7 @@ class SparkPasses:
         )
         assigned = replace(
             matrix,
-            frame=persist(_nearest(mapped, kept, matrix.value_columns, centroids)),
+            frame=_nearest(mapped, kept, matrix.value_columns, centroids),
             labelled=True,
         )
         if held is not None:
@@ -308,7 +366,7 @@ class SparkPasses:
     def relabel(self, matrix: SparkMatrix, *, ids: np.ndarray) -> SparkMatrix:
         mapping = F.create_map(*[F.lit(v) for i, new in enumerate(ids) for v in (i, int(new))])
         relabelled = replace(
-            matrix, frame=persist(matrix.frame.withColumn(LABEL, mapping[F.col(LABEL)].cast("int")))
+            matrix, frame=matrix.frame.withColumn(LABEL, mapping[F.col(LABEL)].cast("int"))
         )
         held = self._held_rows(matrix)
         if held is not None:
@@ -356,6 +414,63 @@ def _nearest(
         F.sqrt(F.greatest(best + F.col(norm), F.lit(0.0))).alias(DISTANCE),
         F.sqrt(F.greatest(runner_up, F.lit(0.0))).alias(RUNNER_UP),
     )
+
+
+def summary_on_driver(
+    table: pa.Table, columns: Sequence[str], *, q: float, by: str | None
+) -> ColumnSummary | None:
+    """What :func:`quantiles.column_summary` gives, from rows on the driver (None when a
+    column is not a number there)."""
+    if not all(_is_number(table.schema.field(c).type) for c in columns):
+        return None
+    data = {c: table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in columns}
+    valid = {c: pc.is_valid(table.column(c)).to_numpy(zero_copy_only=False) for c in columns}
+    rows: dict[Any, int] = {}
+    values: dict[Any, dict[str, int]] = {}
+    sums: dict[Any, dict[str, float]] = {}
+    quantiles: dict[Any, dict[str, float | None]] = {}
+    for group, index in _group_rows(table, by):
+        rows[group], values[group], sums[group], quantiles[group] = len(index), {}, {}, {}
+        for c in columns:
+            found = data[c][index][valid[c][index]]
+            values[group][c] = len(found)
+            sums[group][c] = float(found.sum())
+            quantiles[group][c] = float(np.quantile(found, q)) if len(found) else None
+    return ColumnSummary(rows=rows, values=values, sums=sums, quantiles=quantiles)
+
+
+def level_counts_on_driver(
+    table: pa.Table, columns: Sequence[str], *, by: str | None
+) -> dict[str, dict[tuple[Any, str | None], int]] | None:
+    """What the engine's ``level_counts`` gives, from rows on the driver (None when a column is
+    not text there: its text would be Spark's to write)."""
+    if not all(pa.types.is_string(table.schema.field(c).type) for c in columns):
+        return None
+    keys = [by] if by else []
+    found: dict[str, dict[tuple[Any, str | None], int]] = {}
+    for column in columns:
+        pairs = pa.table({**{k: table.column(k) for k in keys}, LEVEL: table.column(column)})
+        counted = pairs.group_by([*keys, LEVEL]).aggregate([([], "count_all")])
+        found[column] = {
+            (row[by] if by else None, row[LEVEL]): row["count_all"] for row in counted.to_pylist()
+        }
+    return found
+
+
+def _is_number(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind)
+
+
+def _group_rows(table: pa.Table, by: str | None) -> Iterator[tuple[Any, np.ndarray]]:
+    """Each group's value and the positions of its rows (one group, None, without ``by``)."""
+    if by is None:
+        yield None, np.arange(table.num_rows)
+        return
+    groups = table.column(by).to_numpy(zero_copy_only=False)
+    order = np.argsort(groups, kind="stable")
+    found, starts = np.unique(groups[order], return_index=True)
+    for group, start, end in zip(found, starts, [*starts[1:], len(order)], strict=True):
+        yield group.item(), order[start:end]
 
 
 def _reduce_held(held: HeldRows, *, kernel: BlockKernel, combine: Combine) -> np.ndarray:
