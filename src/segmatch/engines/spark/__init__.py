@@ -1,9 +1,11 @@
 """The distributed engine: PySpark DataFrames, NumPy kernels in Arrow UDFs.
 
-Only models, per-cluster sums and summaries travel to the driver. Feature matrices are Spark
-DataFrames with the customer id, one double column per feature (``x0`` …) and, once assigned,
-``label``, ``distance`` and ``runner_up``; passes over them run the engine-neutral kernels of
-:mod:`segmatch.kernels` on Arrow batches, so both engines compute the same figures. k-means is
+Only models, per-cluster sums and summaries travel to the driver, unless every row's features
+fit ``cluster.fit_sample_mb``: then the rows are held there (see ``SparkPasses.hold_rows``).
+Feature matrices are Spark DataFrames with the customer id, one double column per feature
+(``x0`` …) and, once assigned, ``label``, ``distance`` and ``runner_up``; passes over them run
+the engine-neutral kernels of :mod:`segmatch.kernels` on Arrow batches (the assignment, their
+arithmetic in column expressions), so both engines compute the same figures. k-means is
 fitted on a seeded sample on the driver and refined by Lloyd passes over every row: measured at
 1M customers, MLlib's KMeans (k-means|| and ~0.5 s per iteration) took 10 s where this takes 4.
 """

@@ -1,4 +1,5 @@
-"""The feature matrix as Spark columns, and the passes over it (NumPy kernels in Arrow UDFs)."""
+"""The feature matrix as Spark columns, and the passes over it (NumPy kernels in Arrow UDFs;
+the assignment in column expressions), or over its rows held on the driver."""
 
 from __future__ import annotations
 
