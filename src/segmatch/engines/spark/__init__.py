@@ -12,7 +12,7 @@ fitted on a seeded sample on the driver and refined by Lloyd passes over every r
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,7 +20,6 @@ from pyspark.sql import DataFrame, SparkSession
 
 from segmatch.config import SparkConfig
 from segmatch.engines.base import Engine
-from segmatch.engines.expressions import Expr
 from segmatch.engines.spark.frames import SparkMatrix, caches_released
 from segmatch.engines.spark.io import SparkStorage
 from segmatch.engines.spark.matrix import SparkPasses, level_counts_on_driver, summary_on_driver
@@ -52,25 +51,6 @@ class SparkEngine(
     #: A commit through Delta's writer is mostly the driver's round trips and small log jobs
     #: (about 1 s for a table of a few rows): the run's tables commit side by side.
     commit_concurrency = 8
-
-    def matrix_frame(
-        self,
-        matrix: SparkMatrix,
-        *,
-        id_column: str,
-        columns: Mapping[str, Expr],
-        customers: DataFrame | None = None,
-        customer_columns: Sequence[str] = (),
-    ) -> DataFrame:
-        frame = super().matrix_frame(
-            matrix,
-            id_column=id_column,
-            columns=columns,
-            customers=customers,
-            customer_columns=customer_columns,
-        )
-        self.note_rows_on_driver(frame, matrix, id_column=id_column, columns=columns)
-        return frame
 
     def column_summary(
         self, frame: DataFrame, *, columns: Sequence[str], q: float, by: str | None = None

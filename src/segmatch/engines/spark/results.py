@@ -32,6 +32,9 @@ CELL, HOME = "__cell", "__home"
 class SparkResults:
     """Tables of results, shaped from an assigned matrix."""
 
+    #: :meth:`SparkPasses.note_rows_on_driver`, which the engine also inherits.
+    note_rows_on_driver: Callable[..., None]
+
     def segment_transitions(
         self, previous: DataFrame, matrix: SparkMatrix, *, id_column: str
     ) -> pa.Table:
@@ -75,6 +78,7 @@ class SparkResults:
             *(wanted if carried else ()),
         )
         if carried or not wanted:
+            self.note_rows_on_driver(rows, matrix, id_column=id_column, columns=columns)
             return rows
         if customers is None:
             raise ValueError(f"customer columns {wanted} asked for without the customers' frame")
