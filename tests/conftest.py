@@ -60,8 +60,9 @@ def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
-def spark_session():
-    """One SparkSession for the whole test run (it takes ~10 s to start)."""
+def spark_session(tmp_path_factory: pytest.TempPathFactory):
+    """One SparkSession for the whole test run (it takes ~10 s to start); its catalog's
+    warehouse in the run's temporary folder, not ``spark-warehouse`` in the working one."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from pyspark.sql import SparkSession  # noqa: PLC0415 -- only Spark tests pay for it
 
@@ -79,6 +80,7 @@ def spark_session():
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.warehouse.dir", str(tmp_path_factory.mktemp("spark-warehouse")))
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")
