@@ -12,14 +12,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import resource
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -55,7 +53,7 @@ from segmatch.plans.language import (
 )
 from segmatch.plans.training import IDENTITY, TRAINING
 from segmatch.progress import library_log
-from segmatch.results import StageRecord
+from segmatch.results import StageRecord, stage_log_lines
 from segmatch.staging import StagedOutputs
 from segmatch.storage import input_digest, table_digest
 
@@ -98,9 +96,7 @@ class StageLog:
             return
         self.records.append(record)
         logger.info(record.line())
-        self.files.write_text(
-            self.path, "".join(json.dumps(asdict(r), default=str) + "\n" for r in self.records)
-        )
+        self.files.write_text(self.path, stage_log_lines(self.records))
 
 
 class Pipeline:

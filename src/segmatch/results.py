@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +44,11 @@ class StageRecord:
             f"⏱️ stage '{self.stage}' {how} in {self.seconds:.2f} s "
             f"({self.rows_in:,} rows in, {self.rows_out:,} out)"
         )
+
+
+def stage_log_lines(records: Sequence[StageRecord]) -> str:
+    """A run's stage records as JSON lines (its ``stage_log.jsonl``)."""
+    return "".join(json.dumps(asdict(record), default=str) + "\n" for record in records)
 
 
 @dataclass

@@ -29,7 +29,7 @@ from segmatch.config import Config, TrackingConfig, config_digest
 from segmatch.locations import name_of
 from segmatch.model import SegmentModel
 from segmatch.progress import library_log
-from segmatch.results import RunResult, StageRecord
+from segmatch.results import RunResult, StageRecord, stage_log_lines
 from segmatch.tracking.pyfunc import MODEL_ARTIFACT, pyfunc_class, signature, warm_model_logging
 from segmatch.tracking.queries import (
     CHAMPION,
@@ -417,7 +417,7 @@ class RunRecorder:
         files: dict[str, str] = {
             "config.json": json.dumps(result.config.model_dump(mode="json"), indent=2),
             "column_plan.json": json.dumps(result.column_plan, indent=2, default=str),
-            "stage_log.jsonl": "\n".join(json.dumps(r.__dict__) for r in self.records) + "\n",
+            "stage_log.jsonl": stage_log_lines(self.records),
             "profiles.csv": result.profiles.to_pandas().to_csv(index=False),
             "quarantine_summary.json": json.dumps(
                 {
